@@ -166,7 +166,7 @@ pub struct SupervisorState {
 
 /// The supervisor gave up: returned from the handler so the parent sees `ActorFailed`.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
+#[error("gave up: {0}")]
 pub(crate) struct GaveUp(String);
 
 impl GaveUp {
