@@ -89,7 +89,8 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     }
     // nearest-rank: the smallest sample with at least q of them at or below it
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1].as_secs_f64() * 1e6
+    // nanosecond resolution is all a Duration has; more digits are float noise
+    (sorted[rank - 1].as_secs_f64() * 1e9).round() / 1e3
 }
 
 async fn idle_actor_bytes() -> u64 {

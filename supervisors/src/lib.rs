@@ -37,6 +37,9 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod bench;
 mod child;

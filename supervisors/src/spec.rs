@@ -71,7 +71,8 @@ impl Restart {
 /// How a child is stopped by its supervisor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {
-    /// Killed at once: no `post_stop`, the running handler is cancelled at its next `.await`.
+    /// Killed at once: no `post_stop`, the running handler is cancelled at its next `.await`
+    /// (an actor blocking its thread is waited for until it reaches one).
     BrutalKill,
     /// Asked to stop (reason `"shutdown"`, `post_stop` runs); killed if it has not
     /// stopped within the duration.

@@ -63,6 +63,7 @@ pub struct Supervisor;
 
 /// Requests a supervisor answers. Paths are relative to the supervisor receiving them
 /// (`"worker:2"`, or `"monitors/watchdog"`, which is forwarded to `monitors`).
+#[derive(Debug)]
 pub enum SupervisorMsg {
     /// Liveness round trip: `Ok` only if this supervisor and every descendant supervisor
     /// answered within `timeout`; otherwise `Err` holds the path of the one that did not.
