@@ -1,1 +1,6 @@
-//! placeholder
+//! Pure domain types of the CHOM node: configuration, and (later) job and breaker logic.
+//! No IO beyond reading what it is handed.
+
+#![warn(missing_docs)]
+
+pub mod config;

@@ -1,0 +1,496 @@
+//! Semantic checks of a loaded [`Config`]: what types alone cannot say (URL schemes, ranges,
+//! unique ids, cross references). Keys that already failed to parse are not blamed again.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::Config;
+use super::error::Errors;
+use super::load::key_path;
+
+/// `database.url` prefix of the embedded SQLite store.
+pub(super) const SQLITE_PREFIX: &str = "sqlite://";
+/// `cache.url` of the in-process cache.
+pub(super) const MEMORY_URL: &str = "memory://";
+/// Upper bound of `queue.workers`.
+pub const MAX_WORKERS: u32 = 1024;
+
+/// Adds every semantic problem of `config` to `errors`.
+pub(super) fn validate(config: &Config, errors: &mut Errors) {
+    let mut v = Checker { errors };
+    node(config, &mut v);
+    stores(config, &mut v);
+    supervision(config, &mut v);
+    queue(config, &mut v);
+    jobs(config, &mut v);
+    ssh(config, &mut v);
+    breaker(config, &mut v);
+    vps(config, &mut v);
+    health(config, &mut v);
+    observability(config, &mut v);
+    log(config, &mut v);
+}
+
+struct Checker<'a> {
+    errors: &'a mut Errors,
+}
+
+impl Checker<'_> {
+    fn fail(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.check(key, message);
+    }
+
+    // A zero interval would make a timer spin (tokio's `interval` even panics on it), and a
+    // zero timeout fails every operation: both are always mistakes.
+    /// Fails `key` unless one of the other keys a cross-check compared it with already failed
+    /// (its value is then a stand-in default, and the comparison means nothing).
+    fn fail_against(
+        &mut self,
+        others: &[&str],
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        if !others.iter().any(|other| self.errors.reported(other)) {
+            self.fail(key, message);
+        }
+    }
+
+    fn positive(&mut self, key: &str, value: Duration) {
+        if value.is_zero() {
+            self.fail(key, "must be greater than zero");
+        }
+    }
+
+    fn at_least(&mut self, key: &str, value: u64, min: u64) {
+        if value < min {
+            self.fail(key, format!("must be at least {min}, got {value}"));
+        }
+    }
+
+    fn between(&mut self, key: &str, value: u64, min: u64, max: u64) {
+        if !(min..=max).contains(&value) {
+            self.fail(key, format!("must be between {min} and {max}, got {value}"));
+        }
+    }
+
+    fn not_empty(&mut self, key: &str, value: &str) {
+        if value.trim().is_empty() {
+            self.fail(key, "must not be empty");
+        }
+    }
+}
+
+fn node(c: &Config, v: &mut Checker<'_>) {
+    v.not_empty("node.data_dir", &c.node.data_dir.to_string_lossy());
+    v.positive("node.shutdown_timeout", c.node.shutdown_timeout);
+    v.not_empty("admin.socket", &c.admin.socket.to_string_lossy());
+}
+
+fn stores(c: &Config, v: &mut Checker<'_>) {
+    if let Err(message) = database_url(&c.database.url) {
+        v.fail("database.url", message);
+    }
+    v.at_least(
+        "database.max_connections",
+        c.database.max_connections.into(),
+        1,
+    );
+    v.positive("database.connect_timeout", c.database.connect_timeout);
+    if let Err(message) = cache_url(&c.cache.url) {
+        v.fail("cache.url", message);
+    }
+    v.positive("cache.command_timeout", c.cache.command_timeout);
+}
+
+fn database_url(url: &str) -> Result<(), String> {
+    if let Some(rest) = url.strip_prefix(SQLITE_PREFIX) {
+        let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+        return if path.is_empty() {
+            Err("sqlite:// needs a file path, e.g. sqlite://./var/chom.db".to_owned())
+        } else {
+            Ok(())
+        };
+    }
+    match scheme(url) {
+        Some("postgres" | "postgresql") => parse_url(url).map(drop),
+        Some(other) => Err(format!(
+            "unsupported scheme `{other}` (expected sqlite://PATH, postgres:// or postgresql://)"
+        )),
+        None => Err("expected a URL: sqlite://PATH, postgres://... or postgresql://...".to_owned()),
+    }
+}
+
+fn cache_url(url: &str) -> Result<(), String> {
+    if url == MEMORY_URL {
+        return Ok(());
+    }
+    match scheme(url) {
+        Some("memory") => Err("the in-process cache is exactly memory://".to_owned()),
+        Some("redis" | "rediss") => {
+            let parsed = parse_url(url)?;
+            match parsed.host_str() {
+                Some(host) if !host.is_empty() => Ok(()),
+                _ => Err("redis URL needs a host, e.g. redis://127.0.0.1:6379/0".to_owned()),
+            }
+        }
+        Some(other) => Err(format!(
+            "unsupported scheme `{other}` (expected memory://, redis:// or rediss://)"
+        )),
+        None => Err("expected a URL: memory://, redis://... or rediss://...".to_owned()),
+    }
+}
+
+/// The scheme of `url` (before `://`), when it has a plausible one.
+fn scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    let valid = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
+fn parse_url(url: &str) -> Result<url::Url, String> {
+    // The url crate's messages never include the URL, so a password cannot leak through them.
+    url::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))
+}
+
+fn supervision(c: &Config, v: &mut Checker<'_>) {
+    let s = &c.supervision;
+    v.positive("supervision.period", s.period);
+    if !(0.0..=1.0).contains(&s.backoff_jitter) {
+        v.fail(
+            "supervision.backoff_jitter",
+            format!("must be between 0 and 1, got {}", s.backoff_jitter),
+        );
+    }
+    if s.backoff_min > s.backoff_max {
+        v.fail_against(
+            &["supervision.backoff_max"],
+            "supervision.backoff_min",
+            "must not be greater than supervision.backoff_max",
+        );
+    }
+}
+
+fn queue(c: &Config, v: &mut Checker<'_>) {
+    let q = &c.queue;
+    v.between("queue.workers", q.workers.into(), 1, MAX_WORKERS.into());
+    if q.queues.is_empty() {
+        v.fail("queue.queues", "must list at least one queue");
+    }
+    let mut seen = BTreeMap::new();
+    for (i, name) in q.queues.iter().enumerate() {
+        let key = format!("queue.queues[{i}]");
+        if !is_name(name) {
+            v.fail(
+                key,
+                format!("`{name}` is not a valid queue name ({NAME_RULE})"),
+            );
+        } else if let Some(first) = seen.insert(name.as_str(), i) {
+            v.fail(
+                key,
+                format!("duplicate queue `{name}` (also queue.queues[{first}])"),
+            );
+        }
+    }
+    v.positive("queue.poll_interval", q.poll_interval);
+    v.positive("queue.retry_after", q.retry_after);
+    v.positive("queue.timeout", q.timeout);
+    v.at_least("queue.max_attempts", q.max_attempts.into(), 1);
+    if q.backoff.is_empty() {
+        v.fail("queue.backoff", "must list at least one delay");
+    }
+    v.positive("queue.stuck_after", q.stuck_after);
+    v.positive("queue.stuck_check_interval", q.stuck_check_interval);
+    v.positive("queue.analyze_interval", q.analyze_interval);
+    v.at_least("queue.analyze_threshold", q.analyze_threshold.into(), 1);
+    v.at_least("queue.max_jobs_per_worker", q.max_jobs_per_worker.into(), 1);
+    v.positive("queue.max_worker_time", q.max_worker_time);
+}
+
+fn jobs(c: &Config, v: &mut Checker<'_>) {
+    for (kind, policy) in &c.jobs {
+        let path = key_path("jobs", kind);
+        if kind.trim().is_empty() {
+            v.fail(path.as_str(), "job kind must not be empty");
+        }
+        if let Some(queue) = &policy.queue
+            && !c.queue.queues.contains(queue)
+        {
+            v.fail_against(
+                &["queue.queues"],
+                format!("{path}.queue"),
+                format!(
+                    "unknown queue `{queue}` (queue.queues has: {})",
+                    c.queue.queues.join(", ")
+                ),
+            );
+        }
+        if let Some(attempts) = policy.max_attempts {
+            v.at_least(&format!("{path}.max_attempts"), attempts.into(), 1);
+        }
+        if let Some(timeout) = policy.timeout {
+            v.positive(&format!("{path}.timeout"), timeout);
+        }
+        if policy.backoff.as_ref().is_some_and(Vec::is_empty) {
+            v.fail(format!("{path}.backoff"), "must list at least one delay");
+        }
+    }
+}
+
+fn ssh(c: &Config, v: &mut Checker<'_>) {
+    let s = &c.ssh;
+    v.not_empty("ssh.user", &s.user);
+    v.not_empty("ssh.private_key", &s.private_key.to_string_lossy());
+    v.not_empty("ssh.known_hosts", &s.known_hosts.to_string_lossy());
+    v.positive("ssh.connect_timeout", s.connect_timeout);
+    v.positive("ssh.command_timeout", s.command_timeout);
+    v.at_least("ssh.max_concurrent", s.max_concurrent.into(), 1);
+    v.positive("ssh.queue_timeout", s.queue_timeout);
+    v.at_least("ssh.max_output", s.max_output, 1);
+    for (i, command) in s.idempotent_commands.iter().enumerate() {
+        v.not_empty(&format!("ssh.idempotent_commands[{i}]"), command);
+    }
+    v.at_least("ssh.retry_attempts", s.retry_attempts.into(), 1);
+}
+
+fn breaker(c: &Config, v: &mut Checker<'_>) {
+    let b = &c.breaker;
+    v.at_least("breaker.failure_threshold", b.failure_threshold.into(), 1);
+    v.positive("breaker.failure_window", b.failure_window);
+    v.positive("breaker.open_timeout", b.open_timeout);
+    if b.max_open < b.open_timeout {
+        v.fail_against(
+            &["breaker.open_timeout"],
+            "breaker.max_open",
+            "must not be less than breaker.open_timeout",
+        );
+    }
+    v.at_least("breaker.half_open_calls", b.half_open_calls.into(), 1);
+}
+
+fn vps(c: &Config, v: &mut Checker<'_>) {
+    let mut seen = BTreeMap::new();
+    for (i, server) in c.vps.iter().enumerate() {
+        let key = |field: &str| format!("vps[{i}].{field}");
+        if server.id.is_empty() {
+            v.fail(key("id"), "required");
+        } else if !is_name(&server.id) {
+            v.fail(
+                key("id"),
+                format!("`{}` is not a valid id ({NAME_RULE})", server.id),
+            );
+        } else if let Some(first) = seen.insert(server.id.as_str(), i) {
+            v.fail(
+                key("id"),
+                format!("duplicate id `{}` (also vps[{first}])", server.id),
+            );
+        }
+        if server.host.is_empty() {
+            v.fail(key("host"), "required");
+        } else if !is_host(&server.host) {
+            v.fail(
+                key("host"),
+                format!(
+                    "`{}` is not a host name or IP address (put the port in `port`)",
+                    server.host
+                ),
+            );
+        }
+        if server.port == 0 {
+            v.fail(key("port"), "must be between 1 and 65535, got 0");
+        }
+        if let Some(user) = &server.user {
+            v.not_empty(&key("user"), user);
+        }
+        if let Some(fingerprint) = &server.host_key
+            && !is_fingerprint(fingerprint)
+        {
+            v.fail(
+                key("host_key"),
+                "expected a SHA256 fingerprint such as SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
+            );
+        }
+    }
+}
+
+fn health(c: &Config, v: &mut Checker<'_>) {
+    let h = &c.health;
+    v.positive("health.interval", h.interval);
+    v.at_least(
+        "health.failures_before_restart",
+        h.failures_before_restart.into(),
+        1,
+    );
+    v.positive("health.remediation_window", h.remediation_window);
+    v.at_least("health.recovery_cycles", h.recovery_cycles.into(), 1);
+    v.between(
+        "health.disk_warning_percent",
+        h.disk_warning_percent.into(),
+        1,
+        100,
+    );
+    v.positive("health.check_timeout", h.check_timeout);
+    let m = &c.memory;
+    v.positive("memory.interval", m.interval);
+    v.between(
+        "memory.threshold_percent",
+        m.threshold_percent.into(),
+        1,
+        100,
+    );
+    v.at_least("memory.consecutive", m.consecutive.into(), 1);
+}
+
+fn observability(c: &Config, v: &mut Checker<'_>) {
+    let o = &c.observability;
+    for (key, url) in [
+        ("observability.prometheus_url", &o.prometheus_url),
+        ("observability.loki_url", &o.loki_url),
+        ("observability.alertmanager_url", &o.alertmanager_url),
+        ("observability.grafana_url", &o.grafana_url),
+    ] {
+        if let Err(message) = http_url(url) {
+            v.fail(key, message);
+        }
+    }
+    v.positive("observability.timeout", o.timeout);
+}
+
+fn http_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    match scheme(url) {
+        Some("http" | "https") => match parse_url(url)?.host_str() {
+            Some(host) if !host.is_empty() => Ok(()),
+            _ => Err("URL needs a host".to_owned()),
+        },
+        Some(other) => Err(format!(
+            "unsupported scheme `{other}` (expected http:// or https://, or empty for none)"
+        )),
+        None => Err("expected an http:// or https:// URL, or empty for none".to_owned()),
+    }
+}
+
+fn log(c: &Config, v: &mut Checker<'_>) {
+    if !is_log_level(&c.log.level) {
+        v.fail(
+            "log.level",
+            format!(
+                "`{}` is not a level (trace, debug, info, warn, error, off) or a filter such as info,chom=debug",
+                c.log.level
+            ),
+        );
+    }
+    if !matches!(c.log.format.as_str(), "text" | "json") {
+        v.fail(
+            "log.format",
+            format!("expected `text` or `json`, got `{}`", c.log.format),
+        );
+    }
+}
+
+/// Plain levels are checked; anything with `target=level` directives is left to `EnvFilter`.
+fn is_log_level(level: &str) -> bool {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if level.contains('=') {
+        return true;
+    }
+    let mut parts = level
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .peekable();
+    parts.peek().is_some() && parts.all(|p| LEVELS.contains(&p.to_ascii_lowercase().as_str()))
+}
+
+const NAME_RULE: &str =
+    "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit";
+
+/// `^[a-z0-9][a-z0-9._-]*$`: ids and queue names end up in metric labels and actor paths.
+fn is_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+fn is_host(host: &str) -> bool {
+    host.parse::<IpAddr>().is_ok()
+        || (host.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+}
+
+/// `SHA256:` followed by unpadded or padded base64, as `ssh-keygen -l` prints it.
+fn is_fingerprint(value: &str) -> bool {
+    value.strip_prefix("SHA256:").is_some_and(|b64| {
+        !b64.is_empty()
+            && b64
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert!(database_url("sqlite://./var/chom.db").is_ok());
+        assert!(database_url("sqlite:///abs/chom.db?mode=rwc").is_ok());
+        assert!(database_url("postgres://chom:pw@127.0.0.1:5432/chom").is_ok());
+        assert!(database_url("postgresql:///chom?host=/run/postgresql").is_ok());
+        assert!(database_url("sqlite://").unwrap_err().contains("file path"));
+        assert!(database_url("mysql://x").unwrap_err().contains("`mysql`"));
+        assert!(database_url("chom.db").is_err());
+    }
+
+    #[test]
+    fn cache_urls() {
+        assert!(cache_url("memory://").is_ok());
+        assert!(cache_url("redis://127.0.0.1:6379/0").is_ok());
+        assert!(cache_url("rediss://:secret@cache.example:6380").is_ok());
+        assert!(cache_url("memory://x").is_err());
+        assert!(cache_url("redis://").is_err());
+        assert!(
+            cache_url("memcached://x")
+                .unwrap_err()
+                .contains("`memcached`")
+        );
+    }
+
+    #[test]
+    fn http_urls() {
+        assert!(http_url("").is_ok());
+        assert!(http_url("http://127.0.0.1:9090").is_ok());
+        assert!(http_url("https://grafana.example/").is_ok());
+        assert!(http_url("ftp://x").is_err());
+        assert!(http_url("localhost:9090").is_err());
+        assert!(http_url("http://").is_err());
+    }
+
+    #[test]
+    fn names_hosts_fingerprints_levels() {
+        assert!(is_name("web-1.fra_2"));
+        assert!(!is_name("Web1") && !is_name("-x") && !is_name("") && !is_name("a b"));
+        assert!(is_host("10.0.0.7") && is_host("::1") && is_host("vps7.example.com"));
+        assert!(!is_host("10.0.0.7:22") && !is_host("a b") && !is_host("user@host"));
+        assert!(is_fingerprint(
+            "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
+        ));
+        assert!(
+            !is_fingerprint("SHA256:")
+                && !is_fingerprint("MD5:aa:bb")
+                && !is_fingerprint("SHA256:a b")
+        );
+        assert!(is_log_level("info") && is_log_level("WARN") && is_log_level("info,chom=debug"));
+        assert!(is_log_level("warn,error"));
+        assert!(!is_log_level("verbose") && !is_log_level("") && !is_log_level(" , "));
+    }
+}
