@@ -1,1 +1,19 @@
-fn main() {}
+//! `chom`: the CHOM operations node and its admin client. See README.md for every command.
+
+mod cli;
+mod edge;
+mod logging;
+mod methods;
+mod node;
+mod output;
+mod rpc;
+mod wiring;
+
+use std::process::ExitCode;
+
+/// The node's version, reported by `chom status`, `/metrics` (`chom_build_info`) and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn main() -> ExitCode {
+    cli::main()
+}

@@ -1,1 +1,15 @@
-//! placeholder
+//! Every actor of the CHOM node, one file each, plus the IO-facing pieces they own.
+//!
+//! Dependencies point one way: `chom-core` (pure) -> this crate -> the `chom` binary.
+//! `chom-supervisors` knows nothing of this crate; actors here are supervised by it.
+
+pub mod cache;
+pub mod context;
+pub mod health;
+pub mod metrics;
+pub mod notify;
+pub mod store;
+pub mod store_actor;
+pub mod sys;
+pub mod tree;
+pub mod watchdog;

@@ -1,0 +1,175 @@
+//! What every actor of one node shares: config, metrics, the published backends, readiness,
+//! the root of the tree, and the shutdown signal.
+//!
+//! The store actor publishes its backends through a `watch` channel instead of handing pools to
+//! each consumer: when the store is restarted (pools rebuilt), consumers see the new backends on
+//! their next operation without being restarted themselves.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use chom_core::config::Config;
+use chom_supervisors::SupervisorMsg;
+use ractor::ActorRef;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// The database and cache handles the store actor owns.
+#[derive(Clone)]
+pub struct Backends {
+    /// The job store.
+    pub store: Arc<dyn Store>,
+    /// The cache.
+    pub cache: Cache,
+}
+
+/// State shared by every actor of a node. Created once by `chom node`, before the tree.
+pub struct NodeContext {
+    /// The resolved configuration.
+    pub config: Arc<Config>,
+    /// `node.name`, or the host name when that is empty.
+    pub node_name: String,
+    /// The node's version (the binary's package version).
+    pub version: &'static str,
+    /// Every metric instrument.
+    pub metrics: Metrics,
+    /// When the node process started (monotonic, for uptime).
+    pub started_at: Instant,
+    /// When the node process started (wall clock, for display).
+    pub started_wall: SystemTime,
+    /// Whether the fault-injection RPCs (`debug.*`) are served (`CHOM_DEBUG_HOOKS=1`).
+    pub debug_hooks: bool,
+    /// Injected start failures by actor path (`debug.fault`): how many more starts must fail.
+    /// Kept here, outside the supervisors, so a fault survives the restart of its subtree.
+    faults: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// The address the HTTP listener actually bound (`http.listen` may ask for port 0).
+    pub http_addr: OnceLock<std::net::SocketAddr>,
+    backends: watch::Sender<Option<Backends>>,
+    migrated: watch::Sender<bool>,
+    tree_started: watch::Sender<bool>,
+    root: OnceLock<ActorRef<SupervisorMsg>>,
+    shutdown: CancellationToken,
+}
+
+impl NodeContext {
+    /// A context for a node that has not started its tree yet.
+    pub fn new(
+        config: Arc<Config>,
+        node_name: String,
+        version: &'static str,
+        debug_hooks: bool,
+    ) -> Self {
+        NodeContext {
+            config,
+            node_name,
+            version,
+            metrics: Metrics::new(version),
+            started_at: Instant::now(),
+            started_wall: SystemTime::now(),
+            debug_hooks,
+            http_addr: OnceLock::new(),
+            faults: Default::default(),
+            backends: watch::Sender::new(None),
+            migrated: watch::Sender::new(false),
+            tree_started: watch::Sender::new(false),
+            root: OnceLock::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The backends currently published by the store actor, if it is running.
+    pub fn backends(&self) -> Option<Backends> {
+        self.backends.borrow().clone()
+    }
+
+    /// Publish (or withdraw, with `None`) the store actor's backends.
+    pub fn publish_backends(&self, backends: Option<Backends>) {
+        self.backends.send_replace(backends);
+    }
+
+    /// Whether migrations have been applied by this process.
+    pub fn migrated(&self) -> bool {
+        *self.migrated.borrow()
+    }
+
+    /// Record that migrations ran.
+    pub fn set_migrated(&self) {
+        self.migrated.send_replace(true);
+    }
+
+    /// Record that the supervision tree started.
+    pub fn set_tree_started(&self) {
+        self.tree_started.send_replace(true);
+    }
+
+    /// Ready = migrations ran and the tree started (what `/health/ready` and READY=1 mean).
+    pub fn ready(&self) -> bool {
+        self.migrated() && *self.tree_started.borrow()
+    }
+
+    /// Wait until [`NodeContext::ready`] holds.
+    pub async fn wait_ready(&self) {
+        let mut migrated = self.migrated.subscribe();
+        let mut started = self.tree_started.subscribe();
+        // `wait_for` returns Err only when the sender is dropped, which `self` prevents.
+        let _ = migrated.wait_for(|m| *m).await;
+        let _ = started.wait_for(|s| *s).await;
+    }
+
+    /// Remember the root supervisor (set once, right after it is spawned).
+    pub fn set_root(&self, root: ActorRef<SupervisorMsg>) {
+        let _ = self.root.set(root);
+    }
+
+    /// The root supervisor, once started.
+    pub fn root(&self) -> Option<&ActorRef<SupervisorMsg>> {
+        self.root.get()
+    }
+
+    /// Make the next `starts` starts of the actor at `path` fail (`u32::MAX`: forever).
+    pub fn inject_start_failures(&self, path: &str, starts: u32) {
+        self.faults
+            .lock()
+            .expect("faults lock")
+            .insert(path.to_owned(), starts);
+    }
+
+    /// Consume one injected start failure for `path`, if any is armed.
+    pub fn take_start_failure(&self, path: &str) -> bool {
+        let mut faults = self.faults.lock().expect("faults lock");
+        match faults.get_mut(path) {
+            None | Some(0) => false,
+            Some(n) => {
+                if *n != u32::MAX {
+                    *n -= 1;
+                }
+                true
+            }
+        }
+    }
+
+    /// Ask the node to shut down gracefully (admin `shutdown`, same as SIGTERM).
+    pub fn request_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Resolves when a graceful shutdown was requested.
+    pub fn shutdown_requested(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+}
+
+/// Aborts a spawned task when dropped, so a task owned by an actor's state dies with the actor
+/// even when the actor is killed (ractor skips `post_stop` then, but still drops the state).
+#[derive(Debug)]
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

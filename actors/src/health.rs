@@ -1,0 +1,280 @@
+//! Health checks and the `/health` report (SPEC.md "HTTP").
+//!
+//! Each check runs under `health.check_timeout`, so a wedged dependency makes its check an
+//! error instead of hanging the report. `database` and `supervision` are critical: an error in
+//! either makes the node `unhealthy` (HTTP 503); any other problem makes it `degraded`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::context::NodeContext;
+use crate::metrics::CheckLevel;
+use crate::{sys, tree};
+
+/// Status of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// Working.
+    Ok,
+    /// Working, but needs attention.
+    Warning,
+    /// Not working.
+    Error,
+}
+
+/// Overall status of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overall {
+    /// Every check ok.
+    Healthy,
+    /// Some non-critical check is not ok.
+    Degraded,
+    /// A critical check (database, supervision) is in error.
+    Unhealthy,
+}
+
+/// One check's result: its status, an optional message, and check-specific fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// ok, warning or error.
+    pub status: CheckStatus,
+    /// What is wrong, when something is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Check-specific fields (`latency_ms`, `used_percent`, ...).
+    #[serde(flatten)]
+    pub details: Map<String, Value>,
+}
+
+/// The `/health` document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// healthy, degraded or unhealthy.
+    pub status: Overall,
+    /// When the checks ran (RFC 3339).
+    pub timestamp: String,
+    /// Every check by name.
+    pub checks: BTreeMap<String, CheckResult>,
+}
+
+/// Checks whose error makes the whole node unhealthy.
+pub const CRITICAL: &[&str] = &["database", "supervision"];
+
+impl CheckResult {
+    fn new(status: CheckStatus, message: Option<String>, details: Value) -> Self {
+        let details = match details {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        CheckResult {
+            status,
+            message,
+            details,
+        }
+    }
+    fn ok(details: Value) -> Self {
+        Self::new(CheckStatus::Ok, None, details)
+    }
+    fn warning(message: impl Into<String>, details: Value) -> Self {
+        Self::new(CheckStatus::Warning, Some(message.into()), details)
+    }
+    fn error(message: impl Into<String>, details: Value) -> Self {
+        Self::new(CheckStatus::Error, Some(message.into()), details)
+    }
+}
+
+impl HealthReport {
+    /// Combine check results into a report.
+    pub fn from_checks(checks: BTreeMap<String, CheckResult>) -> Self {
+        let critical_error = checks
+            .iter()
+            .any(|(name, c)| c.status == CheckStatus::Error && CRITICAL.contains(&name.as_str()));
+        let any_problem = checks.values().any(|c| c.status != CheckStatus::Ok);
+        let status = if critical_error {
+            Overall::Unhealthy
+        } else if any_problem {
+            Overall::Degraded
+        } else {
+            Overall::Healthy
+        };
+        HealthReport {
+            status,
+            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            checks,
+        }
+    }
+
+    /// 503 when unhealthy, else 200.
+    pub fn http_status(&self) -> u16 {
+        if self.status == Overall::Unhealthy {
+            503
+        } else {
+            200
+        }
+    }
+}
+
+/// Run every check now (concurrently) and record the results in the metrics.
+pub async fn run_checks(ctx: &NodeContext) -> HealthReport {
+    let limit = ctx.config.health.check_timeout;
+    let (database, cache, disk, supervision) = tokio::join!(
+        bounded(limit, check_database(ctx, limit)),
+        bounded(limit, check_cache(ctx)),
+        bounded(limit, async { check_disk(ctx) }),
+        bounded(limit, check_supervision(ctx, limit)),
+    );
+    let checks: BTreeMap<String, CheckResult> = [
+        ("database", database),
+        ("cache", cache),
+        ("disk", disk),
+        ("supervision", supervision),
+    ]
+    .into_iter()
+    .map(|(name, result)| (name.to_owned(), result))
+    .collect();
+    for (name, result) in &checks {
+        let level = match result.status {
+            CheckStatus::Ok => CheckLevel::Ok,
+            CheckStatus::Warning => CheckLevel::Warning,
+            CheckStatus::Error => CheckLevel::Error,
+        };
+        ctx.metrics.set_health(name, level);
+    }
+    HealthReport::from_checks(checks)
+}
+
+async fn bounded(limit: Duration, check: impl Future<Output = CheckResult>) -> CheckResult {
+    match tokio::time::timeout(limit, check).await {
+        Ok(result) => result,
+        Err(_) => CheckResult::error(format!("check did not finish within {limit:?}"), json!({})),
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+async fn check_database(ctx: &NodeContext, limit: Duration) -> CheckResult {
+    let Some(backends) = ctx.backends() else {
+        return CheckResult::error("store actor is not running", json!({}));
+    };
+    let backend = backends.store.backend().as_str();
+    match crate::store::with_timeout(limit, backends.store.ping()).await {
+        Ok(latency) if ctx.migrated() => {
+            CheckResult::ok(json!({ "backend": backend, "latency_ms": millis(latency) }))
+        }
+        Ok(latency) => CheckResult::warning(
+            "reachable, migrations not applied yet",
+            json!({ "backend": backend, "latency_ms": millis(latency) }),
+        ),
+        Err(error) => CheckResult::error(error.to_string(), json!({ "backend": backend })),
+    }
+}
+
+async fn check_cache(ctx: &NodeContext) -> CheckResult {
+    let Some(backends) = ctx.backends() else {
+        return CheckResult::error("store actor is not running", json!({}));
+    };
+    let backend = backends.cache.kind();
+    match backends.cache.ping().await {
+        Ok(latency) => {
+            CheckResult::ok(json!({ "backend": backend, "latency_ms": millis(latency) }))
+        }
+        Err(error) => CheckResult::error(error.to_string(), json!({ "backend": backend })),
+    }
+}
+
+fn check_disk(ctx: &NodeContext) -> CheckResult {
+    let dir = &ctx.config.node.data_dir;
+    match sys::disk_usage(dir) {
+        Ok(usage) => {
+            let details = json!({
+                "path": dir.display().to_string(),
+                "used_percent": (usage.used_percent * 10.0).round() / 10.0,
+                "free_gb": (usage.available_bytes as f64 / 1e9 * 100.0).round() / 100.0,
+            });
+            let limit = f64::from(ctx.config.health.disk_warning_percent);
+            if usage.used_percent >= limit {
+                CheckResult::warning(
+                    format!("disk {:.1}% used (warning at {limit}%)", usage.used_percent),
+                    details,
+                )
+            } else {
+                CheckResult::ok(details)
+            }
+        }
+        Err(error) => CheckResult::error(
+            format!("cannot read disk usage of {}: {error}", dir.display()),
+            json!({ "path": dir.display().to_string() }),
+        ),
+    }
+}
+
+async fn check_supervision(ctx: &NodeContext, limit: Duration) -> CheckResult {
+    let Some(root) = ctx.root() else {
+        return CheckResult::error("supervision tree not started", json!({}));
+    };
+    match tree::fetch(root, limit).await {
+        Ok(report) => {
+            let s = tree::summarize(&report);
+            let details =
+                json!({ "actors": s.actors, "running": s.running, "restarts": s.restarts });
+            if s.not_running.is_empty() {
+                CheckResult::ok(details)
+            } else {
+                CheckResult::error(
+                    format!("not running: {}", s.not_running.join(", ")),
+                    details,
+                )
+            }
+        }
+        Err(message) => CheckResult::error(message, json!({})),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checks(list: &[(&str, CheckStatus)]) -> BTreeMap<String, CheckResult> {
+        list.iter()
+            .map(|(n, s)| (n.to_string(), CheckResult::new(*s, None, json!({}))))
+            .collect()
+    }
+
+    #[test]
+    fn overall_status_follows_critical_checks() {
+        use CheckStatus::*;
+        let all_ok = HealthReport::from_checks(checks(&[("database", Ok), ("cache", Ok)]));
+        assert_eq!(
+            (all_ok.status, all_ok.http_status()),
+            (Overall::Healthy, 200)
+        );
+        let cache_down = HealthReport::from_checks(checks(&[("database", Ok), ("cache", Error)]));
+        assert_eq!(
+            (cache_down.status, cache_down.http_status()),
+            (Overall::Degraded, 200)
+        );
+        let db_warn = HealthReport::from_checks(checks(&[("database", Warning)]));
+        assert_eq!(db_warn.status, Overall::Degraded);
+        let db_down = HealthReport::from_checks(checks(&[("database", Error), ("cache", Ok)]));
+        assert_eq!(
+            (db_down.status, db_down.http_status()),
+            (Overall::Unhealthy, 503)
+        );
+        let sup_down = HealthReport::from_checks(checks(&[("supervision", Error)]));
+        assert_eq!(sup_down.status, Overall::Unhealthy);
+    }
+
+    #[test]
+    fn details_are_flattened_into_the_check() {
+        let r = CheckResult::ok(json!({"latency_ms": 1.5}));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v, json!({"status": "ok", "latency_ms": 1.5}));
+    }
+}

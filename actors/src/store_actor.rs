@@ -1,0 +1,153 @@
+//! `store`: owns the database pool and the cache client.
+//!
+//! Restarting it rebuilds both (the remedy for a pool wedged by a database failover). It never
+//! fails because the database is down: it publishes lazily connecting backends at once and
+//! applies migrations in a background task that retries with backoff, so the rest of the tree
+//! (and `/health`) keeps running through a database outage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::{info, warn};
+
+use crate::cache::Cache;
+use crate::context::{AbortOnDrop, Backends, NodeContext};
+use crate::store::{self, NodeRecord};
+
+/// The store actor.
+pub struct StoreActor;
+
+/// Start-up arguments.
+pub struct StoreArgs {
+    /// The node's shared context.
+    pub ctx: Arc<NodeContext>,
+}
+
+/// What the actor holds while running.
+pub struct StoreState {
+    ctx: Arc<NodeContext>,
+    backends: Backends,
+    _migration: AbortOnDrop,
+}
+
+/// Messages the store actor answers.
+pub enum StoreMsg {
+    /// Which backends are in use (`postgres`/`sqlite`, `memory`/`redis`).
+    Info(RpcReplyPort<StoreInfo>),
+}
+
+/// Answer to [`StoreMsg::Info`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreInfo {
+    /// `postgres` or `sqlite`.
+    pub database: &'static str,
+    /// `memory` or `redis`.
+    pub cache: &'static str,
+}
+
+impl Actor for StoreActor {
+    type Msg = StoreMsg;
+    type State = StoreState;
+    type Arguments = StoreArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: StoreArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let ctx = args.ctx;
+        let store = store::open(&ctx.config.database)?;
+        let cache = Cache::open(&ctx.config.cache)?;
+        let backends = Backends { store, cache };
+        ctx.publish_backends(Some(backends.clone()));
+        let migration = tokio::spawn(migrate_until_done(ctx.clone(), backends.clone()));
+        Ok(StoreState {
+            ctx,
+            backends,
+            _migration: AbortOnDrop(migration),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            StoreMsg::Info(reply) => {
+                let _ = reply.send(info(state));
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ctx.publish_backends(None);
+        // Bounded: a wedged database must not hold up the node's shutdown.
+        let close = async {
+            state.backends.store.close().await;
+            state.backends.cache.close().await;
+        };
+        if tokio::time::timeout(Duration::from_secs(5), close)
+            .await
+            .is_err()
+        {
+            warn!("store: closing the pools took longer than 5s; abandoning them");
+        }
+        Ok(())
+    }
+}
+
+fn info(state: &StoreState) -> StoreInfo {
+    StoreInfo {
+        database: state.backends.store.backend().as_str(),
+        cache: state.backends.cache.kind(),
+    }
+}
+
+/// Apply migrations, retrying with capped exponential backoff until they succeed, then record
+/// the node in the `nodes` table.
+async fn migrate_until_done(ctx: Arc<NodeContext>, backends: Backends) {
+    let mut delay = Duration::from_millis(100);
+    let limit = ctx
+        .config
+        .database
+        .connect_timeout
+        .max(Duration::from_secs(1))
+        * 6;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match store::with_timeout(limit, backends.store.migrate()).await {
+            Ok(()) => break,
+            Err(error) => {
+                // Log the first failure and then every tenth, not every retry.
+                if attempt == 1 || attempt.is_multiple_of(10) {
+                    warn!(%error, attempt, retry_in = ?delay, "store: migrations not applied yet");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    info!(
+        backend = backends.store.backend().as_str(),
+        "store: migrations applied"
+    );
+    ctx.set_migrated();
+    let record = NodeRecord {
+        name: ctx.node_name.clone(),
+        hostname: crate::sys::hostname(),
+        pid: std::process::id(),
+        version: ctx.version.to_owned(),
+    };
+    if let Err(error) = store::with_timeout(limit, backends.store.register_node(&record)).await {
+        warn!(%error, "store: could not record this node in the nodes table");
+    }
+}

@@ -1,0 +1,271 @@
+//! Command-line interface: parsing, config loading, and the exit statuses of SPEC.md
+//! (0 ok, 1 failed, 2 usage, 69 node unreachable, 78 invalid configuration).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chom_core::config::{Config, ConfigErrors, DEFAULT_TOML};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::output;
+use crate::rpc::client::{self, ClientError};
+
+/// Exit status for an invalid configuration (EX_CONFIG); systemd does not restart on it.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chom",
+    version,
+    about = "CHOM operations node: supervised job queue, VPS fleet and self-healing"
+)]
+struct Cli {
+    /// Config file (TOML). Without it the embedded defaults apply.
+    #[arg(long, global = true, env = "CHOM_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Admin socket of the node to talk to (default: the config's admin.socket).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print exactly one JSON document to stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node in the foreground (what systemd starts); migrates the database first.
+    Node,
+    /// Validate or print configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Node summary: version, uptime, tree health.
+    Status,
+    /// The supervision tree: each actor's path, state, restart count, last failure.
+    Tree,
+    /// Restart one actor or subtree by path, e.g. store, edge/http, monitors.
+    Restart {
+        /// The actor's path as `chom tree` shows it.
+        path: String,
+    },
+    /// Run every health check now and print the results (exit 1 when unhealthy).
+    Health,
+    /// Graceful shutdown of the node (same as SIGTERM).
+    Shutdown,
+    /// Benchmarks that need no running node.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate; print the resolved config with secrets redacted; exit 78 if invalid.
+    Check,
+    /// Print the annotated default config (TOML).
+    Default,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Crash-then-restart cycles of a trivial child under a one_for_one supervisor.
+    Restart {
+        /// Number of cycles.
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+    },
+}
+
+/// Parse the command line and run the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+async fn run(cli: Cli) -> u8 {
+    match &cli.command {
+        Command::Config(ConfigCommand::Default) => {
+            print!("{DEFAULT_TOML}");
+            0
+        }
+        Command::Config(ConfigCommand::Check) => config_check(&cli),
+        Command::Bench(BenchCommand::Restart { n }) => bench_restart(*n).await,
+        Command::Node => match load_config(&cli) {
+            Ok(config) => {
+                crate::logging::init(&config.log);
+                match crate::node::run(config).await {
+                    Ok(code) => code,
+                    Err(error) => {
+                        tracing::error!("{error:#}");
+                        eprintln!("chom: {error:#}");
+                        1
+                    }
+                }
+            }
+            Err(errors) => report_config_errors(&cli, &errors),
+        },
+        Command::Migrate => match load_config(&cli) {
+            Ok(config) => migrate(&cli, &config).await,
+            Err(errors) => report_config_errors(&cli, &errors),
+        },
+        Command::Status => admin(&cli, "status", json!({}), output::status).await,
+        Command::Tree => admin(&cli, "tree", json!({}), output::tree).await,
+        Command::Restart { path } => {
+            admin(&cli, "restart", json!({ "path": path }), output::restart).await
+        }
+        Command::Health => admin(&cli, "health", json!({}), output::health).await,
+        Command::Shutdown => admin(&cli, "shutdown", json!({}), output::shutdown).await,
+    }
+}
+
+fn env_vars() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("CHOM_"))
+        .collect()
+}
+
+fn load_config(cli: &Cli) -> Result<Config, ConfigErrors> {
+    Config::load(cli.config.as_deref(), &env_vars())
+}
+
+fn report_config_errors(cli: &Cli, errors: &ConfigErrors) -> u8 {
+    if cli.json {
+        let list: Vec<Value> = errors
+            .0
+            .iter()
+            .map(|e| json!({ "key": e.key, "env": e.env, "message": e.message }))
+            .collect();
+        println!("{}", json!({ "valid": false, "errors": list }));
+    }
+    eprintln!(
+        "chom: invalid configuration ({} problem{}):",
+        errors.0.len(),
+        if errors.0.len() == 1 { "" } else { "s" }
+    );
+    for line in errors.to_string().lines() {
+        eprintln!("  {line}");
+    }
+    EXIT_CONFIG
+}
+
+fn config_check(cli: &Cli) -> u8 {
+    match load_config(cli) {
+        Ok(config) => {
+            let redacted = config.to_redacted_toml();
+            if cli.json {
+                let value: toml::Value =
+                    toml::from_str(&redacted).expect("redacted config is TOML");
+                println!("{}", json!({ "valid": true, "config": value }));
+            } else {
+                print!("{redacted}");
+                eprintln!("chom: configuration is valid");
+            }
+            0
+        }
+        Err(errors) => report_config_errors(cli, &errors),
+    }
+}
+
+async fn migrate(cli: &Cli, config: &Config) -> u8 {
+    crate::logging::init_client();
+    let outcome = async {
+        let store = chom_actors::store::open(&config.database)?;
+        let limit = config.database.connect_timeout.max(Duration::from_secs(1)) * 6;
+        chom_actors::store::with_timeout(limit, store.migrate()).await?;
+        store.close().await;
+        Ok::<_, chom_actors::store::StoreError>(store.backend())
+    }
+    .await;
+    match outcome {
+        Ok(backend) => {
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "migrated": true, "backend": backend.as_str() })
+                );
+            } else {
+                println!("migrations applied ({})", backend.as_str());
+            }
+            0
+        }
+        Err(error) => {
+            eprintln!("chom: {error}");
+            1
+        }
+    }
+}
+
+/// Where the admin socket is: `--socket`, then `CHOM_ADMIN_SOCKET`/the config's `admin.socket`.
+fn socket_path(cli: &Cli) -> Result<PathBuf, ConfigErrors> {
+    match &cli.socket {
+        Some(path) => Ok(path.clone()),
+        None => Ok(load_config(cli)?.admin.socket),
+    }
+}
+
+type Render = fn(&Value) -> (String, u8);
+
+async fn admin(cli: &Cli, method: &str, params: Value, render: Render) -> u8 {
+    crate::logging::init_client();
+    let socket = match socket_path(cli) {
+        Ok(s) => s,
+        Err(errors) => return report_config_errors(cli, &errors),
+    };
+    match client::call(&socket, method, params, timeout_for(method)).await {
+        Ok(result) => {
+            let (text, code) = render(&result);
+            if cli.json {
+                println!("{result}");
+            } else {
+                print!("{text}");
+            }
+            code
+        }
+        Err(error) => client_failure(cli, &socket, &error),
+    }
+}
+
+fn timeout_for(method: &str) -> Duration {
+    match method {
+        // Restarting a subtree waits for its children's shutdown timeouts.
+        "restart" => Duration::from_secs(120),
+        _ => Duration::from_secs(30),
+    }
+}
+
+fn client_failure(cli: &Cli, socket: &Path, error: &ClientError) -> u8 {
+    if cli.json {
+        let mut doc = json!({ "error": error.to_string(), "socket": socket.display().to_string() });
+        if let ClientError::Rpc(e) = error {
+            doc["code"] = json!(e.code);
+        }
+        println!("{doc}");
+    }
+    eprintln!("chom: {error}");
+    error.exit_code()
+}
+
+async fn bench_restart(n: usize) -> u8 {
+    if n == 0 {
+        eprintln!("chom: --n must be at least 1");
+        return 2;
+    }
+    let result = chom_supervisors::bench::restart(n).await;
+    eprintln!(
+        "restart: {} cycles, median {:.1} µs, p99 {:.1} µs, {} bytes per idle actor",
+        result.n, result.median_us, result.p99_us, result.idle_actor_bytes
+    );
+    println!(
+        "{}",
+        serde_json::to_string(&result).expect("bench result serializes")
+    );
+    0
+}

@@ -1,0 +1,196 @@
+//! `chom node`: the node process (what systemd starts).
+//!
+//! Order of start-up: claim the data dir (lock file) and the admin socket, so two nodes can
+//! never share either; bind HTTP; start the supervision tree; send READY=1 once migrations ran
+//! and the tree started. Then wait for SIGTERM/SIGINT, an admin `shutdown`, or the root giving
+//! up. Exit statuses: 0 after a graceful stop, 70 when the root supervisor gave up (systemd's
+//! `Restart=always` takes over), 1 when start-up failed for a reason a restart will not fix.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use chom_actors::context::NodeContext;
+use chom_actors::notify::notify;
+use chom_core::config::Config;
+use chom_supervisors::Supervisor;
+use ractor::Actor;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::wiring::{self, Listeners, NodeObserver};
+
+/// Exit status when the root supervisor gave up (EX_SOFTWARE): systemd restarts the node.
+pub const EXIT_ROOT_GAVE_UP: u8 = 70;
+
+/// Run the node until it is told to stop or its root gives up; returns the exit status.
+pub async fn run(config: Config) -> anyhow::Result<u8> {
+    let config = Arc::new(config);
+    let data_dir = &config.node.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let _lock = lock_data_dir(data_dir)?;
+    let admin = Arc::new(bind_admin_socket(&config.admin.socket)?);
+    let _socket_cleanup = RemoveOnDrop(config.admin.socket.clone());
+    let http = Arc::new(
+        std::net::TcpListener::bind(config.http.listen)
+            .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?,
+    );
+
+    let node_name = if config.node.name.is_empty() {
+        chom_actors::sys::hostname()
+    } else {
+        config.node.name.clone()
+    };
+    let debug_hooks = std::env::var("CHOM_DEBUG_HOOKS").is_ok_and(|v| v == "1");
+    if debug_hooks {
+        warn!("debug hooks enabled (CHOM_DEBUG_HOOKS=1): fault-injection RPCs are served");
+    }
+    let ctx = Arc::new(NodeContext::new(
+        config.clone(),
+        node_name.clone(),
+        crate::VERSION,
+        debug_hooks,
+    ));
+    let observer = Arc::new(NodeObserver::new(ctx.metrics.clone()));
+    if let Ok(addr) = http.local_addr() {
+        let _ = ctx.http_addr.set(addr);
+    }
+    let args = wiring::root(ctx.clone(), Listeners { http, admin }, observer.clone());
+
+    let (root, root_done) = match Actor::spawn(None, Supervisor, args).await {
+        Ok(started) => started,
+        Err(error) => {
+            error!(%error, "supervision tree failed to start");
+            return Ok(EXIT_ROOT_GAVE_UP);
+        }
+    };
+    ctx.set_root(root.clone());
+    ctx.set_tree_started();
+    info!(node = %node_name, version = crate::VERSION, http = %config.http.listen,
+          admin = %config.admin.socket.display(), "node started; waiting for migrations");
+
+    let ready_ctx = ctx.clone();
+    let ready = tokio::spawn(async move {
+        ready_ctx.wait_ready().await;
+        info!("node ready");
+        notify(&[NotifyState::Ready, NotifyState::Status("ready")]);
+    });
+
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let mut root_done = root_done;
+    let reason = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        _ = ctx.shutdown_requested() => "admin shutdown",
+        _ = &mut root_done => {
+            ready.abort();
+            notify(&[NotifyState::Stopping, NotifyState::Status("root supervisor gave up")]);
+            if observer.root_gave_up() {
+                error!(exit = EXIT_ROOT_GAVE_UP, "root supervisor gave up; exiting so systemd restarts the node");
+            } else {
+                error!(exit = EXIT_ROOT_GAVE_UP, "root supervisor stopped unexpectedly; exiting so systemd restarts the node");
+            }
+            ctx.metrics.shutdown();
+            return Ok(EXIT_ROOT_GAVE_UP);
+        }
+    };
+    ready.abort();
+    info!(reason, timeout = ?config.node.shutdown_timeout, "shutting down");
+    notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
+
+    // A second signal means "now": the operator does not want to wait for the drain.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+        warn!("second signal: exiting at once");
+        std::process::exit(1);
+    });
+
+    match root
+        .stop_and_wait(Some("shutdown".into()), Some(config.node.shutdown_timeout))
+        .await
+    {
+        Ok(()) => info!("supervision tree stopped"),
+        Err(error) => {
+            warn!(%error, "supervision tree did not stop within node.shutdown_timeout; killing it");
+            root.kill();
+        }
+    }
+    ctx.metrics.shutdown();
+    info!("node stopped");
+    Ok(0)
+}
+
+/// Hold an exclusive lock on `DATA_DIR/chom.lock` for the life of the process: a second node
+/// on the same data dir is refused with a clear message (the lock dies with the process, so a
+/// crashed node never blocks its successor).
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("chom.lock");
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another chom node is already running with data dir {} (pid {}); two nodes must not share a data dir",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
+/// Bind the admin socket with mode 0660. A socket file nobody listens on (a node that died) is
+/// replaced; a socket with a live node behind it is refused.
+pub fn bind_admin_socket(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => bail!(
+                "another chom node is serving the admin socket {}; refusing to start a second one",
+                path.display()
+            ),
+            Err(_) => {
+                info!(socket = %path.display(), "removing stale admin socket left by a node that is gone");
+                std::fs::remove_file(path)
+                    .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+            }
+        }
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot bind admin socket {} (admin.socket)", path.display()))?;
+    // Explicit, because systemd's UMask=0027 (or 0077) would otherwise decide the mode.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot chmod 0660 {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Removes the admin socket file when the node exits normally.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

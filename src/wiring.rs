@@ -1,0 +1,244 @@
+//! The node's supervision tree (DESIGN.md "Supervision tree"), built from the config:
+//!
+//! ```text
+//! root (rest_for_one)
+//! ├── store               database pool + cache client
+//! ├── monitors (one_for_one)
+//! │   └── watchdog        sd_notify WATCHDOG=1 while the tree answers
+//! └── edge (one_for_one)
+//!     ├── http            /health, /metrics
+//!     └── admin           the admin socket
+//! ```
+//!
+//! rest_for_one at the root: a restarted store means rebuilt pools, and everything started
+//! after it is restarted too, so no actor keeps using what the old store owned.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chom_actors::context::NodeContext;
+use chom_actors::metrics::Metrics;
+use chom_actors::store_actor::{StoreActor, StoreArgs};
+use chom_actors::watchdog::{WatchdogActor, WatchdogArgs};
+use chom_core::config::SupervisionConfig;
+use chom_supervisors::{
+    Backoff, ChildSpec, Intensity, Observer, Shutdown, StartCtx, Strategy, SupervisorArgs,
+    SupervisorSpec,
+};
+use ractor::{Actor, SpawnErr};
+use tracing::{error, info, warn};
+
+use crate::edge::admin::{AdminActor, AdminArgs};
+use crate::edge::http::{HttpActor, HttpArgs};
+
+/// Listeners bound before the tree starts.
+#[derive(Clone)]
+pub struct Listeners {
+    /// The HTTP listener.
+    pub http: Arc<std::net::TcpListener>,
+    /// The admin socket.
+    pub admin: Arc<std::os::unix::net::UnixListener>,
+}
+
+/// Maps supervision events to metrics and logs, and remembers whether the root gave up.
+pub struct NodeObserver {
+    metrics: Metrics,
+    root_gave_up: AtomicBool,
+}
+
+impl NodeObserver {
+    /// An observer recording into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        NodeObserver {
+            metrics,
+            root_gave_up: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the root supervisor exceeded its restart intensity.
+    pub fn root_gave_up(&self) -> bool {
+        self.root_gave_up.load(Ordering::SeqCst)
+    }
+}
+
+impl Observer for NodeObserver {
+    fn child_restarted(&self, path: &str, reason: &str) {
+        info!(actor = path, reason, "actor restarted");
+        self.metrics.actor_restarted(path);
+    }
+
+    fn child_exited(&self, path: &str, reason: &str, abnormal: bool) {
+        if abnormal {
+            warn!(actor = path, reason, "actor failed");
+        }
+    }
+
+    fn escalated(&self, supervisor_path: &str, reason: &str) {
+        let supervisor = if supervisor_path.is_empty() {
+            "root"
+        } else {
+            supervisor_path
+        };
+        error!(
+            supervisor,
+            reason, "supervisor exceeded its restart intensity; escalating"
+        );
+        self.metrics.supervisor_escalated(supervisor_path);
+        if supervisor_path.is_empty() {
+            self.root_gave_up.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The root supervisor's arguments.
+pub fn root(
+    ctx: Arc<NodeContext>,
+    listeners: Listeners,
+    observer: Arc<NodeObserver>,
+) -> SupervisorArgs {
+    let sup = &ctx.config.supervision;
+    let children = vec![
+        store(ctx.clone()),
+        monitors(ctx.clone(), observer.clone(), sup),
+        edge(ctx.clone(), listeners, observer.clone(), sup),
+    ];
+    SupervisorArgs {
+        path: String::new(),
+        spec: spec(Strategy::RestForOne, children, observer, sup),
+    }
+}
+
+fn spec(
+    strategy: Strategy,
+    children: Vec<ChildSpec>,
+    observer: Arc<NodeObserver>,
+    sup: &SupervisionConfig,
+) -> SupervisorSpec {
+    SupervisorSpec {
+        strategy,
+        intensity: Intensity {
+            max_restarts: sup.max_restarts,
+            period: sup.period,
+        },
+        backoff: Backoff {
+            min: sup.backoff_min,
+            max: sup.backoff_max,
+            jitter: sup.backoff_jitter,
+            reset_after: sup.backoff_reset,
+            immediate: sup.immediate_restarts,
+        },
+        children,
+        max_children: None,
+        observer,
+    }
+}
+
+/// A leaf actor started with fresh arguments on every (re)start. The start honours
+/// start failures injected with `debug.fault`, which live in the context so that they survive
+/// the restart of the whole subtree (a child that "fails forever").
+fn leaf<A, F>(ctx: &Arc<NodeContext>, id: &str, actor: fn() -> A, args: F) -> ChildSpec
+where
+    A: Actor,
+    F: Fn() -> A::Arguments + Send + Sync + 'static,
+{
+    let ctx = ctx.clone();
+    ChildSpec::worker(id, move |start: StartCtx| {
+        let injected = ctx.take_start_failure(&start.path);
+        let args = args();
+        async move {
+            if injected {
+                return Err(SpawnErr::StartupFailed(
+                    "injected start failure (debug.fault)".into(),
+                ));
+            }
+            let (actor, _) = Actor::spawn_linked(None, actor(), args, start.supervisor).await?;
+            Ok(actor.get_cell())
+        }
+    })
+}
+
+fn store(ctx: Arc<NodeContext>) -> ChildSpec {
+    let args_ctx = ctx.clone();
+    leaf(
+        &ctx,
+        "store",
+        || StoreActor,
+        move || StoreArgs {
+            ctx: args_ctx.clone(),
+        },
+    )
+    // Closing pools waits for connections in use; bounded in the actor itself too.
+    .shutdown(Shutdown::Timeout(Duration::from_secs(10)))
+}
+
+fn monitors(
+    ctx: Arc<NodeContext>,
+    observer: Arc<NodeObserver>,
+    sup: &SupervisionConfig,
+) -> ChildSpec {
+    let watchdog_period = sd_notify::watchdog_enabled();
+    let args_ctx = ctx.clone();
+    let watchdog = leaf(
+        &ctx,
+        "watchdog",
+        || WatchdogActor,
+        move || WatchdogArgs {
+            ctx: args_ctx.clone(),
+            watchdog: watchdog_period,
+        },
+    );
+    subtree(
+        "monitors",
+        Strategy::OneForOne,
+        vec![watchdog],
+        observer,
+        sup,
+    )
+}
+
+fn edge(
+    ctx: Arc<NodeContext>,
+    listeners: Listeners,
+    observer: Arc<NodeObserver>,
+    sup: &SupervisionConfig,
+) -> ChildSpec {
+    let (http_ctx, http_listener) = (ctx.clone(), listeners.http.clone());
+    let http = leaf(
+        &ctx,
+        "http",
+        || HttpActor,
+        move || HttpArgs {
+            ctx: http_ctx.clone(),
+            listener: http_listener.clone(),
+        },
+    );
+    let (admin_ctx, admin_listener) = (ctx.clone(), listeners.admin);
+    let admin = leaf(
+        &ctx,
+        "admin",
+        || AdminActor,
+        move || AdminArgs {
+            ctx: admin_ctx.clone(),
+            listener: admin_listener.clone(),
+        },
+    );
+    subtree(
+        "edge",
+        Strategy::OneForOne,
+        vec![http, admin],
+        observer,
+        sup,
+    )
+}
+
+fn subtree(
+    id: &'static str,
+    strategy: Strategy,
+    children: Vec<ChildSpec>,
+    observer: Arc<NodeObserver>,
+    sup: &SupervisionConfig,
+) -> ChildSpec {
+    // A restarted subtree starts again from the same (cheaply cloned) spec.
+    ChildSpec::subtree(id, spec(strategy, children, observer, sup))
+}

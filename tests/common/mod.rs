@@ -1,0 +1,383 @@
+//! Shared harness for end-to-end tests: runs the built `chom` binary as a real process with
+//! its own temp dir, config, admin socket and HTTP port, and talks to it like an operator does.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The binary under test.
+pub const CHOM: &str = env!("CARGO_BIN_EXE_chom");
+
+/// A unique scratch directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "chom-{tag}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn rand_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{nanos:x}{n}")
+}
+
+/// Poll `f` until it returns Some, or panic with `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A config for a node living entirely inside `dir`; `extra` is appended (TOML).
+pub fn config_in(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("chom.toml");
+    let text = format!(
+        r#"[node]
+name = "test-node"
+data_dir = "{data}"
+shutdown_timeout = "10s"
+
+[database]
+url = "sqlite://{data}/chom.db"
+
+[http]
+listen = "127.0.0.1:0"
+
+[admin]
+socket = "{data}/chom.sock"
+
+[log]
+level = "info,chom=debug"
+{extra}
+"#,
+        data = dir.join("var").display(),
+    );
+    // A later section header in `extra` may repeat one above; merge by letting extra win.
+    let text = merge_sections(&text);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Merge repeated `[section]` tables (later keys win) so tests can override the base config.
+fn merge_sections(text: &str) -> String {
+    let mut doc: toml::Table = toml::Table::new();
+    let mut current: Option<String> = None;
+    let mut chunk = String::new();
+    let flush = |name: &Option<String>, chunk: &mut String, doc: &mut toml::Table| {
+        let parsed: toml::Table = toml::from_str(chunk).expect("test config chunk parses");
+        match name {
+            None => doc.extend(parsed),
+            Some(n) => {
+                let entry = doc
+                    .entry(n.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                entry.as_table_mut().unwrap().extend(parsed);
+            }
+        }
+        chunk.clear();
+    };
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && !t.starts_with("[[") && t.ends_with(']') {
+            flush(&current, &mut chunk, &mut doc);
+            current = Some(t.trim_matches(|c| c == '[' || c == ']').to_owned());
+        } else {
+            chunk.push_str(line);
+            chunk.push('\n');
+        }
+    }
+    flush(&current, &mut chunk, &mut doc);
+    toml::to_string(&doc).unwrap()
+}
+
+/// Run `chom ARGS` to completion with a config and extra env.
+pub fn chom(config: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(CHOM);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.args(args)
+        .env_remove("CHOM_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run chom")
+}
+
+/// A running `chom node`.
+pub struct Node {
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Node {
+    /// Start a node with `extra` config (TOML) and env.
+    pub fn start(tag: &str, extra: &str, env: &[(&str, &str)]) -> Node {
+        let dir = TempDir::new(tag);
+        let config = config_in(dir.path(), extra);
+        Self::start_with(dir, config, env)
+    }
+
+    pub fn start_with(dir: TempDir, config: PathBuf, env: &[(&str, &str)]) -> Node {
+        let log = dir.path().join(format!("node-{}.log", rand_suffix()));
+        let socket = dir.path().join("var/chom.sock");
+        let child = spawn_node(&config, &log, env);
+        Node {
+            dir,
+            config,
+            child: Some(child),
+            log,
+            socket,
+        }
+    }
+
+    /// One admin RPC; panics on transport errors, returns the JSON-RPC response object.
+    pub fn rpc(&self, method: &str, params: Value) -> Value {
+        rpc(&self.socket, method, params)
+            .unwrap_or_else(|e| panic!("rpc {method}: {e}\nlog:\n{}", self.log_text()))
+    }
+
+    /// Wait until the admin socket answers `status`.
+    pub fn wait_serving(&self) -> Value {
+        wait_for(Duration::from_secs(60), "admin socket to answer", || {
+            self.assert_running();
+            rpc(&self.socket, "status", json!({}))
+                .ok()
+                .and_then(|r| r.get("result").cloned())
+        })
+    }
+
+    /// Wait until `status` says ready.
+    pub fn wait_ready(&self) -> Value {
+        wait_for(Duration::from_secs(60), "node to be ready", || {
+            self.assert_running();
+            let r = rpc(&self.socket, "status", json!({})).ok()?;
+            (r["result"]["ready"] == true).then(|| r["result"].clone())
+        })
+    }
+
+    /// The actual HTTP address (the config asks for port 0).
+    pub fn http_addr(&self) -> String {
+        let status = self.wait_serving();
+        status["http"]
+            .as_str()
+            .expect("status reports http address")
+            .to_owned()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.http_addr(), path)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid()).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    /// Wait for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not exit within {limit:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn assert_running(&self) {
+        if let Some(child) = &self.child {
+            // try_wait needs &mut; use kill(0) to probe liveness instead.
+            let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            let alive = rustix::process::test_kill_process(pid).is_ok();
+            assert!(alive, "node exited early; log:\n{}", self.log_text());
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn spawn_node(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+    let log_file = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(CHOM);
+    cmd.arg("--config")
+        .arg(config)
+        .arg("node")
+        .env_remove("CHOM_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn chom node")
+}
+
+/// One JSON-RPC call over the admin socket.
+pub fn rpc(socket: &Path, method: &str, params: Value) -> std::io::Result<Value> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let line = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut out = String::new();
+    reader.read_line(&mut out)?;
+    serde_json::from_str(&out)
+        .map_err(|e| std::io::Error::other(format!("bad response {out:?}: {e}")))
+}
+
+/// Minimal HTTP/1.1 GET: (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    // axum answers small bodies with Content-Length, so no chunked decoding is needed.
+    (status, body)
+}
+
+/// Parse `name{labels} value` from a Prometheus text page.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The PostgreSQL server tests use (scripts/test exports it).
+pub fn pg_url() -> String {
+    std::env::var("CHOM_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
+}
+
+/// The Redis server tests use.
+pub fn redis_url() -> String {
+    std::env::var("CHOM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A fresh PostgreSQL database for one test, dropped on drop.
+pub struct PgDb {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+impl PgDb {
+    pub fn create(tag: &str) -> PgDb {
+        let admin_url = pg_url();
+        let name = format!("chom_{tag}_{}", rand_suffix());
+        pg_exec(&admin_url, &format!("CREATE DATABASE {name}"));
+        let base = admin_url.rsplit_once('/').unwrap().0;
+        PgDb {
+            url: format!("{base}/{name}"),
+            name,
+            admin_url,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        pg_exec(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+pub fn pg_exec(url: &str, sql: &str) {
+    let url = url.to_owned();
+    let sql = sql.to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
+            panic!("connect to test PostgreSQL {url}: {e} (run scripts/test, which starts it)")
+        });
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
+}
