@@ -29,22 +29,39 @@ fn systemd_analyze(args: &[&str]) -> std::process::Output {
 fn unit_verifies_without_any_complaint() {
     let (dir, path) = unit_copy("verify");
     let out = systemd_analyze(&["verify", "--man=no", path.to_str().unwrap()]);
-    let complaints = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let complaints = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(dir);
     // verify exits 0 on directives it ignores (misspellings, bad values): any output is a failure.
-    assert!(out.status.success() && complaints.trim().is_empty(), "systemd-analyze verify:\n{complaints}");
+    assert!(
+        out.status.success() && complaints.trim().is_empty(),
+        "systemd-analyze verify:\n{complaints}"
+    );
 }
 
 #[test]
 fn unit_is_hardened_to_exposure_at_most_1_5() {
     let (dir, path) = unit_copy("security");
-    let out = systemd_analyze(&["security", "--offline=true", "--no-pager", path.to_str().unwrap()]);
+    let out = systemd_analyze(&[
+        "security",
+        "--offline=true",
+        "--no-pager",
+        path.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let _ = std::fs::remove_dir_all(dir);
     let line = text
         .lines()
         .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("no exposure line in:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure line in:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     let score: f64 = line
         .split(':')
         .nth(1)
@@ -77,6 +94,9 @@ fn unit_has_the_directives_the_node_relies_on() {
         ("ProtectHome", "yes"),
         ("ReadWritePaths", "/var/lib/chom"),
     ] {
-        assert!(directives.contains(&(key, value)), "chom.service lacks {key}={value}");
+        assert!(
+            directives.contains(&(key, value)),
+            "chom.service lacks {key}={value}"
+        );
     }
 }
