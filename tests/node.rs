@@ -429,3 +429,30 @@ fn client_commands_exit_69_without_a_node_and_json_prints_one_document() {
     let out = chom(Some(&config), &["restart"], &[]);
     assert_eq!(out.status.code(), Some(2), "usage error");
 }
+
+#[test]
+fn a_second_signal_exits_at_once_during_a_slow_shutdown() {
+    let mut node = Node::start("twosignals", "", &[("CHOM_DEBUG_HOOKS", "1")]);
+    node.wait_ready();
+    // A root busy for 30 s cannot stop before node.shutdown_timeout (10 s in tests).
+    let r = node.rpc("debug.stall", json!({"path": "", "duration": "30s"}));
+    assert!(r.get("result").is_some(), "{r}");
+    node.signal(Signal::TERM);
+    wait_for(Duration::from_secs(10), "shutdown to begin", || {
+        node.log_text().contains("shutting down").then_some(())
+    });
+    let second = Instant::now();
+    node.signal(Signal::INT);
+    let status = node.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1), "{}", node.log_text());
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "second signal took {:?}",
+        second.elapsed()
+    );
+    assert!(
+        node.log_text().contains("second signal"),
+        "{}",
+        node.log_text()
+    );
+}
