@@ -4,3 +4,5 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod job;
+pub mod policy;

@@ -1,0 +1,217 @@
+//! Jobs as the queue sees them: what is enqueued, what is stored, how an attempt ended.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle state of a row in `jobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting to be claimed (possibly delayed until `available_at`).
+    Pending,
+    /// Claimed by a node (`reserved_by`), running or about to run.
+    Reserved,
+    /// Finished successfully; kept for `queue.retention`.
+    Completed,
+    /// Out of attempts or permanently failed; a copy is in `failed_jobs`.
+    Failed,
+}
+
+impl JobState {
+    /// The value stored in the `state` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Reserved => "reserved",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// Parse the `state` column.
+    pub fn parse(s: &str) -> Option<JobState> {
+        match s {
+            "pending" => Some(JobState::Pending),
+            "reserved" => Some(JobState::Reserved),
+            "completed" => Some(JobState::Completed),
+            "failed" => Some(JobState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// The job kind (`noop`, `vps.exec`, ...), which picks the handler and the retry policy.
+    pub kind: String,
+    /// The queue (`critical`, `high`, `default`, `low`, `batch`).
+    pub queue: String,
+    /// The payload, JSON text. Stored as given: a payload the handler cannot parse fails the
+    /// job permanently with a readable reason, it is never rejected silently.
+    pub payload: String,
+    /// Attempts allowed; `None` = the kind's policy decides when the job runs.
+    pub max_attempts: Option<u32>,
+    /// Time limit of one attempt; `None` = the kind's policy.
+    pub timeout: Option<Duration>,
+    /// Not claimable before now + delay.
+    pub delay: Duration,
+    /// While a pending or reserved job with this key exists, enqueueing another returns it.
+    pub unique_key: Option<String>,
+}
+
+/// A row of `jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Primary key.
+    pub id: i64,
+    /// Queue name.
+    pub queue: String,
+    /// Job kind.
+    pub kind: String,
+    /// JSON text as enqueued.
+    pub payload: String,
+    /// Attempts started so far (incremented when claimed).
+    pub attempts: u32,
+    /// Per-job override of the policy's attempts.
+    pub max_attempts: Option<u32>,
+    /// Per-job override of the policy's timeout, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Lifecycle state.
+    pub state: JobState,
+    /// Deduplication key.
+    pub unique_key: Option<String>,
+    /// The error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// When the current reservation was made.
+    pub reserved_at: Option<DateTime<Utc>>,
+    /// Which node holds the reservation.
+    pub reserved_by: Option<String>,
+    /// Not claimable before this.
+    pub available_at: DateTime<Utc>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When it completed or failed for good.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Result of an enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    /// The job's id (the existing job's when deduplicated).
+    pub id: i64,
+    /// True when a pending/reserved job with the same unique key was returned instead.
+    pub existing: bool,
+}
+
+/// What to do with a reserved job after an attempt (written in batches by the completer).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// Success: state completed, finished_at now.
+    Completed {
+        /// Job id.
+        id: i64,
+    },
+    /// Attempt failed, more remain: back to pending at `available_at`, with the error.
+    Retry {
+        /// Job id.
+        id: i64,
+        /// The attempt's error.
+        error: String,
+        /// When it may run again.
+        available_at: DateTime<Utc>,
+    },
+    /// Failed for good: state failed, and a `failed_jobs` row with the error as `exception`.
+    Fail {
+        /// Job id.
+        id: i64,
+        /// The final error.
+        error: String,
+    },
+    /// Give the job back without it counting as an attempt (claimed but never started, or a
+    /// bulkhead rejection): back to pending now, `attempts` decremented.
+    Release {
+        /// Job id.
+        id: i64,
+    },
+}
+
+impl Completion {
+    /// The job this completion is about.
+    pub fn id(&self) -> i64 {
+        match self {
+            Completion::Completed { id }
+            | Completion::Retry { id, .. }
+            | Completion::Fail { id, .. }
+            | Completion::Release { id } => *id,
+        }
+    }
+}
+
+/// Filter for `chom jobs list`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// At most this many (newest first).
+    pub limit: u32,
+}
+
+/// Per-queue counts for `chom queue stats` and `chom_queue_size`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Queue name.
+    pub queue: String,
+    /// Pending and due now.
+    pub ready: u64,
+    /// Pending but delayed into the future.
+    pub delayed: u64,
+    /// Reserved (running).
+    pub reserved: u64,
+    /// Completed and not yet pruned.
+    pub completed: u64,
+    /// Failed and not yet pruned.
+    pub failed: u64,
+    /// Whether claims from this queue are paused.
+    pub paused: bool,
+}
+
+/// A row of `failed_jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedJob {
+    /// Primary key of the failed_jobs row.
+    pub id: i64,
+    /// Unique id (Laravel's column).
+    pub uuid: String,
+    /// The `jobs` row it came from.
+    pub job_id: i64,
+    /// Always "database" (Laravel's column).
+    pub connection: String,
+    /// Queue name.
+    pub queue: String,
+    /// Job kind.
+    pub kind: String,
+    /// JSON text.
+    pub payload: String,
+    /// The final error.
+    pub exception: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it failed.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// One kind's failures for `chom failed analyze`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindFailures {
+    /// Job kind.
+    pub kind: String,
+    /// Failures in the window.
+    pub count: u64,
+    /// The most recent error.
+    pub last_error: String,
+}
