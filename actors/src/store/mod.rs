@@ -6,6 +6,7 @@
 //! database as down on `/health`) even when the database is unreachable.
 
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
@@ -13,6 +14,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chom_core::config::{DatabaseConfig, DatabaseKind};
+use chom_core::job::{
+    Completion, Enqueued, FailedJob, Job, JobFilter, KindFailures, NewJob, QueueStats,
+};
+use chrono::{DateTime, Utc};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -83,6 +88,74 @@ pub trait Store: Send + Sync + 'static {
     async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError>;
     /// Close the pool, waiting for connections in use to be returned.
     async fn close(&self);
+
+    // === jobs ===
+
+    /// Insert a job. With a unique key, returns the pending/reserved job holding that key
+    /// instead (`existing: true`), atomically (two racing enqueues yield one job).
+    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError>;
+    /// Claim up to `limit` due jobs for `node`, taking queues in the given order (strict
+    /// priority: a later queue is only read when the earlier ones have no due job left). Claimed
+    /// jobs become `reserved` (reserved_at = now, reserved_by = node) with `attempts + 1`.
+    /// Concurrent claimers (other nodes) never get the same job (`FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL, a single writer on SQLite).
+    async fn claim(&self, node: &str, queues: &[String], limit: u32) -> Result<Vec<Job>, StoreError>;
+    /// Apply a batch of completions in one transaction. Only rows still `reserved` are changed
+    /// (a job rescued or killed meanwhile is left alone).
+    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError>;
+    /// One job by id.
+    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError>;
+    /// Jobs matching the filter, newest first.
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
+    /// Counts per queue, for every queue in `queues` (zeros included) and any other queue
+    /// that has rows.
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>, StoreError>;
+
+    // === queue control ===
+
+    /// Stop claims from `queue` on every node sharing this database (idempotent).
+    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError>;
+    /// Resume claims from `queue` (idempotent).
+    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError>;
+    /// Queues currently paused.
+    async fn paused_queues(&self) -> Result<Vec<String>, StoreError>;
+
+    // === maintenance ===
+
+    /// Jobs reserved by `node` go back to pending (the attempt they consumed stays counted).
+    /// Run at start: a node of that name that died left them behind. Returns how many.
+    async fn release_node(&self, node: &str) -> Result<u64, StoreError>;
+    /// Jobs reserved before `cutoff` by a node other than `except_node` go back to pending
+    /// (visibility timeout: their node died), unless that node's `nodes.seen_at` heartbeat is
+    /// newer than `cutoff` (a live node's long job is never taken from it; the stuck-job killer
+    /// handles wedged ones). Returns how many.
+    async fn rescue_expired(&self, cutoff: DateTime<Utc>, except_node: &str) -> Result<u64, StoreError>;
+    /// Jobs reserved before `cutoff` fail for good with `reason` (a failed_jobs row each).
+    /// Returns their ids.
+    async fn kill_stuck(&self, cutoff: DateTime<Utc>, reason: &str) -> Result<Vec<i64>, StoreError>;
+    /// Delete completed and failed `jobs` rows finished before `cutoff`. Returns how many.
+    async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Record that `node` is alive (nodes.seen_at = now).
+    async fn heartbeat(&self, node: &str) -> Result<(), StoreError>;
+
+    // === dead letters ===
+
+    /// The newest `limit` failed_jobs rows.
+    async fn failed_jobs(&self, limit: u32) -> Result<Vec<FailedJob>, StoreError>;
+    /// Re-enqueue failed jobs as new pending jobs (attempts 0) and delete their failed_jobs
+    /// rows; `None` = all of them. Returns the new job ids.
+    async fn retry_failed(&self, id: Option<i64>) -> Result<Vec<i64>, StoreError>;
+    /// Delete failed_jobs rows older than `cutoff`. Returns how many.
+    async fn prune_failed(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// failed_jobs rows since `since`, grouped by kind, most failures first.
+    async fn failures_by_kind(&self, since: DateTime<Utc>) -> Result<Vec<KindFailures>, StoreError>;
+    /// Number of failed_jobs rows since `since`.
+    async fn failed_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// A wake-up stream: yields whenever a job is inserted (PostgreSQL LISTEN on the channel
+    /// `chom_jobs`, fed by a trigger, so plain SQL inserts by other programs wake the node
+    /// too). `None` when the backend has no notifications (SQLite: the dispatcher polls).
+    async fn listen(&self) -> Result<Option<futures::stream::BoxStream<'static, ()>>, StoreError>;
 }
 
 /// Build the store the config names. Never connects: pools are lazy.

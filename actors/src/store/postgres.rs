@@ -1,11 +1,24 @@
 //! PostgreSQL implementation of [`Store`].
+//!
+//! Every timestamp is taken from the database clock (`now()`), so several nodes sharing the
+//! database agree on what is due. Hot paths are one statement each: a claim is one
+//! `UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)` covering every queue, a completion
+//! batch is one statement of data-modifying CTEs whatever its size.
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chom_core::config::DatabaseConfig;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use chom_core::job::{
+    Completion, Enqueued, FailedJob, Job, JobFilter, KindFailures, NewJob, QueueStats,
+};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use sqlx::Row;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 
+use super::rows::{self, Counts, SplitBatch};
 use super::{Backend, NodeRecord, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -32,6 +45,183 @@ impl PgStore {
         &self.pool
     }
 }
+
+// === SQL ===
+
+/// Every column of `jobs`, in the order [`job_from_row`] reads them by name.
+const JOB_COLUMNS: &str = "id, queue, kind, payload, attempts, max_attempts, timeout_ms, state, \
+     unique_key, last_error, reserved_at, reserved_by, available_at, created_at, finished_at";
+
+/// Insert a job; with a unique key held by a pending/reserved job, insert nothing (the
+/// partial unique index `jobs_unique_key_idx` decides, race-free).
+const ENQUEUE: &str = "
+    INSERT INTO jobs (queue, kind, payload, max_attempts, timeout_ms, unique_key, available_at)
+    VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond')
+    ON CONFLICT DO NOTHING
+    RETURNING id";
+
+const UNIQUE_HOLDER: &str = "
+    SELECT id FROM jobs WHERE unique_key = $1 AND state IN ('pending', 'reserved')";
+
+/// The claim, one statement for every queue. The LATERAL subquery runs once per queue in the
+/// order of `$1` (a nested loop over the unnested array, which keeps its order), each an index
+/// scan of `jobs_claim_idx` locking rows as it reads them with SKIP LOCKED; the outer LIMIT
+/// stops pulling as soon as `$2` rows are locked, so a lower queue is not even read while a
+/// higher one fills the batch (strict priority), and no row is locked without being claimed.
+/// MATERIALIZED keeps the picking subquery from being inlined and re-run inside the join.
+const CLAIM: &str = "
+    WITH picked AS MATERIALIZED (
+        SELECT j.id
+        FROM unnest($1::text[]) AS q(name)
+        CROSS JOIN LATERAL (
+            SELECT id FROM jobs
+            WHERE state = 'pending' AND queue = q.name AND available_at <= now()
+            ORDER BY available_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ) AS j
+        LIMIT $2
+    )
+    UPDATE jobs
+    SET state = 'reserved', reserved_at = now(), reserved_by = $3, attempts = jobs.attempts + 1
+    FROM picked
+    WHERE jobs.id = picked.id
+    RETURNING jobs.id, jobs.queue, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts,
+        jobs.timeout_ms, jobs.state, jobs.unique_key, jobs.last_error, jobs.reserved_at,
+        jobs.reserved_by, jobs.available_at, jobs.created_at, jobs.finished_at";
+
+/// A whole completion batch in one statement (one round trip, atomic): one data-modifying CTE
+/// per completion variant, each over an array parameter (empty arrays cost an index probe).
+/// PostgreSQL runs every data-modifying CTE exactly once whether or not it is referenced.
+/// Every CTE only touches rows still `reserved`.
+const COMPLETE: &str = "
+    WITH completed AS (
+        UPDATE jobs SET state = 'completed', finished_at = now()
+        WHERE id = ANY($1::bigint[]) AND state = 'reserved'
+    ), retried AS (
+        UPDATE jobs
+        SET state = 'pending', available_at = r.available_at, last_error = r.error,
+            reserved_at = NULL, reserved_by = NULL
+        FROM unnest($2::bigint[], $3::text[], $4::timestamptz[]) AS r(id, error, available_at)
+        WHERE jobs.id = r.id AND jobs.state = 'reserved'
+    ), failed AS (
+        UPDATE jobs SET state = 'failed', finished_at = now(), last_error = f.error
+        FROM unnest($5::bigint[], $6::text[]) AS f(id, error)
+        WHERE jobs.id = f.id AND jobs.state = 'reserved'
+        RETURNING jobs.id, jobs.queue, jobs.kind, jobs.payload, jobs.attempts,
+            jobs.max_attempts, jobs.timeout_ms, f.error
+    ), dead AS (
+        INSERT INTO failed_jobs
+            (queue, kind, payload, exception, job_id, attempts, max_attempts, timeout_ms, failed_at)
+        SELECT queue, kind, payload, error, id, attempts, max_attempts, timeout_ms, now()
+        FROM failed
+    ), released AS (
+        UPDATE jobs
+        SET state = 'pending', available_at = now(), attempts = GREATEST(attempts - 1, 0),
+            reserved_at = NULL, reserved_by = NULL
+        WHERE id = ANY($7::bigint[]) AND state = 'reserved'
+    )
+    SELECT 1";
+
+const QUEUE_COUNTS: &str = "
+    SELECT queue,
+        count(*) FILTER (WHERE state = 'pending' AND available_at <= now()) AS ready,
+        count(*) FILTER (WHERE state = 'pending' AND available_at > now()) AS delayed,
+        count(*) FILTER (WHERE state = 'reserved') AS reserved,
+        count(*) FILTER (WHERE state = 'completed') AS completed,
+        count(*) FILTER (WHERE state = 'failed') AS failed
+    FROM jobs GROUP BY queue";
+
+/// Back to pending, due now, reservation cleared; the consumed attempt stays counted.
+const RELEASE_NODE: &str = "
+    UPDATE jobs SET state = 'pending', available_at = now(), reserved_at = NULL, reserved_by = NULL
+    WHERE state = 'reserved' AND reserved_by = $1";
+
+const RESCUE_EXPIRED: &str = "
+    UPDATE jobs SET state = 'pending', available_at = now(), reserved_at = NULL, reserved_by = NULL
+    WHERE state = 'reserved' AND reserved_at < $1 AND reserved_by IS DISTINCT FROM $2
+      AND NOT EXISTS (
+          SELECT 1 FROM nodes WHERE nodes.name = jobs.reserved_by AND nodes.seen_at > $1)";
+
+const KILL_STUCK: &str = "
+    WITH killed AS (
+        UPDATE jobs SET state = 'failed', finished_at = now(), last_error = $2
+        WHERE state = 'reserved' AND reserved_at < $1
+        RETURNING id, queue, kind, payload, attempts, max_attempts, timeout_ms
+    ), dead AS (
+        INSERT INTO failed_jobs
+            (queue, kind, payload, exception, job_id, attempts, max_attempts, timeout_ms, failed_at)
+        SELECT queue, kind, payload, $2, id, attempts, max_attempts, timeout_ms, now()
+        FROM killed
+    )
+    SELECT id FROM killed ORDER BY id";
+
+/// Move failed_jobs rows back into jobs (attempts 0, no unique key), atomically.
+const RETRY_FAILED: &str = "
+    WITH retried AS (
+        DELETE FROM failed_jobs WHERE $1::bigint IS NULL OR id = $1
+        RETURNING id, queue, kind, payload, max_attempts, timeout_ms
+    )
+    INSERT INTO jobs (queue, kind, payload, max_attempts, timeout_ms)
+    SELECT queue, kind, payload, max_attempts, timeout_ms FROM retried ORDER BY id
+    RETURNING id";
+
+const FAILED_COLUMNS: &str =
+    "id, uuid, job_id, connection, queue, kind, payload, exception, attempts, failed_at";
+
+/// Per kind: how many failures since `$1` and the newest one's error.
+const FAILURES_BY_KIND: &str = "
+    SELECT kind, count(*) AS failures,
+        (array_agg(exception ORDER BY failed_at DESC, id DESC))[1] AS last_error
+    FROM failed_jobs WHERE failed_at >= $1
+    GROUP BY kind ORDER BY failures DESC, kind";
+
+// === row decoding ===
+
+fn job_from_row(row: &PgRow) -> Result<Job, sqlx::Error> {
+    Ok(Job {
+        id: row.try_get("id")?,
+        queue: row.try_get("queue")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        attempts: rows::count_column(i64::from(row.try_get::<i32, _>("attempts")?)),
+        max_attempts: row
+            .try_get::<Option<i32>, _>("max_attempts")?
+            .map(|n| rows::count_column(i64::from(n))),
+        timeout_ms: row
+            .try_get::<Option<i64>, _>("timeout_ms")?
+            .map(|ms| u64::try_from(ms).unwrap_or(0)),
+        state: rows::state_column(row.try_get("state")?)?,
+        unique_key: row.try_get("unique_key")?,
+        last_error: row.try_get("last_error")?,
+        reserved_at: row.try_get("reserved_at")?,
+        reserved_by: row.try_get("reserved_by")?,
+        available_at: row.try_get("available_at")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn failed_from_row(row: &PgRow) -> Result<FailedJob, sqlx::Error> {
+    Ok(FailedJob {
+        id: row.try_get("id")?,
+        uuid: row.try_get("uuid")?,
+        job_id: row.try_get("job_id")?,
+        connection: row.try_get("connection")?,
+        queue: row.try_get("queue")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        exception: row.try_get("exception")?,
+        attempts: rows::count_column(i64::from(row.try_get::<i32, _>("attempts")?)),
+        failed_at: row.try_get("failed_at")?,
+    })
+}
+
+fn affected(result: sqlx::postgres::PgQueryResult) -> u64 {
+    result.rows_affected()
+}
+
+// === impl Store ===
 
 #[async_trait]
 impl Store for PgStore {
@@ -68,5 +258,293 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    // === jobs ===
+
+    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
+        // The INSERT waits for a racing uncommitted holder of the key and then does nothing;
+        // the SELECT (a new snapshot) then sees that holder. If the holder finished in
+        // between, the key is free again: insert anew.
+        for _ in 0..rows::ENQUEUE_RACE_RETRIES {
+            let inserted: Option<i64> = sqlx::query_scalar(ENQUEUE)
+                .bind(&job.queue)
+                .bind(&job.kind)
+                .bind(&job.payload)
+                .bind(rows::max_attempts_param(job))
+                .bind(rows::timeout_param(job))
+                .bind(&job.unique_key)
+                .bind(rows::duration_ms(job.delay))
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(id) = inserted {
+                return Ok(Enqueued {
+                    id,
+                    existing: false,
+                });
+            }
+            let Some(key) = &job.unique_key else {
+                // Without a unique key only the primary key can conflict, which a sequence
+                // never does; treat it as the database error it would be.
+                return Err(sqlx::Error::RowNotFound.into());
+            };
+            let holder: Option<i64> = sqlx::query_scalar(UNIQUE_HOLDER)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(id) = holder {
+                return Ok(Enqueued { id, existing: true });
+            }
+        }
+        Err(sqlx::Error::Protocol(format!(
+            "unique key {:?} kept changing hands during enqueue",
+            job.unique_key
+        ))
+        .into())
+    }
+
+    async fn claim(
+        &self,
+        node: &str,
+        queues: &[String],
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        if queues.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(CLAIM)
+            .bind(queues)
+            .bind(i64::from(limit))
+            .bind(node)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        rows::sort_claimed(&mut jobs, queues);
+        Ok(jobs)
+    }
+
+    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let split = SplitBatch::new(batch);
+        sqlx::query(COMPLETE)
+            .bind(&split.completed)
+            .bind(&split.retry_ids)
+            .bind(&split.retry_errors)
+            .bind(&split.retry_at)
+            .bind(&split.fail_ids)
+            .bind(&split.fail_errors)
+            .bind(&split.released)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(job_from_row).transpose()?)
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        // Only constant text is formatted in; values are bound.
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state = $2)
+             ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&filter.queue)
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(job_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>, StoreError> {
+        let counted = sqlx::query(QUEUE_COUNTS)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("queue")?,
+                    Counts {
+                        ready: rows::count(row.try_get("ready")?),
+                        delayed: rows::count(row.try_get("delayed")?),
+                        reserved: rows::count(row.try_get("reserved")?),
+                        completed: rows::count(row.try_get("completed")?),
+                        failed: rows::count(row.try_get("failed")?),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let paused = self.paused_queues().await?;
+        Ok(rows::merge_stats(queues, counted, &paused))
+    }
+
+    // === queue control ===
+
+    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO queue_pauses (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING")
+            .bind(queue)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM queue_pauses WHERE queue = $1")
+            .bind(queue)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT queue FROM queue_pauses ORDER BY queue")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    // === maintenance ===
+
+    async fn release_node(&self, node: &str) -> Result<u64, StoreError> {
+        let result = sqlx::query(RELEASE_NODE)
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(affected(result))
+    }
+
+    async fn rescue_expired(
+        &self,
+        cutoff: DateTime<Utc>,
+        except_node: &str,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(RESCUE_EXPIRED)
+            .bind(cutoff)
+            .bind(except_node)
+            .execute(&self.pool)
+            .await?;
+        Ok(affected(result))
+    }
+
+    async fn kill_stuck(
+        &self,
+        cutoff: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(KILL_STUCK)
+            .bind(cutoff)
+            .bind(reason)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM jobs WHERE state IN ('completed', 'failed') AND finished_at < $1",
+        )
+        .bind(cutoff)
+        .execute(&self.pool)
+        .await?;
+        Ok(affected(result))
+    }
+
+    async fn heartbeat(&self, node: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET seen_at = now() WHERE name = $1")
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // === dead letters ===
+
+    async fn failed_jobs(&self, limit: u32) -> Result<Vec<FailedJob>, StoreError> {
+        let sql = format!(
+            "SELECT {FAILED_COLUMNS} FROM failed_jobs ORDER BY failed_at DESC, id DESC LIMIT $1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(failed_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn retry_failed(&self, id: Option<i64>) -> Result<Vec<i64>, StoreError> {
+        let mut ids: Vec<i64> = sqlx::query_scalar(RETRY_FAILED)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn prune_failed(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM failed_jobs WHERE failed_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(affected(result))
+    }
+
+    async fn failures_by_kind(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<KindFailures>, StoreError> {
+        let rows = sqlx::query(FAILURES_BY_KIND)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                Ok(KindFailures {
+                    kind: row.try_get("kind")?,
+                    count: rows::count(row.try_get("failures")?),
+                    last_error: row.try_get("last_error")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    async fn failed_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM failed_jobs WHERE failed_at >= $1")
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(rows::count(n))
+    }
+
+    async fn listen(&self) -> Result<Option<BoxStream<'static, ()>>, StoreError> {
+        // The listener holds one pool connection for as long as the stream lives; closing
+        // the pool ends the stream (PoolClosed), which returns that connection.
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(rows::JOBS_CHANNEL).await?;
+        let stream = futures::stream::unfold(listener, |mut listener| async move {
+            match listener.try_recv().await {
+                Ok(Some(_notification)) => Some(((), listener)),
+                // The connection was lost and has been re-established (and re-LISTENed):
+                // notifications sent meanwhile are gone, so wake the caller to look anyway.
+                Ok(None) => Some(((), listener)),
+                Err(error) => {
+                    tracing::debug!(%error, "job notification stream ended");
+                    None
+                }
+            }
+        });
+        Ok(Some(stream.boxed()))
     }
 }

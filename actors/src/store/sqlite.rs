@@ -1,14 +1,30 @@
 //! SQLite (WAL) implementation of [`Store`], the embedded default.
+//!
+//! Timestamps in `jobs`, `failed_jobs` and `queue_pauses` are INTEGER unix milliseconds,
+//! taken from this process's clock (one host: the database is a local file). Writes that
+//! span several statements run under `BEGIN IMMEDIATE`, which takes SQLite's single write
+//! lock up front: two claimers can never interleave, and a deferred transaction's
+//! read-then-write upgrade (which fails with SQLITE_BUSY without waiting) cannot happen.
+//! Batches are passed as one JSON array parameter and unpacked with `json_each`, so a batch
+//! costs a few statements whatever its size.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chom_core::config::DatabaseConfig;
+use chom_core::job::{
+    Completion, Enqueued, FailedJob, Job, JobFilter, KindFailures, NewJob, QueueStats,
+};
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 
+use super::rows::{self, Counts, SplitBatch};
 use super::{Backend, NodeRecord, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -45,6 +61,190 @@ impl SqliteStore {
         &self.pool
     }
 }
+
+/// Take SQLite's write lock at BEGIN (see the module doc).
+const BEGIN_IMMEDIATE: &str = "BEGIN IMMEDIATE";
+
+/// Now, as stored: unix milliseconds.
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// `nodes.seen_at` is RFC 3339 text (0001_nodes.sql); this turns it into unix milliseconds
+/// in SQL (julianday parses any number of fractional digits and the UTC offset).
+const SEEN_AT_MS: &str =
+    "CAST(ROUND((julianday(nodes.seen_at) - 2440587.5) * 86400000) AS INTEGER)";
+
+// === SQL ===
+
+const JOB_COLUMNS: &str = "id, queue, kind, payload, attempts, max_attempts, timeout_ms, state, \
+     unique_key, last_error, reserved_at, reserved_by, available_at, created_at, finished_at";
+
+/// With a unique key held by a pending/reserved job, the partial unique index makes this
+/// insert nothing.
+const ENQUEUE: &str = "
+    INSERT INTO jobs
+        (queue, kind, payload, max_attempts, timeout_ms, unique_key, available_at, created_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+    ON CONFLICT DO NOTHING
+    RETURNING id";
+
+const UNIQUE_HOLDER: &str = "
+    SELECT id FROM jobs WHERE unique_key = ?1 AND state IN ('pending', 'reserved')";
+
+/// One queue's share of a claim (run per queue in priority order inside one IMMEDIATE
+/// transaction); the subquery reads `jobs_claim_idx`.
+const CLAIM_QUEUE: &str = "
+    UPDATE jobs
+    SET state = 'reserved', reserved_at = ?1, reserved_by = ?2, attempts = attempts + 1
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE state = 'pending' AND queue = ?3 AND available_at <= ?1
+        ORDER BY available_at, id
+        LIMIT ?4)
+    RETURNING id, queue, kind, payload, attempts, max_attempts, timeout_ms, state, unique_key,
+        last_error, reserved_at, reserved_by, available_at, created_at, finished_at";
+
+const COMPLETE_COMPLETED: &str = "
+    UPDATE jobs SET state = 'completed', finished_at = ?2
+    WHERE state = 'reserved' AND id IN (SELECT value FROM json_each(?1))";
+
+/// `?1` is a JSON array of `[id, error, available_at_ms]`.
+const COMPLETE_RETRY: &str = "
+    UPDATE jobs
+    SET state = 'pending', available_at = r.available_at, last_error = r.error,
+        reserved_at = NULL, reserved_by = NULL
+    FROM (SELECT value ->> 0 AS id, value ->> 1 AS error, value ->> 2 AS available_at
+          FROM json_each(?1)) AS r
+    WHERE jobs.id = r.id AND jobs.state = 'reserved'";
+
+/// `?1` is a JSON array of `[id, error]`; run before [`COMPLETE_FAIL`], same transaction.
+const COMPLETE_FAIL_DEAD: &str = "
+    INSERT INTO failed_jobs
+        (queue, kind, payload, exception, job_id, attempts, max_attempts, timeout_ms, failed_at)
+    SELECT j.queue, j.kind, j.payload, f.error, j.id, j.attempts, j.max_attempts, j.timeout_ms, ?2
+    FROM (SELECT value ->> 0 AS id, value ->> 1 AS error FROM json_each(?1)) AS f
+    JOIN jobs AS j ON j.id = f.id
+    WHERE j.state = 'reserved'
+    ORDER BY j.id";
+
+const COMPLETE_FAIL: &str = "
+    UPDATE jobs SET state = 'failed', finished_at = ?2, last_error = f.error
+    FROM (SELECT value ->> 0 AS id, value ->> 1 AS error FROM json_each(?1)) AS f
+    WHERE jobs.id = f.id AND jobs.state = 'reserved'";
+
+const COMPLETE_RELEASE: &str = "
+    UPDATE jobs
+    SET state = 'pending', available_at = ?2, attempts = max(attempts - 1, 0),
+        reserved_at = NULL, reserved_by = NULL
+    WHERE state = 'reserved' AND id IN (SELECT value FROM json_each(?1))";
+
+const QUEUE_COUNTS: &str = "
+    SELECT queue,
+        count(*) FILTER (WHERE state = 'pending' AND available_at <= ?1) AS ready,
+        count(*) FILTER (WHERE state = 'pending' AND available_at > ?1) AS delayed,
+        count(*) FILTER (WHERE state = 'reserved') AS reserved,
+        count(*) FILTER (WHERE state = 'completed') AS completed,
+        count(*) FILTER (WHERE state = 'failed') AS failed
+    FROM jobs GROUP BY queue";
+
+const RELEASE_NODE: &str = "
+    UPDATE jobs SET state = 'pending', available_at = ?2, reserved_at = NULL, reserved_by = NULL
+    WHERE state = 'reserved' AND reserved_by = ?1";
+
+const KILL_STUCK_DEAD: &str = "
+    INSERT INTO failed_jobs
+        (queue, kind, payload, exception, job_id, attempts, max_attempts, timeout_ms, failed_at)
+    SELECT queue, kind, payload, ?2, id, attempts, max_attempts, timeout_ms, ?3
+    FROM jobs WHERE state = 'reserved' AND reserved_at < ?1
+    ORDER BY id";
+
+const KILL_STUCK: &str = "
+    UPDATE jobs SET state = 'failed', finished_at = ?3, last_error = ?2
+    WHERE state = 'reserved' AND reserved_at < ?1
+    RETURNING id";
+
+const RETRY_FAILED_INSERT: &str = "
+    INSERT INTO jobs (queue, kind, payload, max_attempts, timeout_ms, available_at, created_at)
+    SELECT queue, kind, payload, max_attempts, timeout_ms, ?2, ?2
+    FROM failed_jobs WHERE ?1 IS NULL OR id = ?1
+    ORDER BY id
+    RETURNING id";
+
+const FAILED_COLUMNS: &str =
+    "id, uuid, job_id, connection, queue, kind, payload, exception, attempts, failed_at";
+
+/// Per kind: how many failures since `?1` and the newest one's error.
+const FAILURES_BY_KIND: &str = "
+    SELECT f.kind, count(*) AS failures,
+        (SELECT l.exception FROM failed_jobs AS l
+         WHERE l.kind = f.kind AND l.failed_at >= ?1
+         ORDER BY l.failed_at DESC, l.id DESC LIMIT 1) AS last_error
+    FROM failed_jobs AS f WHERE f.failed_at >= ?1
+    GROUP BY f.kind ORDER BY failures DESC, f.kind";
+
+// === row decoding ===
+
+fn time_column(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    rows::millis_to_time(row.try_get(column)?, column)
+}
+
+fn opt_time_column(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    row.try_get::<Option<i64>, _>(column)?
+        .map(|ms| rows::millis_to_time(ms, column))
+        .transpose()
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job, sqlx::Error> {
+    Ok(Job {
+        id: row.try_get("id")?,
+        queue: row.try_get("queue")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        attempts: rows::count_column(row.try_get("attempts")?),
+        max_attempts: row
+            .try_get::<Option<i64>, _>("max_attempts")?
+            .map(rows::count_column),
+        timeout_ms: row
+            .try_get::<Option<i64>, _>("timeout_ms")?
+            .map(|ms| u64::try_from(ms).unwrap_or(0)),
+        state: rows::state_column(row.try_get("state")?)?,
+        unique_key: row.try_get("unique_key")?,
+        last_error: row.try_get("last_error")?,
+        reserved_at: opt_time_column(row, "reserved_at")?,
+        reserved_by: row.try_get("reserved_by")?,
+        available_at: time_column(row, "available_at")?,
+        created_at: time_column(row, "created_at")?,
+        finished_at: opt_time_column(row, "finished_at")?,
+    })
+}
+
+fn failed_from_row(row: &SqliteRow) -> Result<FailedJob, sqlx::Error> {
+    Ok(FailedJob {
+        id: row.try_get("id")?,
+        uuid: row.try_get("uuid")?,
+        job_id: row.try_get("job_id")?,
+        connection: row.try_get("connection")?,
+        queue: row.try_get("queue")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        exception: row.try_get("exception")?,
+        attempts: rows::count_column(row.try_get("attempts")?),
+        failed_at: time_column(row, "failed_at")?,
+    })
+}
+
+/// A batch parameter as a JSON array (serde_json does the quoting of error texts).
+fn json<T: serde::Serialize>(value: &T) -> String {
+    // Serializing vectors of integers, strings and tuples of them cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
+}
+
+// === impl Store ===
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -84,5 +284,362 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    // === jobs ===
+
+    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
+        // If the holder of the key finishes between the INSERT and the SELECT, the key is
+        // free again: insert anew.
+        for _ in 0..rows::ENQUEUE_RACE_RETRIES {
+            let now = now_ms();
+            let inserted: Option<i64> = sqlx::query_scalar(ENQUEUE)
+                .bind(&job.queue)
+                .bind(&job.kind)
+                .bind(&job.payload)
+                .bind(rows::max_attempts_param(job))
+                .bind(rows::timeout_param(job))
+                .bind(&job.unique_key)
+                .bind(now.saturating_add(rows::duration_ms(job.delay)))
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(id) = inserted {
+                return Ok(Enqueued {
+                    id,
+                    existing: false,
+                });
+            }
+            let Some(key) = &job.unique_key else {
+                return Err(sqlx::Error::RowNotFound.into());
+            };
+            let holder: Option<i64> = sqlx::query_scalar(UNIQUE_HOLDER)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(id) = holder {
+                return Ok(Enqueued { id, existing: true });
+            }
+        }
+        Err(sqlx::Error::Protocol(format!(
+            "unique key {:?} kept changing hands during enqueue",
+            job.unique_key
+        ))
+        .into())
+    }
+
+    async fn claim(
+        &self,
+        node: &str,
+        queues: &[String],
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        if queues.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = limit as usize;
+        let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
+        let now = now_ms();
+        let mut jobs = Vec::new();
+        for queue in queues {
+            let remaining = limit - jobs.len();
+            if remaining == 0 {
+                break;
+            }
+            let rows = sqlx::query(CLAIM_QUEUE)
+                .bind(now)
+                .bind(node)
+                .bind(queue)
+                .bind(i64::try_from(remaining).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                jobs.push(job_from_row(row)?);
+            }
+        }
+        tx.commit().await?;
+        rows::sort_claimed(&mut jobs, queues);
+        Ok(jobs)
+    }
+
+    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let split = SplitBatch::new(batch);
+        let now = now_ms();
+        let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
+        if !split.completed.is_empty() {
+            sqlx::query(COMPLETE_COMPLETED)
+                .bind(json(&split.completed))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !split.retry_ids.is_empty() {
+            let retries: Vec<(i64, &str, i64)> = split
+                .retry_ids
+                .iter()
+                .zip(&split.retry_errors)
+                .zip(&split.retry_at)
+                .map(|((id, error), at)| (*id, error.as_str(), ms(*at)))
+                .collect();
+            sqlx::query(COMPLETE_RETRY)
+                .bind(json(&retries))
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !split.fail_ids.is_empty() {
+            let fails: Vec<(i64, &str)> = split
+                .fail_ids
+                .iter()
+                .zip(&split.fail_errors)
+                .map(|(id, error)| (*id, error.as_str()))
+                .collect();
+            let fails = json(&fails);
+            sqlx::query(COMPLETE_FAIL_DEAD)
+                .bind(&fails)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(COMPLETE_FAIL)
+                .bind(&fails)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !split.released.is_empty() {
+            sqlx::query(COMPLETE_RELEASE)
+                .bind(json(&split.released))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(job_from_row).transpose()?)
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        // Only constant text is formatted in; values are bound.
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&filter.queue)
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(job_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>, StoreError> {
+        let counted = sqlx::query(QUEUE_COUNTS)
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("queue")?,
+                    Counts {
+                        ready: rows::count(row.try_get("ready")?),
+                        delayed: rows::count(row.try_get("delayed")?),
+                        reserved: rows::count(row.try_get("reserved")?),
+                        completed: rows::count(row.try_get("completed")?),
+                        failed: rows::count(row.try_get("failed")?),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let paused = self.paused_queues().await?;
+        Ok(rows::merge_stats(queues, counted, &paused))
+    }
+
+    // === queue control ===
+
+    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO queue_pauses (queue, paused_at) VALUES (?1, ?2)
+             ON CONFLICT (queue) DO NOTHING",
+        )
+        .bind(queue)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM queue_pauses WHERE queue = ?1")
+            .bind(queue)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT queue FROM queue_pauses ORDER BY queue")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    // === maintenance ===
+
+    async fn release_node(&self, node: &str) -> Result<u64, StoreError> {
+        let result = sqlx::query(RELEASE_NODE)
+            .bind(node)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn rescue_expired(
+        &self,
+        cutoff: DateTime<Utc>,
+        except_node: &str,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "UPDATE jobs
+             SET state = 'pending', available_at = ?3, reserved_at = NULL, reserved_by = NULL
+             WHERE state = 'reserved' AND reserved_at < ?1 AND reserved_by IS NOT ?2
+               AND NOT EXISTS (
+                   SELECT 1 FROM nodes WHERE nodes.name = jobs.reserved_by AND {SEEN_AT_MS} > ?1)"
+        );
+        let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(cutoff))
+            .bind(except_node)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn kill_stuck(
+        &self,
+        cutoff: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
+        sqlx::query(KILL_STUCK_DEAD)
+            .bind(ms(cutoff))
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(KILL_STUCK)
+            .bind(ms(cutoff))
+            .bind(reason)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "DELETE FROM jobs WHERE state IN ('completed', 'failed') AND finished_at < ?1",
+        )
+        .bind(ms(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn heartbeat(&self, node: &str) -> Result<(), StoreError> {
+        // Same RFC 3339 text as register_node writes.
+        sqlx::query("UPDATE nodes SET seen_at = ?2 WHERE name = ?1")
+            .bind(node)
+            .bind(Utc::now().to_rfc3339())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // === dead letters ===
+
+    async fn failed_jobs(&self, limit: u32) -> Result<Vec<FailedJob>, StoreError> {
+        let sql = format!(
+            "SELECT {FAILED_COLUMNS} FROM failed_jobs ORDER BY failed_at DESC, id DESC LIMIT ?1"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(failed_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn retry_failed(&self, id: Option<i64>) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(RETRY_FAILED_INSERT)
+            .bind(id)
+            .bind(now_ms())
+            .fetch_all(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM failed_jobs WHERE ?1 IS NULL OR id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn prune_failed(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM failed_jobs WHERE failed_at < ?1")
+            .bind(ms(cutoff))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn failures_by_kind(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<KindFailures>, StoreError> {
+        let rows = sqlx::query(FAILURES_BY_KIND)
+            .bind(ms(since))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                Ok(KindFailures {
+                    kind: row.try_get("kind")?,
+                    count: rows::count(row.try_get("failures")?),
+                    last_error: row.try_get("last_error")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    async fn failed_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM failed_jobs WHERE failed_at >= ?1")
+            .bind(ms(since))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(rows::count(n))
+    }
+
+    async fn listen(&self) -> Result<Option<BoxStream<'static, ()>>, StoreError> {
+        // SQLite has no notifications: the dispatcher polls.
+        Ok(None)
     }
 }
