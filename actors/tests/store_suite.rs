@@ -1,0 +1,1138 @@
+//! The store contract, run against both implementations.
+//!
+//! Every case is one function taking a migrated [`TestDb`]; the `suite!` macro at the bottom
+//! generates `sqlite::<case>` (a fresh temporary file) and `postgres::<case>` (a fresh
+//! database created from `CHOM_TEST_PG_URL`, default
+//! `postgres://postgres:postgres@127.0.0.1:5432/test`, and dropped afterwards) for each.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chom_actors::store::{Backend, NodeRecord, Store};
+use chom_core::job::{Completion, Job, JobFilter, JobState, NewJob, QueueStats};
+use chrono::{DateTime, Utc};
+use common::TestDb;
+use futures::StreamExt;
+
+// === helpers ===
+
+const NODE: &str = "node-a";
+
+fn new_job(kind: &str, queue: &str) -> NewJob {
+    NewJob {
+        kind: kind.to_owned(),
+        queue: queue.to_owned(),
+        payload: r#"{"n":1}"#.to_owned(),
+        max_attempts: None,
+        timeout: None,
+        delay: Duration::ZERO,
+        unique_key: None,
+    }
+}
+
+fn queues(names: &[&str]) -> Vec<String> {
+    names.iter().map(|q| (*q).to_owned()).collect()
+}
+
+/// A timestamp with whole milliseconds, which both backends store exactly.
+fn at_ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap()
+}
+
+fn assert_near(actual: DateTime<Utc>, expected: DateTime<Utc>, what: &str) {
+    let diff = (actual - expected).num_milliseconds().abs();
+    assert!(
+        diff < 5_000,
+        "{what}: {actual} is {diff} ms away from {expected}"
+    );
+}
+
+async fn enqueue(s: &dyn Store, job: NewJob) -> i64 {
+    let done = s.enqueue(&job).await.expect("enqueue");
+    assert!(!done.existing, "a fresh job was inserted");
+    done.id
+}
+
+async fn get(s: &dyn Store, id: i64) -> Job {
+    s.job(id).await.expect("job").expect("job exists")
+}
+
+fn ids(jobs: &[Job]) -> Vec<i64> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+/// Enqueue one job on `queue`, claim it, and return it reserved.
+async fn reserved_job(s: &dyn Store, queue: &str) -> Job {
+    let id = enqueue(s, new_job("noop", queue)).await;
+    let claimed = s.claim(NODE, &queues(&[queue]), 1).await.unwrap();
+    assert_eq!(ids(&claimed), vec![id]);
+    claimed.into_iter().next().unwrap()
+}
+
+fn node(name: &str) -> NodeRecord {
+    NodeRecord {
+        name: name.to_owned(),
+        hostname: "test-host".to_owned(),
+        pid: 42,
+        version: "0.0.0-test".to_owned(),
+    }
+}
+
+// === cases ===
+
+async fn migrate_is_idempotent(db: &TestDb) {
+    let s = db.store();
+    s.migrate().await.expect("second migrate");
+    s.migrate().await.expect("third migrate");
+    let expected = if db.is_pg() {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    assert_eq!(s.backend(), expected);
+    s.ping().await.expect("ping");
+    let id = enqueue(s, new_job("noop", "default")).await;
+    assert_eq!(get(s, id).await.state, JobState::Pending);
+}
+
+async fn enqueue_round_trips_every_field(db: &TestDb) {
+    let s = db.store();
+    let before = Utc::now();
+    let job = NewJob {
+        kind: "vps.exec".to_owned(),
+        queue: "high".to_owned(),
+        payload: r#"{"vps": 7, "command": "site:create", "args": ["a b", "'c'"]}"#.to_owned(),
+        max_attempts: Some(7),
+        timeout: Some(Duration::from_millis(1_500)),
+        delay: Duration::from_secs(3_600),
+        unique_key: Some("site:7".to_owned()),
+    };
+    let id = enqueue(s, job.clone()).await;
+    let stored = get(s, id).await;
+    assert_eq!(stored.id, id);
+    assert_eq!(stored.queue, job.queue);
+    assert_eq!(stored.kind, job.kind);
+    assert_eq!(stored.payload, job.payload);
+    assert_eq!(stored.attempts, 0);
+    assert_eq!(stored.max_attempts, Some(7));
+    assert_eq!(stored.timeout_ms, Some(1_500));
+    assert_eq!(stored.state, JobState::Pending);
+    assert_eq!(stored.unique_key.as_deref(), Some("site:7"));
+    assert_eq!(stored.last_error, None);
+    assert_eq!(stored.reserved_at, None);
+    assert_eq!(stored.reserved_by, None);
+    assert_eq!(stored.finished_at, None);
+    assert_near(stored.created_at, before, "created_at");
+    let delay = stored.available_at - stored.created_at;
+    assert!(
+        (delay.num_milliseconds() - 3_600_000).abs() < 1_000,
+        "available_at is created_at + 1h, got {delay}"
+    );
+
+    // Defaults: no overrides, due at once.
+    let plain = get(s, enqueue(s, new_job("noop", "default")).await).await;
+    assert_eq!(plain.max_attempts, None);
+    assert_eq!(plain.timeout_ms, None);
+    assert_eq!(plain.unique_key, None);
+    assert!(plain.available_at <= plain.created_at + chrono::Duration::milliseconds(1));
+    assert!(plain.id > id, "ids increase");
+
+    assert_eq!(s.job(id + 1_000).await.unwrap(), None);
+}
+
+async fn unique_key_dedupes_until_finished(db: &TestDb) {
+    let s = db.store();
+    let mut job = new_job("site.provision", "high");
+    job.unique_key = Some("site:1".to_owned());
+    let first = s.enqueue(&job).await.unwrap();
+    assert!(!first.existing);
+    let second = s.enqueue(&job).await.unwrap();
+    assert_eq!((second.id, second.existing), (first.id, true));
+
+    // Another key, and no key at all, are separate jobs.
+    let mut other = job.clone();
+    other.unique_key = Some("site:2".to_owned());
+    assert!(!s.enqueue(&other).await.unwrap().existing);
+    let a = enqueue(s, new_job("noop", "high")).await;
+    let b = enqueue(s, new_job("noop", "high")).await;
+    assert_ne!(a, b);
+
+    // Still deduplicated while reserved.
+    let claimed = s.claim(NODE, &queues(&["high"]), 1).await.unwrap();
+    assert_eq!(ids(&claimed), vec![first.id]);
+    let again = s.enqueue(&job).await.unwrap();
+    assert_eq!((again.id, again.existing), (first.id, true));
+
+    // Once it completed, the key is free.
+    s.complete(&[Completion::Completed { id: first.id }])
+        .await
+        .unwrap();
+    let fresh = s.enqueue(&job).await.unwrap();
+    assert!(!fresh.existing);
+    assert_ne!(fresh.id, first.id);
+    // And after a failure too.
+    s.claim(NODE, &queues(&["high"]), 10).await.unwrap();
+    s.complete(&[Completion::Fail {
+        id: fresh.id,
+        error: "gone".into(),
+    }])
+    .await
+    .unwrap();
+    let third = s.enqueue(&job).await.unwrap();
+    assert!(!third.existing);
+    assert!(third.id > fresh.id);
+}
+
+async fn concurrent_enqueues_of_one_key_yield_one_job(db: &TestDb) {
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = Arc::clone(&db.store);
+        tasks.push(tokio::spawn(async move {
+            let mut job = new_job("site.provision", "high");
+            job.unique_key = Some("race".to_owned());
+            store.enqueue(&job).await.expect("enqueue")
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let distinct: HashSet<i64> = results.iter().map(|r| r.id).collect();
+    assert_eq!(distinct.len(), 1, "one job for the key: {results:?}");
+    assert_eq!(results.iter().filter(|r| !r.existing).count(), 1);
+    assert_eq!(db.count("jobs").await, 1);
+}
+
+async fn delayed_jobs_are_not_claimed_until_due(db: &TestDb) {
+    let s = db.store();
+    let mut later = new_job("noop", "default");
+    later.delay = Duration::from_secs(3_600);
+    let later = enqueue(s, later).await;
+    let q = queues(&["default"]);
+    assert!(s.claim(NODE, &q, 10).await.unwrap().is_empty());
+
+    // Due once available_at has passed (moved by hand rather than waiting an hour).
+    db.set_job_time(
+        later,
+        "available_at",
+        Utc::now() - chrono::Duration::seconds(1),
+    )
+    .await;
+    assert_eq!(ids(&s.claim(NODE, &q, 10).await.unwrap()), vec![later]);
+
+    // A short real delay on the database clock: not claimable at once, claimable later.
+    let mut soon = new_job("noop", "default");
+    soon.delay = Duration::from_millis(1_500);
+    let soon = enqueue(s, soon).await;
+    assert!(s.claim(NODE, &q, 10).await.unwrap().is_empty());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let claimed = loop {
+        let claimed = s.claim(NODE, &q, 10).await.unwrap();
+        if !claimed.is_empty() {
+            break claimed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delayed job never due"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ids(&claimed), vec![soon]);
+    let job = &claimed[0];
+    assert!(job.reserved_at.unwrap() >= job.available_at);
+}
+
+async fn claim_is_strict_priority(db: &TestDb) {
+    let s = db.store();
+    // Oldest first in the lowest queue, newest in the highest: priority beats age.
+    let low: Vec<i64> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(enqueue(s, new_job("noop", "low")).await);
+        }
+        v
+    };
+    let default1 = enqueue(s, new_job("noop", "default")).await;
+    let default2 = enqueue(s, new_job("noop", "default")).await;
+    let high1 = enqueue(s, new_job("noop", "high")).await;
+    let high2 = enqueue(s, new_job("noop", "high")).await;
+    // Within a queue: oldest available_at first, whatever the id.
+    db.set_job_time(
+        high2,
+        "available_at",
+        Utc::now() - chrono::Duration::minutes(5),
+    )
+    .await;
+    let order = queues(&["critical", "high", "default", "low"]);
+
+    let first = s.claim(NODE, &order, 3).await.unwrap();
+    assert_eq!(ids(&first), vec![high2, high1, default1]);
+    let second = s.claim(NODE, &order, 10).await.unwrap();
+    let mut expected = vec![default2];
+    expected.extend(&low);
+    assert_eq!(ids(&second), expected);
+    assert!(s.claim(NODE, &order, 10).await.unwrap().is_empty());
+
+    // A queue left out of the list is not read (this is how paused queues are skipped).
+    let other = enqueue(s, new_job("noop", "batch")).await;
+    assert!(s.claim(NODE, &order, 10).await.unwrap().is_empty());
+    assert_eq!(
+        ids(&s.claim(NODE, &queues(&["batch"]), 10).await.unwrap()),
+        vec![other]
+    );
+}
+
+async fn claim_respects_limit(db: &TestDb) {
+    let s = db.store();
+    db.bulk_insert("default", 10).await;
+    let q = queues(&["default"]);
+    assert!(s.claim(NODE, &q, 0).await.unwrap().is_empty());
+    assert!(s.claim(NODE, &[], 5).await.unwrap().is_empty());
+    let four = s.claim(NODE, &q, 4).await.unwrap();
+    assert_eq!(four.len(), 4);
+    let rest = s.claim(NODE, &q, 100).await.unwrap();
+    assert_eq!(rest.len(), 6);
+    let all: BTreeSet<i64> = ids(&four).into_iter().chain(ids(&rest)).collect();
+    assert_eq!(all.len(), 10);
+    assert!(
+        ids(&four).iter().max() < ids(&rest).iter().min(),
+        "oldest first"
+    );
+}
+
+async fn claim_reserves_and_counts_attempts(db: &TestDb) {
+    let s = db.store();
+    let before = Utc::now();
+    let id = enqueue(s, new_job("noop", "default")).await;
+    let claimed = s.claim("node-x", &queues(&["default"]), 5).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let job = &claimed[0];
+    assert_eq!(job.id, id);
+    assert_eq!(job.state, JobState::Reserved);
+    assert_eq!(job.attempts, 1);
+    assert_eq!(job.reserved_by.as_deref(), Some("node-x"));
+    assert_near(job.reserved_at.expect("reserved_at"), before, "reserved_at");
+    assert_eq!(&get(s, id).await, job, "returned row is the stored row");
+
+    // A retry keeps the count, the next claim adds one.
+    s.complete(&[Completion::Retry {
+        id,
+        error: "first".into(),
+        available_at: at_ms(Utc::now() - chrono::Duration::seconds(1)),
+    }])
+    .await
+    .unwrap();
+    let again = s.claim("node-y", &queues(&["default"]), 5).await.unwrap();
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(again[0].reserved_by.as_deref(), Some("node-y"));
+}
+
+async fn concurrent_claimers_never_share_a_job(db: &TestDb) {
+    const JOBS: i64 = 2_000;
+    db.bulk_insert("default", JOBS / 2).await;
+    db.bulk_insert("low", JOBS / 2).await;
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let store = Arc::clone(&db.store);
+        tasks.push(tokio::spawn(async move {
+            let name = format!("claimer-{worker}");
+            let q = queues(&["default", "low"]);
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim(&name, &q, 25).await.expect("claim");
+                if batch.is_empty() {
+                    break;
+                }
+                for job in batch {
+                    assert_eq!(job.reserved_by.as_deref(), Some(name.as_str()));
+                    assert_eq!(job.attempts, 1);
+                    mine.push(job.id);
+                }
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for t in tasks {
+        for id in t.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(id), "job {id} claimed twice");
+        }
+    }
+    assert_eq!(total, JOBS as usize);
+    let stats = db
+        .store()
+        .queue_stats(&queues(&["default", "low"]))
+        .await
+        .unwrap();
+    assert_eq!(stats.iter().map(|q| q.reserved).sum::<u64>(), JOBS as u64);
+    assert_eq!(stats.iter().map(|q| q.ready).sum::<u64>(), 0);
+}
+
+async fn complete_completed_keeps_last_error(db: &TestDb) {
+    let s = db.store();
+    let job = reserved_job(s, "default").await;
+    s.complete(&[Completion::Retry {
+        id: job.id,
+        error: "flaky".into(),
+        available_at: at_ms(Utc::now() - chrono::Duration::seconds(1)),
+    }])
+    .await
+    .unwrap();
+    s.claim(NODE, &queues(&["default"]), 1).await.unwrap();
+    let before = Utc::now();
+    s.complete(&[Completion::Completed { id: job.id }])
+        .await
+        .unwrap();
+    let done = get(s, job.id).await;
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.attempts, 2);
+    assert_eq!(done.last_error.as_deref(), Some("flaky"));
+    assert_near(
+        done.finished_at.expect("finished_at"),
+        before,
+        "finished_at",
+    );
+    assert_eq!(db.count("failed_jobs").await, 0);
+}
+
+async fn complete_retry_reschedules(db: &TestDb) {
+    let s = db.store();
+    let job = reserved_job(s, "default").await;
+    let when = at_ms(Utc::now() + chrono::Duration::minutes(10));
+    s.complete(&[Completion::Retry {
+        id: job.id,
+        error: "connection refused".into(),
+        available_at: when,
+    }])
+    .await
+    .unwrap();
+    let retried = get(s, job.id).await;
+    assert_eq!(retried.state, JobState::Pending);
+    assert_eq!(retried.available_at, when);
+    assert_eq!(retried.last_error.as_deref(), Some("connection refused"));
+    assert_eq!(retried.reserved_at, None);
+    assert_eq!(retried.reserved_by, None);
+    assert_eq!(retried.attempts, 1);
+    assert_eq!(retried.finished_at, None);
+    assert!(
+        s.claim(NODE, &queues(&["default"]), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn complete_fail_writes_failed_job(db: &TestDb) {
+    let s = db.store();
+    let mut new = new_job("vps.exec", "high");
+    new.max_attempts = Some(2);
+    new.timeout = Some(Duration::from_secs(9));
+    let id = enqueue(s, new).await;
+    s.claim(NODE, &queues(&["high"]), 1).await.unwrap();
+    let before = Utc::now();
+    s.complete(&[Completion::Fail {
+        id,
+        error: "exit status 3: site exists".into(),
+    }])
+    .await
+    .unwrap();
+    let failed = get(s, id).await;
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(
+        failed.last_error.as_deref(),
+        Some("exit status 3: site exists")
+    );
+    assert_near(
+        failed.finished_at.expect("finished_at"),
+        before,
+        "finished_at",
+    );
+
+    let dead = s.failed_jobs(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    let row = &dead[0];
+    assert_eq!(row.job_id, id);
+    assert_eq!(row.connection, "database");
+    assert_eq!(row.queue, "high");
+    assert_eq!(row.kind, "vps.exec");
+    assert_eq!(row.payload, r#"{"n":1}"#);
+    assert_eq!(row.exception, "exit status 3: site exists");
+    assert_eq!(row.attempts, 1);
+    assert_near(row.failed_at, before, "failed_at");
+    // A version 4 UUID in canonical text form.
+    let u = row.uuid.as_bytes();
+    assert_eq!(row.uuid.len(), 36, "uuid {}", row.uuid);
+    assert_eq!(
+        (u[8], u[13], u[14], u[18], u[23]),
+        (b'-', b'-', b'4', b'-', b'-')
+    );
+    assert!(
+        matches!(u[19], b'8' | b'9' | b'a' | b'b'),
+        "variant of {}",
+        row.uuid
+    );
+    assert!(row.uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+}
+
+async fn complete_release_restores_attempts(db: &TestDb) {
+    let s = db.store();
+    let job = reserved_job(s, "default").await;
+    assert_eq!(job.attempts, 1);
+    s.complete(&[Completion::Release { id: job.id }])
+        .await
+        .unwrap();
+    let released = get(s, job.id).await;
+    assert_eq!(released.state, JobState::Pending);
+    assert_eq!(released.attempts, 0);
+    assert_eq!(released.reserved_at, None);
+    assert_eq!(released.reserved_by, None);
+    assert!(released.available_at <= Utc::now());
+    let again = s.claim(NODE, &queues(&["default"]), 1).await.unwrap();
+    assert_eq!(ids(&again), vec![job.id]);
+    assert_eq!(again[0].attempts, 1);
+}
+
+async fn complete_applies_a_mixed_batch(db: &TestDb) {
+    let s = db.store();
+    let q = queues(&["default"]);
+    let mut all = Vec::new();
+    for _ in 0..8 {
+        all.push(enqueue(s, new_job("noop", "default")).await);
+    }
+    assert_eq!(s.claim(NODE, &q, 8).await.unwrap().len(), 8);
+    let later = at_ms(Utc::now() + chrono::Duration::hours(1));
+    s.complete(&[
+        Completion::Completed { id: all[0] },
+        Completion::Retry {
+            id: all[1],
+            error: "r1".into(),
+            available_at: later,
+        },
+        Completion::Fail {
+            id: all[2],
+            error: "f1".into(),
+        },
+        Completion::Release { id: all[3] },
+        Completion::Completed { id: all[4] },
+        Completion::Fail {
+            id: all[5],
+            error: "f2 with 'quotes' and \"json\" \\ ".into(),
+        },
+        Completion::Retry {
+            id: all[6],
+            error: "r2".into(),
+            available_at: later,
+        },
+        Completion::Release { id: all[7] },
+    ])
+    .await
+    .unwrap();
+    let states: Vec<(JobState, u32, Option<String>)> = {
+        let mut v = Vec::new();
+        for id in &all {
+            let j = get(s, *id).await;
+            v.push((j.state, j.attempts, j.last_error));
+        }
+        v
+    };
+    use JobState::*;
+    assert_eq!(
+        states,
+        vec![
+            (Completed, 1, None),
+            (Pending, 1, Some("r1".into())),
+            (Failed, 1, Some("f1".into())),
+            (Pending, 0, None),
+            (Completed, 1, None),
+            (Failed, 1, Some("f2 with 'quotes' and \"json\" \\ ".into())),
+            (Pending, 1, Some("r2".into())),
+            (Pending, 0, None),
+        ]
+    );
+    let mut dead: Vec<(i64, String)> = s
+        .failed_jobs(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.job_id, f.exception))
+        .collect();
+    dead.sort();
+    assert_eq!(
+        dead,
+        vec![
+            (all[2], "f1".to_owned()),
+            (all[5], "f2 with 'quotes' and \"json\" \\ ".to_owned())
+        ]
+    );
+    // Only the two released jobs are due again.
+    let mut due = ids(&s.claim(NODE, &q, 10).await.unwrap());
+    due.sort();
+    assert_eq!(due, vec![all[3], all[7]]);
+}
+
+async fn complete_only_changes_reserved_rows(db: &TestDb) {
+    let s = db.store();
+    let pending = enqueue(s, new_job("noop", "batch")).await;
+    let done = reserved_job(s, "default").await.id;
+    s.complete(&[Completion::Completed { id: done }])
+        .await
+        .unwrap();
+    let pending_before = get(s, pending).await;
+    let done_before = get(s, done).await;
+
+    for id in [pending, done] {
+        s.complete(&[Completion::Retry {
+            id,
+            error: "late".into(),
+            available_at: at_ms(Utc::now() + chrono::Duration::hours(1)),
+        }])
+        .await
+        .unwrap();
+        s.complete(&[Completion::Fail {
+            id,
+            error: "late".into(),
+        }])
+        .await
+        .unwrap();
+        s.complete(&[Completion::Release { id }]).await.unwrap();
+        s.complete(&[Completion::Completed { id }]).await.unwrap();
+    }
+    assert_eq!(get(s, pending).await, pending_before);
+    assert_eq!(get(s, done).await, done_before);
+    assert_eq!(db.count("failed_jobs").await, 0);
+    // Unknown ids and an empty batch are no-ops.
+    s.complete(&[Completion::Completed { id: 999_999 }])
+        .await
+        .unwrap();
+    s.complete(&[]).await.unwrap();
+}
+
+async fn plain_sql_insert_is_claimable(db: &TestDb) {
+    let s = db.store();
+    let id = db.plain_insert("default", "noop", "{}").await;
+    let stored = get(s, id).await;
+    assert_eq!(stored.state, JobState::Pending);
+    assert_eq!(stored.attempts, 0);
+    assert_eq!(stored.max_attempts, None);
+    assert_eq!(stored.unique_key, None);
+    assert_near(stored.available_at, Utc::now(), "available_at default");
+    assert_near(stored.created_at, Utc::now(), "created_at default");
+    let claimed = s.claim(NODE, &queues(&["default"]), 10).await.unwrap();
+    assert_eq!(ids(&claimed), vec![id]);
+    assert_eq!(claimed[0].kind, "noop");
+    assert_eq!(claimed[0].payload, "{}");
+    // The queue column defaults to 'default' too.
+    db.exec(
+        "INSERT INTO jobs (kind, payload) VALUES ('noop', '[]')",
+        "INSERT INTO jobs (kind, payload) VALUES ('noop', '[]')",
+    )
+    .await;
+    let claimed = s.claim(NODE, &queues(&["default"]), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].payload, "[]");
+}
+
+async fn bad_json_payload_is_stored_as_is(db: &TestDb) {
+    let s = db.store();
+    let payload = "{not json at all, \u{e9}t\u{e9}: 'x' \\ }".to_owned();
+    let mut job = new_job("vps.exec", "default");
+    job.payload = payload.clone();
+    let id = enqueue(s, job).await;
+    assert_eq!(get(s, id).await.payload, payload);
+    let claimed = s.claim(NODE, &queues(&["default"]), 1).await.unwrap();
+    assert_eq!(claimed[0].payload, payload);
+    s.complete(&[Completion::Fail {
+        id,
+        error: "invalid payload: key must be a string at line 1 column 2".into(),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.failed_jobs(1).await.unwrap()[0].payload, payload);
+}
+
+async fn pause_and_resume_queues(db: &TestDb) {
+    let s = db.store();
+    assert!(s.paused_queues().await.unwrap().is_empty());
+    s.pause_queue("low").await.unwrap();
+    s.pause_queue("low").await.unwrap();
+    s.pause_queue("batch").await.unwrap();
+    assert_eq!(s.paused_queues().await.unwrap(), queues(&["batch", "low"]));
+    s.resume_queue("low").await.unwrap();
+    s.resume_queue("low").await.unwrap();
+    s.resume_queue("never-paused").await.unwrap();
+    assert_eq!(s.paused_queues().await.unwrap(), queues(&["batch"]));
+    let stats = s.queue_stats(&queues(&["low", "batch"])).await.unwrap();
+    let paused: Vec<(String, bool)> = stats.into_iter().map(|q| (q.queue, q.paused)).collect();
+    assert_eq!(
+        paused,
+        vec![("low".to_owned(), false), ("batch".to_owned(), true)]
+    );
+}
+
+async fn queue_stats_counts_every_state(db: &TestDb) {
+    let s = db.store();
+    // default: 2 ready, 1 delayed, 1 reserved, 1 completed, 1 failed.
+    let done = reserved_job(s, "default").await.id;
+    let failed = reserved_job(s, "default").await.id;
+    s.complete(&[
+        Completion::Completed { id: done },
+        Completion::Fail {
+            id: failed,
+            error: "x".into(),
+        },
+    ])
+    .await
+    .unwrap();
+    reserved_job(s, "default").await;
+    enqueue(s, new_job("noop", "default")).await;
+    enqueue(s, new_job("noop", "default")).await;
+    let mut delayed = new_job("noop", "default");
+    delayed.delay = Duration::from_secs(600);
+    enqueue(s, delayed).await;
+    // A queue not configured, with rows.
+    enqueue(s, new_job("noop", "custom")).await;
+    s.pause_queue("empty").await.unwrap();
+
+    let stats = s
+        .queue_stats(&queues(&["high", "default", "empty"]))
+        .await
+        .unwrap();
+    let row = |queue: &str, ready, delayed, reserved, completed, failed, paused| QueueStats {
+        queue: queue.to_owned(),
+        ready,
+        delayed,
+        reserved,
+        completed,
+        failed,
+        paused,
+    };
+    assert_eq!(
+        stats,
+        vec![
+            row("high", 0, 0, 0, 0, 0, false),
+            row("default", 2, 1, 1, 1, 1, false),
+            row("empty", 0, 0, 0, 0, 0, true),
+            row("custom", 1, 0, 0, 0, 0, false),
+        ]
+    );
+}
+
+async fn jobs_lists_newest_first_with_filters(db: &TestDb) {
+    let s = db.store();
+    let a = enqueue(s, new_job("noop", "default")).await;
+    let b = enqueue(s, new_job("noop", "high")).await;
+    let c = enqueue(s, new_job("noop", "default")).await;
+    s.claim(NODE, &queues(&["high"]), 1).await.unwrap();
+    let list = |queue: Option<&str>, state: Option<JobState>, limit: u32| JobFilter {
+        queue: queue.map(str::to_owned),
+        state,
+        limit,
+    };
+    assert_eq!(
+        ids(&s.jobs(&list(None, None, 10)).await.unwrap()),
+        vec![c, b, a]
+    );
+    assert_eq!(
+        ids(&s.jobs(&list(None, None, 2)).await.unwrap()),
+        vec![c, b]
+    );
+    assert_eq!(
+        ids(&s.jobs(&list(Some("default"), None, 10)).await.unwrap()),
+        vec![c, a]
+    );
+    assert_eq!(
+        ids(&s
+            .jobs(&list(None, Some(JobState::Reserved), 10))
+            .await
+            .unwrap()),
+        vec![b]
+    );
+    assert!(
+        s.jobs(&list(Some("default"), Some(JobState::Reserved), 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn release_node_returns_its_reservations(db: &TestDb) {
+    let s = db.store();
+    db.bulk_insert("default", 3).await;
+    let q = queues(&["default"]);
+    let mine = s.claim("restarted", &q, 2).await.unwrap();
+    let theirs = s.claim("other", &q, 1).await.unwrap();
+    assert_eq!(s.release_node("restarted").await.unwrap(), 2);
+    for job in &mine {
+        let j = get(s, job.id).await;
+        assert_eq!(j.state, JobState::Pending);
+        assert_eq!(j.attempts, 1, "the consumed attempt stays counted");
+        assert_eq!((j.reserved_at, j.reserved_by), (None, None));
+        assert!(j.available_at <= Utc::now() + chrono::Duration::seconds(1));
+    }
+    let other = get(s, theirs[0].id).await;
+    assert_eq!(other.state, JobState::Reserved);
+    assert_eq!(other.reserved_by.as_deref(), Some("other"));
+    assert_eq!(s.release_node("restarted").await.unwrap(), 0);
+    assert_eq!(s.claim("restarted", &q, 10).await.unwrap().len(), 2);
+}
+
+/// Enqueue a job and claim it as `name`, optionally backdating the reservation.
+async fn reserve_as(db: &TestDb, name: &str, reserved_at: Option<DateTime<Utc>>) -> i64 {
+    let s = db.store();
+    let id = enqueue(s, new_job("noop", "default")).await;
+    let claimed = s.claim(name, &queues(&["default"]), 1).await.unwrap();
+    assert_eq!(ids(&claimed), vec![id]);
+    if let Some(at) = reserved_at {
+        db.set_job_time(id, "reserved_at", at).await;
+    }
+    id
+}
+
+async fn rescue_expired_takes_only_dead_nodes_stale_jobs(db: &TestDb) {
+    let s = db.store();
+    let now = Utc::now();
+    let cutoff = now - chrono::Duration::minutes(3);
+    let long_ago = now - chrono::Duration::minutes(10);
+    for name in ["me", "alive", "dead"] {
+        s.register_node(&node(name)).await.unwrap();
+    }
+    s.heartbeat("alive").await.unwrap();
+    db.set_seen_at("dead", long_ago).await;
+
+    let mine = reserve_as(db, "me", Some(long_ago)).await;
+    let alive = reserve_as(db, "alive", Some(long_ago)).await;
+    let dead_stale = reserve_as(db, "dead", Some(long_ago)).await;
+    let dead_fresh = reserve_as(db, "dead", None).await;
+    let ghost = reserve_as(db, "ghost", Some(long_ago)).await; // never registered
+
+    assert_eq!(s.rescue_expired(cutoff, "me").await.unwrap(), 2);
+    for id in [dead_stale, ghost] {
+        let j = get(s, id).await;
+        assert_eq!(j.state, JobState::Pending, "job {id} rescued");
+        assert_eq!(j.attempts, 1);
+        assert_eq!((j.reserved_at, j.reserved_by), (None, None));
+    }
+    for id in [mine, alive, dead_fresh] {
+        assert_eq!(get(s, id).await.state, JobState::Reserved, "job {id} kept");
+    }
+    assert_eq!(s.rescue_expired(cutoff, "me").await.unwrap(), 0);
+}
+
+async fn kill_stuck_fails_old_reservations(db: &TestDb) {
+    let s = db.store();
+    let pending = enqueue(s, new_job("noop", "default")).await;
+    let old = reserved_job(s, "high").await.id;
+    let fresh = reserved_job(s, "high").await.id;
+    db.set_job_time(old, "reserved_at", Utc::now() - chrono::Duration::hours(2))
+        .await;
+    let killed = s
+        .kill_stuck(
+            Utc::now() - chrono::Duration::hours(1),
+            "stuck for more than 1h",
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed, vec![old]);
+    let j = get(s, old).await;
+    assert_eq!(j.state, JobState::Failed);
+    assert_eq!(j.last_error.as_deref(), Some("stuck for more than 1h"));
+    assert!(j.finished_at.is_some());
+    let dead = s.failed_jobs(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].job_id, dead[0].exception.as_str(), dead[0].attempts),
+        (old, "stuck for more than 1h", 1)
+    );
+    assert_eq!(get(s, fresh).await.state, JobState::Reserved);
+    assert_eq!(get(s, pending).await.state, JobState::Pending);
+    // The late completion of the killed job changes nothing.
+    s.complete(&[Completion::Completed { id: old }])
+        .await
+        .unwrap();
+    assert_eq!(get(s, old).await.state, JobState::Failed);
+}
+
+async fn prune_jobs_keeps_pending_and_reserved(db: &TestDb) {
+    let s = db.store();
+    let pending = enqueue(s, new_job("noop", "batch")).await;
+    let reserved = reserved_job(s, "default").await.id;
+    let done = reserved_job(s, "low").await.id;
+    let failed = reserved_job(s, "low").await.id;
+    s.complete(&[
+        Completion::Completed { id: done },
+        Completion::Fail {
+            id: failed,
+            error: "e".into(),
+        },
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.prune_jobs(Utc::now() - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.prune_jobs(Utc::now() + chrono::Duration::minutes(1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(s.job(done).await.unwrap().is_none());
+    assert!(s.job(failed).await.unwrap().is_none());
+    assert_eq!(get(s, pending).await.state, JobState::Pending);
+    assert_eq!(get(s, reserved).await.state, JobState::Reserved);
+    // The dead letter outlives its pruned job.
+    assert_eq!(s.failed_jobs(10).await.unwrap().len(), 1);
+}
+
+/// Fail a fresh job of `kind` with `error`; returns the job id.
+async fn fail_one(s: &dyn Store, kind: &str, error: &str) -> i64 {
+    let mut job = new_job(kind, "default");
+    job.max_attempts = Some(4);
+    job.timeout = Some(Duration::from_millis(2_500));
+    job.payload = format!(r#"{{"kind":"{kind}"}}"#);
+    job.unique_key = Some(format!("{kind}:{error}"));
+    let id = enqueue(s, job).await;
+    let claimed = s.claim(NODE, &queues(&["default"]), 1).await.unwrap();
+    assert_eq!(ids(&claimed), vec![id]);
+    s.complete(&[Completion::Fail {
+        id,
+        error: error.to_owned(),
+    }])
+    .await
+    .unwrap();
+    id
+}
+
+async fn failed_jobs_list_and_retry(db: &TestDb) {
+    let s = db.store();
+    let j1 = fail_one(s, "a", "e1").await;
+    let j2 = fail_one(s, "a", "e2").await;
+    let j3 = fail_one(s, "b", "e3").await;
+    let listed = s.failed_jobs(10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|f| f.job_id).collect::<Vec<_>>(),
+        vec![j3, j2, j1],
+        "newest first"
+    );
+    assert_eq!(s.failed_jobs(2).await.unwrap().len(), 2);
+    let uuids: HashSet<&str> = listed.iter().map(|f| f.uuid.as_str()).collect();
+    assert_eq!(uuids.len(), 3);
+
+    // One by failed_jobs id.
+    let target = listed.iter().find(|f| f.job_id == j2).unwrap();
+    let new_ids = s.retry_failed(Some(target.id)).await.unwrap();
+    assert_eq!(new_ids.len(), 1);
+    let again = get(s, new_ids[0]).await;
+    assert!(again.id > j3);
+    assert_eq!(again.state, JobState::Pending);
+    assert_eq!(again.attempts, 0);
+    assert_eq!(again.kind, "a");
+    assert_eq!(again.queue, "default");
+    assert_eq!(again.payload, r#"{"kind":"a"}"#);
+    assert_eq!(again.max_attempts, Some(4));
+    assert_eq!(again.timeout_ms, Some(2_500));
+    assert_eq!(again.unique_key, None);
+    assert_eq!(again.last_error, None);
+    assert!(again.available_at <= Utc::now() + chrono::Duration::seconds(1));
+    let left: Vec<i64> = s
+        .failed_jobs(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.job_id)
+        .collect();
+    assert_eq!(left, vec![j3, j1]);
+
+    // A missing id is no error and retries nothing.
+    assert!(s.retry_failed(Some(target.id)).await.unwrap().is_empty());
+    assert!(s.retry_failed(Some(987_654)).await.unwrap().is_empty());
+
+    // All of them, even after their jobs rows were pruned.
+    s.prune_jobs(Utc::now() + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    let all = s.retry_failed(None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(s.failed_jobs(10).await.unwrap().is_empty());
+    let mut kinds = Vec::new();
+    for id in &all {
+        let j = get(s, *id).await;
+        assert_eq!((j.max_attempts, j.timeout_ms), (Some(4), Some(2_500)));
+        kinds.push(j.kind);
+    }
+    kinds.sort();
+    assert_eq!(kinds, vec!["a", "b"]);
+    assert_eq!(
+        s.claim(NODE, &queues(&["default"]), 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(s.retry_failed(None).await.unwrap().is_empty());
+}
+
+async fn prune_failed_removes_old_rows(db: &TestDb) {
+    let s = db.store();
+    fail_one(s, "a", "e1").await;
+    fail_one(s, "b", "e2").await;
+    assert_eq!(
+        s.prune_failed(Utc::now() - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.failed_jobs(10).await.unwrap().len(), 2);
+    assert_eq!(
+        s.prune_failed(Utc::now() + chrono::Duration::minutes(1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(s.failed_jobs(10).await.unwrap().is_empty());
+}
+
+async fn failures_by_kind_and_failed_since(db: &TestDb) {
+    let s = db.store();
+    let start = Utc::now() - chrono::Duration::seconds(5);
+    fail_one(s, "vps.exec", "connect refused").await;
+    fail_one(s, "site.provision", "quota").await;
+    fail_one(s, "vps.exec", "host key mismatch").await;
+    let by_kind: Vec<(String, u64, String)> = s
+        .failures_by_kind(start)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| (k.kind, k.count, k.last_error))
+        .collect();
+    assert_eq!(
+        by_kind,
+        vec![
+            ("vps.exec".to_owned(), 2, "host key mismatch".to_owned()),
+            ("site.provision".to_owned(), 1, "quota".to_owned()),
+        ]
+    );
+    assert!(
+        s.failures_by_kind(Utc::now() + chrono::Duration::minutes(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.failed_since(start).await.unwrap(), 3);
+    assert_eq!(
+        s.failed_since(Utc::now() + chrono::Duration::minutes(1))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn listen_wakes_on_inserts(db: &TestDb) {
+    let s = db.store();
+    let stream = s.listen().await.expect("listen");
+    if !db.is_pg() {
+        assert!(stream.is_none(), "sqlite has no notifications");
+        return;
+    }
+    let mut stream = stream.expect("postgres notifies");
+    let wait = Duration::from_secs(10);
+
+    enqueue(s, new_job("noop", "default")).await;
+    tokio::time::timeout(wait, stream.next())
+        .await
+        .expect("woken by the node's own enqueue")
+        .expect("stream open");
+
+    // Another program's plain INSERT in its own transaction, on another connection.
+    db.plain_insert("default", "noop", "{}").await;
+    tokio::time::timeout(wait, stream.next())
+        .await
+        .expect("woken by a plain SQL insert")
+        .expect("stream open");
+
+    // A multi-row insert wakes too (one notification for the transaction).
+    db.bulk_insert("low", 50).await;
+    tokio::time::timeout(wait, stream.next())
+        .await
+        .expect("woken by a bulk insert")
+        .expect("stream open");
+}
+
+async fn heartbeat_refreshes_seen_at(db: &TestDb) {
+    let s = db.store();
+    s.register_node(&node("beating")).await.unwrap();
+    let long_ago = Utc::now() - chrono::Duration::hours(3);
+    db.set_seen_at("beating", long_ago).await;
+    assert_near(db.seen_at("beating").await, long_ago, "backdated");
+    s.heartbeat("beating").await.unwrap();
+    assert_near(db.seen_at("beating").await, Utc::now(), "heartbeat");
+    // An unknown node is not an error (and registers nothing).
+    s.heartbeat("unknown").await.unwrap();
+    assert_eq!(db.count("nodes").await, 1);
+}
+
+// === generated tests ===
+
+/// For each case, `sqlite::<case>` and `postgres::<case>`.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let db = crate::common::TestDb::sqlite().await;
+                    super::$case(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let db = crate::common::TestDb::postgres().await;
+                    super::$case(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    migrate_is_idempotent,
+    enqueue_round_trips_every_field,
+    unique_key_dedupes_until_finished,
+    concurrent_enqueues_of_one_key_yield_one_job,
+    delayed_jobs_are_not_claimed_until_due,
+    claim_is_strict_priority,
+    claim_respects_limit,
+    claim_reserves_and_counts_attempts,
+    concurrent_claimers_never_share_a_job,
+    complete_completed_keeps_last_error,
+    complete_retry_reschedules,
+    complete_fail_writes_failed_job,
+    complete_release_restores_attempts,
+    complete_applies_a_mixed_batch,
+    complete_only_changes_reserved_rows,
+    plain_sql_insert_is_claimable,
+    bad_json_payload_is_stored_as_is,
+    pause_and_resume_queues,
+    queue_stats_counts_every_state,
+    jobs_lists_newest_first_with_filters,
+    release_node_returns_its_reservations,
+    rescue_expired_takes_only_dead_nodes_stale_jobs,
+    kill_stuck_fails_old_reservations,
+    prune_jobs_keeps_pending_and_reserved,
+    failed_jobs_list_and_retry,
+    prune_failed_removes_old_rows,
+    failures_by_kind_and_failed_since,
+    listen_wakes_on_inserts,
+    heartbeat_refreshes_seen_at,
+);
