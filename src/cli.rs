@@ -57,9 +57,111 @@ enum Command {
     Health,
     /// Graceful shutdown of the node (same as SIGTERM).
     Shutdown,
+    /// Enqueue, inspect and kill jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Queue statistics; pause and resume claims from a queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Dead letters: jobs that failed for good.
+    #[command(subcommand)]
+    Failed(FailedCommand),
     /// Benchmarks that need no running node.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Enqueue a job; prints its id.
+    Enqueue {
+        /// The job kind, e.g. noop, vps.exec, site.provision.
+        kind: String,
+        /// The payload (JSON).
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// Queue (default: the kind's policy, usually `default`).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Not before this long from now, e.g. 30s, 5m.
+        #[arg(long)]
+        delay: Option<String>,
+        /// Attempts before the job fails for good (default: the kind's policy).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Time limit of one attempt (default: the kind's policy).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// While a pending/running job has this key, return it instead of adding another.
+        #[arg(long)]
+        unique_key: Option<String>,
+    },
+    /// One job: state, attempts, last error.
+    Show {
+        /// Job id.
+        id: i64,
+    },
+    /// Jobs, newest first.
+    List {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only this state: pending, reserved, completed, failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Move jobs reserved longer than DUR to failed_jobs ("killed after timeout").
+    KillStuck {
+        /// Default: queue.stuck_after (1h).
+        #[arg(long)]
+        older_than: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// Per-queue counts.
+    Stats,
+    /// Stop claiming from QUEUE on every node sharing the database.
+    Pause {
+        /// Queue name.
+        queue: String,
+    },
+    /// Resume claiming from QUEUE.
+    Resume {
+        /// Queue name.
+        queue: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FailedCommand {
+    /// The newest failed jobs.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Enqueue failed jobs again (as new jobs) and remove them from failed_jobs.
+    Retry {
+        /// The failed job's id (as `chom failed list` shows it).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every failed job.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete failed jobs older than DUR (default 24h).
+    Prune {
+        /// Age limit, e.g. 24h, 7days.
+        #[arg(long)]
+        older_than: Option<String>,
+    },
+    /// Failures of the last 24 h by kind; kinds at or above queue.analyze_threshold are flagged.
+    Analyze,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +225,71 @@ async fn run(cli: Cli) -> u8 {
         }
         Command::Health => admin(&cli, "health", json!({}), output::health).await,
         Command::Shutdown => admin(&cli, "shutdown", json!({}), output::shutdown).await,
+        Command::Jobs(cmd) => {
+            let (method, params, render): (&str, Value, Render) = match cmd {
+                JobsCommand::Enqueue {
+                    kind,
+                    payload,
+                    queue,
+                    delay,
+                    max_attempts,
+                    timeout,
+                    unique_key,
+                } => (
+                    "jobs.enqueue",
+                    json!({ "kind": kind, "payload": payload, "queue": queue, "delay": delay,
+                            "max_attempts": max_attempts, "timeout": timeout, "unique_key": unique_key }),
+                    output::enqueued,
+                ),
+                JobsCommand::Show { id } => ("jobs.show", json!({ "id": id }), output::job),
+                JobsCommand::List {
+                    queue,
+                    state,
+                    limit,
+                } => (
+                    "jobs.list",
+                    json!({ "queue": queue, "state": state, "limit": limit }),
+                    output::jobs,
+                ),
+                JobsCommand::KillStuck { older_than } => (
+                    "jobs.kill_stuck",
+                    json!({ "older_than": older_than }),
+                    output::killed,
+                ),
+            };
+            admin(&cli, method, params, render).await
+        }
+        Command::Queue(cmd) => {
+            let (method, params, render): (&str, Value, Render) = match cmd {
+                QueueCommand::Stats => ("queue.stats", json!({}), output::queue_stats),
+                QueueCommand::Pause { queue } => {
+                    ("queue.pause", json!({ "queue": queue }), output::paused)
+                }
+                QueueCommand::Resume { queue } => {
+                    ("queue.resume", json!({ "queue": queue }), output::paused)
+                }
+            };
+            admin(&cli, method, params, render).await
+        }
+        Command::Failed(cmd) => {
+            let (method, params, render): (&str, Value, Render) = match cmd {
+                FailedCommand::List { limit } => {
+                    ("failed.list", json!({ "limit": limit }), output::failed)
+                }
+                FailedCommand::Retry { id, all } => (
+                    "failed.retry",
+                    json!({ "id": id, "all": all }),
+                    output::retried,
+                ),
+                FailedCommand::Prune { older_than } => (
+                    "failed.prune",
+                    json!({ "older_than": older_than }),
+                    output::pruned,
+                ),
+                FailedCommand::Analyze => ("failed.analyze", json!({}), output::analyze),
+            };
+            admin(&cli, method, params, render).await
+        }
     }
 }
 

@@ -6,8 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chom_actors::context::NodeContext;
+use chom_actors::context::{Backends, NodeContext};
+use chom_actors::queue::reaper;
+use chom_actors::store::{self, StoreError};
 use chom_actors::{health, tree};
+use chom_core::job::{JobFilter, JobState, NewJob};
+use chom_core::policy::JobPolicy;
 use chom_supervisors::{Fault, SupervisorMsg};
 use futures::future::BoxFuture;
 use ractor::ActorRef;
@@ -42,6 +46,17 @@ impl Dispatch for NodeRpc {
                 "health" => Ok(serde_json::to_value(health::run_checks(&ctx).await)
                     .expect("report serializes")),
                 "shutdown" => shutdown(&ctx),
+                "jobs.enqueue" => jobs_enqueue(&ctx, &params).await,
+                "jobs.show" => jobs_show(&ctx, &params).await,
+                "jobs.list" => jobs_list(&ctx, &params).await,
+                "jobs.kill_stuck" => jobs_kill_stuck(&ctx, &params).await,
+                "queue.stats" => queue_stats(&ctx).await,
+                "queue.pause" => queue_pause(&ctx, &params, true).await,
+                "queue.resume" => queue_pause(&ctx, &params, false).await,
+                "failed.list" => failed_list(&ctx, &params).await,
+                "failed.retry" => failed_retry(&ctx, &params).await,
+                "failed.prune" => failed_prune(&ctx, &params).await,
+                "failed.analyze" => failed_analyze(&ctx).await,
                 "debug.stall" if ctx.debug_hooks => debug_stall(&ctx, &params).await,
                 "debug.fault" if ctx.debug_hooks => debug_fault(&ctx, &params).await,
                 other => Err(RpcError::new(
@@ -77,7 +92,11 @@ async fn status(ctx: &NodeContext) -> Result<Value, RpcError> {
         "cache": backends.as_ref().map(|b| b.cache.kind()),
         "tree": summary,
         "memory_rss_bytes": chom_actors::sys::rss_bytes(),
-        "queues": {},
+        "queues": queue_sizes(ctx).await,
+        "claiming": match ctx.queue.get() {
+            Some(q) => q.active_queues().await,
+            None => Vec::new(),
+        },
         "open_breakers": [],
     }))
 }
@@ -212,4 +231,260 @@ async fn debug_fault(ctx: &NodeContext, params: &Value) -> Result<Value, RpcErro
     .map_err(|e| RpcError::failed(e.to_string()))?
     .map_err(|e| RpcError::failed(e.to_string()))?;
     Ok(json!({ "path": path, "injected": true }))
+}
+
+// === jobs, queues, dead letters ===
+
+/// Database operations from the admin socket get this long.
+const STORE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn backends(ctx: &NodeContext) -> Result<Backends, RpcError> {
+    if !ctx.migrated() {
+        return Err(RpcError::failed(
+            "database not ready (migrations not applied yet)",
+        ));
+    }
+    ctx.backends()
+        .ok_or_else(|| RpcError::failed("store actor is not running"))
+}
+
+fn store_err(e: StoreError) -> RpcError {
+    RpcError::failed(e.to_string())
+}
+
+fn opt_str<'a>(params: &'a Value, name: &str) -> Result<Option<&'a str>, RpcError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(RpcError::invalid_params(format!(
+            "`{name}` must be a string"
+        ))),
+    }
+}
+
+fn opt_u64(params: &Value, name: &str) -> Result<Option<u64>, RpcError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            RpcError::invalid_params(format!("`{name}` must be a non-negative integer"))
+        }),
+    }
+}
+
+fn opt_duration(params: &Value, name: &str) -> Result<Option<Duration>, RpcError> {
+    opt_str(params, name)?
+        .map(|s| {
+            humantime::parse_duration(s)
+                .map_err(|e| RpcError::invalid_params(format!("`{name}`: {e}")))
+        })
+        .transpose()
+}
+
+fn check_queue(ctx: &NodeContext, queue: &str) -> Result<(), RpcError> {
+    if ctx.config.queue.queues.iter().any(|q| q == queue) {
+        Ok(())
+    } else {
+        Err(RpcError::invalid_params(format!(
+            "unknown queue `{queue}` (queues: {})",
+            ctx.config.queue.queues.join(", ")
+        )))
+    }
+}
+
+fn wake_dispatcher(ctx: &NodeContext) {
+    if let Some(q) = ctx.queue.get() {
+        q.wake();
+    }
+}
+
+async fn jobs_enqueue(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
+    let kind = protocol::param_str(params, "kind")?.to_owned();
+    if !chom_actors::jobs::known_kind(&kind, ctx.debug_hooks) {
+        return Err(RpcError::invalid_params(format!(
+            "unknown job kind `{kind}`"
+        )));
+    }
+    let payload = match params.get("payload") {
+        None | Some(Value::Null) => "{}".to_owned(),
+        // A string is taken as JSON text and must parse; anything else is the payload itself.
+        Some(Value::String(text)) => {
+            serde_json::from_str::<Value>(text)
+                .map_err(|e| RpcError::invalid_params(format!("payload is not valid JSON: {e}")))?;
+            text.clone()
+        }
+        Some(other) => other.to_string(),
+    };
+    let policy = JobPolicy::resolve(&kind, &ctx.config);
+    let queue = opt_str(params, "queue")?.map_or(policy.queue, str::to_owned);
+    check_queue(ctx, &queue)?;
+    let max_attempts = opt_u64(params, "max_attempts")?
+        .map(|n| {
+            u32::try_from(n)
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| RpcError::invalid_params("`max_attempts` must be at least 1"))
+        })
+        .transpose()?;
+    let job = NewJob {
+        kind,
+        queue,
+        payload,
+        max_attempts,
+        timeout: opt_duration(params, "timeout")?,
+        delay: opt_duration(params, "delay")?.unwrap_or_default(),
+        unique_key: opt_str(params, "unique_key")?.map(str::to_owned),
+    };
+    let b = backends(ctx)?;
+    let enqueued = store::with_timeout(STORE_TIMEOUT, b.store.enqueue(&job))
+        .await
+        .map_err(store_err)?;
+    wake_dispatcher(ctx);
+    Ok(json!({ "id": enqueued.id, "existing": enqueued.existing, "queue": job.queue }))
+}
+
+async fn jobs_show(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
+    let id = params
+        .get("id")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| RpcError::invalid_params("`id` must be an integer"))?;
+    let b = backends(ctx)?;
+    match store::with_timeout(STORE_TIMEOUT, b.store.job(id))
+        .await
+        .map_err(store_err)?
+    {
+        Some(job) => Ok(serde_json::to_value(job).expect("job serializes")),
+        None => Err(RpcError::failed(format!(
+            "no job with id {id} (completed jobs are kept for queue.retention)"
+        ))),
+    }
+}
+
+async fn jobs_list(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
+    let state = opt_str(params, "state")?
+        .map(|s| {
+            JobState::parse(s).ok_or_else(|| {
+                RpcError::invalid_params(format!(
+                    "unknown state `{s}` (pending, reserved, completed, failed)"
+                ))
+            })
+        })
+        .transpose()?;
+    let filter = JobFilter {
+        queue: opt_str(params, "queue")?.map(str::to_owned),
+        state,
+        limit: opt_u64(params, "limit")?.unwrap_or(50).min(10_000) as u32,
+    };
+    let b = backends(ctx)?;
+    let jobs = store::with_timeout(STORE_TIMEOUT, b.store.jobs(&filter))
+        .await
+        .map_err(store_err)?;
+    Ok(json!({ "jobs": jobs }))
+}
+
+async fn jobs_kill_stuck(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
+    let older_than = opt_duration(params, "older_than")?.unwrap_or(ctx.config.queue.stuck_after);
+    let b = backends(ctx)?;
+    let ids = reaper::kill_stuck(ctx, &b, older_than)
+        .await
+        .map_err(store_err)?;
+    Ok(json!({ "killed": ids, "older_than": humantime::format_duration(older_than).to_string() }))
+}
+
+async fn queue_sizes(ctx: &NodeContext) -> Value {
+    let Ok(b) = backends(ctx) else {
+        return json!({});
+    };
+    match store::with_timeout(
+        Duration::from_secs(5),
+        b.store.queue_stats(&ctx.config.queue.queues),
+    )
+    .await
+    {
+        Ok(stats) => stats
+            .iter()
+            .map(|s| (s.queue.clone(), json!(s.ready + s.delayed + s.reserved)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        Err(_) => json!({}),
+    }
+}
+
+async fn queue_stats(ctx: &NodeContext) -> Result<Value, RpcError> {
+    let b = backends(ctx)?;
+    let stats = store::with_timeout(STORE_TIMEOUT, b.store.queue_stats(&ctx.config.queue.queues))
+        .await
+        .map_err(store_err)?;
+    Ok(json!({ "queues": stats }))
+}
+
+async fn queue_pause(ctx: &NodeContext, params: &Value, pause: bool) -> Result<Value, RpcError> {
+    let queue = protocol::param_str(params, "queue")?;
+    check_queue(ctx, queue)?;
+    let b = backends(ctx)?;
+    let op = if pause {
+        b.store.pause_queue(queue)
+    } else {
+        b.store.resume_queue(queue)
+    };
+    store::with_timeout(STORE_TIMEOUT, op)
+        .await
+        .map_err(store_err)?;
+    if let Some(q) = ctx.queue.get() {
+        q.invalidate_paused();
+    }
+    tracing::info!(
+        queue,
+        paused = pause,
+        "queue: {}",
+        if pause { "paused" } else { "resumed" }
+    );
+    Ok(json!({ "queue": queue, "paused": pause }))
+}
+
+async fn failed_list(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
+    let limit = opt_u64(params, "limit")?.unwrap_or(50).min(10_000) as u32;
+    let b = backends(ctx)?;
+    let failed = store::with_timeout(STORE_TIMEOUT, b.store.failed_jobs(limit))
+        .await
+        .map_err(store_err)?;
+    Ok(json!({ "failed": failed }))
+}
+
+async fn failed_retry(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
+    let all = params.get("all").and_then(Value::as_bool) == Some(true);
+    let id = params.get("id").and_then(Value::as_i64);
+    let target = match (id, all) {
+        (Some(id), false) => Some(id),
+        (None, true) => None,
+        _ => return Err(RpcError::invalid_params("give either `id` or `all: true`")),
+    };
+    let b = backends(ctx)?;
+    let ids = store::with_timeout(STORE_TIMEOUT, b.store.retry_failed(target))
+        .await
+        .map_err(store_err)?;
+    if let (Some(id), true) = (target, ids.is_empty()) {
+        return Err(RpcError::failed(format!("no failed job with id {id}")));
+    }
+    wake_dispatcher(ctx);
+    Ok(json!({ "retried": ids.len(), "new_job_ids": ids }))
+}
+
+async fn failed_prune(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
+    let older_than = opt_duration(params, "older_than")?.unwrap_or(Duration::from_secs(24 * 3600));
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
+    let b = backends(ctx)?;
+    let n = store::with_timeout(STORE_TIMEOUT, b.store.prune_failed(cutoff))
+        .await
+        .map_err(store_err)?;
+    Ok(json!({ "pruned": n, "older_than": humantime::format_duration(older_than).to_string() }))
+}
+
+async fn failed_analyze(ctx: &NodeContext) -> Result<Value, RpcError> {
+    let b = backends(ctx)?;
+    let kinds = reaper::analyze(ctx, &b).await.map_err(store_err)?;
+    let list: Vec<Value> = kinds
+        .into_iter()
+        .map(|(k, flagged)| json!({ "kind": k.kind, "count": k.count, "last_error": k.last_error, "flagged": flagged }))
+        .collect();
+    Ok(json!({ "window": "24h", "threshold": ctx.config.queue.analyze_threshold, "kinds": list }))
 }

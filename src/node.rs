@@ -124,9 +124,35 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
             root.kill();
         }
     }
+    release_leftovers(&ctx).await;
     ctx.metrics.shutdown();
     info!("node stopped");
     Ok(0)
+}
+
+/// Jobs still reserved by this node after the tree stopped (their workers were killed at the
+/// shutdown timeout) go back to pending now rather than after a rescue delay.
+async fn release_leftovers(ctx: &NodeContext) {
+    if !ctx.migrated() {
+        return;
+    }
+    let limit = std::time::Duration::from_secs(5);
+    let release = async {
+        let store = chom_actors::store::open(&ctx.config.database)?;
+        let n = chom_actors::store::with_timeout(limit, store.release_node(&ctx.node_name)).await;
+        store.close().await;
+        n
+    };
+    match release.await {
+        Ok(0) => {}
+        Ok(n) => warn!(
+            jobs = n,
+            "released jobs still running at the shutdown timeout; they will be retried"
+        ),
+        Err(error) => {
+            warn!(%error, "could not release this node's remaining jobs; another node or the next start will")
+        }
+    }
 }
 
 /// Hold an exclusive lock on `DATA_DIR/chom.lock` for the life of the process: a second node

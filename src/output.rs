@@ -151,3 +151,185 @@ pub fn health(v: &Value) -> (String, u8) {
 pub fn shutdown(_: &Value) -> (String, u8) {
     ("node is shutting down\n".to_owned(), 0)
 }
+
+// === jobs, queues, dead letters ===
+
+/// `chom jobs enqueue`: the id alone, so scripts can capture it.
+pub fn enqueued(v: &Value) -> (String, u8) {
+    (format!("{}\n", v["id"]), 0)
+}
+
+fn job_line(j: &Value) -> String {
+    format!(
+        "{:>8}  {:<9} {:<9} {:<16} attempts {}{}",
+        j["id"],
+        str_of(j, "state"),
+        str_of(j, "queue"),
+        str_of(j, "kind"),
+        j["attempts"],
+        j["last_error"]
+            .as_str()
+            .map(|e| format!("  last error: {e}"))
+            .unwrap_or_default()
+    )
+}
+
+/// `chom jobs show`.
+pub fn job(v: &Value) -> (String, u8) {
+    let mut out = String::new();
+    for key in [
+        "id",
+        "kind",
+        "queue",
+        "state",
+        "attempts",
+        "max_attempts",
+        "timeout_ms",
+        "unique_key",
+        "payload",
+        "last_error",
+        "available_at",
+        "reserved_at",
+        "reserved_by",
+        "created_at",
+        "finished_at",
+    ] {
+        let value = &v[key];
+        if !value.is_null() {
+            let text = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            let _ = writeln!(out, "{key:<13} {text}");
+        }
+    }
+    (out, 0)
+}
+
+/// `chom jobs list`.
+pub fn jobs(v: &Value) -> (String, u8) {
+    let list = v["jobs"].as_array().cloned().unwrap_or_default();
+    let mut out: String = list.iter().map(|j| job_line(j) + "\n").collect();
+    if list.is_empty() {
+        out.push_str("no jobs\n");
+    }
+    (out, 0)
+}
+
+/// `chom jobs kill-stuck`.
+pub fn killed(v: &Value) -> (String, u8) {
+    let n = v["killed"].as_array().map_or(0, Vec::len);
+    (
+        format!(
+            "{n} job(s) reserved longer than {} moved to failed_jobs\n",
+            str_of(v, "older_than")
+        ),
+        0,
+    )
+}
+
+/// `chom queue stats`.
+pub fn queue_stats(v: &Value) -> (String, u8) {
+    let mut out = format!(
+        "{:<10} {:>8} {:>8} {:>8} {:>10} {:>8}\n",
+        "queue", "ready", "delayed", "running", "completed", "failed"
+    );
+    for q in v["queues"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>8} {:>8} {:>8} {:>10} {:>8}{}",
+            str_of(q, "queue"),
+            q["ready"],
+            q["delayed"],
+            q["reserved"],
+            q["completed"],
+            q["failed"],
+            if q["paused"] == true {
+                "  (paused)"
+            } else {
+                ""
+            }
+        );
+    }
+    (out, 0)
+}
+
+/// `chom queue pause|resume`.
+pub fn paused(v: &Value) -> (String, u8) {
+    let what = if v["paused"] == true {
+        "paused: no node claims from it until resumed"
+    } else {
+        "resumed"
+    };
+    (format!("queue {} {what}\n", str_of(v, "queue")), 0)
+}
+
+/// `chom failed list`.
+pub fn failed(v: &Value) -> (String, u8) {
+    let list = v["failed"].as_array().cloned().unwrap_or_default();
+    let mut out = String::new();
+    for f in &list {
+        let _ = writeln!(
+            out,
+            "{:>8}  {}  {:<9} {:<16} job {} after {} attempt(s): {}",
+            f["id"],
+            str_of(f, "failed_at"),
+            str_of(f, "queue"),
+            str_of(f, "kind"),
+            f["job_id"],
+            f["attempts"],
+            str_of(f, "exception")
+        );
+    }
+    if list.is_empty() {
+        out.push_str("no failed jobs\n");
+    }
+    (out, 0)
+}
+
+/// `chom failed retry`.
+pub fn retried(v: &Value) -> (String, u8) {
+    (
+        format!("{} failed job(s) enqueued again\n", v["retried"]),
+        0,
+    )
+}
+
+/// `chom failed prune`.
+pub fn pruned(v: &Value) -> (String, u8) {
+    (
+        format!(
+            "{} failed job(s) older than {} deleted\n",
+            v["pruned"],
+            str_of(v, "older_than")
+        ),
+        0,
+    )
+}
+
+/// `chom failed analyze`.
+pub fn analyze(v: &Value) -> (String, u8) {
+    let mut out = format!(
+        "failures in the last {} by kind (flagged at {} or more)\n",
+        str_of(v, "window"),
+        v["threshold"]
+    );
+    let kinds = v["kinds"].as_array().cloned().unwrap_or_default();
+    for k in &kinds {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>6}{}  last: {}",
+            str_of(k, "kind"),
+            k["count"],
+            if k["flagged"] == true {
+                "  FLAGGED"
+            } else {
+                ""
+            },
+            str_of(k, "last_error")
+        );
+    }
+    if kinds.is_empty() {
+        out.push_str("  none\n");
+    }
+    (out, 0)
+}

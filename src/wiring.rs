@@ -3,6 +3,11 @@
 //! ```text
 //! root (rest_for_one)
 //! ├── store               database pool + cache client
+//! ├── queue (one_for_one)
+//! │   ├── completer       batched writes of job results
+//! │   ├── worker:1..N     one job at a time each
+//! │   ├── dispatcher      batched claims, LISTEN/NOTIFY + polling
+//! │   └── reaper          rescue, stuck jobs, pruning, dead-letter analysis
 //! ├── monitors (one_for_one)
 //! │   └── watchdog        sd_notify WATCHDOG=1 while the tree answers
 //! └── edge (one_for_one)
@@ -19,6 +24,11 @@ use std::time::Duration;
 
 use chom_actors::context::NodeContext;
 use chom_actors::metrics::Metrics;
+use chom_actors::queue::QueueShared;
+use chom_actors::queue::completer::{CompleterActor, CompleterArgs};
+use chom_actors::queue::dispatcher::{DispatcherActor, DispatcherArgs};
+use chom_actors::queue::reaper::{ReaperActor, ReaperArgs};
+use chom_actors::queue::worker::{WorkerActor, WorkerArgs};
 use chom_actors::store_actor::{StoreActor, StoreArgs};
 use chom_actors::watchdog::{WatchdogActor, WatchdogArgs};
 use chom_core::config::SupervisionConfig;
@@ -98,8 +108,11 @@ pub fn root(
     observer: Arc<NodeObserver>,
 ) -> SupervisorArgs {
     let sup = &ctx.config.supervision;
+    let shared = QueueShared::new(ctx.clone(), ctx.config.queue.workers as usize);
+    let _ = ctx.queue.set(shared.clone());
     let children = vec![
         store(ctx.clone()),
+        queue(&ctx, shared, observer.clone(), sup),
         monitors(ctx.clone(), observer.clone(), sup),
         edge(ctx.clone(), listeners, observer.clone(), sup),
     ];
@@ -170,6 +183,61 @@ fn store(ctx: Arc<NodeContext>) -> ChildSpec {
     )
     // Closing pools waits for connections in use; bounded in the actor itself too.
     .shutdown(Shutdown::Timeout(Duration::from_secs(10)))
+}
+
+/// `queue` (one_for_one): completer first and reaper last, so that a shutdown (reverse order)
+/// stops maintenance and claims first, lets the workers finish their jobs, and stops the
+/// completer only after it wrote their results.
+fn queue(
+    ctx: &Arc<NodeContext>,
+    shared: Arc<QueueShared>,
+    observer: Arc<NodeObserver>,
+    sup: &SupervisionConfig,
+) -> ChildSpec {
+    let mut children = Vec::new();
+    let s = shared.clone();
+    children.push(
+        leaf(
+            ctx,
+            "completer",
+            || CompleterActor,
+            move || CompleterArgs { shared: s.clone() },
+        )
+        .shutdown(Shutdown::Timeout(Duration::from_secs(10))),
+    );
+    // A worker finishes its current job when stopped; jobs still running when the node's
+    // shutdown timeout expires are released for retry by `node::run`.
+    let grace = ctx.config.node.shutdown_timeout;
+    for index in 0..shared.workers() {
+        let s = shared.clone();
+        children.push(
+            leaf(
+                ctx,
+                &format!("worker:{}", index + 1),
+                || WorkerActor,
+                move || WorkerArgs {
+                    shared: s.clone(),
+                    index,
+                },
+            )
+            .shutdown(Shutdown::Timeout(grace)),
+        );
+    }
+    let s = shared.clone();
+    children.push(leaf(
+        ctx,
+        "dispatcher",
+        || DispatcherActor,
+        move || DispatcherArgs { shared: s.clone() },
+    ));
+    let s = shared;
+    children.push(leaf(
+        ctx,
+        "reaper",
+        || ReaperActor,
+        move || ReaperArgs { shared: s.clone() },
+    ));
+    subtree("queue", Strategy::OneForOne, children, observer, sup)
 }
 
 fn monitors(

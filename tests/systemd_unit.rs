@@ -105,10 +105,11 @@ fn directive<'a>(unit: &'a str, section: &str, key: &str) -> Option<&'a str> {
         }
         if line.starts_with('[') && line.ends_with(']') {
             current = &line[1..line.len() - 1];
-        } else if let Some((k, v)) = line.split_once('=') {
-            if current == section && k.trim() == key {
-                found = Some(v.trim());
-            }
+        } else if let Some((k, v)) = line.split_once('=')
+            && current == section
+            && k.trim() == key
+        {
+            found = Some(v.trim());
         }
     }
     found

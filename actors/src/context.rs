@@ -46,6 +46,8 @@ pub struct NodeContext {
     /// Injected start failures by actor path (`debug.fault`): how many more starts must fail.
     /// Kept here, outside the supervisors, so a fault survives the restart of its subtree.
     faults: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// The queue subtree's shared state (admin methods wake the dispatcher through it).
+    pub queue: OnceLock<Arc<crate::queue::QueueShared>>,
     /// The address the HTTP listener actually bound (`http.listen` may ask for port 0).
     pub http_addr: OnceLock<std::net::SocketAddr>,
     backends: watch::Sender<Option<Backends>>,
@@ -72,6 +74,7 @@ impl NodeContext {
             started_wall: SystemTime::now(),
             debug_hooks,
             http_addr: OnceLock::new(),
+            queue: OnceLock::new(),
             faults: Default::default(),
             backends: watch::Sender::new(None),
             migrated: watch::Sender::new(false),

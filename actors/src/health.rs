@@ -122,17 +122,19 @@ impl HealthReport {
 /// Run every check now (concurrently) and record the results in the metrics.
 pub async fn run_checks(ctx: &NodeContext) -> HealthReport {
     let limit = ctx.config.health.check_timeout;
-    let (database, cache, disk, supervision) = tokio::join!(
+    let (database, cache, disk, supervision, queue) = tokio::join!(
         bounded(limit, check_database(ctx, limit)),
         bounded(limit, check_cache(ctx)),
         bounded(limit, async { check_disk(ctx) }),
         bounded(limit, check_supervision(ctx, limit)),
+        bounded(limit, check_queue(ctx)),
     );
     let checks: BTreeMap<String, CheckResult> = [
         ("database", database),
         ("cache", cache),
         ("disk", disk),
         ("supervision", supervision),
+        ("queue", queue),
     ]
     .into_iter()
     .map(|(name, result)| (name.to_owned(), result))
@@ -212,6 +214,45 @@ fn check_disk(ctx: &NodeContext) -> CheckResult {
             format!("cannot read disk usage of {}: {error}", dir.display()),
             json!({ "path": dir.display().to_string() }),
         ),
+    }
+}
+
+async fn check_queue(ctx: &NodeContext) -> CheckResult {
+    let Some(backends) = ctx.backends().filter(|_| ctx.migrated()) else {
+        return CheckResult::error("database not ready", json!({}));
+    };
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    let stats = backends.store.queue_stats(&ctx.config.queue.queues);
+    let failed = backends.store.failed_since(since);
+    match tokio::try_join!(stats, failed) {
+        Ok((stats, failed_last_hour)) => {
+            let queue_size: u64 = stats.iter().map(|s| s.ready + s.delayed + s.reserved).sum();
+            let ready: u64 = stats.iter().map(|s| s.ready).sum();
+            let paused: Vec<&str> = stats
+                .iter()
+                .filter(|s| s.paused)
+                .map(|s| s.queue.as_str())
+                .collect();
+            let details = json!({ "queue_size": queue_size, "failed_last_hour": failed_last_hour, "paused": paused });
+            let h = &ctx.config.health;
+            if failed_last_hour > h.failed_last_hour_warning {
+                CheckResult::warning(
+                    format!(
+                        "{failed_last_hour} jobs failed in the last hour (warning above {})",
+                        h.failed_last_hour_warning
+                    ),
+                    details,
+                )
+            } else if ready > h.queue_backlog {
+                CheckResult::warning(
+                    format!("{ready} jobs waiting (warning above {})", h.queue_backlog),
+                    details,
+                )
+            } else {
+                CheckResult::ok(details)
+            }
+        }
+        Err(error) => CheckResult::error(error.to_string(), json!({})),
     }
 }
 

@@ -6,8 +6,10 @@
 pub mod cache;
 pub mod context;
 pub mod health;
+pub mod jobs;
 pub mod metrics;
 pub mod notify;
+pub mod queue;
 pub mod store;
 pub mod store_actor;
 pub mod sys;

@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, MeterProvider as _, ObservableGauge};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _, ObservableGauge};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder as _, TextEncoder};
 
@@ -36,8 +39,21 @@ struct Inner {
     actor_restarts: Counter<u64>,
     escalations: Counter<u64>,
     health: Arc<Mutex<BTreeMap<String, i64>>>,
+    jobs: Counter<u64>,
+    job_duration: Histogram<f64>,
+    job_wait: Histogram<f64>,
+    queue_sizes: Arc<Mutex<BTreeMap<String, i64>>>,
+    failed_last_hour: Arc<AtomicI64>,
+    kinds_flagged: Counter<u64>,
     _gauges: Vec<ObservableGauge<i64>>,
 }
+
+/// Histogram buckets in seconds, from 1 ms (noop jobs, pickup latency) to 10 minutes
+/// (site provisioning).
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,10 +84,52 @@ impl Metrics {
             .u64_counter("chom_supervisor_escalations_total")
             .with_description("Supervisors that exceeded their restart intensity and gave up")
             .build();
+        let jobs = meter
+            .u64_counter("chom_jobs_total")
+            .with_description("Job attempts by outcome: completed, retried, failed, timed_out")
+            .build();
+        let job_duration = meter
+            .f64_histogram("chom_job_duration_seconds")
+            .with_description("Time one job attempt ran")
+            .with_boundaries(SECONDS_BUCKETS.to_vec())
+            .build();
+        let job_wait = meter
+            .f64_histogram("chom_job_wait_seconds")
+            .with_description("Time from a job being available to its attempt starting")
+            .with_boundaries(SECONDS_BUCKETS.to_vec())
+            .build();
+        let kinds_flagged = meter
+            .u64_counter("chom_failed_job_kinds_flagged_total")
+            .with_description("Dead-letter analyses that flagged a job kind for too many failures")
+            .build();
+        let queue_sizes: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+        let queue_view = queue_sizes.clone();
+        let failed_last_hour = Arc::new(AtomicI64::new(-1));
+        let failed_view = failed_last_hour.clone();
         let health: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
         let health_view = health.clone();
         let version = version.to_owned();
         let gauges = vec![
+            meter
+                .i64_observable_gauge("chom_queue_size")
+                .with_description("Jobs waiting or running per queue")
+                .with_callback(move |o| {
+                    for (queue, size) in queue_view.lock().expect("queue sizes lock").iter() {
+                        o.observe(*size, &[KeyValue::new("queue", queue.clone())]);
+                    }
+                })
+                .build(),
+            meter
+                .i64_observable_gauge("chom_failed_jobs_last_hour")
+                .with_description("Rows added to failed_jobs in the last hour")
+                .with_callback(move |o| {
+                    // -1 until the first reading: export nothing rather than a made-up zero.
+                    let v = failed_view.load(Ordering::Relaxed);
+                    if v >= 0 {
+                        o.observe(v, &[]);
+                    }
+                })
+                .build(),
             meter
                 .i64_observable_gauge("chom_health_check_status")
                 .with_description("Last result of each health check: 0 ok, 1 warning, 2 error")
@@ -103,6 +161,12 @@ impl Metrics {
                 actor_restarts,
                 escalations,
                 health,
+                jobs,
+                job_duration,
+                job_wait,
+                queue_sizes,
+                failed_last_hour,
+                kinds_flagged,
                 _gauges: gauges,
             }),
         }
@@ -134,6 +198,50 @@ impl Metrics {
             .lock()
             .expect("health lock")
             .insert(check.to_owned(), level as i64);
+    }
+
+    /// Count one job attempt (`outcome`: completed, retried, failed, timed_out) and its duration.
+    pub fn job_attempt(&self, queue: &str, kind: &str, outcome: &str, ran: Duration) {
+        let q = KeyValue::new("queue", queue.to_owned());
+        let k = KeyValue::new("kind", kind.to_owned());
+        self.inner.jobs.add(
+            1,
+            &[
+                q.clone(),
+                k.clone(),
+                KeyValue::new("outcome", outcome.to_owned()),
+            ],
+        );
+        self.inner.job_duration.record(ran.as_secs_f64(), &[q, k]);
+    }
+
+    /// Record how long a job waited between becoming available and starting.
+    pub fn job_waited(&self, queue: &str, waited: Duration) {
+        self.inner.job_wait.record(
+            waited.as_secs_f64(),
+            &[KeyValue::new("queue", queue.to_owned())],
+        );
+    }
+
+    /// Replace the per-queue sizes (waiting + running).
+    pub fn set_queue_sizes(&self, sizes: impl IntoIterator<Item = (String, u64)>) {
+        let mut map = self.inner.queue_sizes.lock().expect("queue sizes lock");
+        map.clear();
+        map.extend(sizes.into_iter().map(|(q, n)| (q, n as i64)));
+    }
+
+    /// Record the number of failed_jobs rows of the last hour.
+    pub fn set_failed_last_hour(&self, n: u64) {
+        self.inner
+            .failed_last_hour
+            .store(n as i64, Ordering::Relaxed);
+    }
+
+    /// Count a dead-letter analysis that flagged `kind`.
+    pub fn kind_flagged(&self, kind: &str) {
+        self.inner
+            .kinds_flagged
+            .add(1, &[KeyValue::new("kind", kind.to_owned())]);
     }
 
     /// Render every metric in the Prometheus text format.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod pg;
+
 /// The binary under test.
 pub const CHOM: &str = env!("CARGO_BIN_EXE_chom");
 
@@ -94,34 +96,33 @@ level = "info,chom=debug"
 }
 
 /// Merge repeated `[section]` tables (later keys win) so tests can override the base config.
+/// Each header-delimited chunk is parsed as a TOML document of its own and deep-merged.
 fn merge_sections(text: &str) -> String {
-    let mut doc: toml::Table = toml::Table::new();
-    let mut current: Option<String> = None;
-    let mut chunk = String::new();
-    let flush = |name: &Option<String>, chunk: &mut String, doc: &mut toml::Table| {
-        let parsed: toml::Table = toml::from_str(chunk).expect("test config chunk parses");
-        match name {
-            None => doc.extend(parsed),
-            Some(n) => {
-                let entry = doc
-                    .entry(n.clone())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                entry.as_table_mut().unwrap().extend(parsed);
+    fn merge(into: &mut toml::Table, from: toml::Table) {
+        for (k, v) in from {
+            match (into.get_mut(&k), v) {
+                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+                (_, v) => {
+                    into.insert(k, v);
+                }
             }
         }
-        chunk.clear();
-    };
-    for line in text.lines() {
+    }
+    let mut doc = toml::Table::new();
+    let mut chunk = String::new();
+    for line in text.lines().chain(std::iter::once("[end-of-test-config]")) {
         let t = line.trim();
-        if t.starts_with('[') && !t.starts_with("[[") && t.ends_with(']') {
-            flush(&current, &mut chunk, &mut doc);
-            current = Some(t.trim_matches(|c| c == '[' || c == ']').to_owned());
-        } else {
+        if t.starts_with('[') && !t.starts_with("[[") && !chunk.trim().is_empty() {
+            let parsed: toml::Table = toml::from_str(&chunk)
+                .unwrap_or_else(|e| panic!("test config chunk {chunk:?}: {e}"));
+            merge(&mut doc, parsed);
+            chunk.clear();
+        }
+        if t != "[end-of-test-config]" {
             chunk.push_str(line);
             chunk.push('\n');
         }
     }
-    flush(&current, &mut chunk, &mut doc);
     toml::to_string(&doc).unwrap()
 }
 
@@ -237,9 +238,14 @@ impl Node {
 
     pub fn assert_running(&self) {
         if let Some(child) = &self.child {
-            // try_wait needs &mut; use kill(0) to probe liveness instead.
-            let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-            let alive = rustix::process::test_kill_process(pid).is_ok();
+            // try_wait needs &mut; read the process state instead (an exited, unreaped child is
+            // a zombie, which kill(pid, 0) would still report as alive).
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            let alive = matches!(state, Some(c) if c != 'Z' && c != 'X');
             assert!(alive, "node exited early; log:\n{}", self.log_text());
         }
     }
@@ -380,4 +386,44 @@ pub fn pg_exec(url: &str, sql: &str) {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     });
+}
+
+/// One integer from a query (e.g. a count).
+pub fn pg_i64(url: &str, sql: &str) -> i64 {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use sqlx::{Connection, Row};
+        let mut conn = sqlx::PgConnection::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        row.try_get::<i64, _>(0)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
+/// The lines of a `debug.record` side file as (job id, node) pairs.
+pub fn executions(path: &Path) -> Vec<(i64, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            Some((fields.next()?.parse().ok()?, fields.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// Config for a node on PostgreSQL `url` named `name` with `workers` workers.
+pub fn pg_node_extra(url: &str, name: &str, workers: u32, more: &str) -> String {
+    format!(
+        "[node]\nname = \"{name}\"\n[database]\nurl = \"{url}\"\nmax_connections = 20\n[queue]\nworkers = {workers}\npoll_interval = \"200ms\"\n{more}"
+    )
 }

@@ -99,7 +99,12 @@ pub trait Store: Send + Sync + 'static {
     /// jobs become `reserved` (reserved_at = now, reserved_by = node) with `attempts + 1`.
     /// Concurrent claimers (other nodes) never get the same job (`FOR UPDATE SKIP LOCKED` on
     /// PostgreSQL, a single writer on SQLite).
-    async fn claim(&self, node: &str, queues: &[String], limit: u32) -> Result<Vec<Job>, StoreError>;
+    async fn claim(
+        &self,
+        node: &str,
+        queues: &[String],
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
     /// Apply a batch of completions in one transaction. Only rows still `reserved` are changed
     /// (a job rescued or killed meanwhile is left alone).
     async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError>;
@@ -129,10 +134,15 @@ pub trait Store: Send + Sync + 'static {
     /// (visibility timeout: their node died), unless that node's `nodes.seen_at` heartbeat is
     /// newer than `cutoff` (a live node's long job is never taken from it; the stuck-job killer
     /// handles wedged ones). Returns how many.
-    async fn rescue_expired(&self, cutoff: DateTime<Utc>, except_node: &str) -> Result<u64, StoreError>;
+    async fn rescue_expired(
+        &self,
+        cutoff: DateTime<Utc>,
+        except_node: &str,
+    ) -> Result<u64, StoreError>;
     /// Jobs reserved before `cutoff` fail for good with `reason` (a failed_jobs row each).
     /// Returns their ids.
-    async fn kill_stuck(&self, cutoff: DateTime<Utc>, reason: &str) -> Result<Vec<i64>, StoreError>;
+    async fn kill_stuck(&self, cutoff: DateTime<Utc>, reason: &str)
+    -> Result<Vec<i64>, StoreError>;
     /// Delete completed and failed `jobs` rows finished before `cutoff`. Returns how many.
     async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
     /// Record that `node` is alive (nodes.seen_at = now).
@@ -148,7 +158,8 @@ pub trait Store: Send + Sync + 'static {
     /// Delete failed_jobs rows older than `cutoff`. Returns how many.
     async fn prune_failed(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
     /// failed_jobs rows since `since`, grouped by kind, most failures first.
-    async fn failures_by_kind(&self, since: DateTime<Utc>) -> Result<Vec<KindFailures>, StoreError>;
+    async fn failures_by_kind(&self, since: DateTime<Utc>)
+    -> Result<Vec<KindFailures>, StoreError>;
     /// Number of failed_jobs rows since `since`.
     async fn failed_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError>;
 

@@ -1,0 +1,215 @@
+//! `queue/dispatcher`: claims due jobs in batches sized to the idle workers and hands one to
+//! each. Woken by PostgreSQL LISTEN/NOTIFY (a trigger on `jobs` inserts), by idle workers when
+//! the last claim was full, by local enqueues, and by a poll timer (`queue.poll_interval`) as
+//! the fallback (SQLite, delayed jobs becoming due, a lost listener connection).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{info, warn};
+
+use super::QueueShared;
+use super::worker::WorkerMsg;
+use crate::context::AbortOnDrop;
+use crate::store;
+
+/// The dispatcher actor.
+pub struct DispatcherActor;
+
+/// Start-up arguments.
+pub struct DispatcherArgs {
+    /// The queue's shared state.
+    pub shared: Arc<QueueShared>,
+}
+
+/// Running state.
+pub struct DispatcherState {
+    shared: Arc<QueueShared>,
+    released_own: bool,
+    last_error_log: Option<Instant>,
+    _waker: AbortOnDrop,
+}
+
+/// Messages.
+pub enum DispatcherMsg {
+    /// Run one claim round.
+    Wake,
+}
+
+impl Actor for DispatcherActor {
+    type Msg = DispatcherMsg;
+    type State = DispatcherState;
+    type Arguments = DispatcherArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<DispatcherMsg>,
+        args: DispatcherArgs,
+    ) -> Result<DispatcherState, ActorProcessingErr> {
+        let shared = args.shared;
+        shared.set_dispatcher(Some(myself));
+        let waker = tokio::spawn(waker(shared.clone()));
+        shared.cast_wake();
+        Ok(DispatcherState {
+            shared,
+            released_own: false,
+            last_error_log: None,
+            _waker: AbortOnDrop(waker),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<DispatcherMsg>,
+        message: DispatcherMsg,
+        state: &mut DispatcherState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            DispatcherMsg::Wake => claim_round(state).await,
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<DispatcherMsg>,
+        state: &mut DispatcherState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.shared.set_dispatcher(None);
+        Ok(())
+    }
+}
+
+/// Turns every wake-up source into (coalesced) `Wake` messages.
+async fn waker(shared: Arc<QueueShared>) {
+    let mut poll = tokio::time::interval(shared.ctx.config.queue.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut listener: Option<futures::stream::BoxStream<'static, ()>> = None;
+    let mut next_listen = Instant::now();
+    loop {
+        if listener.is_none() && Instant::now() >= next_listen && shared.ctx.migrated() {
+            if let Some(b) = shared.ctx.backends() {
+                match store::with_timeout(Duration::from_secs(5), b.store.listen()).await {
+                    Ok(stream) => listener = stream,
+                    Err(error) => {
+                        warn!(%error, "queue: cannot LISTEN for new jobs; polling meanwhile")
+                    }
+                }
+            }
+            // Retry a lost listener every 5 s; SQLite (None) asks again rarely and cheaply.
+            next_listen = Instant::now() + Duration::from_secs(5);
+        }
+        tokio::select! {
+            _ = shared.notified() => {}
+            _ = poll.tick() => {}
+            item = async {
+                match listener.as_mut() {
+                    Some(l) => l.next().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if item.is_none() {
+                    listener = None;
+                }
+            }
+        }
+        shared.cast_wake();
+    }
+}
+
+async fn claim_round(state: &mut DispatcherState) {
+    let shared = state.shared.clone();
+    shared.take_wake_pending();
+    let ctx = &shared.ctx;
+    if !ctx.migrated() {
+        return;
+    }
+    let Some(backends) = ctx.backends() else {
+        return;
+    };
+    let limit = Duration::from_secs(10);
+    if !state.released_own {
+        // Jobs this node held when it died (SIGKILL, OOM) go back to pending before we claim.
+        match store::with_timeout(limit, backends.store.release_node(&ctx.node_name)).await {
+            Ok(n) => {
+                if n > 0 {
+                    info!(
+                        jobs = n,
+                        "queue: released jobs reserved by this node before it restarted"
+                    );
+                }
+                state.released_own = true;
+            }
+            Err(error) => return log_error(state, &error.to_string()),
+        }
+    }
+    let idle = shared.idle_workers();
+    if idle.is_empty() {
+        return;
+    }
+    let queues = shared.active_queues().await;
+    if queues.is_empty() {
+        return;
+    }
+    let jobs = match store::with_timeout(
+        limit,
+        backends
+            .store
+            .claim(&ctx.node_name, &queues, idle.len() as u32),
+    )
+    .await
+    {
+        Ok(jobs) => jobs,
+        Err(error) => return log_error(state, &error.to_string()),
+    };
+    if state.last_error_log.take().is_some() {
+        info!("queue: claims work again");
+    }
+    shared.set_maybe_more(jobs.len() == idle.len());
+    let full = jobs.len() == idle.len();
+    let mut workers = idle.into_iter();
+    for job in jobs {
+        let id = job.id;
+        let handed = workers
+            .next()
+            .is_some_and(|index| hand_over(&shared, index, job));
+        if !handed {
+            shared.complete(chom_core::job::Completion::Release { id });
+        }
+    }
+    if full {
+        shared.cast_wake();
+    }
+}
+
+/// Give `job` to the worker in slot `index`; false when that worker is gone.
+fn hand_over(shared: &QueueShared, index: usize, job: chom_core::job::Job) -> bool {
+    let mut slot = shared.slot(index);
+    let Some(worker) = slot.worker.clone() else {
+        return false;
+    };
+    slot.assigned = Some(super::Assigned {
+        job: job.clone(),
+        started: false,
+    });
+    drop(slot);
+    if worker.cast(WorkerMsg::Run(job)).is_ok() {
+        true
+    } else {
+        shared.slot(index).assigned = None;
+        false
+    }
+}
+
+fn log_error(state: &mut DispatcherState, error: &str) {
+    // Once per 30 s while the database is unreachable, not once per poll.
+    if state
+        .last_error_log
+        .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+    {
+        warn!(%error, "queue: cannot claim jobs; retrying");
+        state.last_error_log = Some(Instant::now());
+    }
+}

@@ -1,0 +1,205 @@
+//! `queue/worker:N`: runs one job at a time under its timeout.
+//!
+//! The outcome (completed, retry with backoff, or failed for good) is decided here from the
+//! kind's policy and handed to the completer. A panic in a handler crashes this actor; its
+//! replacement finds the job in the slot and hands it back for retry. After
+//! `queue.max_jobs_per_worker` jobs or `queue.max_worker_time` the worker stops with the
+//! reason `recycle` and its supervisor starts a fresh one (a planned replacement, not a
+//! failure).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chom_core::job::{Completion, Job};
+use chom_core::policy::{AttemptOutcome, Decision, JobPolicy, decide};
+use chom_supervisors::RECYCLE;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{debug, error, warn};
+
+use super::QueueShared;
+use crate::jobs::{self, JobEnv, JobError};
+
+/// A worker actor.
+pub struct WorkerActor;
+
+/// Start-up arguments.
+pub struct WorkerArgs {
+    /// The queue's shared state.
+    pub shared: Arc<QueueShared>,
+    /// This worker's slot (0-based; its path is `queue/worker:{index+1}`).
+    pub index: usize,
+}
+
+/// Running state.
+pub struct WorkerState {
+    shared: Arc<QueueShared>,
+    index: usize,
+    done: u32,
+    born: Instant,
+}
+
+/// Messages.
+pub enum WorkerMsg {
+    /// Run this job (already claimed for this node).
+    Run(Job),
+}
+
+impl Actor for WorkerActor {
+    type Msg = WorkerMsg;
+    type State = WorkerState;
+    type Arguments = WorkerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        args: WorkerArgs,
+    ) -> Result<WorkerState, ActorProcessingErr> {
+        let WorkerArgs { shared, index } = args;
+        let leftover = {
+            let mut slot = shared.slot(index);
+            slot.worker = Some(myself);
+            slot.assigned.take()
+        };
+        if let Some(assigned) = leftover {
+            // The previous incarnation died holding this job.
+            let completion = if assigned.started {
+                warn!(job = assigned.job.id, kind = %assigned.job.kind, "queue: worker crashed while running a job; retrying it");
+                settle(
+                    &shared,
+                    &assigned.job,
+                    &AttemptOutcome::Failed {
+                        error: "worker crashed while running the job".into(),
+                        permanent: false,
+                    },
+                    Duration::ZERO,
+                )
+            } else {
+                Completion::Release {
+                    id: assigned.job.id,
+                }
+            };
+            shared.complete(completion);
+        }
+        shared.wake();
+        Ok(WorkerState {
+            shared,
+            index,
+            done: 0,
+            born: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        message: WorkerMsg,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WorkerMsg::Run(job) => run(&myself, state, job).await,
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<WorkerMsg>,
+        state: &mut WorkerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let leftover = {
+            let mut slot = state.shared.slot(state.index);
+            slot.worker = None;
+            slot.assigned.take()
+        };
+        // A job handed over but not started when we were stopped (graceful shutdown): give it
+        // back without using up an attempt.
+        if let Some(assigned) = leftover {
+            state.shared.complete(Completion::Release {
+                id: assigned.job.id,
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
+    let shared = state.shared.clone();
+    if let Some(a) = shared.slot(state.index).assigned.as_mut() {
+        a.started = true;
+    }
+    let ctx = &shared.ctx;
+    let waited = (chrono::Utc::now() - job.available_at)
+        .to_std()
+        .unwrap_or_default();
+    ctx.metrics.job_waited(&job.queue, waited);
+    let policy = JobPolicy::resolve(&job.kind, &ctx.config);
+    let limit = job.timeout_ms.map_or(policy.timeout, Duration::from_millis);
+    let env = JobEnv {
+        id: job.id,
+        node: &ctx.node_name,
+        debug_hooks: ctx.debug_hooks,
+    };
+    let started = Instant::now();
+    let outcome = match tokio::time::timeout(limit, jobs::run(&job.kind, &job.payload, &env)).await
+    {
+        Ok(Ok(())) => AttemptOutcome::Succeeded,
+        Ok(Err(JobError::Retryable(error))) => AttemptOutcome::Failed {
+            error,
+            permanent: false,
+        },
+        Ok(Err(JobError::Permanent(error))) => AttemptOutcome::Failed {
+            error,
+            permanent: true,
+        },
+        Err(_) => AttemptOutcome::TimedOut { limit },
+    };
+    let completion = settle(&shared, &job, &outcome, started.elapsed());
+    shared.slot(state.index).assigned = None;
+    shared.complete(completion);
+    state.done += 1;
+    let q = &ctx.config.queue;
+    if state.done >= q.max_jobs_per_worker || state.born.elapsed() >= q.max_worker_time {
+        debug!(
+            worker = state.index + 1,
+            jobs = state.done,
+            "queue: recycling worker"
+        );
+        myself.stop(Some(RECYCLE.to_owned()));
+    } else {
+        shared.worker_idle();
+    }
+}
+
+/// Decide what happens to `job` after `outcome`, count it, run the final-failure hook, and
+/// return the completion to write.
+fn settle(shared: &QueueShared, job: &Job, outcome: &AttemptOutcome, ran: Duration) -> Completion {
+    let ctx = &shared.ctx;
+    let policy = JobPolicy::resolve(&job.kind, &ctx.config);
+    let max = job.max_attempts.unwrap_or(policy.max_attempts);
+    let decision = decide(outcome, job.attempts, max, &policy, &mut rand::rng());
+    let label = match (&decision, outcome) {
+        (_, AttemptOutcome::TimedOut { .. }) => "timed_out",
+        (Decision::Complete, _) => "completed",
+        (Decision::Retry { .. }, _) => "retried",
+        (Decision::Fail { .. }, _) => "failed",
+    };
+    ctx.metrics.job_attempt(&job.queue, &job.kind, label, ran);
+    match decision {
+        Decision::Complete => Completion::Completed { id: job.id },
+        Decision::Retry { delay, error } => {
+            debug!(job = job.id, kind = %job.kind, attempt = job.attempts, %error, retry_in = ?delay, "queue: attempt failed; will retry");
+            let available_at =
+                chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            Completion::Retry {
+                id: job.id,
+                error,
+                available_at,
+            }
+        }
+        Decision::Fail { error } => {
+            error!(job = job.id, kind = %job.kind, attempts = job.attempts, %error, "queue: job failed for good; moved to failed_jobs");
+            jobs::on_final_failure(&job.kind, &job.payload, &error, ctx.debug_hooks);
+            Completion::Fail { id: job.id, error }
+        }
+    }
+}

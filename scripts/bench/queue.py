@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Queue benchmark driver (run by scripts/bench-queue; standard library only).
+
+PostgreSQL: enqueue N noop jobs through the admin RPC (8 concurrent connections) while the
+queue is paused, resume, and time the drain by 64 workers; then the raw-SQL ceiling: pgbench
+claiming 500 rows with FOR UPDATE SKIP LOCKED and deleting them, on an equivalent table, no
+application in between; then pickup latency on an idle queue (enqueue -> job start, from
+debug.record's start stamp). SQLite: the same enqueue and drain, reported without a ceiling.
+Prints one JSON line per backend; the PostgreSQL line last.
+"""
+import argparse, json, os, random, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
+
+def rpc_conn(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    return s, s.makefile("rb")
+
+def call(conn, method, params, rid=1):
+    s, f = conn
+    s.sendall((json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}) + "\n").encode())
+    r = json.loads(f.readline())
+    if "error" in r:
+        raise RuntimeError(f"{method}: {r['error']}")
+    return r["result"]
+
+def psql(url, sql):
+    out = subprocess.run(["psql", url, "-qtAc", sql], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+class Node:
+    def __init__(self, binary, workdir, db_url, workers, name):
+        self.dir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.sock = os.path.join(workdir, "chom.sock")
+        cfg = os.path.join(workdir, "chom.toml")
+        with open(cfg, "w") as f:
+            f.write(f'[node]\nname = "{name}"\ndata_dir = "{workdir}"\n'
+                    f'[database]\nurl = "{db_url}"\nmax_connections = 10\n'
+                    f'[http]\nlisten = "127.0.0.1:0"\n[admin]\nsocket = "{self.sock}"\n'
+                    f'[queue]\nworkers = {workers}\npoll_interval = "1s"\n[log]\nlevel = "warn"\n')
+        env = dict(os.environ, CHOM_DEBUG_HOOKS="1")
+        self.log = open(os.path.join(workdir, "node.log"), "w")
+        self.proc = subprocess.Popen([binary, "--config", cfg, "node"], env=env, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 60
+        while True:
+            try:
+                c = rpc_conn(self.sock)
+                if call(c, "status", {})["ready"]:
+                    c[0].close()
+                    break
+                c[0].close()
+            except (OSError, RuntimeError):
+                pass
+            if time.time() > deadline or self.proc.poll() is not None:
+                sys.exit(f"node did not become ready; see {self.log.name}")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(60)
+
+def enqueue_many(sock, n, threads=8):
+    per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+    def work(k):
+        c = rpc_conn(sock)
+        for i in range(k):
+            call(c, "jobs.enqueue", {"kind": "noop", "payload": {}}, i)
+        c[0].close()
+    start = time.perf_counter()
+    ts = [threading.Thread(target=work, args=(k,)) for k in per]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    return n / (time.perf_counter() - start)
+
+def drain(node, count_completed, n):
+    c = rpc_conn(node.sock)
+    start = time.perf_counter()
+    call(c, "queue.resume", {"queue": "default"})
+    while count_completed() < n:
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - start
+    c[0].close()
+    return n / elapsed
+
+def run_backend(binary, db_url, n, workers, workdir, count_completed):
+    node = Node(binary, workdir, db_url, workers, "bench")
+    c = rpc_conn(node.sock)
+    call(c, "queue.pause", {"queue": "default"})
+    c[0].close()
+    enqueue_rate = enqueue_many(node.sock, n)
+    drain_rate = drain(node, count_completed, n)
+    return node, enqueue_rate, drain_rate
+
+def sql_ceiling(db_url, n, clients):
+    psql(db_url, "DROP TABLE IF EXISTS bench_jobs; CREATE TABLE bench_jobs (LIKE jobs INCLUDING ALL)")
+    psql(db_url, f"INSERT INTO bench_jobs (queue, kind, payload) SELECT 'default', 'noop', '{{}}' FROM generate_series(1, {n})")
+    psql(db_url, "VACUUM ANALYZE bench_jobs")
+    script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
+    script.write(
+        "BEGIN;\n"
+        "UPDATE bench_jobs SET state = 'reserved', reserved_at = now(), reserved_by = 'bench-' || :client_id, attempts = attempts + 1 "
+        "WHERE id IN (SELECT id FROM bench_jobs WHERE state = 'pending' AND queue = 'default' AND available_at <= now() "
+        "ORDER BY available_at, id LIMIT 500 FOR UPDATE SKIP LOCKED);\n"
+        "DELETE FROM bench_jobs WHERE state = 'reserved' AND reserved_by = 'bench-' || :client_id;\n"
+        "COMMIT;\n")
+    script.close()
+    per_client = -(-n // 500 // clients)  # transactions per client to empty the table
+    start = time.perf_counter()
+    subprocess.run(["pgbench", "-n", "-c", str(clients), "-t", str(per_client), "-f", script.name, db_url],
+                   check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    left = int(psql(db_url, "SELECT count(*) FROM bench_jobs"))
+    os.unlink(script.name)
+    psql(db_url, "DROP TABLE bench_jobs")
+    return (n - left) / elapsed
+
+def pickup_latency(node, samples, side_file):
+    c = rpc_conn(node.sock)
+    sent = {}
+    for i in range(samples):
+        t = time.time()
+        jid = call(c, "jobs.enqueue", {"kind": "debug.record", "payload": {"file": side_file}}, i)["id"]
+        sent[jid] = t
+        time.sleep(0.02 + random.random() * 0.01)  # an idle queue between samples
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        lines = open(side_file).read().split("\n") if os.path.exists(side_file) else []
+        if len([l for l in lines if l]) >= samples:
+            break
+        time.sleep(0.05)
+    c[0].close()
+    lat = []
+    for line in open(side_file):
+        jid, _node, micros = line.split()
+        lat.append((int(micros) / 1e6 - sent[int(jid)]) * 1000)
+    lat.sort()
+    return lat[min(len(lat) - 1, int(len(lat) * 0.99))], statistics.median(lat)
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--pg-url", required=True)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--workers", type=int, default=64)
+    ap.add_argument("--clients", type=int, default=2)
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="chom-bench-")
+    try:
+        # SQLite
+        sqlite_path = os.path.join(work, "sqlite", "chom.db")
+        def sqlite_completed():
+            out = subprocess.run(["python3", "-c", f"import sqlite3;print(sqlite3.connect('file:{sqlite_path}?mode=ro', uri=True).execute(\"SELECT count(*) FROM jobs WHERE state='completed'\").fetchone()[0])"],
+                                 capture_output=True, text=True)
+            return int(out.stdout.strip() or 0)
+        node, enq, dr = run_backend(a.bin, f"sqlite://{sqlite_path}", a.n, a.workers, os.path.join(work, "sqlite"), sqlite_completed)
+        node.stop()
+        print(json.dumps({"bench": "queue", "backend": "sqlite", "n": a.n, "workers": a.workers,
+                          "drain_jobs_per_s": round(dr), "enqueue_jobs_per_s": round(enq)}), flush=True)
+
+        # PostgreSQL
+        base = a.pg_url.rsplit("/", 1)[0]
+        db = f"chom_bench_{random.randrange(1 << 32):x}"
+        psql(a.pg_url, f"CREATE DATABASE {db}")
+        url = f"{base}/{db}"
+        try:
+            node, enq, dr = run_backend(a.bin, url, a.n, a.workers, os.path.join(work, "pg"),
+                                        lambda: int(psql(url, "SELECT count(*) FROM jobs WHERE state = 'completed'")))
+            p99, p50 = pickup_latency(node, 200, os.path.join(work, "pickup"))
+            node.stop()
+            ceiling = sql_ceiling(url, a.n, a.clients)
+        finally:
+            psql(a.pg_url, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        out = {"bench": "queue", "backend": "postgres", "n": a.n, "workers": a.workers,
+               "drain_jobs_per_s": round(dr), "sql_ceiling_jobs_per_s": round(ceiling),
+               "ratio": round(dr / ceiling, 3), "enqueue_jobs_per_s": round(enq),
+               "pickup_p99_ms": round(p99, 2), "pickup_median_ms": round(p50, 2),
+               "sql_ceiling_clients": a.clients}
+        print(json.dumps(out), flush=True)
+        ok = out["ratio"] >= 0.8 and out["pickup_p99_ms"] < 20
+        sys.exit(0 if ok else 1)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,541 @@
+//! End-to-end tests of the job queue: the built node against a real PostgreSQL (and SQLite),
+//! with jobs that record their executions in a side file (`debug.record`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::pg::PrivatePg;
+use common::*;
+use rustix::process::Signal;
+use serde_json::{Value, json};
+
+const DEBUG: &[(&str, &str)] = &[("CHOM_DEBUG_HOOKS", "1")];
+
+fn insert_records(url: &str, queue: &str, n: u32, file: &std::path::Path, ms: u64) {
+    pg_exec(
+        url,
+        &format!(
+            "INSERT INTO jobs (queue, kind, payload) SELECT '{queue}', 'debug.record', '{{\"file\": \"{}\", \"ms\": {ms}}}' FROM generate_series(1, {n})",
+            file.display()
+        ),
+    );
+}
+
+fn migrate(url: &str) {
+    let dir = TempDir::new("migrate");
+    let out = chom(
+        None,
+        &["migrate"],
+        &[
+            ("CHOM_DATABASE_URL", url),
+            ("CHOM_NODE_DATA_DIR", dir.path().to_str().unwrap()),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn two_nodes_drain_10000_jobs_each_exactly_once() {
+    let db = PgDb::create("drain");
+    let side = TempDir::new("drain-side");
+    let file = side.path().join("executions");
+    let a = Node::start("drain-a", &pg_node_extra(&db.url, "node-a", 8, ""), DEBUG);
+    let b = Node::start("drain-b", &pg_node_extra(&db.url, "node-b", 8, ""), DEBUG);
+    a.wait_ready();
+    b.wait_ready();
+    insert_records(&db.url, "default", 10_000, &file, 0);
+    wait_for(Duration::from_secs(180), "10,000 jobs completed", || {
+        (pg_i64(
+            &db.url,
+            "SELECT count(*) FROM jobs WHERE state = 'completed'",
+        ) == 10_000)
+            .then_some(())
+    });
+    let runs = executions(&file);
+    let mut ids: Vec<i64> = runs.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(
+        before, 10_000,
+        "executions recorded (duplicates mean a job ran twice)"
+    );
+    assert_eq!(ids.len(), 10_000);
+    let by_a = runs.iter().filter(|(_, n)| n == "node-a").count();
+    let by_b = runs.iter().filter(|(_, n)| n == "node-b").count();
+    assert!(
+        by_a > 0 && by_b > 0,
+        "each node did part of the work: a={by_a} b={by_b}"
+    );
+    assert_eq!(pg_i64(&db.url, "SELECT count(*) FROM failed_jobs"), 0);
+}
+
+#[test]
+fn sigkill_mid_run_loses_nothing() {
+    let db = PgDb::create("sigkill");
+    let side = TempDir::new("sigkill-side");
+    let file = side.path().join("executions");
+    let extra = pg_node_extra(&db.url, "node-k", 16, "");
+    let mut node = Node::start("sigkill", &extra, DEBUG);
+    node.wait_ready();
+    insert_records(&db.url, "default", 2_000, &file, 10);
+    wait_for(Duration::from_secs(60), "some jobs to run", || {
+        (executions(&file).len() >= 300).then_some(())
+    });
+    node.signal(Signal::KILL);
+    node.wait_exit(Duration::from_secs(10));
+    let running_at_kill = pg_i64(
+        &db.url,
+        "SELECT count(*) FROM jobs WHERE state = 'reserved'",
+    );
+    assert!(running_at_kill > 0, "the kill caught jobs in flight");
+    // Restart the same node (same name and data dir).
+    let log = node.dir.path().join("restart.log");
+    let child = spawn_node(&node.config, &log, DEBUG);
+    let restarted = Node {
+        dir: TempDir::new("unused"),
+        config: node.config.clone(),
+        child: Some(child),
+        log,
+        socket: node.socket.clone(),
+    };
+    wait_for(
+        Duration::from_secs(120),
+        "all 2,000 jobs completed after the restart",
+        || {
+            restarted.assert_running();
+            (pg_i64(
+                &db.url,
+                "SELECT count(*) FROM jobs WHERE state = 'completed'",
+            ) == 2_000)
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        pg_i64(
+            &db.url,
+            "SELECT count(*) FROM jobs WHERE state <> 'completed'"
+        ),
+        0,
+        "none stuck"
+    );
+    let runs = executions(&file);
+    let mut ids: Vec<i64> = runs.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    let total = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), 2_000, "every job ran");
+    // At-least-once: only jobs running at the kill may have run twice (each worker holds one,
+    // and a completion not yet written when the process died counts as running).
+    let twice = total - ids.len();
+    assert!(
+        twice as i64 <= running_at_kill,
+        "{twice} jobs ran twice, but only {running_at_kill} were in flight"
+    );
+}
+
+#[test]
+fn panics_timeouts_and_bad_payloads_end_where_their_policy_says() {
+    let db = PgDb::create("policy");
+    let side = TempDir::new("policy-side");
+    let marker = side.path().join("panicked");
+    let extra = pg_node_extra(
+        &db.url,
+        "node-p",
+        2,
+        "[jobs.\"debug.sleep\"]\nmax_attempts = 3\ntimeout = \"200ms\"\nbackoff = [\"700ms\"]\n[jobs.\"debug.panic_once\"]\nbackoff = [\"100ms\"]\n",
+    );
+    let node = Node::start("policy", &extra, DEBUG);
+    node.wait_ready();
+    let enqueue = |kind: &str, payload: Value| -> i64 {
+        let r = node.rpc("jobs.enqueue", json!({"kind": kind, "payload": payload}));
+        r["result"]["id"].as_i64().unwrap_or_else(|| panic!("{r}"))
+    };
+
+    // A worker that panics mid-job is restarted and the job retried.
+    let panicky = enqueue(
+        "debug.panic_once",
+        json!({"marker": marker.display().to_string()}),
+    );
+    let job = wait_for(
+        Duration::from_secs(30),
+        "panicking job to complete on retry",
+        || {
+            let j = node.rpc("jobs.show", json!({"id": panicky}))["result"].clone();
+            (j["state"] == "completed").then_some(j)
+        },
+    );
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("worker crashed"),
+        "{job}"
+    );
+    let tree = node.rpc("tree", json!({}))["result"].clone();
+    let restarts: u64 = tree_children(&tree)
+        .iter()
+        .filter(|c| c["path"].as_str().unwrap().starts_with("queue/worker:"))
+        .map(|c| c["restart_count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(restarts, 1, "{tree}");
+
+    // A job that always times out ends in failed_jobs after its attempts, with the backoff.
+    let started = Instant::now();
+    let slow = enqueue("debug.sleep", json!({"ms": 5000}));
+    let job = wait_for(Duration::from_secs(30), "timing-out job to fail", || {
+        let j = node.rpc("jobs.show", json!({"id": slow}))["result"].clone();
+        (j["state"] == "failed").then_some(j)
+    });
+    let took = started.elapsed();
+    assert_eq!(job["attempts"], 3, "{job}");
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 200ms"),
+        "{job}"
+    );
+    // 3 attempts of 200 ms and two waits of 700 ms.
+    assert!(
+        took >= Duration::from_millis(2000),
+        "backoff not honoured: failed after {took:?}"
+    );
+    let failed = node.rpc("failed.list", json!({}))["result"]["failed"].clone();
+    assert!(
+        failed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["job_id"] == slow && f["attempts"] == 3),
+        "{failed}"
+    );
+
+    // A bad payload (inserted by another program) goes to failed_jobs at once.
+    pg_exec(
+        &db.url,
+        "INSERT INTO jobs (queue, kind, payload) VALUES ('default', 'noop', 'this is not json')",
+    );
+    let bad_id = pg_i64(&db.url, "SELECT max(id) FROM jobs");
+    let job = wait_for(Duration::from_secs(30), "bad payload to fail", || {
+        let j = node.rpc("jobs.show", json!({"id": bad_id}))["result"].clone();
+        (j["state"] == "failed").then_some(j)
+    });
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{job}"
+    );
+
+    // Retrying from the dead letters enqueues it again.
+    let out = chom(
+        Some(&node.config),
+        &["failed", "retry", "--all", "--json"],
+        &[],
+    );
+    let retried: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(retried["retried"], 2, "{retried}");
+}
+
+fn tree_children(tree: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    fn go(children: &Value, out: &mut Vec<Value>) {
+        for c in children.as_array().into_iter().flatten() {
+            out.push(c.clone());
+            if let Some(sub) = c.get("children") {
+                go(&sub["children"], out);
+            }
+        }
+    }
+    go(&tree["children"], &mut out);
+    out
+}
+
+#[test]
+fn postgres_stopped_for_10s_heals_and_every_job_completes() {
+    let pg = PrivatePg::start();
+    let url = pg.url("postgres");
+    let side = TempDir::new("pgstop-side");
+    let file = side.path().join("executions");
+    let extra = pg_node_extra(
+        &url,
+        "node-o",
+        4,
+        "[database]\nconnect_timeout = \"1s\"\n[health]\ncheck_timeout = \"2s\"\n",
+    );
+    let node = Node::start("pgstop", &extra, DEBUG);
+    node.wait_ready();
+    insert_records(&url, "default", 600, &file, 20);
+    wait_for(Duration::from_secs(60), "jobs to flow", || {
+        (executions(&file).len() >= 50).then_some(())
+    });
+    pg.stop();
+    let stopped = Instant::now();
+    // Meanwhile the node stays up and /health reports the database error.
+    let (code, body) = wait_for(
+        Duration::from_secs(20),
+        "/health to report the outage",
+        || {
+            node.assert_running();
+            let (code, body) = node.get("/health");
+            (code == 503).then_some((code, body))
+        },
+    );
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (code, &health["checks"]["database"]["status"]),
+        (503, &json!("error")),
+        "{health}"
+    );
+    let left = Duration::from_secs(10).saturating_sub(stopped.elapsed());
+    std::thread::sleep(left); // the outage itself lasts 10 s; nothing is awaited here
+    node.assert_running();
+    pg.start_again();
+    wait_for(
+        Duration::from_secs(120),
+        "every job to complete after the database returned",
+        || {
+            node.assert_running();
+            (pg_i64(&url, "SELECT count(*) FROM jobs WHERE state = 'completed'") == 600)
+                .then_some(())
+        },
+    );
+    let mut ids: Vec<i64> = executions(&file).into_iter().map(|(id, _)| id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 600);
+    let (code, _) = wait_for(Duration::from_secs(30), "/health to recover", || {
+        let (code, body) = node.get("/health");
+        (code == 200).then_some((code, body))
+    });
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn strict_priority_across_the_five_queues() {
+    let db = PgDb::create("priority");
+    migrate(&db.url);
+    let side = TempDir::new("priority-side");
+    let file = side.path().join("executions");
+    let queues = ["batch", "low", "default", "high", "critical"];
+    for q in queues {
+        insert_records(&db.url, q, 40, &file, 2);
+    }
+    let node = Node::start("priority", &pg_node_extra(&db.url, "node-q", 4, ""), DEBUG);
+    node.wait_ready();
+    wait_for(Duration::from_secs(60), "200 jobs", || {
+        (pg_i64(
+            &db.url,
+            "SELECT count(*) FROM jobs WHERE state = 'completed'",
+        ) == 200)
+            .then_some(())
+    });
+    let order: Vec<i64> = executions(&file).into_iter().map(|(id, _)| id).collect();
+    // Ids were inserted queue by queue: batch 1-40, low 41-80, default 81-120, high 121-160, critical 161-200.
+    let first_id = pg_i64(&db.url, "SELECT min(id) FROM jobs");
+    let queue_of = |id: i64| queues[((id - first_id) / 40) as usize];
+    let rank = |q: &str| {
+        ["critical", "high", "default", "low", "batch"]
+            .iter()
+            .position(|x| *x == q)
+            .unwrap()
+    };
+    let last_critical = order
+        .iter()
+        .rposition(|id| queue_of(*id) == "critical")
+        .unwrap();
+    let first_low = order.iter().position(|id| queue_of(*id) == "low").unwrap();
+    assert!(
+        last_critical < first_low,
+        "a low job started while critical jobs were due: {order:?}"
+    );
+    // Execution follows priority: ranks never go back by more than one claim batch (4 workers).
+    let ranks: Vec<usize> = order.iter().map(|id| rank(queue_of(*id))).collect();
+    for (i, r) in ranks.iter().enumerate() {
+        let later_higher = ranks[i..].iter().skip(4).any(|x| x < r);
+        assert!(
+            !later_higher,
+            "priority inversion at position {i}: {ranks:?}"
+        );
+    }
+}
+
+#[test]
+fn pause_stops_claims_on_every_node_until_resumed() {
+    let db = PgDb::create("pause");
+    let side = TempDir::new("pause-side");
+    let file = side.path().join("executions");
+    let a = Node::start("pause-a", &pg_node_extra(&db.url, "node-a", 2, ""), DEBUG);
+    let b = Node::start("pause-b", &pg_node_extra(&db.url, "node-b", 2, ""), DEBUG);
+    a.wait_ready();
+    b.wait_ready();
+    let out = chom(Some(&a.config), &["queue", "pause", "default"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    // Both nodes re-read the paused set within their poll interval (200 ms here).
+    for node in [&a, &b] {
+        wait_for(
+            Duration::from_secs(10),
+            "the node to stop claiming from default",
+            || {
+                let claiming = node.rpc("status", json!({}))["result"]["claiming"].clone();
+                (!claiming.as_array()?.contains(&json!("default"))).then_some(())
+            },
+        );
+    }
+    insert_records(&db.url, "default", 20, &file, 0);
+    insert_records(&db.url, "critical", 20, &file, 0);
+    wait_for(Duration::from_secs(30), "critical jobs to complete", || {
+        (pg_i64(
+            &db.url,
+            "SELECT count(*) FROM jobs WHERE queue = 'critical' AND state = 'completed'",
+        ) == 20)
+            .then_some(())
+    });
+    // Two more poll rounds on both nodes: default stays untouched.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        assert_eq!(
+            pg_i64(
+                &db.url,
+                "SELECT count(*) FROM jobs WHERE queue = 'default' AND state <> 'pending'"
+            ),
+            0
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stats = b.rpc("queue.stats", json!({}))["result"]["queues"].clone();
+    let default = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "default")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (default["paused"].as_bool(), default["ready"].as_u64()),
+        (Some(true), Some(20)),
+        "{stats}"
+    );
+    let out = chom(Some(&b.config), &["queue", "resume", "default"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        Duration::from_secs(30),
+        "default jobs to complete after resume",
+        || {
+            (pg_i64(
+                &db.url,
+                "SELECT count(*) FROM jobs WHERE queue = 'default' AND state = 'completed'",
+            ) == 20)
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn cli_enqueue_show_list_unique_key_and_delay_on_sqlite() {
+    let node = Node::start("cli-queue", "[queue]\npoll_interval = \"100ms\"\n", &[]);
+    node.wait_ready();
+    let run = |args: &[&str]| {
+        let out = chom(Some(&node.config), args, &[]);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id: i64 = run(&["jobs", "enqueue", "noop", "--payload", "{\"a\":1}"])
+        .trim()
+        .parse()
+        .unwrap();
+    let job = wait_for(Duration::from_secs(10), "noop to complete", || {
+        let v: Value =
+            serde_json::from_str(&run(&["jobs", "show", &id.to_string(), "--json"])).unwrap();
+        (v["state"] == "completed").then_some(v)
+    });
+    assert_eq!(job["payload"], "{\"a\":1}");
+    // Unique key: a second enqueue while the first is pending returns the same id.
+    let first: Value = serde_json::from_str(&run(&[
+        "jobs",
+        "enqueue",
+        "noop",
+        "--delay",
+        "1h",
+        "--unique-key",
+        "k1",
+        "--json",
+    ]))
+    .unwrap();
+    let second: Value = serde_json::from_str(&run(&[
+        "jobs",
+        "enqueue",
+        "noop",
+        "--unique-key",
+        "k1",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(second["existing"], true);
+    // The delayed job is listed as pending and not run.
+    let list: Value =
+        serde_json::from_str(&run(&["jobs", "list", "--state", "pending", "--json"])).unwrap();
+    assert!(
+        list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == first["id"]),
+        "{list}"
+    );
+    let stats: Value = serde_json::from_str(&run(&["queue", "stats", "--json"])).unwrap();
+    let default = stats["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "default")
+        .unwrap()
+        .clone();
+    assert_eq!(default["delayed"], 1, "{stats}");
+    // Bad input gets clear errors.
+    let out = chom(
+        Some(&node.config),
+        &["jobs", "enqueue", "noop", "--payload", "{oops"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not valid JSON"),
+        "{out:?}"
+    );
+    let out = chom(
+        Some(&node.config),
+        &["jobs", "enqueue", "noop", "--queue", "urgent"],
+        &[],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown queue"),
+        "{out:?}"
+    );
+    let out = chom(Some(&node.config), &["jobs", "show", "999999"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    // Metrics and health include the queue.
+    let (_, page) = node.get("/metrics");
+    assert!(
+        metric(
+            &page,
+            "chom_jobs_total{kind=\"noop\",outcome=\"completed\",queue=\"default\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{page}"
+    );
+    let (_, body) = node.get("/health");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["checks"]["queue"]["status"], "ok", "{health}");
+    assert!(
+        health["checks"]["queue"]["queue_size"].as_u64().unwrap() >= 1,
+        "{health}"
+    );
+}
