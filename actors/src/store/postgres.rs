@@ -156,15 +156,25 @@ const KILL_STUCK: &str = "
     )
     SELECT id FROM killed ORDER BY id";
 
-/// Move failed_jobs rows back into jobs (attempts 0, no unique key), atomically.
-const RETRY_FAILED: &str = "
-    WITH retried AS (
-        DELETE FROM failed_jobs WHERE $1::bigint IS NULL OR id = $1
-        RETURNING id, queue, kind, payload, max_attempts, timeout_ms
-    )
-    INSERT INTO jobs (queue, kind, payload, max_attempts, timeout_ms)
-    SELECT queue, kind, payload, max_attempts, timeout_ms FROM retried ORDER BY id
-    RETURNING id";
+/// Move failed_jobs rows back into jobs (attempts 0, no unique key), atomically: the
+/// `{filter}` is `id = $1` (one) or `true` (all), two statements so each gets its own plan.
+macro_rules! retry_failed_sql {
+    ($filter:literal) => {
+        concat!(
+            "WITH retried AS (
+                DELETE FROM failed_jobs WHERE ",
+            $filter,
+            "
+                RETURNING id, queue, kind, payload, max_attempts, timeout_ms
+            )
+            INSERT INTO jobs (queue, kind, payload, max_attempts, timeout_ms)
+            SELECT queue, kind, payload, max_attempts, timeout_ms FROM retried ORDER BY id
+            RETURNING id"
+        )
+    };
+}
+const RETRY_FAILED_ONE: &str = retry_failed_sql!("id = $1");
+const RETRY_FAILED_ALL: &str = retry_failed_sql!("true");
 
 const FAILED_COLUMNS: &str =
     "id, uuid, job_id, connection, queue, kind, payload, exception, attempts, failed_at";
@@ -484,10 +494,19 @@ impl Store for PgStore {
     }
 
     async fn retry_failed(&self, id: Option<i64>) -> Result<Vec<i64>, StoreError> {
-        let mut ids: Vec<i64> = sqlx::query_scalar(RETRY_FAILED)
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut ids: Vec<i64> = match id {
+            Some(id) => {
+                sqlx::query_scalar(RETRY_FAILED_ONE)
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar(RETRY_FAILED_ALL)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
         ids.sort_unstable();
         Ok(ids)
     }

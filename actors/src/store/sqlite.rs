@@ -168,12 +168,25 @@ const KILL_STUCK: &str = "
     WHERE state = 'reserved' AND reserved_at < ?1
     RETURNING id";
 
-const RETRY_FAILED_INSERT: &str = "
-    INSERT INTO jobs (queue, kind, payload, max_attempts, timeout_ms, available_at, created_at)
-    SELECT queue, kind, payload, max_attempts, timeout_ms, ?2, ?2
-    FROM failed_jobs WHERE ?1 IS NULL OR id = ?1
-    ORDER BY id
-    RETURNING id";
+/// Copy failed_jobs rows back into jobs (attempts 0, no unique key) at `?1` = now; the
+/// filter is `id = ?2` (one) or `true` (all). The DELETE with the same filter follows in the same
+/// IMMEDIATE transaction.
+macro_rules! retry_failed_sql {
+    ($filter:literal) => {
+        concat!(
+            "INSERT INTO jobs (queue, kind, payload, max_attempts, timeout_ms, available_at, created_at)
+             SELECT queue, kind, payload, max_attempts, timeout_ms, ?1, ?1
+             FROM failed_jobs WHERE ",
+            $filter,
+            " ORDER BY id
+             RETURNING id"
+        )
+    };
+}
+const RETRY_FAILED_ONE: &str = retry_failed_sql!("id = ?2");
+const RETRY_FAILED_ALL: &str = retry_failed_sql!("true");
+const DELETE_FAILED_ONE: &str = "DELETE FROM failed_jobs WHERE id = ?1";
+const DELETE_FAILED_ALL: &str = "DELETE FROM failed_jobs";
 
 const FAILED_COLUMNS: &str =
     "id, uuid, job_id, connection, queue, kind, payload, exception, attempts, failed_at";
@@ -588,15 +601,18 @@ impl Store for SqliteStore {
 
     async fn retry_failed(&self, id: Option<i64>) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
-        let mut ids: Vec<i64> = sqlx::query_scalar(RETRY_FAILED_INSERT)
-            .bind(id)
-            .bind(now_ms())
-            .fetch_all(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM failed_jobs WHERE ?1 IS NULL OR id = ?1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let (insert, delete) = match id {
+            Some(_) => (RETRY_FAILED_ONE, DELETE_FAILED_ONE),
+            None => (RETRY_FAILED_ALL, DELETE_FAILED_ALL),
+        };
+        let mut insert = sqlx::query_scalar(insert).bind(now_ms());
+        let mut delete = sqlx::query(delete);
+        if let Some(id) = id {
+            insert = insert.bind(id);
+            delete = delete.bind(id);
+        }
+        let mut ids: Vec<i64> = insert.fetch_all(&mut *tx).await?;
+        delete.execute(&mut *tx).await?;
         tx.commit().await?;
         ids.sort_unstable();
         Ok(ids)
