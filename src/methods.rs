@@ -293,7 +293,7 @@ fn check_queue(ctx: &NodeContext, queue: &str) -> Result<(), RpcError> {
 
 fn wake_dispatcher(ctx: &NodeContext) {
     if let Some(q) = ctx.queue.get() {
-        q.wake();
+        q.wake_for_new_jobs();
     }
 }
 

@@ -539,3 +539,168 @@ fn cli_enqueue_show_list_unique_key_and_delay_on_sqlite() {
         "{health}"
     );
 }
+
+#[test]
+fn jobs_running_at_the_shutdown_timeout_are_released_for_retry() {
+    let db = PgDb::create("shutdown");
+    let extra = pg_node_extra(&db.url, "node-s", 1, "[node]\nshutdown_timeout = \"1s\"\n");
+    let mut node = Node::start("shutdown-timeout", &extra, DEBUG);
+    node.wait_ready();
+    let id = node.rpc(
+        "jobs.enqueue",
+        json!({"kind": "debug.sleep", "payload": {"ms": 30000}}),
+    )["result"]["id"]
+        .as_i64()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the job to run", || {
+        (node.rpc("jobs.show", json!({"id": id}))["result"]["state"] == "reserved").then_some(())
+    });
+    let stopping = Instant::now();
+    node.signal(Signal::TERM);
+    let status = node.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", node.log_text());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    // Back to pending with its attempt counted, no longer held by the node.
+    assert_eq!(
+        pg_i64(
+            &db.url,
+            &format!(
+                "SELECT count(*) FROM jobs WHERE id = {id} AND state = 'pending' AND reserved_by IS NULL AND attempts = 1"
+            )
+        ),
+        1
+    );
+    assert!(
+        node.log_text()
+            .contains("released jobs still running at the shutdown timeout"),
+        "{}",
+        node.log_text()
+    );
+}
+
+#[test]
+fn workers_recycle_after_max_jobs_without_counting_as_failures() {
+    let node = Node::start(
+        "recycle",
+        "[queue]\nworkers = 1\nmax_jobs_per_worker = 3\npoll_interval = \"100ms\"\n",
+        &[],
+    );
+    node.wait_ready();
+    for _ in 0..10 {
+        assert!(node.rpc("jobs.enqueue", json!({"kind": "noop"}))["result"]["id"].is_i64());
+    }
+    wait_for(Duration::from_secs(30), "10 jobs completed", || {
+        let stats = node.rpc("queue.stats", json!({}))["result"]["queues"].clone();
+        let done: u64 = stats
+            .as_array()?
+            .iter()
+            .map(|q| q["completed"].as_u64().unwrap_or(0))
+            .sum();
+        (done == 10).then_some(())
+    });
+    let tree = node.rpc("tree", json!({}))["result"].clone();
+    let worker = tree_children(&tree)
+        .into_iter()
+        .find(|c| c["path"] == "queue/worker:1")
+        .unwrap();
+    assert!(worker["recycles"].as_u64().unwrap() >= 3, "{worker}");
+    assert_eq!(worker["restart_count"], 0, "{worker}");
+    assert_eq!(worker["state"], "running");
+}
+
+#[test]
+fn stuck_jobs_are_killed_with_the_reason_and_stay_failed() {
+    let db = PgDb::create("stuck");
+    let node = Node::start("stuck", &pg_node_extra(&db.url, "node-t", 1, ""), DEBUG);
+    node.wait_ready();
+    let id = node.rpc(
+        "jobs.enqueue",
+        json!({"kind": "debug.sleep", "payload": {"ms": 1500}}),
+    )["result"]["id"]
+        .as_i64()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the job to run", || {
+        (node.rpc("jobs.show", json!({"id": id}))["result"]["state"] == "reserved").then_some(())
+    });
+    let out = chom(
+        Some(&node.config),
+        &["jobs", "kill-stuck", "--older-than", "1ms", "--json"],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let killed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(killed["killed"], json!([id]));
+    let failed = node.rpc("failed.list", json!({}))["result"]["failed"].clone();
+    assert_eq!(failed[0]["exception"], "killed after timeout", "{failed}");
+    // When the handler finally returns, its result does not resurrect the job. A noop enqueued
+    // afterwards completes only after that result went through the same completer.
+    wait_for(
+        Duration::from_secs(10),
+        "the killed job's handler to return",
+        || {
+            let (_, page) = node.get("/metrics");
+            metric(
+                &page,
+                "chom_jobs_total{kind=\"debug.sleep\",outcome=\"completed\",queue=\"default\"}",
+            )
+            .map(|_| ())
+        },
+    );
+    let later = node.rpc("jobs.enqueue", json!({"kind": "noop"}))["result"]["id"]
+        .as_i64()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "a later job to complete", || {
+        (node.rpc("jobs.show", json!({"id": later}))["result"]["state"] == "completed")
+            .then_some(())
+    });
+    let job = node.rpc("jobs.show", json!({"id": id}))["result"].clone();
+    assert_eq!(job["state"], "failed", "{job}");
+}
+
+#[test]
+fn a_dead_nodes_jobs_are_rescued_by_another_node() {
+    let db = PgDb::create("rescue");
+    let side = TempDir::new("rescue-side");
+    let file = side.path().join("executions");
+    let mut a = Node::start("rescue-a", &pg_node_extra(&db.url, "node-a", 4, ""), DEBUG);
+    a.wait_ready();
+    insert_records(&db.url, "default", 40, &file, 3000);
+    wait_for(Duration::from_secs(20), "node a to hold jobs", || {
+        (pg_i64(
+            &db.url,
+            "SELECT count(*) FROM jobs WHERE state = 'reserved' AND reserved_by = 'node-a'",
+        ) == 4)
+            .then_some(())
+    });
+    a.signal(Signal::KILL);
+    a.wait_exit(Duration::from_secs(10));
+    // Node b never restarts node a; it takes a's jobs once a stops heartbeating for retry_after.
+    let b = Node::start(
+        "rescue-b",
+        &pg_node_extra(&db.url, "node-b", 8, "[queue]\nretry_after = \"6s\"\n"),
+        DEBUG,
+    );
+    b.wait_ready();
+    wait_for(
+        Duration::from_secs(60),
+        "all 40 jobs completed by node b",
+        || {
+            b.assert_running();
+            (pg_i64(
+                &db.url,
+                "SELECT count(*) FROM jobs WHERE state = 'completed'",
+            ) == 40)
+                .then_some(())
+        },
+    );
+    assert!(
+        b.log_text()
+            .contains("rescued jobs reserved by a node that stopped heartbeating"),
+        "{}",
+        b.log_text()
+    );
+}

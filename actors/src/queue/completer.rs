@@ -147,11 +147,13 @@ async fn write(state: &mut CompleterState) -> Result<(), store::StoreError> {
         return Err(store::StoreError::Timeout(Duration::ZERO));
     };
     let n = state.pending.len().min(MAX_BATCH);
+    let started = Instant::now();
     store::with_timeout(
         Duration::from_secs(10),
         backends.store.complete(&state.pending[..n]),
     )
     .await?;
+    tracing::trace!(batch = n, took = ?started.elapsed(), "queue: completions written");
     state.pending.drain(..n);
     Ok(())
 }

@@ -110,8 +110,9 @@ async fn waker(shared: Arc<QueueShared>) {
                     None => std::future::pending().await,
                 }
             } => {
-                if item.is_none() {
-                    listener = None;
+                match item {
+                    Some(()) => shared.wake_for_new_jobs(),
+                    None => listener = None,
                 }
             }
         }
@@ -145,61 +146,119 @@ async fn claim_round(state: &mut DispatcherState) {
             Err(error) => return log_error(state, &error.to_string()),
         }
     }
-    let idle = shared.idle_workers();
-    if idle.is_empty() {
-        return;
-    }
     let queues = shared.active_queues().await;
     if queues.is_empty() {
         return;
     }
-    let jobs = match store::with_timeout(
-        limit,
-        backends
-            .store
-            .claim(&ctx.node_name, &queues, idle.len() as u32),
-    )
-    .await
-    {
-        Ok(jobs) => jobs,
-        Err(error) => return log_error(state, &error.to_string()),
-    };
+    let new_jobs = shared.take_new_jobs();
+    let idle = shared.idle_workers();
+    // Claim for every idle worker plus a refill of the ready buffer.
+    let want = idle.len() + shared.prefetch().saturating_sub(shared.ready_len());
+    if want > 0 {
+        let started = Instant::now();
+        let jobs = match store::with_timeout(
+            limit,
+            backends.store.claim(&ctx.node_name, &queues, want as u32),
+        )
+        .await
+        {
+            Ok(jobs) => jobs,
+            Err(error) => return log_error(state, &error.to_string()),
+        };
+        tracing::trace!(want, claimed = jobs.len(), took = ?started.elapsed(), "queue: claim");
+        shared.set_maybe_more(jobs.len() == want);
+        shared.push_ready(jobs);
+    } else if new_jobs {
+        // Buffer full, workers busy, and jobs were added: keep priority strict by trading
+        // buffered jobs for due jobs of strictly higher-priority queues.
+        if let Err(error) = displace(&shared, &backends, &queues).await {
+            return log_error(state, &error.to_string());
+        }
+    }
     if state.last_error_log.take().is_some() {
         info!("queue: claims work again");
     }
-    shared.set_maybe_more(jobs.len() == idle.len());
-    let full = jobs.len() == idle.len();
-    let mut workers = idle.into_iter();
-    for job in jobs {
+    for index in idle {
+        let Some(job) = shared.pop_ready() else { break };
         let id = job.id;
-        let handed = workers
-            .next()
-            .is_some_and(|index| hand_over(&shared, index, job));
-        if !handed {
-            shared.complete(chom_core::job::Completion::Release { id });
+        match hand_over(&shared, index, job) {
+            Handover::Done => {}
+            // The worker took a buffered job by itself since we looked: keep this one buffered.
+            Handover::Busy(job) => shared.push_ready([*job]),
+            Handover::Gone => shared.complete(chom_core::job::Completion::Release { id }),
         }
     }
-    if full {
+    if want > 0 && shared.maybe_more() {
         shared.cast_wake();
     }
 }
 
-/// Give `job` to the worker in slot `index`; false when that worker is gone.
-fn hand_over(shared: &QueueShared, index: usize, job: chom_core::job::Job) -> bool {
+/// Claim due jobs of queues ranked above the lowest buffered job, and give back as many of the
+/// lowest buffered jobs (their attempt restored).
+async fn displace(
+    shared: &QueueShared,
+    backends: &crate::context::Backends,
+    queues: &[String],
+) -> Result<(), store::StoreError> {
+    let Some(lowest) = shared.lowest_buffered() else {
+        return Ok(());
+    };
+    let configured = &shared.ctx.config.queue.queues;
+    let higher: Vec<String> = queues
+        .iter()
+        .filter(|q| {
+            configured
+                .iter()
+                .position(|c| c == *q)
+                .is_some_and(|p| p < lowest)
+        })
+        .cloned()
+        .collect();
+    if higher.is_empty() {
+        return Ok(());
+    }
+    let n = shared.ready_len().min(shared.prefetch()) as u32;
+    let ctx = &shared.ctx;
+    let jobs = store::with_timeout(
+        Duration::from_secs(10),
+        backends.store.claim(&ctx.node_name, &higher, n),
+    )
+    .await?;
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    for job in shared.take_lowest(jobs.len()) {
+        shared.complete(chom_core::job::Completion::Release { id: job.id });
+    }
+    shared.push_ready(jobs);
+    Ok(())
+}
+
+enum Handover {
+    Done,
+    Busy(Box<chom_core::job::Job>),
+    Gone,
+}
+
+/// Give `job` to the worker in slot `index`, if it is still running and idle.
+fn hand_over(shared: &QueueShared, index: usize, job: chom_core::job::Job) -> Handover {
     let mut slot = shared.slot(index);
     let Some(worker) = slot.worker.clone() else {
-        return false;
+        return Handover::Gone;
     };
+    if slot.assigned.is_some() {
+        return Handover::Busy(Box::new(job));
+    }
     slot.assigned = Some(super::Assigned {
         job: job.clone(),
         started: false,
     });
     drop(slot);
     if worker.cast(WorkerMsg::Run(job)).is_ok() {
-        true
+        Handover::Done
     } else {
         shared.slot(index).assigned = None;
-        false
+        Handover::Gone
     }
 }
 

@@ -154,19 +154,44 @@ async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
         Err(_) => AttemptOutcome::TimedOut { limit },
     };
     let completion = settle(&shared, &job, &outcome, started.elapsed());
-    shared.slot(state.index).assigned = None;
     shared.complete(completion);
+    shared.finished_one();
     state.done += 1;
     let q = &ctx.config.queue;
-    if state.done >= q.max_jobs_per_worker || state.born.elapsed() >= q.max_worker_time {
+    let recycle = state.done >= q.max_jobs_per_worker || state.born.elapsed() >= q.max_worker_time;
+    // Clear the slot and take the next job straight from the ready buffer in one step under
+    // the slot lock, so the dispatcher never sees this worker idle in between (no database
+    // round trip between jobs, and no job handed to a worker that already has one).
+    let next = {
+        let mut slot = shared.slot(state.index);
+        let next = if recycle { None } else { shared.pop_ready() };
+        slot.assigned = next.clone().map(|job| super::Assigned {
+            job,
+            started: false,
+        });
+        next
+    };
+    if recycle {
         debug!(
             worker = state.index + 1,
             jobs = state.done,
             "queue: recycling worker"
         );
         myself.stop(Some(RECYCLE.to_owned()));
-    } else {
+        return;
+    }
+    let Some(next) = next else {
         shared.worker_idle();
+        return;
+    };
+    let id = next.id;
+    if myself.send_message(WorkerMsg::Run(next)).is_err() {
+        shared.slot(state.index).assigned = None;
+        shared.complete(Completion::Release { id });
+    }
+    // Refill the buffer once it is half empty.
+    if shared.maybe_more() && shared.ready_len() < shared.prefetch() / 2 {
+        shared.wake();
     }
 }
 
