@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chom_core::job::{Completion, Job};
+use chom_core::policy::JobPolicy;
 use ractor::ActorRef;
 use tokio::sync::Notify;
 
@@ -73,6 +74,7 @@ pub struct QueueShared {
     dispatcher: Mutex<Option<ActorRef<dispatcher::DispatcherMsg>>>,
     completer: Mutex<Option<ActorRef<completer::CompleterMsg>>>,
     paused: Mutex<Option<(Instant, Vec<String>)>>,
+    policies: Mutex<std::collections::HashMap<String, Arc<JobPolicy>>>,
 }
 
 impl QueueShared {
@@ -92,7 +94,20 @@ impl QueueShared {
             dispatcher: Mutex::new(None),
             completer: Mutex::new(None),
             paused: Mutex::new(None),
+            policies: Mutex::default(),
         })
+    }
+
+    /// The retry policy of `kind`, resolved once per kind (the config does not change while
+    /// the node runs).
+    pub fn policy(&self, kind: &str) -> Arc<JobPolicy> {
+        let mut policies = self.policies.lock().expect("policies lock");
+        if let Some(p) = policies.get(kind) {
+            return p.clone();
+        }
+        let p = Arc::new(JobPolicy::resolve(kind, &self.ctx.config));
+        policies.insert(kind.to_owned(), p.clone());
+        p
     }
 
     /// Number of worker slots.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chom_core::job::{Completion, Job};
-use chom_core::policy::{AttemptOutcome, Decision, JobPolicy, decide};
+use chom_core::policy::{AttemptOutcome, Decision, decide};
 use chom_supervisors::RECYCLE;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, error, warn};
@@ -132,7 +132,7 @@ async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
         .to_std()
         .unwrap_or_default();
     ctx.metrics.job_waited(&job.queue, waited);
-    let policy = JobPolicy::resolve(&job.kind, &ctx.config);
+    let policy = shared.policy(&job.kind);
     let limit = job.timeout_ms.map_or(policy.timeout, Duration::from_millis);
     let env = JobEnv {
         id: job.id,
@@ -199,7 +199,7 @@ async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
 /// return the completion to write.
 fn settle(shared: &QueueShared, job: &Job, outcome: &AttemptOutcome, ran: Duration) -> Completion {
     let ctx = &shared.ctx;
-    let policy = JobPolicy::resolve(&job.kind, &ctx.config);
+    let policy = shared.policy(&job.kind);
     let max = job.max_attempts.unwrap_or(policy.max_attempts);
     let decision = decide(outcome, job.attempts, max, &policy, &mut rand::rng());
     let label = match (&decision, outcome) {
