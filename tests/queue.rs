@@ -673,7 +673,7 @@ fn a_dead_nodes_jobs_are_rescued_by_another_node() {
         (pg_i64(
             &db.url,
             "SELECT count(*) FROM jobs WHERE state = 'reserved' AND reserved_by = 'node-a'",
-        ) == 4)
+        ) >= 4)
             .then_some(())
     });
     a.signal(Signal::KILL);
@@ -702,5 +702,66 @@ fn a_dead_nodes_jobs_are_rescued_by_another_node() {
             .contains("rescued jobs reserved by a node that stopped heartbeating"),
         "{}",
         b.log_text()
+    );
+}
+
+#[test]
+fn graceful_shutdown_gives_back_claimed_jobs_without_using_an_attempt() {
+    let db = PgDb::create("graceful");
+    let mut node = Node::start("graceful", &pg_node_extra(&db.url, "node-g", 1, ""), DEBUG);
+    node.wait_ready();
+    for _ in 0..5 {
+        node.rpc(
+            "jobs.enqueue",
+            json!({"kind": "debug.sleep", "payload": {"ms": 700}}),
+        );
+    }
+    // One job running and one claimed into the ready buffer, not started.
+    wait_for(
+        Duration::from_secs(10),
+        "a running and a buffered job",
+        || {
+            (pg_i64(
+                &db.url,
+                "SELECT count(*) FROM jobs WHERE state = 'reserved'",
+            ) == 2)
+                .then_some(())
+        },
+    );
+    node.signal(Signal::TERM);
+    assert_eq!(
+        node.wait_exit(Duration::from_secs(30)).code(),
+        Some(0),
+        "{}",
+        node.log_text()
+    );
+    // The running job finished; every other job is pending again with no attempt used.
+    assert!(
+        pg_i64(
+            &db.url,
+            "SELECT count(*) FROM jobs WHERE state = 'completed'"
+        ) >= 1
+    );
+    assert_eq!(
+        pg_i64(
+            &db.url,
+            "SELECT count(*) FROM jobs WHERE state = 'reserved'"
+        ),
+        0
+    );
+    assert_eq!(
+        pg_i64(
+            &db.url,
+            "SELECT count(*) FROM jobs WHERE state = 'pending' AND attempts > 0"
+        ),
+        0,
+        "a claimed but never started job lost an attempt"
+    );
+    assert_eq!(
+        pg_i64(&db.url, "SELECT count(*) FROM jobs WHERE state = 'pending'"),
+        5 - pg_i64(
+            &db.url,
+            "SELECT count(*) FROM jobs WHERE state = 'completed'"
+        )
     );
 }

@@ -78,6 +78,13 @@ impl Actor for DispatcherActor {
         state: &mut DispatcherState,
     ) -> Result<(), ActorProcessingErr> {
         state.shared.set_dispatcher(None);
+        // Stopped on purpose (shutdown, restart): buffered jobs go back without using up an
+        // attempt. (A crash skips this; the buffer survives for the next incarnation.)
+        for job in state.shared.drain_ready() {
+            state
+                .shared
+                .complete(chom_core::job::Completion::Release { id: job.id });
+        }
         Ok(())
     }
 }
