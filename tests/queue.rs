@@ -740,7 +740,9 @@ fn graceful_shutdown_gives_back_claimed_jobs_without_using_an_attempt() {
         pg_i64(
             &db.url,
             "SELECT count(*) FROM jobs WHERE state = 'completed'"
-        ) >= 1
+        ) >= 1,
+        "{}",
+        node.log_text()
     );
     assert_eq!(
         pg_i64(

@@ -1,15 +1,17 @@
 //! `queue/completer`: writes job outcomes back to the database in batches.
 //!
-//! Completions arriving while a write is under way pile up and go in the next batch (a flush
-//! is queued behind them, so a burst becomes one transaction). While the database is down the
-//! batch is kept and retried with backoff; nothing is dropped. If this actor itself dies, its
-//! unwritten batch is lost but the jobs are still `reserved` in the database: they are
-//! released at the node's next start or rescued by another node (at-least-once).
+//! Workers put results into [`QueueShared`]'s pending list (not into this actor's mailbox) and
+//! send one `Flush`; a flush takes everything pending, so a burst becomes one transaction.
+//! While the database is down the batch goes back to the front of the list and is retried with
+//! backoff. Because the list lives outside the actor, nothing is lost when the completer is
+//! stopped (its last flush writes what is pending) or restarted (the next incarnation writes
+//! it). Only the node process dying loses unwritten results, and then the jobs are still
+//! `reserved` in the database: they are released at the next start or rescued by another node
+//! (at-least-once).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chom_core::job::Completion;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
@@ -31,16 +33,12 @@ pub struct CompleterArgs {
 /// Running state.
 pub struct CompleterState {
     shared: Arc<QueueShared>,
-    pending: Vec<Completion>,
-    flush_queued: bool,
     retry_delay: Option<Duration>,
     last_error_log: Option<Instant>,
 }
 
 /// Messages.
 pub enum CompleterMsg {
-    /// An attempt's result.
-    Done(Completion),
     /// Write what is pending.
     Flush,
 }
@@ -55,11 +53,13 @@ impl Actor for CompleterActor {
         myself: ActorRef<CompleterMsg>,
         args: CompleterArgs,
     ) -> Result<CompleterState, ActorProcessingErr> {
-        args.shared.set_completer(Some(myself));
+        args.shared.set_completer(Some(myself.clone()));
+        // Results left by a previous incarnation (or sent while none was running).
+        if args.shared.pending_completions() > 0 {
+            myself.send_message(CompleterMsg::Flush)?;
+        }
         Ok(CompleterState {
             shared: args.shared,
-            pending: Vec::new(),
-            flush_queued: false,
             retry_delay: None,
             last_error_log: None,
         })
@@ -72,14 +72,6 @@ impl Actor for CompleterActor {
         state: &mut CompleterState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            CompleterMsg::Done(c) => {
-                state.pending.push(c);
-                // Behind every Done already queued: they join this batch.
-                if !state.flush_queued && state.retry_delay.is_none() {
-                    state.flush_queued = true;
-                    myself.send_message(CompleterMsg::Flush)?;
-                }
-            }
             CompleterMsg::Flush => flush(&myself, state).await,
         }
         Ok(())
@@ -93,14 +85,15 @@ impl Actor for CompleterActor {
         state.shared.set_completer(None);
         // Last chance to write what the workers finished (bounded: the node is stopping).
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !state.pending.is_empty() && Instant::now() < deadline {
-            if write(state).await.is_err() {
+        while state.shared.pending_completions() > 0 && Instant::now() < deadline {
+            if write(&state.shared).await.is_err() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        if !state.pending.is_empty() {
+        let left = state.shared.pending_completions();
+        if left > 0 {
             warn!(
-                jobs = state.pending.len(),
+                jobs = left,
                 "queue: could not record results before stopping; the jobs stay reserved and will be retried"
             );
         }
@@ -109,18 +102,12 @@ impl Actor for CompleterActor {
 }
 
 async fn flush(myself: &ActorRef<CompleterMsg>, state: &mut CompleterState) {
-    state.flush_queued = false;
-    if state.pending.is_empty() {
-        state.retry_delay = None;
-        return;
-    }
-    match write(state).await {
-        Ok(()) => {
+    match write(&state.shared).await {
+        Ok(_) => {
             if state.retry_delay.take().is_some() {
                 info!("queue: results are written again");
             }
-            if !state.pending.is_empty() {
-                state.flush_queued = true;
+            if state.shared.pending_completions() > 0 {
                 let _ = myself.send_message(CompleterMsg::Flush);
             }
         }
@@ -129,7 +116,7 @@ async fn flush(myself: &ActorRef<CompleterMsg>, state: &mut CompleterState) {
                 .last_error_log
                 .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
             {
-                warn!(%error, pending = state.pending.len(), "queue: cannot record job results; keeping them and retrying");
+                warn!(%error, pending = state.shared.pending_completions(), "queue: cannot record job results; keeping them and retrying");
                 state.last_error_log = Some(Instant::now());
             }
             let delay = state.retry_delay.map_or(Duration::from_millis(100), |d| {
@@ -141,19 +128,25 @@ async fn flush(myself: &ActorRef<CompleterMsg>, state: &mut CompleterState) {
     }
 }
 
-/// Write one batch; on success it is removed from `pending`.
-async fn write(state: &mut CompleterState) -> Result<(), store::StoreError> {
-    let Some(backends) = state.shared.ctx.backends() else {
+/// Write one batch of pending results; on failure they go back to the front of the list.
+async fn write(shared: &QueueShared) -> Result<usize, store::StoreError> {
+    let batch = shared.take_completions(MAX_BATCH);
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let Some(backends) = shared.ctx.backends() else {
+        shared.return_completions(batch);
         return Err(store::StoreError::Timeout(Duration::ZERO));
     };
-    let n = state.pending.len().min(MAX_BATCH);
     let started = Instant::now();
-    store::with_timeout(
-        Duration::from_secs(10),
-        backends.store.complete(&state.pending[..n]),
-    )
-    .await?;
-    tracing::trace!(batch = n, took = ?started.elapsed(), "queue: completions written");
-    state.pending.drain(..n);
-    Ok(())
+    match store::with_timeout(Duration::from_secs(10), backends.store.complete(&batch)).await {
+        Ok(()) => {
+            tracing::trace!(batch = batch.len(), took = ?started.elapsed(), "queue: completions written");
+            Ok(batch.len())
+        }
+        Err(error) => {
+            shared.return_completions(batch);
+            Err(error)
+        }
+    }
 }

@@ -75,6 +75,10 @@ pub struct QueueShared {
     rate: Mutex<(Instant, u64, f64)>,
     dispatcher: Mutex<Option<ActorRef<dispatcher::DispatcherMsg>>>,
     completer: Mutex<Option<ActorRef<completer::CompleterMsg>>>,
+    /// Results of finished attempts not yet written. Kept here, not in the completer's
+    /// mailbox, so that they survive the completer being stopped or restarted.
+    completions: Mutex<Vec<Completion>>,
+    flush_queued: AtomicBool,
     paused: Mutex<Option<(Instant, Vec<String>)>>,
     policies: Mutex<std::collections::HashMap<String, Arc<JobPolicy>>>,
 }
@@ -95,6 +99,8 @@ impl QueueShared {
             rate: Mutex::new((Instant::now(), 0, 0.0)),
             dispatcher: Mutex::new(None),
             completer: Mutex::new(None),
+            completions: Mutex::default(),
+            flush_queued: AtomicBool::new(false),
             paused: Mutex::new(None),
             policies: Mutex::default(),
         })
@@ -285,20 +291,44 @@ impl QueueShared {
         *self.completer.lock().expect("completer lock") = c;
     }
 
-    /// Hand a completion to the completer. If none is running (it is being restarted), the
-    /// job stays reserved in the database and is released at the next start or rescued.
+    /// Hand a result to the completer. It waits in the shared list until written, also when
+    /// the completer is being stopped or restarted.
     pub fn complete(&self, completion: Completion) {
-        let completer = self.completer.lock().expect("completer lock").clone();
-        let sent = completer.is_some_and(|c| {
-            c.cast(completer::CompleterMsg::Done(completion.clone()))
-                .is_ok()
-        });
-        if !sent {
-            tracing::warn!(
-                job = completion.id(),
-                "queue: completer not running; the job stays reserved until rescued"
-            );
+        self.completions
+            .lock()
+            .expect("completions lock")
+            .push(completion);
+        // One Flush in the completer's mailbox at a time; it takes everything pending.
+        if !self.flush_queued.swap(true, Ordering::SeqCst) {
+            let completer = self.completer.lock().expect("completer lock").clone();
+            let queued = completer.is_some_and(|c| c.cast(completer::CompleterMsg::Flush).is_ok());
+            if !queued {
+                // No completer right now (being restarted): the results wait here and the
+                // next incarnation writes them when it starts.
+                self.flush_queued.store(false, Ordering::SeqCst);
+            }
         }
+    }
+
+    /// Take up to `max` pending results, oldest first (the completer writes them).
+    pub(crate) fn take_completions(&self, max: usize) -> Vec<Completion> {
+        self.flush_queued.store(false, Ordering::SeqCst);
+        let mut pending = self.completions.lock().expect("completions lock");
+        let n = pending.len().min(max);
+        pending.drain(..n).collect()
+    }
+
+    /// Put results back at the front after a failed write (nothing is dropped).
+    pub(crate) fn return_completions(&self, batch: Vec<Completion>) {
+        let mut pending = self.completions.lock().expect("completions lock");
+        let rest = std::mem::take(&mut *pending);
+        *pending = batch;
+        pending.extend(rest);
+    }
+
+    /// Results waiting to be written.
+    pub fn pending_completions(&self) -> usize {
+        self.completions.lock().expect("completions lock").len()
     }
 
     /// Queues to claim from, in priority order, without paused ones. The paused set is
