@@ -221,7 +221,16 @@ mod tests {
         }
     }
 
-    fn start(limits: Limits) -> (std::path::PathBuf, CancellationToken) {
+    /// Removes a test's socket directory when dropped.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn start(limits: Limits) -> (std::path::PathBuf, CancellationToken, TempDir) {
         let dir = std::env::temp_dir().join(format!(
             "chom-rpc-{}-{}",
             std::process::id(),
@@ -232,7 +241,7 @@ mod tests {
         let listener = UnixListener::bind(&path).unwrap();
         let token = CancellationToken::new();
         tokio::spawn(serve(listener, Arc::new(Echo), limits, token.clone()));
-        (path, token)
+        (path, token, TempDir(dir))
     }
 
     async fn roundtrip(stream: &mut BufReader<UnixStream>, line: &[u8]) -> Value {
@@ -244,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_lines_get_errors_and_the_connection_keeps_serving() {
-        let (path, token) = start(Limits::default());
+        let (path, token, _dir) = start(Limits::default());
         let mut c = BufReader::new(UnixStream::connect(&path).await.unwrap());
         let bad = roundtrip(&mut c, b"{not json\n").await;
         assert_eq!(bad["error"]["code"], PARSE_ERROR);
@@ -276,7 +285,7 @@ mod tests {
             max_line: 1024,
             ..Limits::default()
         };
-        let (path, token) = start(limits);
+        let (path, token, _dir) = start(limits);
         let mut good = BufReader::new(UnixStream::connect(&path).await.unwrap());
         let mut big = BufReader::new(UnixStream::connect(&path).await.unwrap());
         let mut line = vec![b'x'; 4096];
@@ -304,7 +313,7 @@ mod tests {
             line_timeout: Duration::from_millis(200),
             ..Limits::default()
         };
-        let (path, token) = start(limits);
+        let (path, token, _dir) = start(limits);
         let mut slow = BufReader::new(UnixStream::connect(&path).await.unwrap());
         slow.get_mut().write_all(b"{\"jsonrpc\":").await.unwrap();
         let mut good = BufReader::new(UnixStream::connect(&path).await.unwrap());
@@ -329,7 +338,7 @@ mod tests {
             max_connections: 1,
             ..Limits::default()
         };
-        let (path, token) = start(limits);
+        let (path, token, _dir) = start(limits);
         let mut first = BufReader::new(UnixStream::connect(&path).await.unwrap());
         let ok = roundtrip(
             &mut first,
