@@ -402,7 +402,7 @@ async fn queue_sizes(ctx: &NodeContext) -> Value {
     {
         Ok(stats) => stats
             .iter()
-            .map(|s| (s.queue.clone(), json!(s.ready + s.delayed + s.reserved)))
+            .map(|s| (s.queue.clone(), json!(s.size())))
             .collect::<serde_json::Map<_, _>>()
             .into(),
         Err(_) => json!({}),

@@ -116,21 +116,6 @@ fn systemd_ready_watchdog_stops_while_tree_unresponsive_and_stopping_on_sigterm(
     assert_eq!(status.code(), Some(0), "log:\n{}", node.log_text());
 }
 
-fn tree_child(tree: &Value, path: &str) -> Value {
-    fn go(children: &Value, path: &str) -> Option<Value> {
-        for c in children.as_array()? {
-            if c["path"] == path {
-                return Some(c.clone());
-            }
-            if let Some(found) = c.get("children").and_then(|s| go(&s["children"], path)) {
-                return Some(found);
-            }
-        }
-        None
-    }
-    go(&tree["children"], path).unwrap_or_else(|| panic!("no {path} in {tree}"))
-}
-
 fn restarts_metric(node: &Node, actor: &str) -> f64 {
     let (code, page) = node.get("/metrics");
     assert_eq!(code, 200);

@@ -53,10 +53,7 @@ fn two_nodes_drain_10000_jobs_each_exactly_once() {
             .then_some(())
     });
     let runs = executions(&file);
-    let mut ids: Vec<i64> = runs.iter().map(|(id, _)| *id).collect();
-    ids.sort_unstable();
-    let before = ids.len();
-    ids.dedup();
+    let (before, ids) = executed_ids(&file);
     assert_eq!(
         before, 10_000,
         "executions recorded (duplicates mean a job ran twice)"
@@ -120,11 +117,7 @@ fn sigkill_mid_run_loses_nothing() {
         0,
         "none stuck"
     );
-    let runs = executions(&file);
-    let mut ids: Vec<i64> = runs.iter().map(|(id, _)| *id).collect();
-    ids.sort_unstable();
-    let total = ids.len();
-    ids.dedup();
+    let (total, ids) = executed_ids(&file);
     assert_eq!(ids.len(), 2_000, "every job ran");
     // At-least-once: only jobs running at the kill may have run twice (each worker holds one,
     // and a completion not yet written when the process died counts as running).
@@ -158,14 +151,7 @@ fn panics_timeouts_and_bad_payloads_end_where_their_policy_says() {
         "debug.panic_once",
         json!({"marker": marker.display().to_string()}),
     );
-    let job = wait_for(
-        Duration::from_secs(30),
-        "panicking job to complete on retry",
-        || {
-            let j = node.rpc("jobs.show", json!({"id": panicky}))["result"].clone();
-            (j["state"] == "completed").then_some(j)
-        },
-    );
+    let job = node.wait_job_state(panicky, "completed", Duration::from_secs(30));
     assert_eq!(job["attempts"], 2, "{job}");
     assert!(
         job["last_error"]
@@ -175,7 +161,7 @@ fn panics_timeouts_and_bad_payloads_end_where_their_policy_says() {
         "{job}"
     );
     let tree = node.rpc("tree", json!({}))["result"].clone();
-    let restarts: u64 = tree_children(&tree)
+    let restarts: u64 = tree_nodes(&tree)
         .iter()
         .filter(|c| c["path"].as_str().unwrap().starts_with("queue/worker:"))
         .map(|c| c["restart_count"].as_u64().unwrap())
@@ -185,10 +171,7 @@ fn panics_timeouts_and_bad_payloads_end_where_their_policy_says() {
     // A job that always times out ends in failed_jobs after its attempts, with the backoff.
     let started = Instant::now();
     let slow = enqueue("debug.sleep", json!({"ms": 5000}));
-    let job = wait_for(Duration::from_secs(30), "timing-out job to fail", || {
-        let j = node.rpc("jobs.show", json!({"id": slow}))["result"].clone();
-        (j["state"] == "failed").then_some(j)
-    });
+    let job = node.wait_job_state(slow, "failed", Duration::from_secs(30));
     let took = started.elapsed();
     assert_eq!(job["attempts"], 3, "{job}");
     assert!(
@@ -219,10 +202,7 @@ fn panics_timeouts_and_bad_payloads_end_where_their_policy_says() {
         "INSERT INTO jobs (queue, kind, payload) VALUES ('default', 'noop', 'this is not json')",
     );
     let bad_id = pg_i64(&db.url, "SELECT max(id) FROM jobs");
-    let job = wait_for(Duration::from_secs(30), "bad payload to fail", || {
-        let j = node.rpc("jobs.show", json!({"id": bad_id}))["result"].clone();
-        (j["state"] == "failed").then_some(j)
-    });
+    let job = node.wait_job_state(bad_id, "failed", Duration::from_secs(30));
     assert_eq!(job["attempts"], 1, "{job}");
     assert!(
         job["last_error"]
@@ -240,20 +220,6 @@ fn panics_timeouts_and_bad_payloads_end_where_their_policy_says() {
     );
     let retried: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(retried["retried"], 2, "{retried}");
-}
-
-fn tree_children(tree: &Value) -> Vec<Value> {
-    let mut out = Vec::new();
-    fn go(children: &Value, out: &mut Vec<Value>) {
-        for c in children.as_array().into_iter().flatten() {
-            out.push(c.clone());
-            if let Some(sub) = c.get("children") {
-                go(&sub["children"], out);
-            }
-        }
-    }
-    go(&tree["children"], &mut out);
-    out
 }
 
 #[test]
@@ -305,9 +271,7 @@ fn postgres_stopped_for_10s_heals_and_every_job_completes() {
                 .then_some(())
         },
     );
-    let mut ids: Vec<i64> = executions(&file).into_iter().map(|(id, _)| id).collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let (_, ids) = executed_ids(&file);
     assert_eq!(ids.len(), 600);
     let (code, _) = wait_for(Duration::from_secs(30), "/health to recover", || {
         let (code, body) = node.get("/health");
@@ -552,9 +516,7 @@ fn jobs_running_at_the_shutdown_timeout_are_released_for_retry() {
     )["result"]["id"]
         .as_i64()
         .unwrap();
-    wait_for(Duration::from_secs(10), "the job to run", || {
-        (node.rpc("jobs.show", json!({"id": id}))["result"]["state"] == "reserved").then_some(())
-    });
+    node.wait_job_state(id, "reserved", Duration::from_secs(10));
     let stopping = Instant::now();
     node.signal(Signal::TERM);
     let status = node.wait_exit(Duration::from_secs(20));
@@ -603,7 +565,7 @@ fn workers_recycle_after_max_jobs_without_counting_as_failures() {
         (done == 10).then_some(())
     });
     let tree = node.rpc("tree", json!({}))["result"].clone();
-    let worker = tree_children(&tree)
+    let worker = tree_nodes(&tree)
         .into_iter()
         .find(|c| c["path"] == "queue/worker:1")
         .unwrap();
@@ -623,9 +585,7 @@ fn stuck_jobs_are_killed_with_the_reason_and_stay_failed() {
     )["result"]["id"]
         .as_i64()
         .unwrap();
-    wait_for(Duration::from_secs(10), "the job to run", || {
-        (node.rpc("jobs.show", json!({"id": id}))["result"]["state"] == "reserved").then_some(())
-    });
+    node.wait_job_state(id, "reserved", Duration::from_secs(10));
     let out = chom(
         Some(&node.config),
         &["jobs", "kill-stuck", "--older-than", "1ms", "--json"],
@@ -653,10 +613,7 @@ fn stuck_jobs_are_killed_with_the_reason_and_stay_failed() {
     let later = node.rpc("jobs.enqueue", json!({"kind": "noop"}))["result"]["id"]
         .as_i64()
         .unwrap();
-    wait_for(Duration::from_secs(10), "a later job to complete", || {
-        (node.rpc("jobs.show", json!({"id": later}))["result"]["state"] == "completed")
-            .then_some(())
-    });
+    node.wait_job_state(later, "completed", Duration::from_secs(10));
     let job = node.rpc("jobs.show", json!({"id": id}))["result"].clone();
     assert_eq!(job["state"], "failed", "{job}");
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use chom_core::job::QueueStats;
+
 use crate::context::NodeContext;
 use crate::metrics::CheckLevel;
 use crate::{sys, tree};
@@ -226,7 +228,7 @@ async fn check_queue(ctx: &NodeContext) -> CheckResult {
     let failed = backends.store.failed_since(since);
     match tokio::try_join!(stats, failed) {
         Ok((stats, failed_last_hour)) => {
-            let queue_size: u64 = stats.iter().map(|s| s.ready + s.delayed + s.reserved).sum();
+            let queue_size: u64 = stats.iter().map(QueueStats::size).sum();
             let ready: u64 = stats.iter().map(|s| s.ready).sum();
             let paused: Vec<&str> = stats
                 .iter()

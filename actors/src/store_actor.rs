@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
 use crate::cache::Cache;
@@ -31,20 +31,9 @@ pub struct StoreState {
     _migration: AbortOnDrop,
 }
 
-/// Messages the store actor answers.
-pub enum StoreMsg {
-    /// Which backends are in use (`postgres`/`sqlite`, `memory`/`redis`).
-    Info(RpcReplyPort<StoreInfo>),
-}
-
-/// Answer to [`StoreMsg::Info`].
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StoreInfo {
-    /// `postgres` or `sqlite`.
-    pub database: &'static str,
-    /// `memory` or `redis`.
-    pub cache: &'static str,
-}
+/// The store actor takes no messages: its backends are published through the node context,
+/// and it exists to own (and, when restarted, rebuild) them.
+pub enum StoreMsg {}
 
 impl Actor for StoreActor {
     type Msg = StoreMsg;
@@ -73,14 +62,9 @@ impl Actor for StoreActor {
         &self,
         _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        state: &mut Self::State,
+        _state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            StoreMsg::Info(reply) => {
-                let _ = reply.send(info(state));
-            }
-        }
-        Ok(())
+        match message {}
     }
 
     async fn post_stop(
@@ -101,13 +85,6 @@ impl Actor for StoreActor {
             warn!("store: closing the pools took longer than 5s; abandoning them");
         }
         Ok(())
-    }
-}
-
-fn info(state: &StoreState) -> StoreInfo {
-    StoreInfo {
-        database: state.backends.store.backend().as_str(),
-        cache: state.backends.cache.kind(),
     }
 }
 

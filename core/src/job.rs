@@ -180,6 +180,14 @@ pub struct QueueStats {
     pub paused: bool,
 }
 
+impl QueueStats {
+    /// Jobs waiting (due or delayed) or running: what `chom_queue_size` and the queue health
+    /// check report.
+    pub fn size(&self) -> u64 {
+        self.ready + self.delayed + self.reserved
+    }
+}
+
 /// A row of `failed_jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailedJob {

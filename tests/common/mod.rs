@@ -427,3 +427,46 @@ pub fn pg_node_extra(url: &str, name: &str, workers: u32, more: &str) -> String 
         "[node]\nname = \"{name}\"\n[database]\nurl = \"{url}\"\nmax_connections = 20\n[queue]\nworkers = {workers}\npoll_interval = \"200ms\"\n{more}"
     )
 }
+
+/// Every actor report in a `tree` result, depth first.
+pub fn tree_nodes(tree: &Value) -> Vec<Value> {
+    fn go(children: &Value, out: &mut Vec<Value>) {
+        for c in children.as_array().into_iter().flatten() {
+            out.push(c.clone());
+            if let Some(sub) = c.get("children") {
+                go(&sub["children"], out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(&tree["children"], &mut out);
+    out
+}
+
+/// The report of the actor at `path` in a `tree` result.
+pub fn tree_child(tree: &Value, path: &str) -> Value {
+    tree_nodes(tree)
+        .into_iter()
+        .find(|c| c["path"] == path)
+        .unwrap_or_else(|| panic!("no {path} in {tree}"))
+}
+
+/// From a `debug.record` side file: how many executions were recorded, and the distinct job
+/// ids (sorted).
+pub fn executed_ids(path: &Path) -> (usize, Vec<i64>) {
+    let mut ids: Vec<i64> = executions(path).into_iter().map(|(id, _)| id).collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    (total, ids)
+}
+
+impl Node {
+    /// Wait until job `id` is in `state`; returns its `jobs.show` document.
+    pub fn wait_job_state(&self, id: i64, state: &str, limit: Duration) -> Value {
+        wait_for(limit, &format!("job {id} to be {state}"), || {
+            let job = self.rpc("jobs.show", json!({ "id": id }))["result"].clone();
+            (job["state"] == state).then_some(job)
+        })
+    }
+}

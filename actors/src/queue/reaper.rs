@@ -94,11 +94,8 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
     store::with_timeout(limit, b.store.heartbeat(&ctx.node_name)).await?;
 
     let stats = store::with_timeout(limit, b.store.queue_stats(&q.queues)).await?;
-    ctx.metrics.set_queue_sizes(
-        stats
-            .iter()
-            .map(|s| (s.queue.clone(), s.ready + s.delayed + s.reserved)),
-    );
+    ctx.metrics
+        .set_queue_sizes(stats.iter().map(|s| (s.queue.clone(), s.size())));
     let failed = store::with_timeout(
         limit,
         b.store.failed_since(now - chrono::Duration::hours(1)),
