@@ -6,7 +6,11 @@ queue is paused, resume, and time the drain by 64 workers (median of --rounds dr
 later ones loaded by SQL), alternating with the raw-SQL ceiling (median of as many runs): pgbench
 claiming 500 rows with FOR UPDATE SKIP LOCKED and deleting them, on an equivalent table, no
 application in between; then pickup latency on an idle queue (enqueue -> job start, from
-debug.record's start stamp). SQLite: the same enqueue and drain, reported without a ceiling.
+debug.record's start stamp). Also reported: `design_sql`, the node's own statements run by
+pgbench with no application (claim committed alone, then completed rows kept), which shows how
+much of the gap to the ceiling is the design (a job is reserved before it runs; completed jobs
+are kept for `queue.retention`) and how much is the node. SQLite: the same enqueue and drain,
+reported without a ceiling.
 Prints one JSON line per backend; the PostgreSQL line last.
 """
 import argparse, json, os, random, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
@@ -30,6 +34,30 @@ def call(conn, method, params, rid=1):
 def psql(url, sql):
     out = subprocess.run(["psql", url, "-qtAc", sql], check=True, capture_output=True, text=True)
     return out.stdout.strip()
+
+class Session:
+    """One long-lived psql for frequent polls: a new psql per poll (a process and a backend
+    fork) would take CPU from the drain being measured."""
+    def __init__(self, url):
+        self.p = subprocess.Popen(["psql", url, "-qtAX", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def query(self, sql):
+        self.p.stdin.write(sql.rstrip().rstrip(";") + ";\n\\echo __end__\n")
+        self.p.stdin.flush()
+        lines = []
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                raise RuntimeError("psql session ended")
+            line = line.rstrip("\n")
+            if line == "__end__":
+                return "\n".join(lines).strip()
+            lines.append(line)
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(10)
 
 class Node:
     def __init__(self, binary, workdir, db_url, workers, name):
@@ -83,7 +111,7 @@ def drain(node, finished, n):
     # `finished` must be cheap (partial-index probes): the poll shares the machine with the
     # drain it measures.
     while not finished():
-        time.sleep(0.05)
+        time.sleep(0.02)
     elapsed = time.perf_counter() - start
     c[0].close()
     return n / elapsed
@@ -97,25 +125,29 @@ def run_backend(binary, db_url, n, workers, workdir, finished):
     drain_rate = drain(node, finished, n)
     return node, enqueue_rate, drain_rate
 
-def sql_ceiling(db_url, n, clients):
+CLAIM_500 = ("UPDATE bench_jobs SET state = 'reserved', reserved_at = now(), reserved_by = 'bench-' || :client_id, attempts = attempts + 1 "
+             "WHERE id IN (SELECT id FROM bench_jobs WHERE state = 'pending' AND queue = 'default' AND available_at <= now() "
+             "ORDER BY available_at, id LIMIT 500 FOR UPDATE SKIP LOCKED);\n")
+# The issue's ceiling: claim and delete in one transaction.
+CEILING_SQL = "BEGIN;\n" + CLAIM_500 + "DELETE FROM bench_jobs WHERE state = 'reserved' AND reserved_by = 'bench-' || :client_id;\nCOMMIT;\n"
+# What the node's design costs in SQL alone (no application): the claim committed on its own
+# (a job must be reserved before it runs), then completed rows kept for the retention period.
+DESIGN_SQL = (CLAIM_500 + "UPDATE bench_jobs SET state = 'completed', finished_at = now() "
+              "WHERE state = 'reserved' AND reserved_by = 'bench-' || :client_id;\n")
+
+def sql_ceiling(db_url, n, clients, body=CEILING_SQL):
     psql(db_url, "DROP TABLE IF EXISTS bench_jobs; CREATE TABLE bench_jobs (LIKE jobs INCLUDING ALL)")
     psql(db_url, f"INSERT INTO bench_jobs (queue, kind, payload) SELECT 'default', 'noop', '{{}}' FROM generate_series(1, {n})")
     psql(db_url, "VACUUM ANALYZE bench_jobs")
     script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
-    script.write(
-        "BEGIN;\n"
-        "UPDATE bench_jobs SET state = 'reserved', reserved_at = now(), reserved_by = 'bench-' || :client_id, attempts = attempts + 1 "
-        "WHERE id IN (SELECT id FROM bench_jobs WHERE state = 'pending' AND queue = 'default' AND available_at <= now() "
-        "ORDER BY available_at, id LIMIT 500 FOR UPDATE SKIP LOCKED);\n"
-        "DELETE FROM bench_jobs WHERE state = 'reserved' AND reserved_by = 'bench-' || :client_id;\n"
-        "COMMIT;\n")
+    script.write(body)
     script.close()
     per_client = -(-n // 500 // clients)  # transactions per client to empty the table
     start = time.perf_counter()
     subprocess.run(["pgbench", "-n", "-c", str(clients), "-t", str(per_client), "-f", script.name, db_url],
                    check=True, capture_output=True)
     elapsed = time.perf_counter() - start
-    left = int(psql(db_url, "SELECT count(*) FROM bench_jobs"))
+    left = int(psql(db_url, "SELECT count(*) FROM bench_jobs WHERE state IN ('pending', 'reserved')"))
     os.unlink(script.name)
     psql(db_url, "DROP TABLE bench_jobs")
     return (n - left) / elapsed
@@ -173,12 +205,14 @@ def main():
         psql(a.pg_url, f"CREATE DATABASE {db}")
         url = f"{base}/{db}"
         try:
-            finished = lambda: psql(url, UNFINISHED) == "0"
+            session = Session(url)
+            finished = lambda: session.query(UNFINISHED) == "0"
             node, enq, dr = run_backend(a.bin, url, a.n, a.workers, os.path.join(work, "pg"), finished)
             p99, p50 = pickup_latency(node, 200, os.path.join(work, "pickup"))
             # More rounds, alternating drain and ceiling so both see the same machine noise;
             # later drains are loaded by one SQL INSERT (the enqueue rate was measured above).
             drains, ceilings = [dr], [sql_ceiling(url, a.n, a.clients)]
+            designs = [sql_ceiling(url, a.n, a.clients, DESIGN_SQL)]
             for _ in range(a.rounds - 1):
                 c = rpc_conn(node.sock)
                 call(c, "queue.pause", {"queue": "default"})
@@ -186,15 +220,20 @@ def main():
                 psql(url, f"INSERT INTO jobs (queue, kind, payload) SELECT 'default', 'noop', '{{}}' FROM generate_series(1, {a.n})")
                 drains.append(drain(node, finished, a.n))
                 ceilings.append(sql_ceiling(url, a.n, a.clients))
+                designs.append(sql_ceiling(url, a.n, a.clients, DESIGN_SQL))
             node.stop()
+            session.close()
             dr, ceiling = statistics.median(drains), statistics.median(ceilings)
+            design = statistics.median(designs)
             print(json.dumps({"rounds": a.rounds, "drain_jobs_per_s": [round(d) for d in drains],
-                              "sql_ceiling_jobs_per_s": [round(c) for c in ceilings]}), file=sys.stderr, flush=True)
+                              "sql_ceiling_jobs_per_s": [round(c) for c in ceilings],
+                              "design_sql_jobs_per_s": [round(d) for d in designs]}), file=sys.stderr, flush=True)
         finally:
             psql(a.pg_url, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         out = {"bench": "queue", "backend": "postgres", "n": a.n, "workers": a.workers,
                "drain_jobs_per_s": round(dr), "sql_ceiling_jobs_per_s": round(ceiling),
                "ratio": round(dr / ceiling, 3), "enqueue_jobs_per_s": round(enq),
+               "design_sql_jobs_per_s": round(design), "design_sql_ratio": round(design / ceiling, 3),
                "pickup_p99_ms": round(p99, 2), "pickup_median_ms": round(p50, 2),
                "sql_ceiling_clients": a.clients, "rounds": a.rounds}
         print(json.dumps(out), flush=True)

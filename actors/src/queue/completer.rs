@@ -17,9 +17,13 @@ use tracing::{info, warn};
 
 use super::QueueShared;
 use crate::store;
+use chom_core::job::Completion;
 
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 1000;
+
+/// Batches at least this large are written as two concurrent transactions (PostgreSQL).
+const SPLIT: usize = 256;
 
 /// The completer actor.
 pub struct CompleterActor;
@@ -129,24 +133,52 @@ async fn flush(myself: &ActorRef<CompleterMsg>, state: &mut CompleterState) {
 }
 
 /// Write one batch of pending results; on failure they go back to the front of the list.
+/// On PostgreSQL a large batch is written as two transactions at once on two connections (an
+/// UPDATE of a thousand rows is CPU work in the database, and one statement uses one core);
+/// the two halves hold different jobs, so they cannot conflict, and each half that fails goes
+/// back on its own.
 async fn write(shared: &QueueShared) -> Result<usize, store::StoreError> {
-    let batch = shared.take_completions(MAX_BATCH);
+    let Some(backends) = shared.ctx.backends() else {
+        return if shared.pending_completions() == 0 {
+            Ok(0)
+        } else {
+            Err(store::StoreError::Timeout(Duration::ZERO))
+        };
+    };
+    let parallel = backends.store.backend() == store::Backend::Postgres;
+    let mut batch = shared.take_completions(if parallel { 2 * MAX_BATCH } else { MAX_BATCH });
     if batch.is_empty() {
         return Ok(0);
     }
-    let Some(backends) = shared.ctx.backends() else {
-        shared.return_completions(batch);
-        return Err(store::StoreError::Timeout(Duration::ZERO));
-    };
     let started = Instant::now();
-    match store::with_timeout(Duration::from_secs(10), backends.store.complete(&batch)).await {
-        Ok(()) => {
-            tracing::trace!(batch = batch.len(), took = ?started.elapsed(), "queue: completions written");
-            Ok(batch.len())
+    let one = |b: Vec<Completion>| async {
+        match store::with_timeout(Duration::from_secs(10), backends.store.complete(&b)).await {
+            Ok(()) => Ok(b.len()),
+            Err(error) => Err((b, error)),
         }
-        Err(error) => {
-            shared.return_completions(batch);
-            Err(error)
+    };
+    let written = if parallel && batch.len() >= SPLIT {
+        let second = batch.split_off(batch.len() / 2);
+        match tokio::join!(one(batch), one(second)) {
+            (Ok(a), Ok(b)) => Ok(a + b),
+            (Err((failed, error)), Ok(_)) | (Ok(_), Err((failed, error))) => {
+                shared.return_completions(failed);
+                Err(error)
+            }
+            (Err((mut first, error)), Err((second, _))) => {
+                first.extend(second);
+                shared.return_completions(first);
+                Err(error)
+            }
         }
+    } else {
+        one(batch).await.map_err(|(failed, error)| {
+            shared.return_completions(failed);
+            error
+        })
+    };
+    if let Ok(n) = written {
+        tracing::trace!(batch = n, took = ?started.elapsed(), "queue: completions written");
     }
+    written
 }

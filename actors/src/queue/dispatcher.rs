@@ -159,16 +159,17 @@ async fn claim_round(state: &mut DispatcherState) {
     }
     let new_jobs = shared.take_new_jobs();
     let idle = shared.idle_workers();
-    // Claim for every idle worker plus a refill of the ready buffer.
-    let want = idle.len() + shared.prefetch().saturating_sub(shared.ready_len());
+    // Claim for every idle worker plus a refill of the ready buffer, but only once the buffer
+    // is half empty: topping it up by a few jobs would cost a round trip per few jobs.
+    let (ready, prefetch) = (shared.ready_len(), shared.prefetch());
+    let want = if ready == 0 || ready < prefetch / 2 {
+        idle.len() + prefetch.saturating_sub(ready)
+    } else {
+        0
+    };
     if want > 0 {
         let started = Instant::now();
-        let jobs = match store::with_timeout(
-            limit,
-            backends.store.claim(&ctx.node_name, &queues, want as u32),
-        )
-        .await
-        {
+        let jobs = match claim(&backends, &ctx.node_name, &queues, want, limit).await {
             Ok(jobs) => jobs,
             Err(error) => return log_error(state, &error.to_string()),
         };
@@ -197,6 +198,43 @@ async fn claim_round(state: &mut DispatcherState) {
     }
     if want > 0 && shared.maybe_more() {
         shared.cast_wake();
+    }
+}
+
+/// Claims at least this large are split in two statements run at once on two connections:
+/// a claim is CPU work in the database (~10 µs a row), and one statement uses one core.
+const SPLIT_CLAIM: usize = 256;
+
+/// Claim up to `want` due jobs, in strict queue order. Large claims run as two concurrent
+/// statements; SKIP LOCKED keeps their rows apart and the ready buffer orders the union by
+/// priority, so the result is that of one claim of the same size. If one half fails, the
+/// jobs the other half claimed are kept (they are reserved by now) and the error is logged.
+async fn claim(
+    backends: &crate::context::Backends,
+    node: &str,
+    queues: &[String],
+    want: usize,
+    limit: Duration,
+) -> Result<Vec<chom_core::job::Job>, store::StoreError> {
+    let one = |n: usize| store::with_timeout(limit, backends.store.claim(node, queues, n as u32));
+    if want < SPLIT_CLAIM || backends.store.backend() != store::Backend::Postgres {
+        // (SQLite has one writer: two statements would only queue behind each other.)
+        return one(want).await;
+    }
+    let half = want / 2;
+    match tokio::join!(one(half), one(want - half)) {
+        (Ok(mut a), Ok(b)) => {
+            a.extend(b);
+            Ok(a)
+        }
+        (Ok(jobs), Err(error)) | (Err(error), Ok(jobs)) => {
+            if jobs.is_empty() {
+                return Err(error);
+            }
+            warn!(%error, claimed = jobs.len(), "queue: one of two concurrent claims failed");
+            Ok(jobs)
+        }
+        (Err(error), Err(_)) => Err(error),
     }
 }
 

@@ -48,7 +48,7 @@ impl PgStore {
 
 // === SQL ===
 
-/// Every column of `jobs`, in the order [`job_from_row`] reads them by name.
+/// Every column of `jobs`, in the order [`job_from_row`] reads them (by position).
 const JOB_COLUMNS: &str = "id, queue, kind, payload, attempts, max_attempts, timeout_ms, state, \
      unique_key, last_error, reserved_at, reserved_by, available_at, created_at, finished_at";
 
@@ -189,26 +189,37 @@ const FAILURES_BY_KIND: &str = "
 // === row decoding ===
 
 fn job_from_row(row: &PgRow) -> Result<Job, sqlx::Error> {
+    // By position, not by name: a claim decodes thousands of rows a second and a lookup by
+    // name hashes the column name for every cell. Every query that reads jobs selects
+    // JOB_COLUMNS in this order (checked here in debug builds, so the store suite catches a
+    // query that does not).
+    debug_assert!(
+        row.columns()
+            .iter()
+            .map(sqlx::Column::name)
+            .eq(JOB_COLUMNS.split(',').map(|c| c.trim())),
+        "job row columns must be JOB_COLUMNS in order"
+    );
     Ok(Job {
-        id: row.try_get("id")?,
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
-        payload: row.try_get("payload")?,
-        attempts: rows::count_column(i64::from(row.try_get::<i32, _>("attempts")?)),
+        id: row.try_get(0)?,
+        queue: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        payload: row.try_get(3)?,
+        attempts: rows::count_column(i64::from(row.try_get::<i32, _>(4)?)),
         max_attempts: row
-            .try_get::<Option<i32>, _>("max_attempts")?
+            .try_get::<Option<i32>, _>(5)?
             .map(|n| rows::count_column(i64::from(n))),
         timeout_ms: row
-            .try_get::<Option<i64>, _>("timeout_ms")?
+            .try_get::<Option<i64>, _>(6)?
             .map(|ms| u64::try_from(ms).unwrap_or(0)),
-        state: rows::state_column(row.try_get("state")?)?,
-        unique_key: row.try_get("unique_key")?,
-        last_error: row.try_get("last_error")?,
-        reserved_at: row.try_get("reserved_at")?,
-        reserved_by: row.try_get("reserved_by")?,
-        available_at: row.try_get("available_at")?,
-        created_at: row.try_get("created_at")?,
-        finished_at: row.try_get("finished_at")?,
+        state: rows::state_column(row.try_get(7)?)?,
+        unique_key: row.try_get(8)?,
+        last_error: row.try_get(9)?,
+        reserved_at: row.try_get(10)?,
+        reserved_by: row.try_get(11)?,
+        available_at: row.try_get(12)?,
+        created_at: row.try_get(13)?,
+        finished_at: row.try_get(14)?,
     })
 }
 
