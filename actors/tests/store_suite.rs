@@ -11,7 +11,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chom_actors::store::{Backend, NodeRecord, Store};
+use chom_actors::store::{Backend, NodeRecord, Store, StoreError};
+use chom_core::inventory::{NewSite, SiteStatus, Tier, VpsServer};
 use chom_core::job::{Completion, Job, JobFilter, JobState, NewJob, QueueStats};
 use chrono::{DateTime, Utc};
 use common::TestDb;
@@ -495,6 +496,45 @@ async fn complete_release_restores_attempts(db: &TestDb) {
     let again = s.claim(NODE, &queues(&["default"]), 1).await.unwrap();
     assert_eq!(ids(&again), vec![job.id]);
     assert_eq!(again[0].attempts, 1);
+}
+
+async fn complete_defer_reschedules_without_using_an_attempt(db: &TestDb) {
+    let s = db.store();
+    let job = reserved_job(s, "default").await;
+    assert_eq!(job.attempts, 1);
+    let later = at_ms(Utc::now() + chrono::Duration::hours(1));
+    s.complete(&[Completion::Defer {
+        id: job.id,
+        error: "too many concurrent operations on web-1".into(),
+        available_at: later,
+    }])
+    .await
+    .unwrap();
+    let deferred = get(s, job.id).await;
+    assert_eq!(deferred.state, JobState::Pending);
+    assert_eq!(deferred.attempts, 0);
+    assert_eq!(deferred.available_at, later);
+    assert_eq!(
+        deferred.last_error.as_deref(),
+        Some("too many concurrent operations on web-1")
+    );
+    assert_eq!(deferred.reserved_by, None);
+    // Not due yet; a retry in the same batch shape still counts its attempt.
+    assert!(
+        s.claim(NODE, &queues(&["default"]), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let other = reserved_job(s, "default").await;
+    s.complete(&[Completion::Retry {
+        id: other.id,
+        error: "boom".into(),
+        available_at: later,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(get(s, other.id).await.attempts, 1);
 }
 
 async fn complete_applies_a_mixed_batch(db: &TestDb) {
@@ -1082,6 +1122,139 @@ async fn heartbeat_refreshes_seen_at(db: &TestDb) {
 // === generated tests ===
 
 /// For each case, `sqlite::<case>` and `postgres::<case>`.
+// === inventory ===
+
+fn server(id: &str, host: &str) -> VpsServer {
+    VpsServer {
+        id: id.to_owned(),
+        host: host.to_owned(),
+        port: 2222,
+        user: Some("deploy".to_owned()),
+        host_key: Some("SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s".to_owned()),
+        source: "admin".to_owned(),
+    }
+}
+
+async fn vps_add_list_remove(db: &TestDb) {
+    let s = db.store();
+    s.add_vps(&server("web-2", "10.0.0.2")).await.unwrap();
+    s.add_vps(&server("web-1", "10.0.0.1")).await.unwrap();
+    let dup = s.add_vps(&server("web-1", "10.0.0.9")).await.unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
+    assert!(dup.to_string().contains("web-1"), "{dup}");
+    let list = s.vps_list().await.unwrap();
+    assert_eq!(
+        list.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+        ["web-1", "web-2"]
+    );
+    assert_eq!(list[0], server("web-1", "10.0.0.1"));
+    assert_eq!(s.vps("web-2").await.unwrap().unwrap().host, "10.0.0.2");
+    assert!(s.remove_vps("web-2").await.unwrap());
+    assert!(!s.remove_vps("web-2").await.unwrap());
+    assert_eq!(s.vps("web-2").await.unwrap(), None);
+}
+
+async fn config_vps_upsert_updates_in_place(db: &TestDb) {
+    let s = db.store();
+    s.add_vps(&server("web-1", "10.0.0.1")).await.unwrap();
+    let mut from_config =
+        VpsServer::from_config(&chom_core::config::VpsConfig::new("web-1", "10.0.0.5"));
+    s.upsert_config_vps(std::slice::from_ref(&from_config))
+        .await
+        .unwrap();
+    from_config.port = 22;
+    assert_eq!(s.vps("web-1").await.unwrap().unwrap(), from_config);
+    assert_eq!(s.vps("web-1").await.unwrap().unwrap().source, "config");
+    // Idempotent.
+    s.upsert_config_vps(std::slice::from_ref(&from_config))
+        .await
+        .unwrap();
+    assert_eq!(s.vps_list().await.unwrap().len(), 1);
+}
+
+async fn tenants_and_sites(db: &TestDb) {
+    let s = db.store();
+    s.add_vps(&server("web-1", "10.0.0.1")).await.unwrap();
+    let acme = s.create_tenant("acme", Tier::Pro).await.unwrap();
+    assert_eq!(
+        (acme.name.as_str(), acme.tier, acme.status.as_str()),
+        ("acme", Tier::Pro, "active")
+    );
+    let dup = s.create_tenant("acme", Tier::Starter).await.unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
+    let other = s.create_tenant("globex", Tier::Starter).await.unwrap();
+    assert_eq!(
+        s.tenants().await.unwrap(),
+        vec![acme.clone(), other.clone()]
+    );
+
+    let new = |tenant_id, vps: &str, domain: &str| NewSite {
+        tenant_id,
+        vps_id: vps.to_owned(),
+        domain: domain.to_owned(),
+        site_type: "wordpress".to_owned(),
+    };
+    let site = s
+        .create_site(&new(acme.id, "web-1", "shop.example.com"))
+        .await
+        .unwrap();
+    assert_eq!(site.status, SiteStatus::Pending);
+    assert_eq!(
+        (site.vps_id.as_str(), site.site_type.as_str()),
+        ("web-1", "wordpress")
+    );
+    let taken = s
+        .create_site(&new(other.id, "web-1", "shop.example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict(_)), "{taken}");
+    let no_vps = s
+        .create_site(&new(acme.id, "web-9", "b.example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(no_vps, StoreError::Invalid(_)), "{no_vps}");
+    let no_tenant = s
+        .create_site(&new(999_999, "web-1", "c.example.com"))
+        .await
+        .unwrap_err();
+    assert!(matches!(no_tenant, StoreError::Invalid(_)), "{no_tenant}");
+    let second = s
+        .create_site(&new(other.id, "web-1", "blog.example.com"))
+        .await
+        .unwrap();
+
+    assert_eq!(s.inventory_counts().await.unwrap(), (2, 0));
+    assert!(
+        s.set_site_status(site.id, SiteStatus::Active, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.set_site_status(second.id, SiteStatus::Failed, Some("site:create exited 1"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.set_site_status(999_999, SiteStatus::Active, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.inventory_counts().await.unwrap(), (2, 1));
+    let failed = s.site(second.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, SiteStatus::Failed);
+    assert_eq!(
+        failed.failure_reason.as_deref(),
+        Some("site:create exited 1")
+    );
+    assert_eq!(s.sites(Some(acme.id)).await.unwrap().len(), 1);
+    assert_eq!(s.sites(None).await.unwrap().len(), 2);
+
+    // A server with sites cannot be removed.
+    let in_use = s.remove_vps("web-1").await.unwrap_err();
+    assert!(matches!(in_use, StoreError::Invalid(_)), "{in_use}");
+    assert!(s.vps("web-1").await.unwrap().is_some());
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1119,6 +1292,7 @@ suite!(
     complete_retry_reschedules,
     complete_fail_writes_failed_job,
     complete_release_restores_attempts,
+    complete_defer_reschedules_without_using_an_attempt,
     complete_applies_a_mixed_batch,
     complete_only_changes_reserved_rows,
     plain_sql_insert_is_claimable,
@@ -1135,4 +1309,7 @@ suite!(
     failures_by_kind_and_failed_since,
     listen_wakes_on_inserts,
     heartbeat_refreshes_seen_at,
+    vps_add_list_remove,
+    config_vps_upsert_updates_in_place,
+    tenants_and_sites,
 );

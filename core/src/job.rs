@@ -136,6 +136,17 @@ pub enum Completion {
         /// Job id.
         id: i64,
     },
+    /// The attempt could not start for a reason outside the job (too many operations on its
+    /// VPS, its circuit breaker open): back to pending at `available_at` with `error` as the
+    /// last error, `attempts` decremented (the attempt does not count).
+    Defer {
+        /// Job id.
+        id: i64,
+        /// Why it could not run now.
+        error: String,
+        /// When it may run again.
+        available_at: DateTime<Utc>,
+    },
 }
 
 impl Completion {
@@ -145,7 +156,8 @@ impl Completion {
             Completion::Completed { id }
             | Completion::Retry { id, .. }
             | Completion::Fail { id, .. }
-            | Completion::Release { id } => *id,
+            | Completion::Release { id }
+            | Completion::Defer { id, .. } => *id,
         }
     }
 }

@@ -4,5 +4,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod inventory;
 pub mod job;
 pub mod policy;

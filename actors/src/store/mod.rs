@@ -5,6 +5,7 @@
 //! lazily: building a store never touches the network, so the node starts (and reports the
 //! database as down on `/health`) even when the database is unreachable.
 
+mod inventory;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -19,6 +20,7 @@ use chom_core::job::{
 };
 use chrono::{DateTime, Utc};
 
+pub use inventory::Inventory;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -40,6 +42,12 @@ pub enum StoreError {
     /// A file-system problem preparing the SQLite file.
     #[error("cannot prepare database file: {0}")]
     Io(#[from] std::io::Error),
+    /// The row exists already (a duplicate id, name or domain).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request names something that does not exist or is still in use.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Which implementation backs a store.
@@ -77,7 +85,7 @@ pub struct NodeRecord {
 
 /// Everything the node stores in its database.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Inventory + Send + Sync + 'static {
     /// Which implementation this is.
     fn backend(&self) -> Backend;
     /// Apply every pending migration.

@@ -26,7 +26,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 /// A lazily connected PostgreSQL pool.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PgStore {
@@ -101,8 +101,10 @@ const COMPLETE: &str = "
     ), retried AS (
         UPDATE jobs
         SET state = 'pending', available_at = r.available_at, last_error = r.error,
-            reserved_at = NULL, reserved_by = NULL
-        FROM unnest($2::bigint[], $3::text[], $4::timestamptz[]) AS r(id, error, available_at)
+            reserved_at = NULL, reserved_by = NULL,
+            attempts = CASE WHEN r.refund THEN GREATEST(jobs.attempts - 1, 0) ELSE jobs.attempts END
+        FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $8::boolean[])
+            AS r(id, error, available_at, refund)
         WHERE jobs.id = r.id AND jobs.state = 'reserved'
     ), failed AS (
         UPDATE jobs SET state = 'failed', finished_at = now(), last_error = f.error
@@ -360,6 +362,7 @@ impl Store for PgStore {
             .bind(&split.fail_ids)
             .bind(&split.fail_errors)
             .bind(&split.released)
+            .bind(&split.retry_refund)
             .execute(&self.pool)
             .await?;
         Ok(())

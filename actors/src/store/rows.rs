@@ -74,6 +74,8 @@ pub(super) struct SplitBatch {
     pub retry_ids: Vec<i64>,
     pub retry_errors: Vec<String>,
     pub retry_at: Vec<DateTime<Utc>>,
+    /// Per retry row: give the attempt back (a `Defer`).
+    pub retry_refund: Vec<bool>,
     pub fail_ids: Vec<i64>,
     pub fail_errors: Vec<String>,
     pub released: Vec<i64>,
@@ -99,6 +101,17 @@ impl SplitBatch {
                     split.retry_ids.push(*id);
                     split.retry_errors.push(error.clone());
                     split.retry_at.push(*available_at);
+                    split.retry_refund.push(false);
+                }
+                Completion::Defer {
+                    id,
+                    error,
+                    available_at,
+                } => {
+                    split.retry_ids.push(*id);
+                    split.retry_errors.push(error.clone());
+                    split.retry_at.push(*available_at);
+                    split.retry_refund.push(true);
                 }
                 Completion::Fail { id, error } => {
                     split.fail_ids.push(*id);
@@ -226,14 +239,20 @@ mod tests {
             },
             Completion::Release { id: 3 },
             Completion::Completed { id: 4 },
+            Completion::Defer {
+                id: 5,
+                error: "busy".into(),
+                available_at: at,
+            },
         ]);
         assert_eq!(
             split,
             SplitBatch {
                 completed: vec![4],
-                retry_ids: vec![2],
-                retry_errors: vec!["again".into()],
-                retry_at: vec![at],
+                retry_ids: vec![2, 5],
+                retry_errors: vec!["again".into(), "busy".into()],
+                retry_at: vec![at, at],
+                retry_refund: vec![false, true],
                 fail_ids: vec![1],
                 fail_errors: vec!["boom".into()],
                 released: vec![3],

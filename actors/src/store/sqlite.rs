@@ -32,7 +32,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// A lazily opened SQLite pool in WAL mode.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -113,12 +113,14 @@ const COMPLETE_COMPLETED: &str = "
     UPDATE jobs SET state = 'completed', finished_at = ?2
     WHERE state = 'reserved' AND id IN (SELECT value FROM json_each(?1))";
 
-/// `?1` is a JSON array of `[id, error, available_at_ms]`.
+/// `?1` is a JSON array of `[id, error, available_at_ms, refund]` (refund: a `Defer`, the attempt does not count).
 const COMPLETE_RETRY: &str = "
     UPDATE jobs
     SET state = 'pending', available_at = r.available_at, last_error = r.error,
-        reserved_at = NULL, reserved_by = NULL
-    FROM (SELECT value ->> 0 AS id, value ->> 1 AS error, value ->> 2 AS available_at
+        reserved_at = NULL, reserved_by = NULL,
+        attempts = CASE WHEN r.refund THEN max(jobs.attempts - 1, 0) ELSE jobs.attempts END
+    FROM (SELECT value ->> 0 AS id, value ->> 1 AS error, value ->> 2 AS available_at,
+                 value ->> 3 AS refund
           FROM json_each(?1)) AS r
     WHERE jobs.id = r.id AND jobs.state = 'reserved'";
 
@@ -390,12 +392,13 @@ impl Store for SqliteStore {
                 .await?;
         }
         if !split.retry_ids.is_empty() {
-            let retries: Vec<(i64, &str, i64)> = split
+            let retries: Vec<(i64, &str, i64, bool)> = split
                 .retry_ids
                 .iter()
                 .zip(&split.retry_errors)
                 .zip(&split.retry_at)
-                .map(|((id, error), at)| (*id, error.as_str(), ms(*at)))
+                .zip(&split.retry_refund)
+                .map(|(((id, error), at), refund)| (*id, error.as_str(), ms(*at), *refund))
                 .collect();
             sqlx::query(COMPLETE_RETRY)
                 .bind(json(&retries))

@@ -1,0 +1,469 @@
+//! The fleet's inventory (`vps_servers`, `tenants`, `sites`) on both backends.
+//!
+//! The SQL differs only in placeholders and timestamp defaults, but the row types differ, so
+//! each backend has its own short implementation; the shared store suite runs both.
+
+use async_trait::async_trait;
+use chom_core::inventory::{NewSite, Site, SiteStatus, Tenant, Tier, VpsServer};
+use sqlx::Row;
+use sqlx::error::ErrorKind;
+
+use super::{PgStore, SqliteStore, StoreError};
+
+/// Inventory operations (a supertrait of [`super::Store`]).
+#[async_trait]
+pub trait Inventory: Send + Sync {
+    /// Insert or update the `[[vps]]` entries of the config (source `config`). Rows added with
+    /// `chom vps add` of the same id become config rows.
+    async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Result<(), StoreError>;
+    /// Add a server; [`StoreError::Conflict`] when the id exists.
+    async fn add_vps(&self, vps: &VpsServer) -> Result<(), StoreError>;
+    /// Remove a server; `false` when there was none, [`StoreError::Invalid`] while sites are on it.
+    async fn remove_vps(&self, id: &str) -> Result<bool, StoreError>;
+    /// Every server, by id.
+    async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError>;
+    /// One server.
+    async fn vps(&self, id: &str) -> Result<Option<VpsServer>, StoreError>;
+    /// Create a tenant; [`StoreError::Conflict`] when the name is taken.
+    async fn create_tenant(&self, name: &str, tier: Tier) -> Result<Tenant, StoreError>;
+    /// Every tenant, by id.
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// Create a site (status `pending`); [`StoreError::Conflict`] for a taken domain,
+    /// [`StoreError::Invalid`] for an unknown tenant or server.
+    async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError>;
+    /// Sites, optionally of one tenant, by id.
+    async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError>;
+    /// One site.
+    async fn site(&self, id: i64) -> Result<Option<Site>, StoreError>;
+    /// Set a site's status and failure reason; `false` when there is no such site.
+    async fn set_site_status(
+        &self,
+        id: i64,
+        status: SiteStatus,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// Active tenants and active sites (the `chom_active_*` gauges).
+    async fn inventory_counts(&self) -> Result<(u64, u64), StoreError>;
+}
+
+/// Turn constraint violations into errors an operator can act on.
+fn classify(
+    error: sqlx::Error,
+    conflict: impl FnOnce() -> String,
+    missing: impl FnOnce() -> String,
+) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) => match db.kind() {
+            ErrorKind::UniqueViolation => StoreError::Conflict(conflict()),
+            ErrorKind::ForeignKeyViolation => StoreError::Invalid(missing()),
+            _ => StoreError::Database(error),
+        },
+        _ => StoreError::Database(error),
+    }
+}
+
+fn port(value: i64) -> u16 {
+    u16::try_from(value).unwrap_or(22)
+}
+
+fn tier(value: &str) -> Result<Tier, sqlx::Error> {
+    Tier::parse(value).ok_or_else(|| sqlx::Error::Decode(format!("unknown tier `{value}`").into()))
+}
+
+fn site_status(value: &str) -> Result<SiteStatus, sqlx::Error> {
+    SiteStatus::parse(value)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown site status `{value}`").into()))
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+const VPS_COLUMNS: &str = "id, host, port, ssh_user, host_key, source";
+const TENANT_COLUMNS: &str = "id, name, tier, status";
+const SITE_COLUMNS: &str = "id, tenant_id, vps_id, domain, type, status, failure_reason";
+
+const COUNTS: &str = "SELECT
+    (SELECT count(*) FROM tenants WHERE status = 'active'),
+    (SELECT count(*) FROM sites s JOIN tenants t ON t.id = s.tenant_id
+     WHERE s.status = 'active' AND t.status = 'active')";
+
+/// Rows are decoded the same way on both backends; a macro keeps one copy of the mapping
+/// without fighting sqlx's per-database trait bounds.
+macro_rules! decoders {
+    ($row:ty) => {
+        fn vps_from_row(row: &$row) -> Result<VpsServer, sqlx::Error> {
+            Ok(VpsServer {
+                id: row.try_get(0)?,
+                host: row.try_get(1)?,
+                port: port(row.try_get::<i64, _>(2)?),
+                user: row.try_get(3)?,
+                host_key: row.try_get(4)?,
+                source: row.try_get(5)?,
+            })
+        }
+
+        fn tenant_from_row(row: &$row) -> Result<Tenant, sqlx::Error> {
+            Ok(Tenant {
+                id: row.try_get(0)?,
+                name: row.try_get(1)?,
+                tier: tier(row.try_get(2)?)?,
+                status: row.try_get(3)?,
+            })
+        }
+
+        fn site_from_row(row: &$row) -> Result<Site, sqlx::Error> {
+            Ok(Site {
+                id: row.try_get(0)?,
+                tenant_id: row.try_get(1)?,
+                vps_id: row.try_get(2)?,
+                domain: row.try_get(3)?,
+                site_type: row.try_get(4)?,
+                status: site_status(row.try_get(5)?)?,
+                failure_reason: row.try_get(6)?,
+            })
+        }
+    };
+}
+
+// === impl Inventory for PgStore ===
+
+mod pg {
+    use super::*;
+    use sqlx::postgres::PgRow;
+
+    decoders!(PgRow);
+
+    /// `port` is INTEGER here; read as BIGINT like SQLite's, so one decoder fits both.
+    const PG_VPS_COLUMNS: &str = "id, host, port::bigint, ssh_user, host_key, source";
+
+    #[async_trait]
+    impl Inventory for PgStore {
+        async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Result<(), StoreError> {
+            let mut tx = self.pool.begin().await?;
+            for v in servers {
+                sqlx::query(
+                    "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
+                     VALUES ($1, $2, $3, $4, $5, 'config')
+                     ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, port = EXCLUDED.port,
+                         ssh_user = EXCLUDED.ssh_user, host_key = EXCLUDED.host_key,
+                         source = 'config', updated_at = now()",
+                )
+                .bind(&v.id)
+                .bind(&v.host)
+                .bind(i32::from(v.port))
+                .bind(&v.user)
+                .bind(&v.host_key)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn add_vps(&self, v: &VpsServer) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
+                 VALUES ($1, $2, $3, $4, $5, 'admin')",
+            )
+            .bind(&v.id)
+            .bind(&v.host)
+            .bind(i32::from(v.port))
+            .bind(&v.user)
+            .bind(&v.host_key)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| classify(e, || format!("vps `{}` exists already", v.id), String::new))?;
+            Ok(())
+        }
+
+        async fn remove_vps(&self, id: &str) -> Result<bool, StoreError> {
+            let result = sqlx::query("DELETE FROM vps_servers WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| {
+                    classify(e, String::new, || {
+                        format!("vps `{id}` still has sites; move or delete them first")
+                    })
+                })?;
+            Ok(result.rows_affected() > 0)
+        }
+
+        async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError> {
+            let sql = format!("SELECT {PG_VPS_COLUMNS} FROM vps_servers ORDER BY id");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.iter().map(vps_from_row).collect::<Result<_, _>>()?)
+        }
+
+        async fn vps(&self, id: &str) -> Result<Option<VpsServer>, StoreError> {
+            let sql = format!("SELECT {PG_VPS_COLUMNS} FROM vps_servers WHERE id = $1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(vps_from_row).transpose()?)
+        }
+
+        async fn create_tenant(&self, name: &str, tier: Tier) -> Result<Tenant, StoreError> {
+            let sql = format!(
+                "INSERT INTO tenants (name, tier) VALUES ($1, $2) RETURNING {TENANT_COLUMNS}"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(name)
+                .bind(tier.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| {
+                    classify(e, || format!("tenant `{name}` exists already"), String::new)
+                })?;
+            Ok(tenant_from_row(&row)?)
+        }
+
+        async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+            let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
+        }
+
+        async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError> {
+            let sql = format!(
+                "INSERT INTO sites (tenant_id, vps_id, domain, type) VALUES ($1, $2, $3, $4)
+                 RETURNING {SITE_COLUMNS}"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(site.tenant_id)
+                .bind(&site.vps_id)
+                .bind(&site.domain)
+                .bind(&site.site_type)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| {
+                    classify(
+                        e,
+                        || format!("a site with domain `{}` exists already", site.domain),
+                        || format!("no tenant {} or no vps `{}`", site.tenant_id, site.vps_id),
+                    )
+                })?;
+            Ok(site_from_row(&row)?)
+        }
+
+        async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError> {
+            let sql = format!(
+                "SELECT {SITE_COLUMNS} FROM sites WHERE ($1::bigint IS NULL OR tenant_id = $1)
+                 ORDER BY id"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.iter().map(site_from_row).collect::<Result<_, _>>()?)
+        }
+
+        async fn site(&self, id: i64) -> Result<Option<Site>, StoreError> {
+            let sql = format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = $1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(site_from_row).transpose()?)
+        }
+
+        async fn set_site_status(
+            &self,
+            id: i64,
+            status: SiteStatus,
+            reason: Option<&str>,
+        ) -> Result<bool, StoreError> {
+            let result = sqlx::query(
+                "UPDATE sites SET status = $2, failure_reason = $3, updated_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .bind(status.as_str())
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+            Ok(result.rows_affected() > 0)
+        }
+
+        async fn inventory_counts(&self) -> Result<(u64, u64), StoreError> {
+            let row = sqlx::query(COUNTS).fetch_one(&self.pool).await?;
+            Ok((count(row.try_get(0)?), count(row.try_get(1)?)))
+        }
+    }
+}
+
+// === impl Inventory for SqliteStore ===
+
+mod lite {
+    use super::*;
+    use sqlx::sqlite::SqliteRow;
+
+    decoders!(SqliteRow);
+
+    const NOW_MS: &str = "CAST(strftime('%s', 'now') AS INTEGER) * 1000";
+
+    #[async_trait]
+    impl Inventory for SqliteStore {
+        async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Result<(), StoreError> {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let sql = format!(
+                "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'config')
+                 ON CONFLICT (id) DO UPDATE SET host = excluded.host, port = excluded.port,
+                     ssh_user = excluded.ssh_user, host_key = excluded.host_key,
+                     source = 'config', updated_at = {NOW_MS}"
+            );
+            for v in servers {
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(&v.id)
+                    .bind(&v.host)
+                    .bind(i64::from(v.port))
+                    .bind(&v.user)
+                    .bind(&v.host_key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn add_vps(&self, v: &VpsServer) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'admin')",
+            )
+            .bind(&v.id)
+            .bind(&v.host)
+            .bind(i64::from(v.port))
+            .bind(&v.user)
+            .bind(&v.host_key)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| classify(e, || format!("vps `{}` exists already", v.id), String::new))?;
+            Ok(())
+        }
+
+        async fn remove_vps(&self, id: &str) -> Result<bool, StoreError> {
+            let result = sqlx::query("DELETE FROM vps_servers WHERE id = ?1")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| {
+                    classify(e, String::new, || {
+                        format!("vps `{id}` still has sites; move or delete them first")
+                    })
+                })?;
+            Ok(result.rows_affected() > 0)
+        }
+
+        async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError> {
+            let sql = format!("SELECT {VPS_COLUMNS} FROM vps_servers ORDER BY id");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.iter().map(vps_from_row).collect::<Result<_, _>>()?)
+        }
+
+        async fn vps(&self, id: &str) -> Result<Option<VpsServer>, StoreError> {
+            let sql = format!("SELECT {VPS_COLUMNS} FROM vps_servers WHERE id = ?1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(vps_from_row).transpose()?)
+        }
+
+        async fn create_tenant(&self, name: &str, tier: Tier) -> Result<Tenant, StoreError> {
+            let sql = format!(
+                "INSERT INTO tenants (name, tier) VALUES (?1, ?2) RETURNING {TENANT_COLUMNS}"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(name)
+                .bind(tier.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| {
+                    classify(e, || format!("tenant `{name}` exists already"), String::new)
+                })?;
+            Ok(tenant_from_row(&row)?)
+        }
+
+        async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+            let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
+        }
+
+        async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError> {
+            let sql = format!(
+                "INSERT INTO sites (tenant_id, vps_id, domain, type) VALUES (?1, ?2, ?3, ?4)
+                 RETURNING {SITE_COLUMNS}"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(site.tenant_id)
+                .bind(&site.vps_id)
+                .bind(&site.domain)
+                .bind(&site.site_type)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| {
+                    classify(
+                        e,
+                        || format!("a site with domain `{}` exists already", site.domain),
+                        || format!("no tenant {} or no vps `{}`", site.tenant_id, site.vps_id),
+                    )
+                })?;
+            Ok(site_from_row(&row)?)
+        }
+
+        async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError> {
+            let sql = format!(
+                "SELECT {SITE_COLUMNS} FROM sites WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(rows.iter().map(site_from_row).collect::<Result<_, _>>()?)
+        }
+
+        async fn site(&self, id: i64) -> Result<Option<Site>, StoreError> {
+            let sql = format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = ?1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.as_ref().map(site_from_row).transpose()?)
+        }
+
+        async fn set_site_status(
+            &self,
+            id: i64,
+            status: SiteStatus,
+            reason: Option<&str>,
+        ) -> Result<bool, StoreError> {
+            let sql = format!(
+                "UPDATE sites SET status = ?2, failure_reason = ?3, updated_at = {NOW_MS} WHERE id = ?1"
+            );
+            let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(status.as_str())
+                .bind(reason)
+                .execute(&self.pool)
+                .await?;
+            Ok(result.rows_affected() > 0)
+        }
+
+        async fn inventory_counts(&self) -> Result<(u64, u64), StoreError> {
+            let row = sqlx::query(COUNTS).fetch_one(&self.pool).await?;
+            Ok((count(row.try_get(0)?), count(row.try_get(1)?)))
+        }
+    }
+}
