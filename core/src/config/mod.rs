@@ -26,7 +26,7 @@ pub use env::{ALIASES, ENV_PREFIX};
 pub use error::{ConfigError, ConfigErrors};
 pub use redact::{REDACTED, redact_url};
 pub use sections::*;
-pub use validate::MAX_WORKERS;
+pub use validate::{MAX_WORKERS, NAME_RULE, is_fingerprint, is_host, is_name};
 
 /// The annotated default configuration, `config/chom.toml`, as printed by `chom config default`.
 /// Parsing it with no environment gives exactly [`Config::default()`].

@@ -407,18 +407,20 @@ fn is_log_level(level: &str) -> bool {
     parts.peek().is_some() && parts.all(|p| LEVELS.contains(&p.to_ascii_lowercase().as_str()))
 }
 
-const NAME_RULE: &str =
+/// How ids and queue names may be spelled (for error messages).
+pub const NAME_RULE: &str =
     "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit";
 
 /// `^[a-z0-9][a-z0-9._-]*$`: ids and queue names end up in metric labels and actor paths.
-fn is_name(name: &str) -> bool {
+pub fn is_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
-fn is_host(host: &str) -> bool {
+/// A host name or an IP address (no port, no spaces).
+pub fn is_host(host: &str) -> bool {
     host.parse::<IpAddr>().is_ok()
         || (host.starts_with(|c: char| c.is_ascii_alphanumeric())
             && host
@@ -427,7 +429,7 @@ fn is_host(host: &str) -> bool {
 }
 
 /// `SHA256:` followed by unpadded or padded base64, as `ssh-keygen -l` prints it.
-fn is_fingerprint(value: &str) -> bool {
+pub fn is_fingerprint(value: &str) -> bool {
     value.strip_prefix("SHA256:").is_some_and(|b64| {
         !b64.is_empty()
             && b64
