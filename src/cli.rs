@@ -66,9 +66,116 @@ enum Command {
     /// Dead letters: jobs that failed for good.
     #[command(subcommand)]
     Failed(FailedCommand),
+    /// The fleet's servers: list, add and remove (starts and stops VPS actors live).
+    #[command(subcommand)]
+    Vps(VpsCommand),
+    /// Circuit breakers of the servers: list; reset, force open or close one.
+    #[command(subcommand)]
+    Breaker(BreakerCommand),
+    /// Tenants (customers).
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Customer sites: list, add (and provision), provision again.
+    #[command(subcommand)]
+    Sites(SitesCommand),
     /// Benchmarks that need no running node.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum VpsCommand {
+    /// Every server, with whether its actor runs.
+    List,
+    /// Add a server and start its actor (no connection is made until a command needs one).
+    Add {
+        /// Server id (lowercase letters, digits, '.', '_', '-').
+        id: String,
+        /// Host name or IP address.
+        host: String,
+        /// SSH port.
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+        /// Remote user (default: ssh.user).
+        #[arg(long)]
+        user: Option<String>,
+        /// Pin the host key by fingerprint (SHA256:..., as `ssh-keygen -lf` prints it)
+        /// instead of checking ssh.known_hosts.
+        #[arg(long)]
+        host_key: Option<String>,
+    },
+    /// Remove a server (refused while sites are on it) and stop its actor.
+    Remove {
+        /// Server id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BreakerCommand {
+    /// Every server's breaker: state, recent failures, reason, time left open.
+    List,
+    /// Back to closed with failures forgotten (also ends forced open and disabled).
+    Reset {
+        /// Server id.
+        vps: String,
+    },
+    /// Force open (maintenance): every call is rejected until reset or closed.
+    Open {
+        /// Server id.
+        vps: String,
+    },
+    /// Close now.
+    Close {
+        /// Server id.
+        vps: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    /// Every tenant.
+    List,
+    /// Create a tenant; prints its id.
+    Add {
+        /// Unique name.
+        name: String,
+        /// starter, pro or enterprise.
+        #[arg(long, default_value = "starter")]
+        tier: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SitesCommand {
+    /// Sites, optionally of one tenant.
+    List {
+        /// Only this tenant's sites.
+        #[arg(long)]
+        tenant: Option<i64>,
+    },
+    /// Create a site and enqueue its provisioning (`site:create DOMAIN TYPE` on the server).
+    Add {
+        /// Domain name.
+        domain: String,
+        /// Owning tenant's id.
+        #[arg(long)]
+        tenant: i64,
+        /// Server id.
+        #[arg(long)]
+        vps: String,
+        /// Site type passed to site:create.
+        #[arg(long = "type", default_value = "wordpress")]
+        site_type: String,
+        /// Only record the site; do not enqueue site.provision.
+        #[arg(long)]
+        no_provision: bool,
+    },
+    /// Enqueue site.provision for a site again (e.g. after it failed).
+    Provision {
+        /// Site id.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +374,75 @@ async fn run(cli: Cli) -> u8 {
                 }
                 QueueCommand::Resume { queue } => {
                     ("queue.resume", json!({ "queue": queue }), output::paused)
+                }
+            };
+            admin(&cli, method, params, render).await
+        }
+        Command::Vps(cmd) => {
+            let (method, params, render): (&str, Value, Render) = match cmd {
+                VpsCommand::List => ("vps.list", json!({}), output::vps_list),
+                VpsCommand::Add {
+                    id,
+                    host,
+                    port,
+                    user,
+                    host_key,
+                } => (
+                    "vps.add",
+                    json!({ "id": id, "host": host, "port": port, "user": user, "host_key": host_key }),
+                    output::vps_added,
+                ),
+                VpsCommand::Remove { id } => {
+                    ("vps.remove", json!({ "id": id }), output::vps_removed)
+                }
+            };
+            admin(&cli, method, params, render).await
+        }
+        Command::Breaker(cmd) => {
+            let (method, params, render): (&str, Value, Render) = match cmd {
+                BreakerCommand::List => ("breaker.list", json!({}), output::breakers),
+                BreakerCommand::Reset { vps } => {
+                    ("breaker.reset", json!({ "vps": vps }), output::breaker)
+                }
+                BreakerCommand::Open { vps } => {
+                    ("breaker.open", json!({ "vps": vps }), output::breaker)
+                }
+                BreakerCommand::Close { vps } => {
+                    ("breaker.close", json!({ "vps": vps }), output::breaker)
+                }
+            };
+            admin(&cli, method, params, render).await
+        }
+        Command::Tenants(cmd) => {
+            let (method, params, render): (&str, Value, Render) = match cmd {
+                TenantsCommand::List => ("tenants.list", json!({}), output::tenants),
+                TenantsCommand::Add { name, tier } => (
+                    "tenants.add",
+                    json!({ "name": name, "tier": tier }),
+                    output::tenant_added,
+                ),
+            };
+            admin(&cli, method, params, render).await
+        }
+        Command::Sites(cmd) => {
+            let (method, params, render): (&str, Value, Render) = match cmd {
+                SitesCommand::List { tenant } => {
+                    ("sites.list", json!({ "tenant": tenant }), output::sites)
+                }
+                SitesCommand::Add {
+                    domain,
+                    tenant,
+                    vps,
+                    site_type,
+                    no_provision,
+                } => (
+                    "sites.add",
+                    json!({ "domain": domain, "tenant": tenant, "vps": vps, "type": site_type,
+                            "provision": !no_provision }),
+                    output::site_added,
+                ),
+                SitesCommand::Provision { id } => {
+                    ("sites.provision", json!({ "id": id }), output::provisioning)
                 }
             };
             admin(&cli, method, params, render).await

@@ -2,6 +2,7 @@
 
 mod cli;
 mod edge;
+mod fleet_methods;
 mod logging;
 mod methods;
 mod node;

@@ -1,7 +1,7 @@
 //! The admin RPC methods of a running node (SPEC.md "Admin RPC").
 //!
-//! Each method is one small function; `NodeRpc::call` only dispatches. Methods that later
-//! issues add (jobs.*, queue.*, vps.*, ...) answer -32601 until they exist.
+//! Each method is one small function; `NodeRpc::call` only dispatches. The fleet's methods
+//! (vps.*, breaker.*, tenants.*, sites.*) live in `fleet_methods`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,10 +59,13 @@ impl Dispatch for NodeRpc {
                 "failed.analyze" => failed_analyze(&ctx).await,
                 "debug.stall" if ctx.debug_hooks => debug_stall(&ctx, &params).await,
                 "debug.fault" if ctx.debug_hooks => debug_fault(&ctx, &params).await,
-                other => Err(RpcError::new(
-                    METHOD_NOT_FOUND,
-                    format!("no method named `{other}`"),
-                )),
+                other => match crate::fleet_methods::dispatch(&ctx, other, &params).await {
+                    Some(result) => result,
+                    None => Err(RpcError::new(
+                        METHOD_NOT_FOUND,
+                        format!("no method named `{other}`"),
+                    )),
+                },
             }
         })
     }
@@ -97,7 +100,7 @@ async fn status(ctx: &NodeContext) -> Result<Value, RpcError> {
             Some(q) => q.active_queues().await,
             None => Vec::new(),
         },
-        "open_breakers": [],
+        "open_breakers": crate::fleet_methods::open_breakers(ctx).await,
     }))
 }
 
@@ -236,9 +239,9 @@ async fn debug_fault(ctx: &NodeContext, params: &Value) -> Result<Value, RpcErro
 // === jobs, queues, dead letters ===
 
 /// Database operations from the admin socket get this long.
-const STORE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn backends(ctx: &NodeContext) -> Result<Backends, RpcError> {
+pub(crate) fn backends(ctx: &NodeContext) -> Result<Backends, RpcError> {
     if !ctx.migrated() {
         return Err(RpcError::failed(
             "database not ready (migrations not applied yet)",
@@ -248,11 +251,11 @@ fn backends(ctx: &NodeContext) -> Result<Backends, RpcError> {
         .ok_or_else(|| RpcError::failed("store actor is not running"))
 }
 
-fn store_err(e: StoreError) -> RpcError {
+pub(crate) fn store_err(e: StoreError) -> RpcError {
     RpcError::failed(e.to_string())
 }
 
-fn opt_str<'a>(params: &'a Value, name: &str) -> Result<Option<&'a str>, RpcError> {
+pub(crate) fn opt_str<'a>(params: &'a Value, name: &str) -> Result<Option<&'a str>, RpcError> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -262,7 +265,7 @@ fn opt_str<'a>(params: &'a Value, name: &str) -> Result<Option<&'a str>, RpcErro
     }
 }
 
-fn opt_u64(params: &Value, name: &str) -> Result<Option<u64>, RpcError> {
+pub(crate) fn opt_u64(params: &Value, name: &str) -> Result<Option<u64>, RpcError> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| {
@@ -291,7 +294,7 @@ fn check_queue(ctx: &NodeContext, queue: &str) -> Result<(), RpcError> {
     }
 }
 
-fn wake_dispatcher(ctx: &NodeContext) {
+pub(crate) fn wake_dispatcher(ctx: &NodeContext) {
     if let Some(q) = ctx.queue.get() {
         q.wake_for_new_jobs();
     }

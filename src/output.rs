@@ -333,3 +333,173 @@ pub fn analyze(v: &Value) -> (String, u8) {
     }
     (out, 0)
 }
+
+// === fleet ===
+
+fn opt(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        None | Some(Value::Null) => "-".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `chom vps list`.
+pub fn vps_list(v: &Value) -> (String, u8) {
+    let mut out = String::new();
+    let rows = v["vps"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return (
+            "no servers (add one with `chom vps add ID HOST`)\n".to_owned(),
+            0,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<20} {:<30} {:<10} {:<8} {:<12} HOST KEY",
+        "ID", "ADDRESS", "USER", "SOURCE", "ACTOR"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<30} {:<10} {:<8} {:<12} {}",
+            str_of(&r, "id"),
+            format!("{}:{}", str_of(&r, "host"), r["port"]),
+            opt(&r, "user"),
+            str_of(&r, "source"),
+            str_of(&r, "actor"),
+            r.get("host_key")
+                .and_then(Value::as_str)
+                .unwrap_or("known_hosts"),
+        );
+    }
+    (out, 0)
+}
+
+/// `chom vps add`.
+pub fn vps_added(v: &Value) -> (String, u8) {
+    (
+        format!(
+            "added vps {}; its actor is running\n",
+            str_of(&v["vps"], "id")
+        ),
+        0,
+    )
+}
+
+/// `chom vps remove`.
+pub fn vps_removed(v: &Value) -> (String, u8) {
+    (format!("removed vps {}\n", str_of(v, "removed")), 0)
+}
+
+fn breaker_line(out: &mut String, i: &Value) {
+    let b = &i["breaker"];
+    let left = b
+        .get("open_remaining_ms")
+        .and_then(Value::as_u64)
+        .map(|ms| format!("{}s", ms.div_ceil(1000)))
+        .unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "{:<20} {:<12} {:<9} {:<9} {:<9} {}",
+        str_of(i, "vps"),
+        str_of(b, "state"),
+        opt(b, "failures"),
+        left,
+        if i["connected"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        },
+        opt(b, "reason"),
+    );
+}
+
+/// `chom breaker list`.
+pub fn breakers(v: &Value) -> (String, u8) {
+    let rows = v["breakers"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return ("no servers\n".to_owned(), 0);
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:<12} {:<9} {:<9} {:<9} REASON",
+        "VPS", "STATE", "FAILURES", "OPEN FOR", "SESSION"
+    );
+    for r in &rows {
+        breaker_line(&mut out, r);
+    }
+    (out, 0)
+}
+
+/// `chom breaker reset|open|close`.
+pub fn breaker(v: &Value) -> (String, u8) {
+    let mut out = String::new();
+    breaker_line(&mut out, v);
+    (out, 0)
+}
+
+/// `chom tenants list`.
+pub fn tenants(v: &Value) -> (String, u8) {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<8} {:<30} {:<12} STATUS", "ID", "NAME", "TIER");
+    for t in v["tenants"].as_array().cloned().unwrap_or_default() {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<30} {:<12} {}",
+            t["id"],
+            str_of(&t, "name"),
+            str_of(&t, "tier"),
+            str_of(&t, "status")
+        );
+    }
+    (out, 0)
+}
+
+/// `chom tenants add`.
+pub fn tenant_added(v: &Value) -> (String, u8) {
+    (format!("{}\n", v["id"]), 0)
+}
+
+/// `chom sites list`.
+pub fn sites(v: &Value) -> (String, u8) {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<8} {:<8} {:<16} {:<32} {:<10} {:<8} REASON",
+        "ID", "TENANT", "VPS", "DOMAIN", "TYPE", "STATUS"
+    );
+    for s in v["sites"].as_array().cloned().unwrap_or_default() {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<8} {:<16} {:<32} {:<10} {:<8} {}",
+            s["id"],
+            s["tenant_id"],
+            str_of(&s, "vps_id"),
+            str_of(&s, "domain"),
+            str_of(&s, "type"),
+            str_of(&s, "status"),
+            opt(&s, "failure_reason"),
+        );
+    }
+    (out, 0)
+}
+
+/// `chom sites add`.
+pub fn site_added(v: &Value) -> (String, u8) {
+    let site = &v["site"];
+    let job = match v.get("job").and_then(Value::as_i64) {
+        Some(id) => format!("; provisioning job {id}"),
+        None => String::new(),
+    };
+    (
+        format!("site {} ({}){job}\n", site["id"], str_of(site, "domain")),
+        0,
+    )
+}
+
+/// `chom sites provision`.
+pub fn provisioning(v: &Value) -> (String, u8) {
+    (format!("provisioning job {}\n", v["job"]), 0)
+}

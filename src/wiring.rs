@@ -8,6 +8,9 @@
 //! │   ├── worker:1..N     one job at a time each
 //! │   ├── dispatcher      batched claims, LISTEN/NOTIFY + polling
 //! │   └── reaper          rescue, stuck jobs, pruning, dead-letter analysis
+//! ├── fleet (dynamic one_for_one)
+//! │   ├── inventory       keeps one vps actor per row of vps_servers
+//! │   └── vps:<id>        SSH session + circuit breaker of one server (added at run time)
 //! ├── monitors (one_for_one)
 //! │   └── watchdog        sd_notify WATCHDOG=1 while the tree answers
 //! └── edge (one_for_one)
@@ -23,6 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chom_actors::context::NodeContext;
+use chom_actors::fleet::Fleet;
+use chom_actors::fleet::inventory::{InventoryActor, InventoryArgs};
 use chom_actors::metrics::Metrics;
 use chom_actors::queue::QueueShared;
 use chom_actors::queue::completer::{CompleterActor, CompleterArgs};
@@ -110,9 +115,12 @@ pub fn root(
     let sup = &ctx.config.supervision;
     let shared = QueueShared::new(ctx.clone(), ctx.config.queue.workers as usize);
     let _ = ctx.queue.set(shared.clone());
+    let fleet_shared = Fleet::new(ctx.clone());
+    let _ = ctx.fleet.set(fleet_shared.clone());
     let children = vec![
         store(ctx.clone()),
         queue(&ctx, shared, observer.clone(), sup),
+        fleet(fleet_shared, observer.clone(), sup),
         monitors(ctx.clone(), observer.clone(), sup),
         edge(ctx.clone(), listeners, observer.clone(), sup),
     ];
@@ -238,6 +246,24 @@ fn queue(
         move || ReaperArgs { shared: s.clone() },
     ));
     subtree("queue", Strategy::OneForOne, children, observer, sup)
+}
+
+/// `fleet` (dynamic one_for_one): `inventory` first, which adds a `vps:<id>` child per server
+/// (and removes them) through this supervisor. A restarted fleet starts with `inventory`
+/// alone, which adds the servers again.
+fn fleet(fleet: Arc<Fleet>, observer: Arc<NodeObserver>, sup: &SupervisionConfig) -> ChildSpec {
+    let inventory = ChildSpec::worker("inventory", move |start: StartCtx| {
+        let args = InventoryArgs {
+            fleet: fleet.clone(),
+            supervisor: start.supervisor.clone().into(),
+        };
+        async move {
+            let (actor, _) =
+                Actor::spawn_linked(None, InventoryActor, args, start.supervisor).await?;
+            Ok(actor.get_cell())
+        }
+    });
+    subtree("fleet", Strategy::OneForOne, vec![inventory], observer, sup)
 }
 
 fn monitors(

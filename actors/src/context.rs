@@ -48,6 +48,8 @@ pub struct NodeContext {
     faults: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// The queue subtree's shared state (admin methods wake the dispatcher through it).
     pub queue: OnceLock<Arc<crate::queue::QueueShared>>,
+    /// The fleet's shared state (jobs reach the VPS actors through it).
+    pub fleet: OnceLock<Arc<crate::fleet::Fleet>>,
     /// The address the HTTP listener actually bound (`http.listen` may ask for port 0).
     pub http_addr: OnceLock<std::net::SocketAddr>,
     backends: watch::Sender<Option<Backends>>,
@@ -75,6 +77,7 @@ impl NodeContext {
             debug_hooks,
             http_addr: OnceLock::new(),
             queue: OnceLock::new(),
+            fleet: OnceLock::new(),
             faults: Default::default(),
             backends: watch::Sender::new(None),
             migrated: watch::Sender::new(false),

@@ -124,6 +124,7 @@ impl HealthReport {
 /// Run every check now (concurrently) and record the results in the metrics.
 pub async fn run_checks(ctx: &NodeContext) -> HealthReport {
     let limit = ctx.config.health.check_timeout;
+    let fleet = check_fleet(ctx);
     let (database, cache, disk, supervision, queue) = tokio::join!(
         bounded(limit, check_database(ctx, limit)),
         bounded(limit, check_cache(ctx)),
@@ -137,6 +138,7 @@ pub async fn run_checks(ctx: &NodeContext) -> HealthReport {
         ("disk", disk),
         ("supervision", supervision),
         ("queue", queue),
+        ("fleet", fleet),
     ]
     .into_iter()
     .map(|(name, result)| (name.to_owned(), result))
@@ -255,6 +257,27 @@ async fn check_queue(ctx: &NodeContext) -> CheckResult {
             }
         }
         Err(error) => CheckResult::error(error.to_string(), json!({})),
+    }
+}
+
+/// Warning while any server's circuit breaker is open (from the states the VPS actors
+/// export, so the check costs nothing however large the fleet).
+fn check_fleet(ctx: &NodeContext) -> CheckResult {
+    let states = ctx.metrics.breaker_states();
+    let open: Vec<&str> = states
+        .iter()
+        .filter(|(_, s)| matches!(*s, "open" | "forced_open"))
+        .map(|(service, _)| service.strip_prefix("vps:").unwrap_or(service))
+        .collect();
+    let half_open = states.iter().filter(|(_, s)| *s == "half_open").count();
+    let details = json!({ "servers": states.len(), "open": open, "half_open": half_open });
+    if open.is_empty() {
+        CheckResult::ok(details)
+    } else {
+        CheckResult::warning(
+            format!("circuit breaker open for {}", open.join(", ")),
+            details,
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod context;
+pub mod fleet;
 pub mod health;
 pub mod jobs;
 pub mod metrics;

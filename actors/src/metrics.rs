@@ -45,8 +45,17 @@ struct Inner {
     queue_sizes: Arc<Mutex<BTreeMap<String, i64>>>,
     failed_last_hour: Arc<AtomicI64>,
     kinds_flagged: Counter<u64>,
+    ssh_commands: Counter<u64>,
+    ssh_duration: Histogram<f64>,
+    /// Current state of each breaker by service (`vps:<id>`).
+    breakers: Arc<Mutex<BTreeMap<String, &'static str>>>,
+    /// (active tenants, active sites), once read.
+    inventory: Arc<Mutex<Option<(i64, i64)>>>,
     _gauges: Vec<ObservableGauge<i64>>,
 }
+
+/// Every state `chom_circuit_breaker_state` reports (one series each).
+const BREAKER_STATES: [&str; 5] = ["closed", "open", "half_open", "forced_open", "disabled"];
 
 /// Histogram buckets in seconds, from 1 ms (noop jobs, pickup latency) to 10 minutes
 /// (site provisioning).
@@ -102,6 +111,21 @@ impl Metrics {
             .u64_counter("chom_failed_job_kinds_flagged_total")
             .with_description("Dead-letter analyses that flagged a job kind for too many failures")
             .build();
+        let ssh_commands = meter
+            .u64_counter("chom_ssh_commands_total")
+            .with_description(
+                "SSH command attempts by outcome: ok, command_failed, transport_failed, rejected",
+            )
+            .build();
+        let ssh_duration = meter
+            .f64_histogram("chom_ssh_command_duration_seconds")
+            .with_description("Time one SSH command took, from request to exit")
+            .with_boundaries(SECONDS_BUCKETS.to_vec())
+            .build();
+        let breakers: Arc<Mutex<BTreeMap<String, &'static str>>> = Arc::default();
+        let (open_view, state_view) = (breakers.clone(), breakers.clone());
+        let inventory = Arc::new(Mutex::new(None::<(i64, i64)>));
+        let (tenants_view, sites_view) = (inventory.clone(), inventory.clone());
         let queue_sizes: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
         let queue_view = queue_sizes.clone();
         let failed_last_hour = Arc::new(AtomicI64::new(-1));
@@ -110,6 +134,56 @@ impl Metrics {
         let health_view = health.clone();
         let version = version.to_owned();
         let gauges = vec![
+            meter
+                .i64_observable_gauge("chom_circuit_breaker_open")
+                .with_description("1 while a circuit breaker is open (or forced open), else 0")
+                .with_callback(move |o| {
+                    for (service, state) in open_view.lock().expect("breakers lock").iter() {
+                        let open = matches!(*state, "open" | "forced_open");
+                        o.observe(
+                            i64::from(open),
+                            &[KeyValue::new("service", service.clone())],
+                        );
+                    }
+                })
+                .build(),
+            meter
+                .i64_observable_gauge("chom_circuit_breaker_state")
+                .with_description(
+                    "1 for the current state of each circuit breaker, 0 for the others",
+                )
+                .with_callback(move |o| {
+                    for (service, state) in state_view.lock().expect("breakers lock").iter() {
+                        for candidate in BREAKER_STATES {
+                            o.observe(
+                                i64::from(candidate == *state),
+                                &[
+                                    KeyValue::new("service", service.clone()),
+                                    KeyValue::new("state", candidate),
+                                ],
+                            );
+                        }
+                    }
+                })
+                .build(),
+            meter
+                .i64_observable_gauge("chom_active_tenants")
+                .with_description("Tenants with status active")
+                .with_callback(move |o| {
+                    if let Some((tenants, _)) = *tenants_view.lock().expect("inventory lock") {
+                        o.observe(tenants, &[]);
+                    }
+                })
+                .build(),
+            meter
+                .i64_observable_gauge("chom_active_sites")
+                .with_description("Active sites of active tenants")
+                .with_callback(move |o| {
+                    if let Some((_, sites)) = *sites_view.lock().expect("inventory lock") {
+                        o.observe(sites, &[]);
+                    }
+                })
+                .build(),
             meter
                 .i64_observable_gauge("chom_queue_size")
                 .with_description("Jobs waiting or running per queue")
@@ -167,9 +241,60 @@ impl Metrics {
                 queue_sizes,
                 failed_last_hour,
                 kinds_flagged,
+                ssh_commands,
+                ssh_duration,
+                breakers,
+                inventory,
                 _gauges: gauges,
             }),
         }
+    }
+
+    /// Count one SSH command attempt on `vps` (`outcome`: ok, command_failed,
+    /// transport_failed, rejected); `took` is recorded unless it was rejected before running.
+    pub fn ssh_command(&self, vps: &str, outcome: &'static str, took: Option<Duration>) {
+        let v = KeyValue::new("vps", vps.to_owned());
+        self.inner
+            .ssh_commands
+            .add(1, &[v.clone(), KeyValue::new("outcome", outcome)]);
+        if let Some(took) = took {
+            self.inner.ssh_duration.record(took.as_secs_f64(), &[v]);
+        }
+    }
+
+    /// Record the state of the breaker of `service` (`vps:<id>`, `observability`).
+    pub fn set_breaker(&self, service: &str, state: &'static str) {
+        self.inner
+            .breakers
+            .lock()
+            .expect("breakers lock")
+            .insert(service.to_owned(), state);
+    }
+
+    /// The last exported state of every breaker, by service.
+    pub fn breaker_states(&self) -> Vec<(String, &'static str)> {
+        self.inner
+            .breakers
+            .lock()
+            .expect("breakers lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// Forget a breaker (its VPS was removed).
+    pub fn remove_breaker(&self, service: &str) {
+        self.inner
+            .breakers
+            .lock()
+            .expect("breakers lock")
+            .remove(service);
+    }
+
+    /// Record the inventory counts.
+    pub fn set_inventory(&self, active_tenants: u64, active_sites: u64) {
+        *self.inner.inventory.lock().expect("inventory lock") =
+            Some((active_tenants as i64, active_sites as i64));
     }
 
     /// Count one restart of the actor at `path` (instance numbers are stripped for the label).

@@ -1119,9 +1119,6 @@ async fn heartbeat_refreshes_seen_at(db: &TestDb) {
     assert_eq!(db.count("nodes").await, 1);
 }
 
-// === generated tests ===
-
-/// For each case, `sqlite::<case>` and `postgres::<case>`.
 // === inventory ===
 
 fn server(id: &str, host: &str) -> VpsServer {
@@ -1255,6 +1252,9 @@ async fn tenants_and_sites(db: &TestDb) {
     assert!(s.vps("web-1").await.unwrap().is_some());
 }
 
+// === generated tests ===
+
+/// For each case, `sqlite::<case>` and `postgres::<case>`.
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod sqlite {

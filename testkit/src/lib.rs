@@ -236,7 +236,9 @@ impl Sshd {
 
     /// SIGKILL the listener and every session process; returns once the port refuses.
     pub fn kill(&self) {
-        for pid in self.pids().into_iter().rev() {
+        // Parents first: a session process that outlived its command by a moment would report
+        // the command killed by a signal instead of the connection dying with the host.
+        for pid in self.pids() {
             signal(pid, Signal::KILL);
         }
         if let Some(mut c) = self.child.lock().unwrap().take() {

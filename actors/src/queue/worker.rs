@@ -138,10 +138,22 @@ async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
         id: job.id,
         node: &ctx.node_name,
         debug_hooks: ctx.debug_hooks,
+        ctx: Some(ctx),
     };
     let started = Instant::now();
-    let outcome = match tokio::time::timeout(limit, jobs::run(&job.kind, &job.payload, &env)).await
-    {
+    let result = tokio::time::timeout(limit, jobs::run(&job.kind, &job.payload, &env)).await;
+    if let Ok(Err(JobError::Defer { reason, after })) = result {
+        debug!(job = job.id, kind = %job.kind, %reason, retry_in = ?after, "queue: job deferred; its attempt does not count");
+        let available_at =
+            chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+        let completion = Completion::Defer {
+            id: job.id,
+            error: reason,
+            available_at,
+        };
+        return finish(myself, state, completion);
+    }
+    let outcome = match result {
         Ok(Ok(())) => AttemptOutcome::Succeeded,
         Ok(Err(JobError::Retryable(error))) => AttemptOutcome::Failed {
             error,
@@ -151,9 +163,17 @@ async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
             error,
             permanent: true,
         },
+        Ok(Err(JobError::Defer { .. })) => unreachable!("handled above"),
         Err(_) => AttemptOutcome::TimedOut { limit },
     };
     let completion = settle(&shared, &job, &outcome, started.elapsed());
+    finish(myself, state, completion);
+}
+
+/// Hand the result to the completer and take the next job (or recycle).
+fn finish(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, completion: Completion) {
+    let shared = state.shared.clone();
+    let ctx = &shared.ctx;
     shared.complete(completion);
     shared.finished_one();
     state.done += 1;
@@ -223,7 +243,7 @@ fn settle(shared: &QueueShared, job: &Job, outcome: &AttemptOutcome, ran: Durati
         }
         Decision::Fail { error } => {
             error!(job = job.id, kind = %job.kind, attempts = job.attempts, %error, "queue: job failed for good; moved to failed_jobs");
-            jobs::on_final_failure(&job.kind, &job.payload, &error, ctx.debug_hooks);
+            jobs::on_final_failure(ctx, &job.kind, &job.payload, &error);
             Completion::Fail { id: job.id, error }
         }
     }

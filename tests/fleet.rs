@@ -1,0 +1,391 @@
+//! End-to-end tests of the fleet: the built node against a real OpenSSH `sshd` on loopback
+//! (started by `chom_testkit::Sshd` with its own host key, user keys and a fake `vpsmanager`
+//! that records its argv and can be told to sleep or fail).
+
+mod common;
+
+use std::time::Duration;
+
+use chom_testkit::Sshd;
+use common::*;
+use serde_json::{Value, json};
+
+const DEBUG: &[(&str, &str)] = &[("CHOM_DEBUG_HOOKS", "1")];
+
+/// Config for a node whose `[ssh]` points at `sshd` (fast retries, short timeouts).
+fn fleet_extra(sshd: &Sshd, more: &str) -> String {
+    format!(
+        r#"
+[queue]
+workers = 12
+poll_interval = "200ms"
+backoff = ["1s"]
+
+[ssh]
+user = "{user}"
+private_key = "{key}"
+known_hosts = "{known}"
+command_prefix = "{fake}"
+connect_timeout = "2s"
+command_timeout = "10s"
+queue_timeout = "30s"
+retry_base = "100ms"
+keepalive_interval = "1s"
+{more}
+"#,
+        user = sshd.user(),
+        key = sshd.ed25519_key().display(),
+        known = sshd.known_hosts().display(),
+        fake = sshd.fake().path().display(),
+    )
+}
+
+fn add_vps(node: &Node, id: &str, sshd: &Sshd) {
+    let r = node.rpc(
+        "vps.add",
+        json!({ "id": id, "host": "127.0.0.1", "port": sshd.port() }),
+    );
+    assert!(r.get("error").is_none(), "vps.add: {r}");
+}
+
+fn enqueue_exec(node: &Node, vps: &str, command: &str, args: Value) -> i64 {
+    let r = node.rpc(
+        "jobs.enqueue",
+        json!({ "kind": "vps.exec", "payload": { "vps": vps, "command": command, "args": args } }),
+    );
+    r["result"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("enqueue: {r}"))
+}
+
+/// The breaker of `vps` as `breaker.list` shows it (waiting for its actor to be started).
+fn breaker_state(node: &Node, vps: &str) -> Value {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("breaker of {vps}"),
+        || {
+            let r = node.rpc("breaker.list", json!({}));
+            r["result"]["breakers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|b| b["vps"] == vps)
+                .cloned()
+        },
+    )
+}
+
+#[test]
+fn hostile_arguments_arrive_as_one_literal_argument_each() {
+    let sshd = Sshd::start();
+    let node = Node::start("fleet-quote", &fleet_extra(&sshd, ""), &[]);
+    node.wait_ready();
+    add_vps(&node, "web-1", &sshd);
+    let marker = std::env::temp_dir().join(format!("pwned-{}", rand_suffix()));
+    let hostile = format!("x'; touch {}; echo '", marker.display());
+    let args = json!([hostile, "$(reboot)", "`id`", "a b\nc", "--flag=\"q\""]);
+    let id = enqueue_exec(&node, "web-1", "site:create", args.clone());
+    node.wait_job_state(id, "completed", Duration::from_secs(30));
+    let calls = sshd.fake().calls();
+    let expected: Vec<String> = std::iter::once("site:create".to_owned())
+        .chain(
+            args.as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned()),
+        )
+        .collect();
+    assert_eq!(calls, vec![expected]);
+    assert!(!marker.exists(), "the injected command ran");
+}
+
+#[test]
+fn bad_command_names_fail_the_job_at_once() {
+    let sshd = Sshd::start();
+    let node = Node::start("fleet-badcmd", &fleet_extra(&sshd, ""), &[]);
+    node.wait_ready();
+    add_vps(&node, "web-1", &sshd);
+    let id = enqueue_exec(&node, "web-1", "site:create; reboot", json!([]));
+    let job = node.wait_job_state(id, "failed", Duration::from_secs(30));
+    assert_eq!(job["attempts"], 1, "{job}");
+    let unknown = enqueue_exec(&node, "nope", "site:list", json!([]));
+    let job = node.wait_job_state(unknown, "failed", Duration::from_secs(30));
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no vps `nope`"),
+        "{job}"
+    );
+    assert!(sshd.fake().calls().is_empty());
+}
+
+#[test]
+fn ten_concurrent_jobs_on_one_vps_never_run_more_than_three_at_once() {
+    let sshd = Sshd::start();
+    sshd.fake().set_sleep(Duration::from_millis(400));
+    let node = Node::start("fleet-bulkhead", &fleet_extra(&sshd, ""), &[]);
+    node.wait_ready();
+    add_vps(&node, "web-1", &sshd);
+    let ids: Vec<i64> = (0..10)
+        .map(|i| enqueue_exec(&node, "web-1", "backup:run", json!([i.to_string()])))
+        .collect();
+    for id in ids {
+        node.wait_job_state(id, "completed", Duration::from_secs(60));
+    }
+    let fake = sshd.fake();
+    assert_eq!(fake.calls().len(), 10);
+    let overlap = fake.max_overlap();
+    assert!(overlap <= 3, "{overlap} commands ran at once");
+    assert!(
+        overlap >= 2,
+        "commands never overlapped ({overlap}): no concurrency at all"
+    );
+    let metrics = node.get("/metrics").1;
+    assert_eq!(
+        metric(
+            &metrics,
+            "chom_ssh_commands_total{outcome=\"ok\",vps=\"web-1\"}"
+        ),
+        Some(10.0),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn dead_sshd_opens_the_breaker_and_a_trial_call_closes_it_when_back() {
+    let sshd = Sshd::start();
+    let extra = fleet_extra(
+        &sshd,
+        "\n[breaker]\nfailure_threshold = 5\nopen_timeout = \"3s\"\n",
+    );
+    let node = Node::start("fleet-breaker", &extra, &[]);
+    node.wait_ready();
+    add_vps(&node, "web-1", &sshd);
+    // A first command opens the session; then the host dies.
+    let first = enqueue_exec(&node, "web-1", "site:list", json!([]));
+    node.wait_job_state(first, "completed", Duration::from_secs(30));
+    sshd.kill();
+
+    let queued: Vec<i64> = (0..4)
+        .map(|i| {
+            enqueue_exec(
+                &node,
+                "web-1",
+                "site:create",
+                json!([format!("s{i}.example.com")]),
+            )
+        })
+        .collect();
+    let open = wait_for(Duration::from_secs(60), "breaker to open", || {
+        let b = breaker_state(&node, "web-1");
+        (b["breaker"]["state"] == "open").then_some(b)
+    });
+    assert_eq!(open["breaker"]["trips"], 1, "{open}");
+    let page = node.get("/metrics").1;
+    assert_eq!(
+        metric(&page, "chom_circuit_breaker_open{service=\"vps:web-1\"}"),
+        Some(1.0)
+    );
+    let transport = metric(
+        &page,
+        "chom_ssh_commands_total{outcome=\"transport_failed\",vps=\"web-1\"}",
+    )
+    .unwrap();
+    assert!(transport >= 5.0, "{page}");
+    let (code, health) = node.get("/health");
+    assert_eq!(code, 200, "{health}");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["checks"]["fleet"]["status"], "warning", "{health}");
+
+    // While open, jobs are turned away without touching the network: no transport failure
+    // is added however many jobs try.
+    wait_for(Duration::from_secs(30), "a rejection while open", || {
+        let page = node.get("/metrics").1;
+        metric(
+            &page,
+            "chom_ssh_commands_total{outcome=\"rejected\",vps=\"web-1\"}",
+        )
+        .filter(|r| *r >= 1.0)
+    });
+    let page = node.get("/metrics").1;
+    let transport_while_open = metric(
+        &page,
+        "chom_ssh_commands_total{outcome=\"transport_failed\",vps=\"web-1\"}",
+    )
+    .unwrap();
+    if breaker_state(&node, "web-1")["breaker"]["state"] == "open" {
+        assert_eq!(
+            transport_while_open, transport,
+            "network touched while open"
+        );
+    }
+
+    sshd.restart();
+    for id in queued {
+        node.wait_job_state(id, "completed", Duration::from_secs(90));
+    }
+    let closed = breaker_state(&node, "web-1");
+    assert_eq!(closed["breaker"]["state"], "closed", "{closed}");
+    let (_, health) = node.get("/health");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["checks"]["fleet"]["status"], "ok", "{health}");
+}
+
+#[test]
+fn changed_host_key_is_refused_forces_the_breaker_open_and_is_not_retried() {
+    let sshd = Sshd::start();
+    let node = Node::start("fleet-hostkey", &fleet_extra(&sshd, ""), &[]);
+    node.wait_ready();
+    add_vps(&node, "web-1", &sshd);
+    sshd.rotate_host_key();
+    let id = enqueue_exec(&node, "web-1", "site:list", json!([]));
+    let job = node.wait_job_state(id, "failed", Duration::from_secs(30));
+    assert_eq!(job["attempts"], 1, "retried: {job}");
+    let error = job["last_error"].as_str().unwrap();
+    assert!(error.contains("host key"), "{error}");
+    let b = breaker_state(&node, "web-1");
+    assert_eq!(b["breaker"]["state"], "forced_open", "{b}");
+    assert!(
+        b["breaker"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("host key"),
+        "{b}"
+    );
+    assert!(sshd.fake().calls().is_empty());
+    assert!(
+        node.log_text().contains("security"),
+        "no security event logged"
+    );
+}
+
+#[test]
+fn a_panicking_vps_actor_is_restarted_and_its_in_flight_job_retried() {
+    let sshd = Sshd::start();
+    let node = Node::start("fleet-panic", &fleet_extra(&sshd, ""), DEBUG);
+    node.wait_ready();
+    add_vps(&node, "web-1", &sshd);
+    sshd.fake().set_sleep(Duration::from_secs(3));
+    let id = enqueue_exec(&node, "web-1", "site:create", json!(["a.example.com"]));
+    wait_for(Duration::from_secs(30), "the command to run", || {
+        (sshd.fake().running() > 0).then_some(())
+    });
+    let r = node.rpc("debug.vps_panic", json!({ "vps": "web-1" }));
+    assert!(r.get("error").is_none(), "{r}");
+    wait_for(Duration::from_secs(30), "vps actor restarted", || {
+        let tree = node.rpc("tree", json!({}))["result"].clone();
+        let vps = tree_child(&tree, "fleet/vps:web-1");
+        (vps["restart_count"].as_u64() >= Some(1) && vps["state"] == "running").then_some(())
+    });
+    sshd.fake().set_sleep(Duration::ZERO);
+    let job = node.wait_job_state(id, "completed", Duration::from_secs(60));
+    assert_eq!(job["attempts"], 2, "{job}");
+    // A new session served the retry: the fake ran the command twice.
+    assert_eq!(sshd.fake().calls().len(), 2);
+}
+
+#[test]
+fn an_open_breaker_stays_open_across_a_node_restart_with_redis() {
+    let sshd = Sshd::start();
+    // A unique id: the breaker's key in the shared Redis is per server.
+    let vps = format!("web-{}", rand_suffix().to_lowercase());
+    let extra = fleet_extra(
+        &sshd,
+        &format!(
+            "\n[cache]\nurl = \"{}\"\n[breaker]\nfailure_threshold = 2\nopen_timeout = \"10m\"\nmax_open = \"10m\"\n[[vps]]\nid = \"{vps}\"\nhost = \"127.0.0.1\"\nport = {}\n",
+            redis_url(),
+            sshd.port()
+        ),
+    );
+    let mut node = Node::start("fleet-redis-1", &extra, &[]);
+    node.wait_ready();
+    sshd.kill();
+    let _ = enqueue_exec(&node, &vps, "site:list", json!([]));
+    wait_for(Duration::from_secs(60), "breaker to open", || {
+        (breaker_state(&node, &vps)["breaker"]["state"] == "open").then_some(())
+    });
+    node.signal(rustix::process::Signal::TERM);
+    assert!(node.wait_exit(Duration::from_secs(30)).success());
+
+    // A fresh node (its own database; the server comes from [[vps]]) reads the breaker back.
+    let node = Node::start("fleet-redis-2", &extra, &[]);
+    node.wait_ready();
+    let b = wait_for(Duration::from_secs(30), "vps actor after restart", || {
+        let r = node.rpc("breaker.list", json!({}));
+        r["result"]["breakers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| b["vps"] == vps.as_str())
+            .cloned()
+    });
+    assert_eq!(b["breaker"]["state"], "open", "{b}");
+    // Remove the server, which also deletes its key from the shared cache.
+    let r = node.rpc("vps.remove", json!({ "id": vps }));
+    assert!(r.get("error").is_none(), "{r}");
+}
+
+#[test]
+fn tenants_sites_and_site_provision() {
+    let sshd = Sshd::start();
+    let node = Node::start("fleet-sites", &fleet_extra(&sshd, ""), &[]);
+    node.wait_ready();
+    add_vps(&node, "web-1", &sshd);
+    let tenant = node.rpc("tenants.add", json!({ "name": "acme", "tier": "pro" }));
+    let tenant_id = tenant["result"]["id"].as_i64().unwrap();
+    let added = node.rpc(
+        "sites.add",
+        json!({ "tenant": tenant_id, "vps": "web-1", "domain": "shop.example.com", "type": "wordpress" }),
+    );
+    let job = added["result"]["job"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{added}"));
+    node.wait_job_state(job, "completed", Duration::from_secs(30));
+    assert_eq!(
+        sshd.fake().calls(),
+        vec![vec![
+            "site:create".to_owned(),
+            "shop.example.com".to_owned(),
+            "wordpress".to_owned()
+        ]]
+    );
+    let sites = node.rpc("sites.list", json!({}));
+    assert_eq!(sites["result"]["sites"][0]["status"], "active", "{sites}");
+    wait_for(Duration::from_secs(60), "inventory gauges", || {
+        let page = node.get("/metrics").1;
+        (metric(&page, "chom_active_sites") == Some(1.0)
+            && metric(&page, "chom_active_tenants") == Some(1.0))
+        .then_some(())
+    });
+
+    // A site whose provisioning keeps failing ends failed with the reason.
+    sshd.fake().set_exit(3);
+    sshd.fake()
+        .set_stderr("domain already exists on this server");
+    let added = node.rpc(
+        "sites.add",
+        json!({ "tenant": tenant_id, "vps": "web-1", "domain": "blog.example.com" }),
+    );
+    let site_id = added["result"]["site"]["id"].as_i64().unwrap();
+    let job = added["result"]["job"].as_i64().unwrap();
+    let r = node.rpc("jobs.show", json!({ "id": job }));
+    assert_eq!(r["result"]["queue"], "high", "{r}");
+    node.wait_job_state(job, "failed", Duration::from_secs(90));
+    let site = wait_for(Duration::from_secs(30), "site marked failed", || {
+        let sites = node.rpc("sites.list", json!({}));
+        sites["result"]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == site_id && s["status"] == "failed")
+            .cloned()
+    });
+    assert!(
+        site["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("domain already exists"),
+        "{site}"
+    );
+}
