@@ -118,6 +118,38 @@ fn bad_command_names_fail_the_job_at_once() {
         "{job}"
     );
     assert!(sshd.fake().calls().is_empty());
+
+    // Servers come and go live: add starts an actor, remove stops it.
+    add_vps(&node, "web-2", &sshd);
+    let tree = node.rpc("tree", json!({}))["result"].clone();
+    assert_eq!(
+        tree_child(&tree, "fleet/vps:web-2")["state"],
+        "running",
+        "{tree}"
+    );
+    let r = node.rpc("vps.remove", json!({ "id": "web-2" }));
+    assert!(r.get("error").is_none(), "{r}");
+    let tree = node.rpc("tree", json!({}))["result"].clone();
+    assert!(
+        !tree_nodes(&tree)
+            .iter()
+            .any(|c| c["path"] == "fleet/vps:web-2"),
+        "{tree}"
+    );
+    let listed = node.rpc("vps.list", json!({}));
+    assert_eq!(
+        listed["result"]["vps"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    let again = node.rpc("vps.remove", json!({ "id": "web-2" }));
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no vps"),
+        "{again}"
+    );
 }
 
 #[test]

@@ -35,8 +35,26 @@ fn context(sshd: &Sshd) -> Arc<NodeContext> {
 
 async fn start(sshd: &Sshd) -> Arc<Fleet> {
     let fleet = Fleet::new(context(sshd));
+    start_server(&fleet, sshd, "web-1").await;
+    fleet
+}
+
+async fn start_with(sshd: &Sshd, config: Config) -> Arc<Fleet> {
+    let ctx = Arc::new(NodeContext::new(
+        Arc::new(config),
+        "test".into(),
+        "0",
+        false,
+    ));
+    let fleet = Fleet::new(ctx);
+    start_server(&fleet, sshd, "web-1").await;
+    fleet
+}
+
+/// Start a VPS actor for `id` at the sshd (returns the id for convenience).
+async fn start_server(fleet: &Arc<Fleet>, sshd: &Sshd, id: &'static str) -> &'static str {
     let server = VpsServer {
-        id: "web-1".into(),
+        id: id.into(),
         host: "127.0.0.1".into(),
         port: sshd.port(),
         user: None,
@@ -53,7 +71,7 @@ async fn start(sshd: &Sshd) -> Arc<Fleet> {
     )
     .await
     .unwrap();
-    fleet
+    id
 }
 
 fn req(args: &[String]) -> ExecRequest<'_> {
@@ -124,4 +142,52 @@ async fn an_open_breaker_rejects_in_under_a_millisecond_without_touching_the_net
         0,
         "an open breaker touched the network"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_sshd_hits_the_command_and_connect_timeouts() {
+    let sshd = Sshd::start();
+    let mut ctx = (*context(&sshd).config).clone();
+    ctx.ssh.command_timeout = Duration::from_millis(800);
+    ctx.ssh.connect_timeout = Duration::from_millis(600);
+    ctx.ssh.keepalive_interval = Duration::from_secs(30);
+    let fleet = start_with(&sshd, ctx).await;
+    assert!(fleet.exec(req(&[])).await.unwrap().success());
+    sshd.freeze();
+    // On the established session: the command limit fires.
+    let started = Instant::now();
+    let err = fleet.exec(req(&[])).await.unwrap_err();
+    let took = started.elapsed();
+    // The host never answers: either the command limit fired after the command started, or
+    // the channel never opened within the same limit (a transport failure).
+    assert!(
+        matches!(&err, ExecError::Timeout(d) if *d == Duration::from_millis(800))
+            || matches!(&err, ExecError::Transport(m) if m.contains("no answer within 800ms")),
+        "{err:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    // A server with no session yet on the same frozen host: the connect limit fires.
+    let second = start_server(&fleet, &sshd, "web-2").await;
+    let started = Instant::now();
+    let err = fleet
+        .exec(ExecRequest {
+            vps: second,
+            command: "site:list",
+            args: &[],
+        })
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(&err, ExecError::Transport(m) if m.contains("timed out")),
+        "{err:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    sshd.thaw();
 }

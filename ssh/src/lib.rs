@@ -473,20 +473,36 @@ impl Session {
         if self.is_closed() {
             return Err(lost(false));
         }
-        let mut channel = self.handle.channel_open_session().await.map_err(|e| {
-            if self.is_closed() {
-                lost(false)
-            } else {
-                SshError::Channel {
-                    addr: self.addr.clone(),
-                    reason: e.to_string(),
+        // Opening the channel and sending the request share the time limit: a frozen host
+        // never answers either. Until the request is out the command has not started, so
+        // that is a transport failure (worth retrying, counted by the breaker), not a timeout.
+        let start = async {
+            let channel = self.handle.channel_open_session().await.map_err(|e| {
+                if self.is_closed() {
+                    lost(false)
+                } else {
+                    SshError::Channel {
+                        addr: self.addr.clone(),
+                        reason: e.to_string(),
+                    }
                 }
+            })?;
+            channel
+                .exec(true, command_line)
+                .await
+                .map_err(|_| lost(false))?;
+            Ok(channel)
+        };
+        let mut channel = match tokio::time::timeout(timeout, start).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(SshError::Channel {
+                    addr: self.addr.clone(),
+                    reason: format!("no answer within {timeout:?}"),
+                });
             }
-        })?;
-        channel
-            .exec(true, command_line)
-            .await
-            .map_err(|_| lost(false))?;
+        };
+        let timeout = timeout.saturating_sub(started.elapsed());
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
         let (mut out_cut, mut err_cut) = (false, false);
