@@ -421,3 +421,41 @@ fn tenants_sites_and_site_provision() {
         "{site}"
     );
 }
+
+#[test]
+fn operators_force_a_breaker_open_and_jobs_wait_without_using_attempts() {
+    let sshd = Sshd::start();
+    // Rejected jobs come back after the open period; keep it short.
+    let extra = fleet_extra(&sshd, "\n[breaker]\nopen_timeout = \"2s\"\n");
+    let node = Node::start("fleet-operator", &extra, &[]);
+    node.wait_ready();
+    add_vps(&node, "web-1", &sshd);
+    let r = node.rpc("breaker.open", json!({ "vps": "web-1" }));
+    assert_eq!(r["result"]["breaker"]["state"], "forced_open", "{r}");
+    let id = enqueue_exec(&node, "web-1", "site:list", json!([]));
+    // Turned away and put back for later, its attempt given back.
+    let job = wait_for(Duration::from_secs(30), "the job to be deferred", || {
+        let job = node.rpc("jobs.show", json!({ "id": id }))["result"].clone();
+        (job["state"] == "pending" && job["last_error"].is_string()).then_some(job)
+    });
+    assert_eq!(job["attempts"], 0, "{job}");
+    assert!(
+        job["last_error"].as_str().unwrap().contains("forced open"),
+        "{job}"
+    );
+    let status = node.rpc("status", json!({}))["result"].clone();
+    assert_eq!(status["open_breakers"][0]["vps"], "web-1", "{status}");
+    assert!(sshd.fake().calls().is_empty());
+
+    let r = node.rpc("breaker.reset", json!({ "vps": "web-1" }));
+    assert_eq!(r["result"]["breaker"]["state"], "closed", "{r}");
+    let job = node.wait_job_state(id, "completed", Duration::from_secs(30));
+    assert_eq!(job["attempts"], 1, "{job}");
+    assert_eq!(sshd.fake().calls().len(), 1);
+
+    // The CLI shows the same state.
+    let out = chom(Some(&node.config), &["breaker", "list"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("web-1") && text.contains("closed"), "{text}");
+}
