@@ -12,6 +12,7 @@
 //! │   ├── inventory       keeps one vps actor per row of vps_servers
 //! │   └── vps:<id>        SSH session + circuit breaker of one server (added at run time)
 //! ├── monitors (one_for_one)
+//! │   ├── health          periodic checks, cached for /health, remediation
 //! │   └── watchdog        sd_notify WATCHDOG=1 while the tree answers
 //! └── edge (one_for_one)
 //!     ├── http            /health, /metrics
@@ -28,6 +29,7 @@ use std::time::Duration;
 use chom_actors::context::NodeContext;
 use chom_actors::fleet::Fleet;
 use chom_actors::fleet::inventory::{InventoryActor, InventoryArgs};
+use chom_actors::health_actor::{HealthActor, HealthArgs};
 use chom_actors::metrics::Metrics;
 use chom_actors::queue::QueueShared;
 use chom_actors::queue::completer::{CompleterActor, CompleterArgs};
@@ -271,6 +273,15 @@ fn monitors(
     observer: Arc<NodeObserver>,
     sup: &SupervisionConfig,
 ) -> ChildSpec {
+    let health_ctx = ctx.clone();
+    let health = leaf(
+        &ctx,
+        "health",
+        || HealthActor,
+        move || HealthArgs {
+            ctx: health_ctx.clone(),
+        },
+    );
     let watchdog_period = sd_notify::watchdog_enabled();
     let args_ctx = ctx.clone();
     let watchdog = leaf(
@@ -285,7 +296,7 @@ fn monitors(
     subtree(
         "monitors",
         Strategy::OneForOne,
-        vec![watchdog],
+        vec![health, watchdog],
         observer,
         sup,
     )

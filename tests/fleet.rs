@@ -225,7 +225,7 @@ fn dead_sshd_opens_the_breaker_and_a_trial_call_closes_it_when_back() {
     )
     .unwrap();
     assert!(transport >= 5.0, "{page}");
-    let (code, health) = node.get("/health");
+    let (code, health) = node.get("/health?fresh=true");
     assert_eq!(code, 200, "{health}");
     let health: Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["checks"]["fleet"]["status"], "warning", "{health}");
@@ -259,7 +259,7 @@ fn dead_sshd_opens_the_breaker_and_a_trial_call_closes_it_when_back() {
     }
     let closed = breaker_state(&node, "web-1");
     assert_eq!(closed["breaker"]["state"], "closed", "{closed}");
-    let (_, health) = node.get("/health");
+    let (_, health) = node.get("/health?fresh=true");
     let health: Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["checks"]["fleet"]["status"], "ok", "{health}");
 }

@@ -50,6 +50,8 @@ pub struct NodeContext {
     pub queue: OnceLock<Arc<crate::queue::QueueShared>>,
     /// The fleet's shared state (jobs reach the VPS actors through it).
     pub fleet: OnceLock<Arc<crate::fleet::Fleet>>,
+    /// The last report of `monitors/health` and when it was made (served by `/health`).
+    health: std::sync::Mutex<Option<(Instant, crate::health::HealthReport)>>,
     /// The address the HTTP listener actually bound (`http.listen` may ask for port 0).
     pub http_addr: OnceLock<std::net::SocketAddr>,
     backends: watch::Sender<Option<Backends>>,
@@ -78,6 +80,7 @@ impl NodeContext {
             http_addr: OnceLock::new(),
             queue: OnceLock::new(),
             fleet: OnceLock::new(),
+            health: std::sync::Mutex::new(None),
             faults: Default::default(),
             backends: watch::Sender::new(None),
             migrated: watch::Sender::new(false),
@@ -88,6 +91,24 @@ impl NodeContext {
     }
 
     /// The backends currently published by the store actor, if it is running.
+    /// Keep the health actor's latest report.
+    pub fn set_health_report(&self, report: crate::health::HealthReport) {
+        *self.health.lock().expect("health lock") = Some((Instant::now(), report));
+    }
+
+    /// The health actor's latest report, if it is younger than `max_age`.
+    pub fn cached_health(
+        &self,
+        max_age: std::time::Duration,
+    ) -> Option<crate::health::HealthReport> {
+        self.health
+            .lock()
+            .expect("health lock")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() <= max_age)
+            .map(|(_, r)| r.clone())
+    }
+
     pub fn backends(&self) -> Option<Backends> {
         self.backends.borrow().clone()
     }

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod context;
 pub mod fleet;
 pub mod health;
+pub mod health_actor;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;

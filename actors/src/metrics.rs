@@ -46,6 +46,7 @@ struct Inner {
     failed_last_hour: Arc<AtomicI64>,
     kinds_flagged: Counter<u64>,
     ssh_commands: Counter<u64>,
+    remediations: Counter<u64>,
     ssh_duration: Histogram<f64>,
     /// Current state of each breaker by service (`vps:<id>`).
     breakers: Arc<Mutex<BTreeMap<String, &'static str>>>,
@@ -121,6 +122,10 @@ impl Metrics {
             .f64_histogram("chom_ssh_command_duration_seconds")
             .with_description("Time one SSH command took, from request to exit")
             .with_boundaries(SECONDS_BUCKETS.to_vec())
+            .build();
+        let remediations = meter
+            .u64_counter("chom_health_remediations_total")
+            .with_description("Remediations by health check and outcome: restarted, exhausted")
             .build();
         let breakers: Arc<Mutex<BTreeMap<String, &'static str>>> = Arc::default();
         let (open_view, state_view) = (breakers.clone(), breakers.clone());
@@ -242,6 +247,7 @@ impl Metrics {
                 failed_last_hour,
                 kinds_flagged,
                 ssh_commands,
+                remediations,
                 ssh_duration,
                 breakers,
                 inventory,
@@ -260,6 +266,17 @@ impl Metrics {
         if let Some(took) = took {
             self.inner.ssh_duration.record(took.as_secs_f64(), &[v]);
         }
+    }
+
+    /// Count one remediation decision for `check` (`outcome`: restarted, exhausted).
+    pub fn remediation(&self, check: &str, outcome: &'static str) {
+        self.inner.remediations.add(
+            1,
+            &[
+                KeyValue::new("check", check.to_owned()),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
     }
 
     /// Record the state of the breaker of `service` (`vps:<id>`, `observability`).

@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -85,6 +86,34 @@ pub struct Permit {
     /// The breaker incarnation (changes at every transition), so a late report about a call
     /// admitted in an earlier state does not disturb the current one.
     epoch: u64,
+}
+
+/// Source of epochs. Process-wide rather than per breaker, so a permit matches only the breaker
+/// and state that issued it: not a breaker rebuilt by `restore` (whose epochs would otherwise
+/// start again from the same number) nor another server's.
+static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
+
+fn next_epoch() -> u64 {
+    NEXT_EPOCH.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `now + d`, or as far as an `Instant` reaches: a hand-made or absurd period (years beyond
+/// what the platform's clock can represent) must not panic, it just means "open for good".
+fn later(now: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(t) = now.checked_add(d) {
+            return t;
+        }
+        d /= 2;
+    }
+}
+
+impl Permit {
+    /// Whether this call is a half-open trial, whose outcome decides whether the breaker closes.
+    pub fn is_trial(&self) -> bool {
+        self.trial
+    }
 }
 
 /// A call turned away.
@@ -190,7 +219,7 @@ impl Breaker {
             inner: Inner::Closed,
             failures: VecDeque::new(),
             trips: 0,
-            epoch: 0,
+            epoch: next_epoch(),
         }
     }
 
@@ -226,12 +255,12 @@ impl Breaker {
 
     fn set(&mut self, inner: Inner) {
         self.inner = inner;
-        self.epoch += 1;
+        self.epoch = next_epoch();
     }
 
     fn trip(&mut self, now: Instant) {
         self.trips = self.trips.saturating_add(1);
-        let until = now + self.open_period();
+        let until = later(now, self.open_period());
         self.set(Inner::Open { until });
     }
 
@@ -324,6 +353,10 @@ impl Breaker {
                 }
             }
             Inner::Closed => {
+                if permit.epoch != self.epoch {
+                    // Admitted before an operator action or an earlier trip: old news.
+                    return None;
+                }
                 self.prune(now);
                 self.failures.push_back(now);
                 if self.failures.len() >= self.settings.failure_threshold as usize {
@@ -428,8 +461,10 @@ impl Breaker {
     }
 
     /// A breaker from a snapshot taken earlier (possibly by another process). An open one
-    /// stays open for what is left of its period; a half-open one comes back open with no
-    /// time left (the next call is a trial); failures keep their age.
+    /// stays open for what is left of its period, but never longer than the period its trips
+    /// give under `settings` (a wall clock that went back, or a corrupt snapshot, cannot keep
+    /// it open beyond that); a half-open one comes back open with no time left (the next call
+    /// is a trial); failures keep their age. Permits issued before are stale for the result.
     pub fn restore(
         settings: BreakerSettings,
         snapshot: &Snapshot,
@@ -438,7 +473,7 @@ impl Breaker {
     ) -> Self {
         let to_instant = |t: DateTime<Utc>| -> Instant {
             match (t - wall_now).to_std() {
-                Ok(ahead) => now + ahead,
+                Ok(ahead) => later(now, ahead),
                 Err(_) => {
                     let back = (wall_now - t).to_std().unwrap_or_default();
                     now.checked_sub(back).unwrap_or(now)
@@ -456,7 +491,10 @@ impl Breaker {
         breaker.inner = match snapshot.state {
             BreakerState::Closed => Inner::Closed,
             BreakerState::Open => Inner::Open {
-                until: snapshot.open_until.map_or(now, to_instant),
+                until: snapshot
+                    .open_until
+                    .map_or(now, to_instant)
+                    .min(later(now, breaker.open_period())),
             },
             BreakerState::HalfOpen => Inner::Open { until: now },
             BreakerState::ForcedOpen => Inner::ForcedOpen {

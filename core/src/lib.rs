@@ -8,3 +8,4 @@ pub mod config;
 pub mod inventory;
 pub mod job;
 pub mod policy;
+pub mod remediation;

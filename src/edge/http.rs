@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,6 +14,13 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 
 use super::ServerTask;
+
+/// `/health?fresh=true`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct HealthQuery {
+    #[serde(default)]
+    fresh: bool,
+}
 
 /// The HTTP actor.
 pub struct HttpActor;
@@ -89,8 +96,22 @@ pub fn router(ctx: Arc<NodeContext>) -> Router {
         .with_state(ctx)
 }
 
-async fn health_report(State(ctx): State<Arc<NodeContext>>) -> Response {
-    let report = health::run_checks(&ctx).await;
+/// `/health` serves the health actor's last report (no database query per scrape) while it
+/// is fresh (younger than two intervals); `?fresh=true`, or no recent report, runs the checks.
+async fn health_report(
+    State(ctx): State<Arc<NodeContext>>,
+    Query(query): Query<HealthQuery>,
+) -> Response {
+    let max_age = ctx.config.health.interval * 2;
+    let cached = if query.fresh {
+        None
+    } else {
+        ctx.cached_health(max_age)
+    };
+    let report = match cached {
+        Some(report) => report,
+        None => health::run_checks(&ctx).await,
+    };
     let status = StatusCode::from_u16(report.http_status()).expect("200 and 503 are valid");
     (status, axum::Json(report)).into_response()
 }

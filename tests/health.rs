@@ -1,0 +1,104 @@
+//! The health actor: cached `/health`, `?fresh=true`, and remediation with restart-loop
+//! protection against a real (private) PostgreSQL that is stopped and started again.
+
+mod common;
+
+use std::time::Duration;
+
+use common::pg::PrivatePg;
+use common::*;
+use serde_json::Value;
+
+fn health(node: &Node, path: &str) -> (u16, Value) {
+    let (code, body) = node.get(path);
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
+}
+
+#[test]
+fn health_is_served_from_the_cache_unless_fresh_is_asked() {
+    let node = Node::start("health-cache", "[health]\ninterval = \"1h\"\n", &[]);
+    node.wait_ready();
+    // The first report is made at start; with an interval of an hour, later requests within
+    // the cache's life get that same report (same timestamp) without running the checks.
+    let first = wait_for(Duration::from_secs(30), "a cached report", || {
+        let (_, a) = health(&node, "/health");
+        let (_, b) = health(&node, "/health");
+        (a["timestamp"] == b["timestamp"]).then_some(a)
+    });
+    let (code, fresh) = health(&node, "/health?fresh=true");
+    assert_eq!(code, 200, "{fresh}");
+    assert_ne!(fresh["timestamp"], first["timestamp"]);
+    let (_, again) = health(&node, "/health");
+    assert_eq!(again["timestamp"], first["timestamp"]);
+    for check in ["database", "cache", "disk", "supervision", "queue", "fleet"] {
+        assert!(
+            first["checks"][check]["status"].is_string(),
+            "{check}: {first}"
+        );
+    }
+    let tree = node.rpc("tree", serde_json::json!({}))["result"].clone();
+    assert_eq!(tree_child(&tree, "monitors/health")["state"], "running");
+}
+
+#[test]
+fn a_failing_database_gets_the_store_restarted_until_remediation_is_exhausted() {
+    let pg = PrivatePg::start();
+    let url = pg.url("postgres");
+    let extra = format!(
+        "[database]\nurl = \"{url}\"\nconnect_timeout = \"500ms\"\n\
+         [health]\ninterval = \"300ms\"\ncheck_timeout = \"1s\"\nfailures_before_restart = 3\n\
+         max_remediations = 2\nremediation_window = \"10m\"\nrecovery_cycles = 2\n"
+    );
+    let node = Node::start("health-remedy", &extra, &[]);
+    node.wait_ready();
+    let store_restarts = |node: &Node| {
+        let tree = node.rpc("tree", serde_json::json!({}))["result"].clone();
+        tree_child(&tree, "store")["restart_count"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(store_restarts(&node), 0);
+    pg.stop();
+    // Two remediations (store restarted twice), then exhausted.
+    let report = wait_for(Duration::from_secs(60), "remediation exhausted", || {
+        let (_, h) = health(&node, "/health");
+        h["checks"]["database"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("remediation exhausted"))
+            .then_some(h)
+    });
+    assert_eq!(report["status"], "unhealthy", "{report}");
+    assert_eq!(store_restarts(&node), 2);
+    let page = node.get("/metrics").1;
+    assert_eq!(
+        metric(
+            &page,
+            "chom_health_remediations_total{check=\"database\",outcome=\"restarted\"}"
+        ),
+        Some(2.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric(
+            &page,
+            "chom_health_remediations_total{check=\"database\",outcome=\"exhausted\"}"
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    // No more restarts while exhausted, however long it fails.
+    std::thread::sleep(Duration::from_secs(3)); // an observation window, not synchronization
+    assert_eq!(store_restarts(&node), 2);
+    assert!(node.log_text().contains("remediation exhausted"));
+
+    pg.start_again();
+    wait_for(Duration::from_secs(60), "database check to recover", || {
+        let (_, h) = health(&node, "/health");
+        (h["checks"]["database"]["status"] == "ok").then_some(())
+    });
+    assert!(node.log_text().contains("remediation armed again"));
+    node.assert_running();
+}
