@@ -93,6 +93,13 @@ fn systemd_ready_watchdog_stops_while_tree_unresponsive_and_stopping_on_sigterm(
         "expected steady WATCHDOG=1, got {} in 2s: {window:?}",
         pings.len()
     );
+    // STATUS= carries the summary.
+    assert!(
+        window.iter().any(|(_, m)| m
+            .lines()
+            .any(|l| l.starts_with("STATUS=ready; 3/3 workers; 0 open breakers; queue "))),
+        "no STATUS= summary: {window:?}"
+    );
 
     // Make the root supervisor's mailbox unresponsive for 3 s.
     let stalled_at = Instant::now();

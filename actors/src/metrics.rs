@@ -372,6 +372,12 @@ impl Metrics {
         map.extend(sizes.into_iter().map(|(q, n)| (q, n as i64)));
     }
 
+    /// Jobs waiting or running over every queue, once the reaper has counted them.
+    pub fn queue_total(&self) -> Option<u64> {
+        let sizes = self.inner.queue_sizes.lock().expect("queue sizes lock");
+        (!sizes.is_empty()).then(|| sizes.values().map(|n| (*n).max(0) as u64).sum())
+    }
+
     /// Record the number of failed_jobs rows of the last hour.
     pub fn set_failed_last_hour(&self, n: u64) {
         self.inner

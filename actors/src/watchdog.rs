@@ -120,15 +120,30 @@ async fn liveness(ctx: &NodeContext, timeout: Duration) -> Result<String, String
     Ok(status_line(ctx, &tree::summarize(&report)))
 }
 
-/// `ready; 7/7 actors running; 0 restarts`, or `starting; ...` before migrations ran.
+/// `ready; 3/3 workers; 0 open breakers; queue 12; 25/25 actors running; 0 restarts`, or
+/// `starting; ...` before migrations ran.
 pub fn status_line(ctx: &NodeContext, summary: &tree::TreeSummary) -> String {
     let phase = if ctx.ready() {
         "ready"
     } else {
         "starting (waiting for database migrations)"
     };
+    let workers = ctx
+        .queue
+        .get()
+        .map_or((0, 0), |q| (q.running_workers(), q.workers()));
+    let open = ctx
+        .metrics
+        .breaker_states()
+        .iter()
+        .filter(|(_, s)| matches!(*s, "open" | "forced_open"))
+        .count();
+    let queue = ctx
+        .metrics
+        .queue_total()
+        .map_or_else(|| "?".to_owned(), |n| n.to_string());
     format!(
-        "{phase}; {}/{} actors running; {} restarts",
-        summary.running, summary.actors, summary.restarts
+        "{phase}; {}/{} workers; {open} open breakers; queue {queue}; {}/{} actors running; {} restarts",
+        workers.0, workers.1, summary.running, summary.actors, summary.restarts
     )
 }

@@ -118,6 +118,13 @@ impl QueueShared {
         p
     }
 
+    /// Workers whose actor is running now.
+    pub fn running_workers(&self) -> usize {
+        (0..self.slots.len())
+            .filter(|i| self.slot(*i).worker.is_some())
+            .count()
+    }
+
     /// Number of worker slots.
     pub fn workers(&self) -> usize {
         self.slots.len()
