@@ -8,7 +8,6 @@ use chom_core::breaker::{Breaker, BreakerSettings, BreakerState, Permit, Snapsho
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 
-const SEC: Duration = Duration::from_secs(1);
 const MIN: Duration = Duration::from_secs(60);
 
 fn wall0() -> DateTime<Utc> {
@@ -98,6 +97,56 @@ fn permits_of_a_previous_incarnation_are_stale_after_restore() {
     assert_eq!(r.info(t).failures, 0);
 }
 
+#[test]
+fn forced_open_and_disabled_survive_a_restart() {
+    let t = Instant::now();
+    let mut b = Breaker::new(defaults());
+    b.force_open("host key mismatch for vps-1".to_owned(), t);
+    let snap = through_json(&b.snapshot(t, wall0()));
+    let mut r = Breaker::restore(defaults(), &snap, t, wall0() + TimeDelta::days(30));
+    let rejection = r.try_acquire(t + 24 * 60 * MIN).unwrap_err();
+    assert_eq!(rejection.state, BreakerState::ForcedOpen);
+    assert_eq!(
+        rejection.to_string(),
+        "circuit breaker forced open: host key mismatch for vps-1"
+    );
+    r.close(t);
+    assert!(r.try_acquire(t).is_ok());
+
+    b.disable(t);
+    let snap = through_json(&b.snapshot(t, wall0()));
+    let mut r = Breaker::restore(defaults(), &snap, t, wall0());
+    for _ in 0..10 {
+        let p = r.try_acquire(t).unwrap();
+        r.on_failure(p, t);
+    }
+    assert_eq!(r.info(t).state, BreakerState::Disabled);
+    assert_eq!(r.info(t).failures, 0);
+}
+
+#[test]
+fn half_open_restores_as_open_with_a_trial_allowed_next() {
+    let t = Instant::now();
+    let mut b = opened(defaults(), t);
+    let trial = b.try_acquire(t + MIN).unwrap();
+    assert!(trial.is_trial());
+    let snap = through_json(&b.snapshot(t + MIN, wall0()));
+    assert_eq!(snap.state, BreakerState::HalfOpen);
+    let mut r = Breaker::restore(defaults(), &snap, t + MIN, wall0() + TimeDelta::seconds(5));
+    assert_eq!(r.state(t + MIN), BreakerState::Open);
+    assert_eq!(r.info(t + MIN).open_remaining_ms, Some(0));
+    // The old process's trial cannot decide for the new one.
+    assert_eq!(r.on_success(trial, t + MIN), None);
+    let fresh = r.try_acquire(t + MIN).unwrap();
+    assert!(fresh.is_trial());
+    assert_eq!(
+        r.on_failure(fresh, t + MIN).map(|t| t.to),
+        Some(BreakerState::Open)
+    );
+    // Trips came along: the reopened period is the doubled one.
+    assert_eq!(r.info(t + MIN).open_remaining_ms, Some(120_000));
+}
+
 // === property test ===
 
 #[derive(Debug, Clone)]
@@ -112,7 +161,9 @@ enum Op {
     Reset,
     Disable,
     /// Snapshot, JSON, restore in a "new process" whose wall clock is `skew` seconds off.
-    Restart { skew: i64 },
+    Restart {
+        skew: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -175,7 +226,10 @@ proptest! {
         for op in ops {
             let before = b.state(now);
             let info_before = b.info(now);
+            // Operator actions and restarts make every held permit stale; operator actions
+            // also forget the failures (a restart carries them over).
             let mut operator = false;
+            let mut restarted = false;
             match op {
                 Op::Wait(ms) => now += Duration::from_millis(ms),
                 Op::Acquire => {
@@ -276,12 +330,14 @@ proptest! {
                         prop_assert_eq!(is.state == BreakerState::Open, matches!(was.state, BreakerState::Open | BreakerState::HalfOpen));
                     }
                     b = restored;
-                    operator = true;
+                    restarted = true;
                 }
             }
             if operator {
                 episode += 1;
                 closed_failures.clear();
+            } else if restarted {
+                episode += 1;
             } else if b.state(now) != before {
                 episode += 1;
                 if b.state(now) == BreakerState::Closed {
