@@ -102,3 +102,77 @@ fn a_failing_database_gets_the_store_restarted_until_remediation_is_exhausted() 
     assert!(node.log_text().contains("remediation armed again"));
     node.assert_running();
 }
+
+/// A TCP server that accepts connections and never answers.
+fn silent_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+/// A TCP server answering every request with 200.
+fn healthy_server() -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 22\r\nconnection: close\r\n\r\nPrometheus is Healthy.",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn an_unanswering_prometheus_is_a_cached_warning_never_unhealthy() {
+    let port = silent_server();
+    let extra = format!(
+        "[observability]\nprometheus_url = \"http://127.0.0.1:{port}\"\ntimeout = \"500ms\"\ncache_ttl = \"30s\"\n"
+    );
+    let node = Node::start("health-obs", &extra, &[]);
+    node.wait_ready();
+    let started = std::time::Instant::now();
+    let (code, h) = health(&node, "/health?fresh=true");
+    let took = started.elapsed();
+    assert_eq!(code, 200, "{h}");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["checks"]["observability"]["status"], "warning", "{h}");
+    assert!(
+        h["checks"]["observability"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{h}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // Within the TTL the result is reused: no second 500 ms wait.
+    let started = std::time::Instant::now();
+    let (_, again) = health(&node, "/health?fresh=true");
+    assert!(
+        started.elapsed() < Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(again["checks"]["observability"]["cached"], true, "{again}");
+}
+
+#[test]
+fn a_healthy_prometheus_is_ok() {
+    let port = healthy_server();
+    let extra = format!("[observability]\nprometheus_url = \"http://127.0.0.1:{port}/\"\n");
+    let node = Node::start("health-obs-ok", &extra, &[]);
+    node.wait_ready();
+    let (code, h) = health(&node, "/health?fresh=true");
+    assert_eq!(code, 200, "{h}");
+    assert_eq!(h["checks"]["observability"]["status"], "ok", "{h}");
+}

@@ -125,12 +125,13 @@ impl HealthReport {
 pub async fn run_checks(ctx: &NodeContext) -> HealthReport {
     let limit = ctx.config.health.check_timeout;
     let fleet = check_fleet(ctx);
-    let (database, cache, disk, supervision, queue) = tokio::join!(
+    let (database, cache, disk, supervision, queue, observability) = tokio::join!(
         bounded(limit, check_database(ctx, limit)),
         bounded(limit, check_cache(ctx)),
         bounded(limit, async { check_disk(ctx) }),
         bounded(limit, check_supervision(ctx, limit)),
         bounded(limit, check_queue(ctx)),
+        check_observability(ctx),
     );
     let checks: BTreeMap<String, CheckResult> = [
         ("database", database),
@@ -139,6 +140,7 @@ pub async fn run_checks(ctx: &NodeContext) -> HealthReport {
         ("supervision", supervision),
         ("queue", queue),
         ("fleet", fleet),
+        ("observability", observability),
     ]
     .into_iter()
     .map(|(name, result)| (name.to_owned(), result))
@@ -258,6 +260,45 @@ async fn check_queue(ctx: &NodeContext) -> CheckResult {
         }
         Err(error) => CheckResult::error(error.to_string(), json!({})),
     }
+}
+
+/// The last reachability result of the observability stack, by URL (valid for
+/// `observability.cache_ttl`, so a slow or dead Prometheus costs one request per TTL).
+static OBSERVABILITY: std::sync::Mutex<Option<(String, std::time::Instant, CheckResult)>> =
+    std::sync::Mutex::new(None);
+
+/// Prometheus' `/-/healthy` within `observability.timeout`. Never worse than a warning: the
+/// node's work does not depend on its observers.
+async fn check_observability(ctx: &NodeContext) -> CheckResult {
+    let cfg = &ctx.config.observability;
+    let base = cfg.prometheus_url.trim_end_matches('/');
+    if base.is_empty() {
+        return CheckResult::ok(json!({ "configured": false }));
+    }
+    let url = format!("{base}/-/healthy");
+    if let Some((cached_url, at, result)) =
+        OBSERVABILITY.lock().expect("observability lock").clone()
+        && cached_url == url
+        && at.elapsed() < cfg.cache_ttl
+    {
+        let mut result = result;
+        result.details.insert("cached".into(), Value::Bool(true));
+        return result;
+    }
+    let started = std::time::Instant::now();
+    let answer = match reqwest::Client::builder().timeout(cfg.timeout).build() {
+        Ok(client) => client.get(&url).send().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let details = json!({ "url": url, "latency_ms": millis(started.elapsed()) });
+    let result = match answer {
+        Ok(r) if r.status().is_success() => CheckResult::ok(details),
+        Ok(r) => CheckResult::warning(format!("prometheus answered {}", r.status()), details),
+        Err(error) => CheckResult::warning(format!("prometheus unreachable: {error}"), details),
+    };
+    *OBSERVABILITY.lock().expect("observability lock") =
+        Some((url, std::time::Instant::now(), result.clone()));
+    result
 }
 
 /// Warning while any server's circuit breaker is open (from the states the VPS actors
