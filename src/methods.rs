@@ -59,6 +59,15 @@ impl Dispatch for NodeRpc {
                 "failed.analyze" => failed_analyze(&ctx).await,
                 "debug.stall" if ctx.debug_hooks => debug_stall(&ctx, &params).await,
                 "debug.fault" if ctx.debug_hooks => debug_fault(&ctx, &params).await,
+                "debug.inflate" if ctx.debug_hooks => {
+                    let bytes = opt_u64(&params, "bytes")?.unwrap_or(0) as usize;
+                    if bytes == 0 {
+                        chom_actors::memory::deflate();
+                    } else {
+                        chom_actors::memory::inflate(bytes);
+                    }
+                    Ok(json!({ "inflated": bytes, "rss_bytes": chom_actors::sys::rss_bytes() }))
+                }
                 other => match crate::fleet_methods::dispatch(&ctx, other, &params).await {
                     Some(result) => result,
                     None => Err(RpcError::new(
@@ -95,6 +104,7 @@ async fn status(ctx: &NodeContext) -> Result<Value, RpcError> {
         "cache": backends.as_ref().map(|b| b.cache.kind()),
         "tree": summary,
         "memory_rss_bytes": chom_actors::sys::rss_bytes(),
+        "memory": ctx.memory_status(),
         "queues": queue_sizes(ctx).await,
         "claiming": match ctx.queue.get() {
             Some(q) => q.active_queues().await,

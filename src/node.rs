@@ -4,7 +4,8 @@
 //! never share either; bind HTTP; start the supervision tree; send READY=1 once migrations ran
 //! and the tree started. Then wait for SIGTERM/SIGINT, an admin `shutdown`, or the root giving
 //! up. Exit statuses: 0 after a graceful stop, 70 when the root supervisor gave up (systemd's
-//! `Restart=always` takes over), 1 when start-up failed for a reason a restart will not fix.
+//! `Restart=always` takes over), 75 when the memory actor asked for a fresh process, 1 when
+//! start-up failed for a reason a restart will not fix.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -126,6 +127,13 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
     }
     release_leftovers(&ctx).await;
     ctx.metrics.shutdown();
+    if ctx.restart_requested() {
+        warn!(
+            exit = chom_actors::context::EXIT_RESTART,
+            "node stopped to be restarted (memory near its limit)"
+        );
+        return Ok(chom_actors::context::EXIT_RESTART);
+    }
     info!("node stopped");
     Ok(0)
 }

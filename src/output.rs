@@ -44,11 +44,23 @@ pub fn status(v: &Value) -> (String, u8) {
         let _ = writeln!(out, "not running: {}", names.join(", "));
     }
     if let Some(rss) = v["memory_rss_bytes"].as_u64() {
+        let m = &v["memory"];
+        let pressure = match (m["pressure_percent"].as_f64(), m["basis"].as_str()) {
+            (Some(p), Some(basis)) => format!(
+                ", {p:.1}% of the {basis} limit (acts at {}%)",
+                m["threshold_percent"]
+            ),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "memory: {:.1} MiB resident",
+            "memory: {:.1} MiB resident{pressure}",
             rss as f64 / (1024.0 * 1024.0)
         );
+    }
+    if let Some(open) = v["open_breakers"].as_array().filter(|o| !o.is_empty()) {
+        let names: Vec<&str> = open.iter().filter_map(|b| b["vps"].as_str()).collect();
+        let _ = writeln!(out, "open breakers: {}", names.join(", "));
     }
     (out, 0)
 }

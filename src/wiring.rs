@@ -13,6 +13,7 @@
 //! │   └── vps:<id>        SSH session + circuit breaker of one server (added at run time)
 //! ├── monitors (one_for_one)
 //! │   ├── health          periodic checks, cached for /health, remediation
+//! │   ├── memory          RSS / cgroup / host memory; recycle workers, then exit 75
 //! │   └── watchdog        sd_notify WATCHDOG=1 while the tree answers
 //! └── edge (one_for_one)
 //!     ├── http            /health, /metrics
@@ -30,6 +31,7 @@ use chom_actors::context::NodeContext;
 use chom_actors::fleet::Fleet;
 use chom_actors::fleet::inventory::{InventoryActor, InventoryArgs};
 use chom_actors::health_actor::{HealthActor, HealthArgs};
+use chom_actors::memory::{MemoryActor, MemoryArgs};
 use chom_actors::metrics::Metrics;
 use chom_actors::queue::QueueShared;
 use chom_actors::queue::completer::{CompleterActor, CompleterArgs};
@@ -282,6 +284,15 @@ fn monitors(
             ctx: health_ctx.clone(),
         },
     );
+    let memory_ctx = ctx.clone();
+    let memory = leaf(
+        &ctx,
+        "memory",
+        || MemoryActor,
+        move || MemoryArgs {
+            ctx: memory_ctx.clone(),
+        },
+    );
     let watchdog_period = sd_notify::watchdog_enabled();
     let args_ctx = ctx.clone();
     let watchdog = leaf(
@@ -296,7 +307,7 @@ fn monitors(
     subtree(
         "monitors",
         Strategy::OneForOne,
-        vec![health, watchdog],
+        vec![health, memory, watchdog],
         observer,
         sup,
     )

@@ -176,3 +176,32 @@ fn a_healthy_prometheus_is_ok() {
     assert_eq!(code, 200, "{h}");
     assert_eq!(h["checks"]["observability"]["status"], "ok", "{h}");
 }
+
+#[test]
+fn memory_pressure_recycles_the_workers_then_restarts_the_node_with_status_75() {
+    // RSS is measured against memory.max_rss: 400 MB, acting at 50%.
+    let extra = "[memory]\ninterval = \"200ms\"\nthreshold_percent = 50\nconsecutive = 2\nmax_rss = 400000000\n[queue]\nworkers = 3\n";
+    let mut node = Node::start("memory", extra, &[("CHOM_DEBUG_HOOKS", "1")]);
+    node.wait_ready();
+    let status = node.rpc("status", serde_json::json!({}))["result"].clone();
+    assert_eq!(status["memory"]["basis"], "max_rss", "{status}");
+    assert!(
+        status["memory"]["pressure_percent"].as_f64().unwrap() < 50.0,
+        "{status}"
+    );
+    let r = node.rpc(
+        "debug.inflate",
+        serde_json::json!({ "bytes": 250_000_000u64 }),
+    );
+    assert!(r.get("error").is_none(), "{r}");
+    // First the workers are recycled (planned replacements, not failures) ...
+    wait_for(Duration::from_secs(30), "workers recycled", || {
+        let log = node.log_text();
+        log.contains("recycling the workers").then_some(())
+    });
+    // ... then, still above, the node drains and exits asking for a restart.
+    let exit = node.wait_exit(Duration::from_secs(60));
+    assert_eq!(exit.code(), Some(75), "log:\n{}", node.log_text());
+    let log = node.log_text();
+    assert!(log.contains("draining and exiting"), "{log}");
+}

@@ -52,6 +52,8 @@ pub struct NodeContext {
     pub fleet: OnceLock<Arc<crate::fleet::Fleet>>,
     /// The last report of `monitors/health` and when it was made (served by `/health`).
     health: std::sync::Mutex<Option<(Instant, crate::health::HealthReport)>>,
+    restart_requested: std::sync::atomic::AtomicBool,
+    memory: std::sync::Mutex<Option<serde_json::Value>>,
     /// The address the HTTP listener actually bound (`http.listen` may ask for port 0).
     pub http_addr: OnceLock<std::net::SocketAddr>,
     backends: watch::Sender<Option<Backends>>,
@@ -81,6 +83,8 @@ impl NodeContext {
             queue: OnceLock::new(),
             fleet: OnceLock::new(),
             health: std::sync::Mutex::new(None),
+            restart_requested: Default::default(),
+            memory: std::sync::Mutex::new(None),
             faults: Default::default(),
             backends: watch::Sender::new(None),
             migrated: watch::Sender::new(false),
@@ -179,6 +183,30 @@ impl NodeContext {
         }
     }
 
+    /// Shut down gracefully and exit with [`EXIT_RESTART`] so the service manager starts a
+    /// fresh process (the memory actor, before the kernel's OOM killer would act).
+    pub fn request_restart(&self) {
+        self.restart_requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shutdown.cancel();
+    }
+
+    /// Whether [`NodeContext::request_restart`] was called.
+    pub fn restart_requested(&self) -> bool {
+        self.restart_requested
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The memory actor's last sample (for `chom status`).
+    pub fn set_memory_status(&self, status: serde_json::Value) {
+        *self.memory.lock().expect("memory lock") = Some(status);
+    }
+
+    /// The memory actor's last sample.
+    pub fn memory_status(&self) -> Option<serde_json::Value> {
+        self.memory.lock().expect("memory lock").clone()
+    }
+
     /// Ask the node to shut down gracefully (admin `shutdown`, same as SIGTERM).
     pub fn request_shutdown(&self) {
         self.shutdown.cancel();
@@ -189,6 +217,10 @@ impl NodeContext {
         self.shutdown.cancelled()
     }
 }
+
+/// Exit status asking for a restart (EX_TEMPFAIL): systemd's `Restart=always` starts a fresh
+/// process, and operators can tell it from a crash (70) or a clean stop (0).
+pub const EXIT_RESTART: u8 = 75;
 
 /// Aborts a spawned task when dropped, so a task owned by an actor's state dies with the actor
 /// even when the actor is killed (ractor skips `post_stop` then, but still drops the state).

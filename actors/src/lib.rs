@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod health;
 pub mod health_actor;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod queue;

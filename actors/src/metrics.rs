@@ -47,6 +47,7 @@ struct Inner {
     kinds_flagged: Counter<u64>,
     ssh_commands: Counter<u64>,
     remediations: Counter<u64>,
+    memory_actions: Counter<u64>,
     ssh_duration: Histogram<f64>,
     /// Current state of each breaker by service (`vps:<id>`).
     breakers: Arc<Mutex<BTreeMap<String, &'static str>>>,
@@ -126,6 +127,10 @@ impl Metrics {
         let remediations = meter
             .u64_counter("chom_health_remediations_total")
             .with_description("Remediations by health check and outcome: restarted, exhausted")
+            .build();
+        let memory_actions = meter
+            .u64_counter("chom_memory_actions_total")
+            .with_description("Actions of the memory monitor: recycle (workers), restart (node)")
             .build();
         let breakers: Arc<Mutex<BTreeMap<String, &'static str>>> = Arc::default();
         let (open_view, state_view) = (breakers.clone(), breakers.clone());
@@ -248,6 +253,7 @@ impl Metrics {
                 kinds_flagged,
                 ssh_commands,
                 remediations,
+                memory_actions,
                 ssh_duration,
                 breakers,
                 inventory,
@@ -277,6 +283,13 @@ impl Metrics {
                 KeyValue::new("outcome", outcome),
             ],
         );
+    }
+
+    /// Count one action of the memory monitor (`recycle`, `restart`).
+    pub fn memory_action(&self, action: &'static str) {
+        self.inner
+            .memory_actions
+            .add(1, &[KeyValue::new("action", action)]);
     }
 
     /// Record the state of the breaker of `service` (`vps:<id>`, `observability`).

@@ -9,14 +9,17 @@
 //! so no value can change what runs.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
+use std::net::Shutdown;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use russh::client;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{ChannelMsg, Disconnect};
+use russh::{ChannelMsg, Disconnect, Sig};
+use tokio::sync::watch;
 use tracing::debug;
 
 pub use russh::keys::PrivateKey;
@@ -261,16 +264,37 @@ pub struct ClientConfig {
     pub key: Arc<PrivateKey>,
     /// Limit of TCP connect + handshake + authentication.
     pub connect_timeout: Duration,
-    /// Keep-alive interval; a peer that misses 3 is considered gone.
+    /// Keep-alive interval; a peer that leaves 3 in a row unanswered is considered gone and
+    /// the session closes ([`Session::is_closed`]). `None`: a frozen peer is only noticed
+    /// by command time limits.
     pub keepalive_interval: Option<Duration>,
 }
 
 // === sessions ===
 
+/// Keep-alives without an answer before russh drops the session.
+const KEEPALIVE_MAX: usize = 3;
+
+/// How long [`Session::close`] waits for each step of a polite disconnect.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 struct Handler {
     target: Target,
     /// The host key decision when it refused the key (read after connect fails).
     refused: Arc<Mutex<Option<SshError>>>,
+    /// Dropped with the handler, i.e. when russh's connection task ends: lets
+    /// [`Session::close`] wait for that instead of guessing.
+    _ended: watch::Sender<()>,
+}
+
+/// Split a socket into the tokio stream for russh and a second descriptor of the same
+/// socket, used to shut it down from outside.
+fn duplicate(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, Arc<std::net::TcpStream>)> {
+    let std = socket.into_std()?;
+    let spare = std.try_clone()?;
+    Ok((tokio::net::TcpStream::from_std(std)?, Arc::new(spare)))
 }
 
 impl client::Handler for Handler {
@@ -319,6 +343,10 @@ impl client::Handler for Handler {
             },
         };
         let trusted = problem.is_none();
+        if let Some(problem) = &problem {
+            // The caller reports it (once, loudly); here it is only a trace of the decision.
+            debug!(addr = %self.target.addr(), %problem, "host key refused");
+        }
         *self.refused.lock().expect("host key lock") = problem;
         Ok(trusted)
     }
@@ -330,6 +358,19 @@ impl client::Handler for Handler {
 pub struct Session {
     handle: Arc<client::Handle<Handler>>,
     addr: String,
+    /// Another descriptor of the connection's socket, to cut it in [`Session::close`].
+    socket: Arc<std::net::TcpStream>,
+    /// Fails to `changed()` once russh's connection task has ended.
+    ended: watch::Receiver<()>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("addr", &self.addr)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
 }
 
 /// What a command produced.
@@ -368,20 +409,49 @@ fn push_capped(buf: &mut Vec<u8>, data: &[u8], max: usize, truncated: &mut bool)
     buf.extend_from_slice(&data[..data.len().min(room)]);
 }
 
+/// Text from captured bytes: exact when they are UTF-8, lossy otherwise. A cut at the limit
+/// can split a multi-byte character; that partial tail is dropped rather than turned into
+/// U+FFFD, so valid output stays valid (and at most `max` bytes long).
+fn text(mut bytes: Vec<u8>, truncated: bool) -> String {
+    if truncated && let Err(e) = std::str::from_utf8(&bytes) {
+        // `error_len() == None` means the input ended inside a character.
+        if e.error_len().is_none() {
+            bytes.truncate(e.valid_up_to());
+        }
+    }
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+/// A signal name as the server sent it (`TERM`, `KILL`, ...).
+fn signal_name(sig: &Sig) -> String {
+    match sig {
+        Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
 impl Session {
     /// Connect, check the host key and authenticate, all within `cfg.connect_timeout`.
     pub async fn connect(target: &Target, cfg: &ClientConfig) -> Result<Session, SshError> {
         let addr = target.addr();
         let refused = Arc::new(Mutex::new(None));
+        let (ended_tx, ended) = watch::channel(());
         let config = Arc::new(client::Config {
             keepalive_interval: cfg.keepalive_interval,
-            keepalive_max: 3,
+            keepalive_max: KEEPALIVE_MAX,
             ..Default::default()
         });
         let handler = Handler {
             target: target.clone(),
             refused: refused.clone(),
+            _ended: ended_tx,
         };
+        // A second descriptor of the socket, kept to cut it: russh runs the connection in a
+        // task we cannot cancel, and against a frozen peer that task would wait forever.
+        let cutter: Mutex<Option<Arc<std::net::TcpStream>>> = Mutex::new(None);
         let attempt = async {
             let socket = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
                 .await
@@ -390,9 +460,16 @@ impl Session {
                     reason: e.to_string(),
                 })?;
             let _ = socket.set_nodelay(true);
+            let (socket, spare) = duplicate(socket).map_err(|e| SshError::Connect {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+            *cutter.lock().expect("socket lock") = Some(spare.clone());
             let mut handle = client::connect_stream(config, socket, handler)
                 .await
                 .map_err(|e| {
+                    // A refused host key surfaces from russh as a generic error; the
+                    // handler kept the real reason.
                     refused
                         .lock()
                         .expect("host key lock")
@@ -402,6 +479,8 @@ impl Session {
                             reason: e.to_string(),
                         })
                 })?;
+            // `None` from the server means it did not say (legacy SHA-1 for RSA); the outer
+            // `Option` is `None` for keys that are not RSA.
             let rsa_hash = handle
                 .best_supported_rsa_hash()
                 .await
@@ -426,19 +505,29 @@ impl Session {
                     user: target.user.clone(),
                 });
             }
-            Ok(handle)
+            Ok((handle, spare))
         };
-        match tokio::time::timeout(cfg.connect_timeout, attempt).await {
-            Ok(Ok(handle)) => Ok(Session {
-                handle: Arc::new(handle),
-                addr,
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(SshError::ConnectTimeout {
+        let result = tokio::time::timeout(cfg.connect_timeout, attempt).await;
+        debug!(%addr, user = %target.user, ok = matches!(result, Ok(Ok(_))), "ssh connect");
+        let error = match result {
+            Ok(Ok((handle, socket))) => {
+                return Ok(Session {
+                    handle: Arc::new(handle),
+                    addr,
+                    socket,
+                    ended,
+                });
+            }
+            Ok(Err(e)) => e,
+            Err(_) => SshError::ConnectTimeout {
                 addr,
                 limit: cfg.connect_timeout,
-            }),
+            },
+        };
+        if let Some(socket) = cutter.lock().expect("socket lock").take() {
+            let _ = socket.shutdown(Shutdown::Both);
         }
+        Err(error)
     }
 
     /// Whether the session is gone (closed, or keep-alives unanswered).
@@ -446,14 +535,20 @@ impl Session {
         self.handle.is_closed()
     }
 
-    /// Close the session (commands running on it end with `SessionLost`).
+    /// Close the session (commands running on it end with `SessionLost`). Returns within a
+    /// few seconds even when the peer is frozen: the socket is cut if a polite disconnect
+    /// does not end the connection.
     pub async fn close(&self) {
         let _ = tokio::time::timeout(
-            Duration::from_secs(2),
+            CLOSE_GRACE,
             self.handle
                 .disconnect(Disconnect::ByApplication, "closing", "en"),
         )
         .await;
+        // `changed` fails once the handler is dropped, i.e. when russh's task has ended.
+        let mut ended = self.ended.clone();
+        let _ = tokio::time::timeout(CLOSE_GRACE, ended.changed()).await;
+        let _ = self.socket.shutdown(Shutdown::Both);
     }
 
     /// Run `command_line` on a new channel, keeping at most `max_output` bytes of stdout and
@@ -502,6 +597,7 @@ impl Session {
                 });
             }
         };
+        let limit = timeout;
         let timeout = timeout.saturating_sub(started.elapsed());
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
@@ -518,9 +614,9 @@ impl Session {
                         push_capped(&mut stderr, &data, max_output, &mut err_cut)
                     }
                     ChannelMsg::ExitStatus { exit_status: code } => exit_status = Some(code),
-                    ChannelMsg::ExitSignal { signal_name, .. } => {
-                        exit_signal = Some(format!("{signal_name:?}"))
-                    }
+                    ChannelMsg::ExitSignal {
+                        signal_name: sig, ..
+                    } => exit_signal = Some(signal_name(&sig)),
                     ChannelMsg::Failure => return false,
                     _ => {}
                 }
@@ -530,10 +626,17 @@ impl Session {
         let finished = match tokio::time::timeout(timeout, run).await {
             Ok(finished) => finished,
             Err(_) => {
+                // Ask sshd to signal the command's process group (OpenSSH honours "signal"
+                // requests), then close the channel: a command that outlived its limit
+                // should not keep running, nor keep a channel of the session busy. Both are
+                // queued to the session task without waiting for the peer, so a frozen host
+                // cannot stretch the limit.
+                let _ = channel.signal(Sig::TERM).await;
                 let _ = channel.close().await;
+                debug!(addr = %self.addr, limit = ?limit, "command timed out; channel closed");
                 return Err(SshError::CommandTimeout {
                     addr: self.addr.clone(),
-                    limit: timeout,
+                    limit,
                 });
             }
         };
@@ -548,7 +651,7 @@ impl Session {
             debug!(addr = %self.addr, "channel closed without an exit status");
             return Err(lost(true));
         }
-        let stdout = String::from_utf8_lossy(&stdout).into_owned();
+        let stdout = text(stdout, out_cut);
         let json = if out_cut {
             None
         } else {
@@ -558,7 +661,7 @@ impl Session {
             exit_status,
             exit_signal,
             stdout,
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            stderr: text(stderr, err_cut),
             stdout_truncated: out_cut,
             stderr_truncated: err_cut,
             json,

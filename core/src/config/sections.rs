@@ -515,6 +515,9 @@ pub struct MemoryConfig {
     pub threshold_percent: u8,
     /// Consecutive samples above the threshold before the watchdog acts.
     pub consecutive: u32,
+    /// Resident memory (bytes) to treat as the node's limit when it runs without a cgroup
+    /// `memory.max` (outside systemd's `MemoryMax=`); 0 = none (then host memory is watched).
+    pub max_rss: u64,
 }
 
 impl Default for MemoryConfig {
@@ -523,6 +526,7 @@ impl Default for MemoryConfig {
             interval: secs(15),
             threshold_percent: 95,
             consecutive: 2,
+            max_rss: 0,
         }
     }
 }
