@@ -205,3 +205,68 @@ fn memory_pressure_recycles_the_workers_then_restarts_the_node_with_status_75() 
     let log = node.log_text();
     assert!(log.contains("draining and exiting"), "{log}");
 }
+
+#[test]
+fn operator_checks_run_and_their_remediation_heals_them() {
+    let dir = TempDir::new("opcheck");
+    let flag = dir.path().join("php-fpm.running");
+    let extra = format!(
+        "[health]\ninterval = \"200ms\"\nfailures_before_restart = 3\n\
+         [[health.checks]]\nname = \"php-fpm\"\ncommand = \"test -f {flag}\"\nremediation = \"touch {flag}\"\n\
+         [[health.checks]]\nname = \"site\"\nurl = \"http://127.0.0.1:{port}/\"\n",
+        flag = flag.display(),
+        port = healthy_server(),
+    );
+    let node = Node::start("health-opcheck", &extra, &[]);
+    node.wait_ready();
+    let (_, first) = health(&node, "/health?fresh=true");
+    assert_eq!(first["checks"]["php-fpm"]["status"], "error", "{first}");
+    assert_eq!(first["checks"]["site"]["status"], "ok", "{first}");
+    assert_eq!(first["status"], "degraded", "{first}");
+    // Three failures, then `touch` heals it.
+    wait_for(
+        Duration::from_secs(30),
+        "remediation to heal the check",
+        || {
+            let (_, h) = health(&node, "/health");
+            (h["checks"]["php-fpm"]["status"] == "ok").then_some(())
+        },
+    );
+    assert!(flag.exists());
+    let page = node.get("/metrics").1;
+    assert_eq!(
+        metric(
+            &page,
+            "chom_health_remediations_total{check=\"php-fpm\",outcome=\"command\"}"
+        ),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "chom_health_check_status{check=\"php-fpm\"}"),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn bad_operator_checks_are_refused_with_their_key() {
+    let dir = TempDir::new("opcheck-bad");
+    let config = config_in(
+        dir.path(),
+        "[[health.checks]]\nname = \"database\"\ncommand = \"true\"\n\
+         [[health.checks]]\nname = \"x\"\ncommand = \"true\"\nurl = \"http://a/\"\n\
+         [[health.checks]]\nname = \"y\"\nurl = \"ftp://a/\"\n",
+    );
+    let out = chom(Some(&config), &["config", "check"], &[]);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "health.checks[0].name",
+        "built-in",
+        "health.checks[1].command",
+        "exactly one",
+        "health.checks[2].url",
+    ] {
+        assert!(err.contains(needle), "{needle} missing in {err}");
+    }
+}

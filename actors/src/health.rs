@@ -133,6 +133,14 @@ pub async fn run_checks(ctx: &NodeContext) -> HealthReport {
         bounded(limit, check_queue(ctx)),
         check_observability(ctx),
     );
+    let configured = futures::future::join_all(
+        ctx.config
+            .health
+            .checks
+            .iter()
+            .map(|c| async move { (c.name.clone(), check_configured(c, limit).await) }),
+    )
+    .await;
     let checks: BTreeMap<String, CheckResult> = [
         ("database", database),
         ("cache", cache),
@@ -144,6 +152,7 @@ pub async fn run_checks(ctx: &NodeContext) -> HealthReport {
     ]
     .into_iter()
     .map(|(name, result)| (name.to_owned(), result))
+    .chain(configured)
     .collect();
     for (name, result) in &checks {
         let level = match result.status {
@@ -259,6 +268,59 @@ async fn check_queue(ctx: &NodeContext) -> CheckResult {
             }
         }
         Err(error) => CheckResult::error(error.to_string(), json!({})),
+    }
+}
+
+/// An operator's `[[health.checks]]` entry: its command exits 0, or its URL answers 2xx,
+/// within `limit`.
+async fn check_configured(
+    check: &chom_core::config::HealthCheckConfig,
+    limit: Duration,
+) -> CheckResult {
+    let started = std::time::Instant::now();
+    if let Some(command) = &check.command {
+        let run = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let details = |code: Option<i32>| json!({ "command": command, "exit_code": code, "latency_ms": millis(started.elapsed()) });
+        return match tokio::time::timeout(limit, run).await {
+            Ok(Ok(out)) if out.status.success() => CheckResult::ok(details(Some(0))),
+            Ok(Ok(out)) => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let tail = stderr.trim().lines().last().unwrap_or("").to_owned();
+                CheckResult::error(
+                    format!(
+                        "`{command}` exited {}{}",
+                        out.status,
+                        if tail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {tail}")
+                        }
+                    ),
+                    details(out.status.code()),
+                )
+            }
+            Ok(Err(e)) => CheckResult::error(format!("cannot run `{command}`: {e}"), details(None)),
+            Err(_) => CheckResult::error(
+                format!("`{command}` did not finish within {limit:?}"),
+                details(None),
+            ),
+        };
+    }
+    let url = check.url.as_deref().unwrap_or_default();
+    let answer = match reqwest::Client::builder().timeout(limit).build() {
+        Ok(client) => client.get(url).send().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let details = json!({ "url": url, "latency_ms": millis(started.elapsed()) });
+    match answer {
+        Ok(r) if r.status().is_success() => CheckResult::ok(details),
+        Ok(r) => CheckResult::error(format!("{url} answered {}", r.status()), details),
+        Err(error) => CheckResult::error(format!("{url} unreachable: {error}"), details),
     }
 }
 

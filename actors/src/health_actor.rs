@@ -6,7 +6,9 @@
 //! (`database` and `cache` -> `store`, whose restart rebuilds the pools). More than
 //! `health.max_remediations` within `health.remediation_window` stops remediation for that
 //! check; it is then reported as an error with "remediation exhausted" (logged and counted)
-//! until it has passed `health.recovery_cycles` times in a row.
+//! until it has passed `health.recovery_cycles` times in a row. Operator checks
+//! (`[[health.checks]]`) with a `remediation` command get the same treatment, the command
+//! taking the place of the restart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -107,8 +109,17 @@ async fn tick(state: &mut HealthState) {
     let now = Instant::now();
     let policy = policy(&ctx);
     for (name, check) in report.checks.iter_mut() {
-        let Some(target) = owner(name) else {
-            continue;
+        let configured = ctx
+            .config
+            .health
+            .checks
+            .iter()
+            .find(|c| &c.name == name)
+            .and_then(|c| c.remediation.clone());
+        let target = match (owner(name), &configured) {
+            (Some(actor), _) => Remedy::Restart(actor),
+            (None, Some(command)) => Remedy::Command(command.clone()),
+            (None, None) => continue,
         };
         let remediator = state
             .remediators
@@ -116,13 +127,20 @@ async fn tick(state: &mut HealthState) {
             .or_insert_with(|| Remediator::new(policy));
         match remediator.observe(check.status == CheckStatus::Error, now) {
             Action::None => {}
-            Action::Remediate => {
-                warn!(check = %name, actor = target, failures = policy.failures_before, "health: check keeps failing; restarting its actor");
-                ctx.metrics.remediation(name, "restarted");
-                restart(&ctx, target).await;
-            }
+            Action::Remediate => match &target {
+                Remedy::Restart(actor) => {
+                    warn!(check = %name, actor, failures = policy.failures_before, "health: check keeps failing; restarting its actor");
+                    ctx.metrics.remediation(name, "restarted");
+                    restart(&ctx, actor).await;
+                }
+                Remedy::Command(command) => {
+                    warn!(check = %name, %command, failures = policy.failures_before, "health: check keeps failing; running its remediation");
+                    ctx.metrics.remediation(name, "command");
+                    run_remediation(name, command).await;
+                }
+            },
             Action::Exhausted => {
-                error!(check = %name, actor = target, max = policy.max_remediations, window = ?policy.window, "health: remediation exhausted; not restarting again until the check recovers");
+                error!(check = %name, max = policy.max_remediations, window = ?policy.window, "health: remediation exhausted; not remediating again until the check recovers");
                 ctx.metrics.remediation(name, "exhausted");
             }
             Action::Rearmed => {
@@ -141,6 +159,36 @@ async fn tick(state: &mut HealthState) {
     }
     let report = HealthReport::from_checks(report.checks);
     ctx.set_health_report(report);
+}
+
+/// How a failing check is healed.
+enum Remedy {
+    /// Restart this actor of the node.
+    Restart(&'static str),
+    /// Run the operator's command.
+    Command(String),
+}
+
+/// Limit of an operator's remediation command (e.g. a service restart).
+const REMEDIATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn run_remediation(check: &str, command: &str) {
+    let run = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(REMEDIATION_TIMEOUT, run).await {
+        Ok(Ok(out)) if out.status.success() => info!(check, command, "health: remediation ran"),
+        Ok(Ok(out)) => {
+            warn!(check, command, status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "health: remediation failed")
+        }
+        Ok(Err(e)) => warn!(check, command, error = %e, "health: cannot run the remediation"),
+        Err(_) => {
+            warn!(check, command, limit = ?REMEDIATION_TIMEOUT, "health: remediation did not finish in time")
+        }
+    }
 }
 
 async fn restart(ctx: &NodeContext, path: &str) {

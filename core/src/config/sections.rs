@@ -484,6 +484,29 @@ pub struct HealthConfig {
     /// Limit of one health check; a check that takes longer is an error.
     #[serde(with = "humantime_serde")]
     pub check_timeout: Duration,
+    /// Operator checks (`[[health.checks]]`): a command or an HTTP URL, with an optional
+    /// remediation command, e.g. `systemctl is-active php8.2-fpm` / `systemctl restart php8.2-fpm`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<HealthCheckConfig>,
+}
+
+/// One `[[health.checks]]` entry: `name` and exactly one of `command` or `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Name shown in /health and in metric labels (lowercase, like ids).
+    #[serde(default)]
+    pub name: String,
+    /// Passes when this `/bin/sh -c` command exits 0 within `health.check_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Passes when a GET of this URL answers 2xx within `health.check_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Run (`/bin/sh -c`) after `health.failures_before_restart` consecutive failures, with the
+    /// same restart-loop protection as the node's own remediations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<String>,
 }
 
 impl Default for HealthConfig {
@@ -498,6 +521,7 @@ impl Default for HealthConfig {
             failed_last_hour_warning: 20,
             disk_warning_percent: 90,
             check_timeout: secs(5),
+            checks: Vec::new(),
         }
     }
 }

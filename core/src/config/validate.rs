@@ -333,6 +333,58 @@ fn health(c: &Config, v: &mut Checker<'_>) {
         100,
     );
     v.positive("health.check_timeout", h.check_timeout);
+    const BUILT_IN: &[&str] = &[
+        "database",
+        "cache",
+        "disk",
+        "supervision",
+        "queue",
+        "fleet",
+        "observability",
+    ];
+    let mut seen = BTreeMap::new();
+    for (i, check) in h.checks.iter().enumerate() {
+        let key = |field: &str| format!("health.checks[{i}].{field}");
+        if check.name.is_empty() {
+            v.fail(key("name"), "required");
+        } else if !is_name(&check.name) {
+            v.fail(
+                key("name"),
+                format!("`{}` is not a valid name ({NAME_RULE})", check.name),
+            );
+        } else if BUILT_IN.contains(&check.name.as_str()) {
+            v.fail(key("name"), format!("`{}` is a built-in check", check.name));
+        } else if let Some(first) = seen.insert(check.name.as_str(), i) {
+            v.fail(
+                key("name"),
+                format!(
+                    "duplicate name `{}` (also health.checks[{first}])",
+                    check.name
+                ),
+            );
+        }
+        match (&check.command, &check.url) {
+            (Some(_), Some(_)) | (None, None) => {
+                v.fail(key("command"), "give exactly one of `command` or `url`")
+            }
+            (Some(cmd), None) if cmd.trim().is_empty() => v.fail(key("command"), "empty"),
+            (None, Some(url)) => match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => v.fail(key("url"), format!("`{url}` is not an http(s) URL")),
+            },
+            _ => {}
+        }
+        if check
+            .remediation
+            .as_deref()
+            .is_some_and(|r| r.trim().is_empty())
+        {
+            v.fail(
+                key("remediation"),
+                "empty (leave it out for no remediation)",
+            );
+        }
+    }
     let m = &c.memory;
     v.positive("memory.interval", m.interval);
     v.between(
