@@ -626,10 +626,11 @@ impl Session {
         let finished = match tokio::time::timeout(timeout, run).await {
             Ok(finished) => finished,
             Err(_) => {
-                // Ask sshd to signal the command's process group (OpenSSH honours "signal"
-                // requests), then close the channel: a command that outlived its limit
-                // should not keep running, nor keep a channel of the session busy. Both are
-                // queued to the session task without waiting for the peer, so a frozen host
+                // Ask sshd to TERM the command's process group, then close the channel so
+                // it no longer occupies the session. OpenSSH refuses the signal for root
+                // logins (no post-auth privilege separation) and forced commands; then the
+                // command runs on until it ends or writes to its closed pipe. Both messages
+                // are queued to russh's task without waiting for the peer, so a frozen host
                 // cannot stretch the limit.
                 let _ = channel.signal(Sig::TERM).await;
                 let _ = channel.close().await;
@@ -715,6 +716,23 @@ mod tests {
             command_line("", "x; reboot", &[]),
             Err(InvalidCommand::Name(_))
         ));
+    }
+
+    #[test]
+    fn text_is_exact_when_it_can_be() {
+        assert_eq!(text("héllo ☃".as_bytes().to_vec(), false), "héllo ☃");
+        // Cut inside the snowman (3 bytes): the partial character goes, nothing is invented.
+        let cut = "ab☃".as_bytes()[..4].to_vec();
+        assert_eq!(text(cut.clone(), true), "ab");
+        // Not cut: a broken tail is the command's own output, shown lossily.
+        assert_eq!(text(cut, false), "ab\u{fffd}");
+        assert_eq!(text(vec![b'a', 0xff, b'b'], true), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name(&Sig::TERM), "TERM");
+        assert_eq!(signal_name(&Sig::Custom("XCPU".into())), "XCPU");
     }
 
     #[test]
