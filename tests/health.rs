@@ -180,8 +180,13 @@ fn a_healthy_prometheus_is_ok() {
 #[test]
 fn memory_pressure_recycles_the_workers_then_restarts_the_node_with_status_75() {
     // RSS is measured against memory.max_rss: 400 MB, acting at 50%.
-    let extra = "[memory]\ninterval = \"200ms\"\nthreshold_percent = 50\nconsecutive = 2\nmax_rss = 400000000\n[queue]\nworkers = 3\n";
-    let mut node = Node::start("memory", extra, &[("CHOM_DEBUG_HOOKS", "1")]);
+    let dir = TempDir::new("memory-action");
+    let marker = dir.path().join("action-ran");
+    let extra = format!(
+        "[memory]\ninterval = \"200ms\"\nthreshold_percent = 50\nconsecutive = 2\nmax_rss = 400000000\naction = \"touch {}\"\n[queue]\nworkers = 3\n",
+        marker.display()
+    );
+    let mut node = Node::start("memory", &extra, &[("CHOM_DEBUG_HOOKS", "1")]);
     node.wait_ready();
     let status = node.rpc("status", serde_json::json!({}))["result"].clone();
     assert_eq!(status["memory"]["basis"], "max_rss", "{status}");
@@ -204,6 +209,8 @@ fn memory_pressure_recycles_the_workers_then_restarts_the_node_with_status_75() 
     assert_eq!(exit.code(), Some(75), "log:\n{}", node.log_text());
     let log = node.log_text();
     assert!(log.contains("draining and exiting"), "{log}");
+    // The operator's action ran with the recycle.
+    assert!(marker.exists(), "memory.action did not run: {log}");
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! returns what the old ones held); if the node is still at the threshold afterwards and a
 //! hard limit applies (max_rss or cgroup), it drains and exits with status 75 so systemd
 //! starts a fresh process, rather than letting the OOM killer end it mid-job. Host memory
-//! alone never makes the node exit: other processes may be the ones using it.
+//! alone never makes the node exit: other processes may be the ones using it. An operator
+//! command (`memory.action`, e.g. the plan's PHP-FPM restart) runs beside the recycle.
 
 use std::sync::Arc;
 
@@ -260,6 +261,12 @@ fn tick(state: &mut MemoryState) {
             );
             ctx.metrics.memory_action("recycle");
             recycle_workers(ctx);
+            let command = ctx.config.memory.action.trim().to_owned();
+            if !command.is_empty() {
+                ctx.metrics.memory_action("command");
+                // Not awaited here: a slow service restart must not delay the next sample.
+                tokio::spawn(async move { run_action(&command).await });
+            }
         }
         MemoryAction::Restart => {
             error!(
@@ -271,6 +278,24 @@ fn tick(state: &mut MemoryState) {
             ctx.metrics.memory_action("restart");
             ctx.request_restart();
         }
+    }
+}
+
+/// Run the operator's memory action, bounded to two minutes.
+async fn run_action(command: &str) {
+    let run = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(std::time::Duration::from_secs(120), run).await {
+        Ok(Ok(out)) if out.status.success() => warn!(command, "memory: action ran"),
+        Ok(Ok(out)) => {
+            error!(command, status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "memory: action failed")
+        }
+        Ok(Err(e)) => error!(command, error = %e, "memory: cannot run the action"),
+        Err(_) => error!(command, "memory: action did not finish within 2 minutes"),
     }
 }
 

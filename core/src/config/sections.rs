@@ -542,6 +542,9 @@ pub struct MemoryConfig {
     /// Resident memory (bytes) to treat as the node's limit when it runs without a cgroup
     /// `memory.max` (outside systemd's `MemoryMax=`); 0 = none (then host memory is watched).
     pub max_rss: u64,
+    /// Optional `/bin/sh -c` command run when memory crosses the threshold, beside recycling
+    /// the workers (the operations plan's PHP-FPM restart); empty = none.
+    pub action: String,
 }
 
 impl Default for MemoryConfig {
@@ -551,6 +554,7 @@ impl Default for MemoryConfig {
             threshold_percent: 95,
             consecutive: 2,
             max_rss: 0,
+            action: String::new(),
         }
     }
 }
