@@ -14,6 +14,7 @@ use chom_core::job::QueueStats;
 
 use crate::context::NodeContext;
 use crate::metrics::CheckLevel;
+use crate::sys::ShellOutcome;
 use crate::{sys, tree};
 
 /// Status of one check.
@@ -279,35 +280,27 @@ async fn check_configured(
 ) -> CheckResult {
     let started = std::time::Instant::now();
     if let Some(command) = &check.command {
-        let run = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(command)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let details = |code: Option<i32>| json!({ "command": command, "exit_code": code, "latency_ms": millis(started.elapsed()) });
-        return match tokio::time::timeout(limit, run).await {
-            Ok(Ok(out)) if out.status.success() => CheckResult::ok(details(Some(0))),
-            Ok(Ok(out)) => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let tail = stderr.trim().lines().last().unwrap_or("").to_owned();
-                CheckResult::error(
-                    format!(
-                        "`{command}` exited {}{}",
-                        out.status,
-                        if tail.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {tail}")
-                        }
-                    ),
-                    details(out.status.code()),
-                )
+        let outcome = crate::sys::run_shell(command, limit).await;
+        let code = match &outcome {
+            ShellOutcome::Success => Some(0),
+            ShellOutcome::Failed { code, .. } => *code,
+            _ => None,
+        };
+        let details = json!({ "command": command, "exit_code": code, "latency_ms": millis(started.elapsed()) });
+        return match outcome {
+            ShellOutcome::Success => CheckResult::ok(details),
+            ShellOutcome::Failed { status, stderr, .. } if stderr.is_empty() => {
+                CheckResult::error(format!("`{command}` {status}"), details)
             }
-            Ok(Err(e)) => CheckResult::error(format!("cannot run `{command}`: {e}"), details(None)),
-            Err(_) => CheckResult::error(
+            ShellOutcome::Failed { status, stderr, .. } => {
+                CheckResult::error(format!("`{command}` {status}: {stderr}"), details)
+            }
+            ShellOutcome::NotRun(e) => {
+                CheckResult::error(format!("cannot run `{command}`: {e}"), details)
+            }
+            ShellOutcome::TimedOut => CheckResult::error(
                 format!("`{command}` did not finish within {limit:?}"),
-                details(None),
+                details,
             ),
         };
     }

@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::context::NodeContext;
 use crate::health::{self, CheckStatus, HealthReport};
+use crate::sys::ShellOutcome;
 
 /// The actor.
 pub struct HealthActor;
@@ -173,19 +174,15 @@ enum Remedy {
 const REMEDIATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 async fn run_remediation(check: &str, command: &str) {
-    let run = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(REMEDIATION_TIMEOUT, run).await {
-        Ok(Ok(out)) if out.status.success() => info!(check, command, "health: remediation ran"),
-        Ok(Ok(out)) => {
-            warn!(check, command, status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "health: remediation failed")
+    match crate::sys::run_shell(command, REMEDIATION_TIMEOUT).await {
+        ShellOutcome::Success => info!(check, command, "health: remediation ran"),
+        ShellOutcome::Failed { status, stderr, .. } => {
+            warn!(check, command, %status, %stderr, "health: remediation failed")
         }
-        Ok(Err(e)) => warn!(check, command, error = %e, "health: cannot run the remediation"),
-        Err(_) => {
+        ShellOutcome::NotRun(e) => {
+            warn!(check, command, error = %e, "health: cannot run the remediation")
+        }
+        ShellOutcome::TimedOut => {
             warn!(check, command, limit = ?REMEDIATION_TIMEOUT, "health: remediation did not finish in time")
         }
     }

@@ -19,6 +19,7 @@ use serde_json::json;
 use tracing::{error, warn};
 
 use crate::context::NodeContext;
+use crate::sys::ShellOutcome;
 
 /// The actor.
 pub struct MemoryActor;
@@ -283,19 +284,13 @@ fn tick(state: &mut MemoryState) {
 
 /// Run the operator's memory action, bounded to two minutes.
 async fn run_action(command: &str) {
-    let run = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(std::time::Duration::from_secs(120), run).await {
-        Ok(Ok(out)) if out.status.success() => warn!(command, "memory: action ran"),
-        Ok(Ok(out)) => {
-            error!(command, status = %out.status, stderr = %String::from_utf8_lossy(&out.stderr).trim(), "memory: action failed")
+    match crate::sys::run_shell(command, std::time::Duration::from_secs(120)).await {
+        ShellOutcome::Success => warn!(command, "memory: action ran"),
+        ShellOutcome::Failed { status, stderr, .. } => {
+            error!(command, %status, %stderr, "memory: action failed")
         }
-        Ok(Err(e)) => error!(command, error = %e, "memory: cannot run the action"),
-        Err(_) => error!(command, "memory: action did not finish within 2 minutes"),
+        ShellOutcome::NotRun(e) => error!(command, error = %e, "memory: cannot run the action"),
+        ShellOutcome::TimedOut => error!(command, "memory: action did not finish within 2 minutes"),
     }
 }
 
