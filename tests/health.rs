@@ -89,8 +89,14 @@ fn a_failing_database_gets_the_store_restarted_until_remediation_is_exhausted() 
         Some(1.0),
         "{page}"
     );
-    // No more restarts while exhausted, however long it fails.
-    std::thread::sleep(Duration::from_secs(3)); // an observation window, not synchronization
+    // No more restarts while exhausted, however long it fails: let ten more health rounds
+    // run (each a new report timestamp), enough for three more remediations.
+    let mut rounds = std::collections::HashSet::new();
+    wait_for(Duration::from_secs(30), "ten more health rounds", || {
+        let (_, h) = health(&node, "/health");
+        rounds.insert(h["timestamp"].as_str().unwrap_or_default().to_owned());
+        (rounds.len() > 10).then_some(())
+    });
     assert_eq!(store_restarts(&node), 2);
     assert!(node.log_text().contains("remediation exhausted"));
 

@@ -305,16 +305,23 @@ async fn check_configured(
         };
     }
     let url = check.url.as_deref().unwrap_or_default();
-    let answer = match reqwest::Client::builder().timeout(limit).build() {
-        Ok(client) => client.get(url).send().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let answer = http_get(url, limit).await;
     let details = json!({ "url": url, "latency_ms": millis(started.elapsed()) });
     match answer {
-        Ok(r) if r.status().is_success() => CheckResult::ok(details),
-        Ok(r) => CheckResult::error(format!("{url} answered {}", r.status()), details),
+        Ok(status) if status.is_success() => CheckResult::ok(details),
+        Ok(status) => CheckResult::error(format!("{url} answered {status}"), details),
         Err(error) => CheckResult::error(format!("{url} unreachable: {error}"), details),
     }
+}
+
+/// The status of a GET of `url`, within `limit`.
+async fn http_get(url: &str, limit: Duration) -> Result<reqwest::StatusCode, String> {
+    let client = reqwest::Client::builder()
+        .timeout(limit)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    Ok(response.status())
 }
 
 /// The last reachability result of the observability stack, by URL (valid for
@@ -341,14 +348,11 @@ async fn check_observability(ctx: &NodeContext) -> CheckResult {
         return result;
     }
     let started = std::time::Instant::now();
-    let answer = match reqwest::Client::builder().timeout(cfg.timeout).build() {
-        Ok(client) => client.get(&url).send().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let answer = http_get(&url, cfg.timeout).await;
     let details = json!({ "url": url, "latency_ms": millis(started.elapsed()) });
     let result = match answer {
-        Ok(r) if r.status().is_success() => CheckResult::ok(details),
-        Ok(r) => CheckResult::warning(format!("prometheus answered {}", r.status()), details),
+        Ok(status) if status.is_success() => CheckResult::ok(details),
+        Ok(status) => CheckResult::warning(format!("prometheus answered {status}"), details),
         Err(error) => CheckResult::warning(format!("prometheus unreachable: {error}"), details),
     };
     *OBSERVABILITY.lock().expect("observability lock") =

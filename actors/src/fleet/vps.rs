@@ -136,7 +136,7 @@ impl Actor for VpsActor {
 
     async fn handle(
         &self,
-        myself: ActorRef<VpsMsg>,
+        _: ActorRef<VpsMsg>,
         message: VpsMsg,
         state: &mut VpsState,
     ) -> Result<(), ActorProcessingErr> {
@@ -160,7 +160,6 @@ impl Actor for VpsActor {
                 state.server.id
             ),
         }
-        let _ = myself;
         Ok(())
     }
 
@@ -376,6 +375,3 @@ pub fn observation_for(error: &SshError, generation: Option<u64>) -> Observation
         ErrorClass::Timeout | ErrorClass::Local => Observation::Cancelled,
     }
 }
-
-/// Wait a little for a restarting actor (used by callers that found no live actor).
-pub const RESTART_WAIT: Duration = Duration::from_secs(2);

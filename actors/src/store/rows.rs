@@ -97,13 +97,8 @@ impl SplitBatch {
                     id,
                     error,
                     available_at,
-                } => {
-                    split.retry_ids.push(*id);
-                    split.retry_errors.push(error.clone());
-                    split.retry_at.push(*available_at);
-                    split.retry_refund.push(false);
                 }
-                Completion::Defer {
+                | Completion::Defer {
                     id,
                     error,
                     available_at,
@@ -111,7 +106,9 @@ impl SplitBatch {
                     split.retry_ids.push(*id);
                     split.retry_errors.push(error.clone());
                     split.retry_at.push(*available_at);
-                    split.retry_refund.push(true);
+                    split
+                        .retry_refund
+                        .push(matches!(completion, Completion::Defer { .. }));
                 }
                 Completion::Fail { id, error } => {
                     split.fail_ids.push(*id);
