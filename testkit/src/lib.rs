@@ -147,6 +147,12 @@ fn stop_tree(root: u32) -> Vec<u32> {
 }
 
 /// Write `sshd_config` for `port` in `dir`.
+///
+/// `SetEnv SHLVL=1`: Debian's bash sources `~/.bashrc` for commands run by sshd only when it
+/// is a top-level shell (SHLVL below 2 after its own increment). The test user is whoever runs
+/// the tests, and their `~/.bashrc` is not ours: a `pyenv init` in it waits up to a minute on
+/// a lock left by a command killed mid-rehash (as the kill scenarios do), which made every
+/// command time out. Sessions of this sshd therefore run the command without rc files.
 fn write_config(dir: &Path, port: u16) {
     std::fs::write(
         dir.join("sshd_config"),
@@ -155,7 +161,7 @@ fn write_config(dir: &Path, port: u16) {
              AuthorizedKeysFile {dir}/authorized_keys\nUsePAM no\nStrictModes no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
              PermitRootLogin prohibit-password\nLogLevel VERBOSE\nMaxSessions 64\nMaxStartups 100\n\
-             UseDNS no\nSubsystem sftp internal-sftp\n",
+             UseDNS no\nSubsystem sftp internal-sftp\nSetEnv SHLVL=1\n",
             dir = dir.display()
         ),
     )
