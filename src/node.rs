@@ -92,8 +92,8 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
         _ = &mut root_done => {
             ready.abort();
             notify(&[NotifyState::Stopping, NotifyState::Status("root supervisor gave up")]);
-            if observer.root_gave_up() {
-                error!(exit = EXIT_ROOT_GAVE_UP, "root supervisor gave up; exiting so systemd restarts the node");
+            if let Some(chain) = observer.root_gave_up() {
+                error!(exit = EXIT_ROOT_GAVE_UP, chain = %chain, "root supervisor gave up; exiting so systemd restarts the node");
             } else {
                 error!(exit = EXIT_ROOT_GAVE_UP, "root supervisor stopped unexpectedly; exiting so systemd restarts the node");
             }

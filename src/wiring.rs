@@ -24,7 +24,6 @@
 //! after it is restarted too, so no actor keeps using what the old store owned.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chom_actors::context::NodeContext;
@@ -63,7 +62,8 @@ pub struct Listeners {
 /// Maps supervision events to metrics and logs, and remembers whether the root gave up.
 pub struct NodeObserver {
     metrics: Metrics,
-    root_gave_up: AtomicBool,
+    /// Why the root gave up: the chain of failures, innermost last.
+    root_gave_up: std::sync::Mutex<Option<String>>,
 }
 
 impl NodeObserver {
@@ -71,13 +71,17 @@ impl NodeObserver {
     pub fn new(metrics: Metrics) -> Self {
         NodeObserver {
             metrics,
-            root_gave_up: AtomicBool::new(false),
+            root_gave_up: std::sync::Mutex::new(None),
         }
     }
 
-    /// Whether the root supervisor exceeded its restart intensity.
-    pub fn root_gave_up(&self) -> bool {
-        self.root_gave_up.load(Ordering::SeqCst)
+    /// When the root supervisor exceeded its restart intensity: why, as the chain of
+    /// failures that led there (each supervisor's reason names the failure below it).
+    pub fn root_gave_up(&self) -> Option<String> {
+        self.root_gave_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -105,7 +109,7 @@ impl Observer for NodeObserver {
         );
         self.metrics.supervisor_escalated(supervisor_path);
         if supervisor_path.is_empty() {
-            self.root_gave_up.store(true, Ordering::SeqCst);
+            *self.root_gave_up.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
         }
     }
 }
@@ -123,8 +127,11 @@ pub fn root(
     let _ = ctx.fleet.set(fleet_shared.clone());
     let children = vec![
         store(ctx.clone()),
-        queue(&ctx, shared, observer.clone(), sup),
+        // The fleet before the queue: workers call the fleet (vps.exec), so rest_for_one
+        // restarts the queue when the fleet goes, a queue failure leaves the SSH sessions
+        // alone, and on the way down the workers finish against a live fleet.
         fleet(fleet_shared, observer.clone(), sup),
+        queue(&ctx, shared, observer.clone(), sup),
         monitors(ctx.clone(), observer.clone(), sup),
         edge(ctx.clone(), listeners, observer.clone(), sup),
     ];

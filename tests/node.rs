@@ -210,7 +210,16 @@ backoff_max = "50ms"
         watchdog_restart < monitors_escalated && monitors_escalated < root_gave_up,
         "{log}"
     );
-    assert!(log.contains("root supervisor gave up"), "{log}");
+    // The last line carries the whole chain, innermost failure included.
+    let last = log
+        .lines()
+        .find(|l| l.contains("root supervisor gave up; exiting"))
+        .unwrap_or_else(|| panic!("no exit line:\n{log}"));
+    assert!(
+        last.contains("chain=more than 2 restarts in 60s, last monitors:")
+            && last.contains("monitors/watchdog: injected start failure"),
+        "{last}"
+    );
 }
 
 #[test]

@@ -253,6 +253,25 @@ async fn site_provision(payload: &Value, env: &JobEnv<'_>) -> Result<(), JobErro
     Ok(())
 }
 
+/// Append "id node start_unix_micros" to `path`.
+fn record_start(
+    path: &str,
+    env: &JobEnv<'_>,
+    started: std::time::SystemTime,
+) -> Result<(), JobError> {
+    let micros = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let line = format!("{} {} {micros}\n", env.id, env.node);
+    // One write(2) of a short line with O_APPEND: lines from several processes never interleave.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .map_err(|e| JobError::Retryable(format!("cannot append to {path}: {e}")))
+}
+
 async fn debug(kind: &str, payload: &Value, env: &JobEnv<'_>) -> Result<(), JobError> {
     let field = |name: &str| payload.get(name).and_then(Value::as_str).map(str::to_owned);
     match kind {
@@ -261,20 +280,11 @@ async fn debug(kind: &str, payload: &Value, env: &JobEnv<'_>) -> Result<(), JobE
         "debug.record" => {
             let path = field("file")
                 .ok_or_else(|| JobError::Permanent("debug.record needs `file`".into()))?;
-            let micros = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros());
+            let started = std::time::SystemTime::now();
             if let Some(ms) = payload.get("ms").and_then(Value::as_u64) {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            let line = format!("{} {} {micros}\n", env.id, env.node);
-            // One write(2) of a short line with O_APPEND: lines from several processes never interleave.
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| f.write_all(line.as_bytes()))
-                .map_err(|e| JobError::Retryable(format!("cannot append to {path}: {e}")))
+            record_start(&path, env, started)
         }
         "debug.sleep" => {
             let ms = payload.get("ms").and_then(Value::as_u64).unwrap_or(1000);
@@ -288,6 +298,14 @@ async fn debug(kind: &str, payload: &Value, env: &JobEnv<'_>) -> Result<(), JobE
             } else {
                 Err(JobError::Retryable(message))
             }
+        }
+        // Panic on every attempt: a job that crashes whichever worker runs it (recording its
+        // start in `file` first, when given).
+        "debug.panic" => {
+            if let Some(path) = field("file") {
+                record_start(&path, env, std::time::SystemTime::now())?;
+            }
+            panic!("debug.panic: panicking on purpose (job {})", env.id)
         }
         // Panic the first time (creating `marker`), succeed afterwards.
         "debug.panic_once" => {

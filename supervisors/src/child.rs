@@ -50,6 +50,11 @@ pub(crate) struct Child {
     pub(crate) restart_count: u64,
     pub(crate) recycles: u64,
     pub(crate) last_failure: Option<FailureReport>,
+    /// When the failure that the pending restart answers was noticed (the first one, when
+    /// starts fail again after it).
+    pub(crate) failed_at: Option<Instant>,
+    /// From the last failure noticed to its replacement running.
+    pub(crate) last_recovery: Option<std::time::Duration>,
     pub(crate) backoff: BackoffState,
     /// Fault injection: this many next starts fail (`u32::MAX`: all of them).
     pub(crate) fail_starts: u32,
@@ -69,6 +74,8 @@ impl Child {
             restart_count: 0,
             recycles: 0,
             last_failure: None,
+            failed_at: None,
+            last_recovery: None,
             backoff: BackoffState::new(),
             fail_starts: 0,
         }
@@ -124,6 +131,9 @@ impl Child {
             restart_count: self.restart_count,
             recycles: self.recycles,
             last_failure: self.last_failure.clone(),
+            last_recovery_us: self
+                .last_recovery
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             children: None,
         }
     }

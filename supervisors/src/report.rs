@@ -34,6 +34,10 @@ pub struct ChildReport {
     pub recycles: u64,
     /// The last abnormal exit or failed start.
     pub last_failure: Option<FailureReport>,
+    /// Microseconds from the last failure noticed to its replacement running (restart delay
+    /// included): how long the child was out of service.
+    #[serde(default)]
+    pub last_recovery_us: Option<u64>,
     /// The child's own report when it is a supervisor that answered in time.
     pub children: Option<SupervisorReport>,
 }

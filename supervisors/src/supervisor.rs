@@ -380,6 +380,7 @@ impl SupervisorState {
             .child_exited(&child.path, &exit.reason, abnormal);
         if abnormal {
             child.last_failure = Some(FailureReport::now(&exit.reason));
+            child.failed_at.get_or_insert_with(Instant::now);
         }
 
         if exit.kind == ExitKind::Recycle && child.spec.restart != Restart::Temporary {
@@ -495,6 +496,9 @@ impl SupervisorState {
                 Ok(()) => {
                     let child = &mut self.children[idx];
                     child.restart_count += 1;
+                    if let Some(failed_at) = child.failed_at.take() {
+                        child.last_recovery = Some(failed_at.elapsed());
+                    }
                     self.observer.child_restarted(&child.path, &pending.reason);
                 }
                 Err(why) => return self.retry_later(me, idx, why).await,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod pg;
+pub mod redis;
 
 /// The binary under test.
 pub const CHOM: &str = env!("CARGO_BIN_EXE_chom");

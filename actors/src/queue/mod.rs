@@ -57,6 +57,9 @@ pub struct Slot {
     pub worker: Option<ActorRef<worker::WorkerMsg>>,
     /// The job it holds, if any.
     pub assigned: Option<Assigned>,
+    /// The panic message of an incarnation that crashed running `assigned`, for the failed
+    /// attempt's reason.
+    pub crash: Option<String>,
 }
 
 /// What the queue actors share.

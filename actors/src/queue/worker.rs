@@ -7,12 +7,14 @@
 //! reason `recycle` and its supervisor starts a fresh one (a planned replacement, not a
 //! failure).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chom_core::job::{Completion, Job};
 use chom_core::policy::{AttemptOutcome, Decision, decide};
 use chom_supervisors::RECYCLE;
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, error, warn};
 
@@ -55,20 +57,24 @@ impl Actor for WorkerActor {
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
         let WorkerArgs { shared, index } = args;
-        let leftover = {
+        let (leftover, crash) = {
             let mut slot = shared.slot(index);
             slot.worker = Some(myself);
-            slot.assigned.take()
+            (slot.assigned.take(), slot.crash.take())
         };
         if let Some(assigned) = leftover {
             // The previous incarnation died holding this job.
             let completion = if assigned.started {
-                warn!(job = assigned.job.id, kind = %assigned.job.kind, "queue: worker crashed while running a job; retrying it");
+                let error = match crash {
+                    Some(panic) => format!("worker crashed while running the job: {panic}"),
+                    None => "worker crashed while running the job".to_owned(),
+                };
+                warn!(job = assigned.job.id, kind = %assigned.job.kind, %error, "queue: worker crashed while running a job; its attempt failed");
                 settle(
                     &shared,
                     &assigned.job,
                     &AttemptOutcome::Failed {
-                        error: "worker crashed while running the job".into(),
+                        error,
                         permanent: false,
                     },
                     Duration::ZERO,
@@ -141,7 +147,17 @@ async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
         ctx: Some(ctx),
     };
     let started = Instant::now();
-    let result = tokio::time::timeout(limit, jobs::run(&job.kind, &job.payload, &env)).await;
+    let attempt = AssertUnwindSafe(jobs::run(&job.kind, &job.payload, &env)).catch_unwind();
+    let result = match tokio::time::timeout(limit, attempt).await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(panic)) => {
+            // Leave the message for the next incarnation, which fails the attempt with it;
+            // then crash as the panic would have, so the supervisor restarts this worker.
+            shared.slot(state.index).crash = Some(panic_message(panic.as_ref()));
+            std::panic::resume_unwind(panic);
+        }
+        Err(elapsed) => Err(elapsed),
+    };
     if let Ok(Err(JobError::Defer { reason, after })) = result {
         debug!(job = job.id, kind = %job.kind, %reason, retry_in = ?after, "queue: job deferred; its attempt does not count");
         let available_at =
@@ -168,6 +184,15 @@ async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
     };
     let completion = settle(&shared, &job, &outcome, started.elapsed());
     finish(myself, state, completion);
+}
+
+/// The text of a panic payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".to_owned())
 }
 
 /// Hand the result to the completer and take the next job (or recycle).

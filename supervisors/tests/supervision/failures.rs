@@ -39,6 +39,11 @@ async fn crash_restarts_only_that_child(crash: ProbeMsg, reason: &str) {
     let failure = a_report.last_failure.as_ref().expect("failure recorded");
     assert!(failure.reason.contains(reason), "{failure:?}");
     assert!(failure.at_unix_ms > 0);
+    // Out of service from the failure noticed to the replacement running: measured, and
+    // short (no backoff here).
+    let out = a_report.last_recovery_us.expect("recovery time recorded");
+    assert!(out > 0 && out < 1_000_000, "{out} us");
+    assert_eq!(report.child("b").unwrap().last_recovery_us, None);
     assert_eq!(
         rec.count(|e| matches!(e, Ev::Exited(p, r, true) if p == "a" && r.contains(reason))),
         1
