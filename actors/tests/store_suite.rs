@@ -15,7 +15,7 @@ use chom_actors::store::{Backend, NodeRecord, Store, StoreError};
 use chom_core::inventory::{NewSite, SiteStatus, Tier, VpsServer};
 use chom_core::job::{Completion, Job, JobFilter, JobState, NewJob, QueueStats};
 use chrono::{DateTime, Utc};
-use common::TestDb;
+use common::{Raw, TestDb};
 use futures::StreamExt;
 
 // === helpers ===
@@ -850,7 +850,17 @@ async fn rescue_expired_takes_only_dead_nodes_stale_jobs(db: &TestDb) {
     let dead_fresh = reserve_as(db, "dead", None).await;
     let ghost = reserve_as(db, "ghost", Some(long_ago)).await; // never registered
 
-    assert_eq!(s.rescue_expired(cutoff, "me").await.unwrap(), 2);
+    let dead_recent = reserve_as(db, "dead", Some(now - chrono::Duration::minutes(4))).await;
+
+    // A bounded pass only looks at reservations since `since`: of the stale ones, only the
+    // recent one.
+    let since = now - chrono::Duration::minutes(5);
+    assert_eq!(
+        s.rescue_expired(cutoff, Some(since), "me").await.unwrap(),
+        1
+    );
+    assert_eq!(get(s, dead_recent).await.state, JobState::Pending);
+    assert_eq!(s.rescue_expired(cutoff, None, "me").await.unwrap(), 2);
     for id in [dead_stale, ghost] {
         let j = get(s, id).await;
         assert_eq!(j.state, JobState::Pending, "job {id} rescued");
@@ -860,7 +870,7 @@ async fn rescue_expired_takes_only_dead_nodes_stale_jobs(db: &TestDb) {
     for id in [mine, alive, dead_fresh] {
         assert_eq!(get(s, id).await.state, JobState::Reserved, "job {id} kept");
     }
-    assert_eq!(s.rescue_expired(cutoff, "me").await.unwrap(), 0);
+    assert_eq!(s.rescue_expired(cutoff, None, "me").await.unwrap(), 0);
 }
 
 async fn kill_stuck_fails_old_reservations(db: &TestDb) {
@@ -1252,6 +1262,40 @@ async fn tenants_and_sites(db: &TestDb) {
     assert!(s.vps("web-1").await.unwrap().is_some());
 }
 
+/// PostgreSQL only: a completion must be a HOT update (the queue's drain speed rests on it),
+/// so nothing a completion writes may appear in any index of `jobs`, and pages keep room.
+async fn postgres_completions_touch_no_index(db: &TestDb) {
+    let Raw::Pg(pool) = &db.raw else {
+        return; // SQLite has no HOT updates to keep.
+    };
+    let defs: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'jobs'::regclass",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(defs.len() >= 3, "{defs:?}");
+    for def in &defs {
+        for column in ["state", "finished_at", "last_error"] {
+            assert!(!def.contains(column), "{def} mentions {column}");
+        }
+    }
+    let options: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(options, Some(vec!["fillfactor=30".to_owned()]));
+    // And the rule the claim index relies on holds: pending exactly when not reserved.
+    let err = sqlx::query(
+        "INSERT INTO jobs (queue, kind, payload, reserved_at) VALUES ('default', 'noop', '{}', now())",
+    )
+    .execute(pool)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("jobs_pending_unreserved"), "{err}");
+}
+
 // === generated tests ===
 
 /// For each case, `sqlite::<case>` and `postgres::<case>`.
@@ -1279,6 +1323,7 @@ macro_rules! suite {
 }
 
 suite!(
+    postgres_completions_touch_no_index,
     migrate_is_idempotent,
     enqueue_round_trips_every_field,
     unique_key_dedupes_until_finished,

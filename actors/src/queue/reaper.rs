@@ -35,6 +35,8 @@ pub struct ReaperState {
     last_stuck: Instant,
     last_analyze: Instant,
     last_prune: Option<Instant>,
+    /// Whether an unbounded rescue pass has run since this incarnation started.
+    rescued_all: bool,
 }
 
 /// Messages.
@@ -63,6 +65,7 @@ impl Actor for ReaperActor {
             last_stuck: now,
             last_analyze: now,
             last_prune: None,
+            rescued_all: false,
         })
     }
 
@@ -104,8 +107,17 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
     ctx.metrics.set_failed_last_hour(failed);
 
     let cutoff = now - chrono::Duration::from_std(q.retry_after).unwrap_or_default();
+    // The first pass looks at every reservation; later ones only at those young enough that
+    // the stuck-job killer has not had its turn at them (on PostgreSQL the index they scan also
+    // holds every retained finished job). A job of a dead node spends stuck_after +
+    // stuck_check_interval in that window while this reaper runs, so none is missed.
+    let since = state.rescued_all.then(|| {
+        cutoff
+            - chrono::Duration::from_std(q.stuck_after + q.stuck_check_interval).unwrap_or_default()
+    });
     let rescued =
-        store::with_timeout(limit, b.store.rescue_expired(cutoff, &ctx.node_name)).await?;
+        store::with_timeout(limit, b.store.rescue_expired(cutoff, since, &ctx.node_name)).await?;
+    state.rescued_all = true;
     if rescued > 0 {
         warn!(
             jobs = rescued,

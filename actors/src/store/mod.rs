@@ -141,10 +141,12 @@ pub trait Store: Inventory + Send + Sync + 'static {
     /// Jobs reserved before `cutoff` by a node other than `except_node` go back to pending
     /// (visibility timeout: their node died), unless that node's `nodes.seen_at` heartbeat is
     /// newer than `cutoff` (a live node's long job is never taken from it; the stuck-job killer
-    /// handles wedged ones). Returns how many.
+    /// handles wedged ones). With `since`, only jobs reserved at or after it are looked at
+    /// (the reaper's bounded window; None: all). Returns how many.
     async fn rescue_expired(
         &self,
         cutoff: DateTime<Utc>,
+        since: Option<DateTime<Utc>>,
         except_node: &str,
     ) -> Result<u64, StoreError>;
     /// Jobs reserved before `cutoff` fail for good with `reason` (a failed_jobs row each).

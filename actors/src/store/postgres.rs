@@ -53,7 +53,7 @@ const JOB_COLUMNS: &str = "id, queue, kind, payload, attempts, max_attempts, tim
      unique_key, last_error, reserved_at, reserved_by, available_at, created_at, finished_at";
 
 /// Insert a job; with a unique key held by a pending/reserved job, insert nothing (the
-/// partial unique index `jobs_unique_key_idx` decides, race-free).
+/// unique index on `live_key`, the key of an unfinished job, decides, race-free).
 const ENQUEUE: &str = "
     INSERT INTO jobs (queue, kind, payload, max_attempts, timeout_ms, unique_key, available_at)
     VALUES ($1, $2, $3, $4, $5, $6, now() + $7 * interval '1 millisecond')
@@ -61,21 +61,26 @@ const ENQUEUE: &str = "
     RETURNING id";
 
 const UNIQUE_HOLDER: &str = "
-    SELECT id FROM jobs WHERE unique_key = $1 AND state IN ('pending', 'reserved')";
+    SELECT id FROM jobs WHERE live_key = $1";
 
-/// The claim, one statement for every queue. The LATERAL subquery runs once per queue in the
+/// The claim, one statement for every queue. Pending is spelled `reserved_at IS NULL`, the
+/// predicate of `jobs_claim_idx` (a CHECK keeps it equal to `state = 'pending'`); `state` is
+/// in no index, so that the completion is a HOT update (migration 0004). The LATERAL subquery runs once per queue in the
 /// order of `$1` (a nested loop over the unnested array, which keeps its order), each an index
 /// scan of `jobs_claim_idx` locking rows as it reads them with SKIP LOCKED; the outer LIMIT
 /// stops pulling as soon as `$2` rows are locked, so a lower queue is not even read while a
 /// higher one fills the batch (strict priority), and no row is locked without being claimed.
-/// MATERIALIZED keeps the picking subquery from being inlined and re-run inside the join.
+/// MATERIALIZED keeps the picking subquery from being inlined and re-run. The UPDATE finds
+/// the picked rows by primary key (`id = ANY(ARRAY(...))`): written as `FROM picked`, an
+/// analyzed table made the planner hash-join against a sequential scan of all of `jobs`
+/// (retained finished rows included) — 44 ms instead of 5 ms per 1,000-row claim at 100k rows.
 const CLAIM: &str = "
     WITH picked AS MATERIALIZED (
         SELECT j.id
         FROM unnest($1::text[]) AS q(name)
         CROSS JOIN LATERAL (
             SELECT id FROM jobs
-            WHERE state = 'pending' AND queue = q.name AND available_at <= now()
+            WHERE reserved_at IS NULL AND queue = q.name AND available_at <= now()
             ORDER BY available_at, id
             LIMIT $2
             FOR UPDATE SKIP LOCKED
@@ -84,8 +89,7 @@ const CLAIM: &str = "
     )
     UPDATE jobs
     SET state = 'reserved', reserved_at = now(), reserved_by = $3, attempts = jobs.attempts + 1
-    FROM picked
-    WHERE jobs.id = picked.id
+    WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING jobs.id, jobs.queue, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts,
         jobs.timeout_ms, jobs.state, jobs.unique_key, jobs.last_error, jobs.reserved_at,
         jobs.reserved_by, jobs.available_at, jobs.created_at, jobs.finished_at";
@@ -139,9 +143,12 @@ const RELEASE_NODE: &str = "
     UPDATE jobs SET state = 'pending', available_at = now(), reserved_at = NULL, reserved_by = NULL
     WHERE state = 'reserved' AND reserved_by = $1";
 
+/// `$3` bounds the scan of `jobs_reserved_at_idx`, which also holds every retained finished
+/// row; NULL scans it all.
 const RESCUE_EXPIRED: &str = "
     UPDATE jobs SET state = 'pending', available_at = now(), reserved_at = NULL, reserved_by = NULL
-    WHERE state = 'reserved' AND reserved_at < $1 AND reserved_by IS DISTINCT FROM $2
+    WHERE reserved_at < $1 AND reserved_at >= COALESCE($3, '-infinity'::timestamptz)
+      AND state = 'reserved' AND reserved_by IS DISTINCT FROM $2
       AND NOT EXISTS (
           SELECT 1 FROM nodes WHERE nodes.name = jobs.reserved_by AND nodes.seen_at > $1)";
 
@@ -454,11 +461,13 @@ impl Store for PgStore {
     async fn rescue_expired(
         &self,
         cutoff: DateTime<Utc>,
+        since: Option<DateTime<Utc>>,
         except_node: &str,
     ) -> Result<u64, StoreError> {
         let result = sqlx::query(RESCUE_EXPIRED)
             .bind(cutoff)
             .bind(except_node)
+            .bind(since)
             .execute(&self.pool)
             .await?;
         Ok(affected(result))
@@ -478,7 +487,10 @@ impl Store for PgStore {
 
     async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let result = sqlx::query(
-            "DELETE FROM jobs WHERE state IN ('completed', 'failed') AND finished_at < $1",
+            // Finished rows were reserved first and finish after it: the reserved_at range
+            // bounds the index scan to the rows to delete.
+            "DELETE FROM jobs WHERE reserved_at < $1 AND state IN ('completed', 'failed') \
+             AND finished_at < $1",
         )
         .bind(cutoff)
         .execute(&self.pool)

@@ -527,12 +527,14 @@ impl Store for SqliteStore {
     async fn rescue_expired(
         &self,
         cutoff: DateTime<Utc>,
+        since: Option<DateTime<Utc>>,
         except_node: &str,
     ) -> Result<u64, StoreError> {
         let sql = format!(
             "UPDATE jobs
              SET state = 'pending', available_at = ?3, reserved_at = NULL, reserved_by = NULL
              WHERE state = 'reserved' AND reserved_at < ?1 AND reserved_by IS NOT ?2
+               AND (?4 IS NULL OR reserved_at >= ?4)
                AND NOT EXISTS (
                    SELECT 1 FROM nodes WHERE nodes.name = jobs.reserved_by AND {SEEN_AT_MS} > ?1)"
         );
@@ -540,6 +542,7 @@ impl Store for SqliteStore {
             .bind(ms(cutoff))
             .bind(except_node)
             .bind(now_ms())
+            .bind(since.map(ms))
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
