@@ -294,6 +294,7 @@ fn hand_over(shared: &QueueShared, index: usize, job: chom_core::job::Job) -> Ha
     if slot.assigned.is_some() {
         return Handover::Busy(Box::new(job));
     }
+    let job = std::sync::Arc::new(job);
     slot.assigned = Some(super::Assigned {
         job: job.clone(),
         started: false,

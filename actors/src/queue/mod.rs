@@ -45,8 +45,8 @@ pub const MAX_PREFETCH: usize = 8000;
 /// A job handed to a worker.
 #[derive(Debug, Clone)]
 pub struct Assigned {
-    /// The job as claimed.
-    pub job: Job,
+    /// The job as claimed (shared with the worker's message: no copy of the payload).
+    pub job: Arc<Job>,
     /// Whether the worker began running it (a job never started is released without using
     /// up an attempt).
     pub started: bool,

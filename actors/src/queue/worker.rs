@@ -43,7 +43,7 @@ pub struct WorkerState {
 /// Messages.
 pub enum WorkerMsg {
     /// Run this job (already claimed for this node).
-    Run(Job),
+    Run(Arc<Job>),
 }
 
 impl Actor for WorkerActor {
@@ -128,7 +128,7 @@ impl Actor for WorkerActor {
     }
 }
 
-async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Job) {
+async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Arc<Job>) {
     let shared = state.shared.clone();
     if let Some(a) = shared.slot(state.index).assigned.as_mut() {
         a.started = true;
@@ -209,7 +209,11 @@ fn finish(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, completion: Com
     // round trip between jobs, and no job handed to a worker that already has one).
     let next = {
         let mut slot = shared.slot(state.index);
-        let next = if recycle { None } else { shared.pop_ready() };
+        let next = if recycle {
+            None
+        } else {
+            shared.pop_ready().map(Arc::new)
+        };
         slot.assigned = next.clone().map(|job| super::Assigned {
             job,
             started: false,
