@@ -438,6 +438,15 @@ port = {sshd_port}
         .unwrap_or_default()
     }
 
+    /// What systemd does after the node exited: start it again (same config, a new log named
+    /// after `tag`); returns once it is ready.
+    fn start_again(&mut self, tag: &str) {
+        let log = self.node.dir.path().join(format!("node-{tag}.log"));
+        self.node.child = Some(spawn_node(&self.node.config, &log, DEBUG));
+        self.node.log = log;
+        self.node.wait_ready();
+    }
+
     /// Enqueue one job besides the stream; it is accounted for like the stream's.
     fn enqueue(&self, kind: &str, payload: Value) -> i64 {
         let r = self
@@ -851,13 +860,9 @@ fn node_sigkilled_mid_batch_then_restarted() {
     rig.node.signal(rustix::process::Signal::KILL);
     let status = rig.node.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), None, "killed by a signal");
-    // systemd's part: start it again.
     let restarted = now_micros();
     let t = Instant::now();
-    let log = rig.node.dir.path().join("node-after-kill.log");
-    rig.node.child = Some(spawn_node(&rig.node.config, &log, DEBUG));
-    rig.node.log = log;
-    rig.node.wait_ready();
+    rig.start_again("after-kill");
     let ready = t.elapsed();
     let flowing = rig.wait_runs_after(restarted, Duration::from_secs(60));
     rig.finish(Outcome {
@@ -966,10 +971,7 @@ fn memory_pressure() {
     let status = rig.node.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(75), "log:\n{}", rig.node.log_text());
     let restarted = now_micros();
-    let log = rig.node.dir.path().join("node-after-memory.log");
-    rig.node.child = Some(spawn_node(&rig.node.config, &log, DEBUG));
-    rig.node.log = log;
-    rig.node.wait_ready();
+    rig.start_again("after-memory");
     let flowing = rig.wait_runs_after(restarted, Duration::from_secs(60));
     rig.finish(Outcome {
         detected: Some(detected),
