@@ -365,6 +365,8 @@ port = {sshd_port}
         };
         // Warm: jobs of both kinds run before any fault.
         rig.wait_runs_after(0, Duration::from_secs(60));
+        // Polled with a deadline, like wait_for, but failing with both logs: a host that
+        // cannot run commands (see chom_testkit's sshd_config) shows there first.
         let deadline = Instant::now() + Duration::from_secs(60);
         while rig.sshd.fake().calls().is_empty() {
             assert!(
@@ -582,7 +584,8 @@ fn postgres_stopped_and_started() {
     let detected = rig.health_until(fault, "database error", Duration::from_secs(30), |c, h| {
         c == 503 && Rig::check_status(h, "database") == "error"
     });
-    // The outage lasts a few seconds while jobs keep being offered.
+    // The outage itself (not a synchronization): it lasts 4 s while jobs keep being offered
+    // and the node must stay up.
     while fault.elapsed() < Duration::from_secs(4) {
         rig.node.assert_running();
         std::thread::sleep(Duration::from_millis(100));
