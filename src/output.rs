@@ -102,6 +102,9 @@ fn render_children(children: &[ChildReport], prefix: &str, out: &mut String) {
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_default();
             let _ = write!(out, "  last failure {at}: {}", f.reason);
+            if let Some(us) = child.last_recovery_us {
+                let _ = write!(out, " (back in {})", micros(us));
+            }
         }
         out.push('\n');
         if let Some(sub) = &child.children {
@@ -514,4 +517,13 @@ pub fn site_added(v: &Value) -> (String, u8) {
 /// `chom sites provision`.
 pub fn provisioning(v: &Value) -> (String, u8) {
     (format!("provisioning job {}\n", v["job"]), 0)
+}
+
+/// A short duration for people: `38 µs`, `6.9 ms`, `2.1 s`.
+fn micros(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.1} s", us as f64 / 1e6),
+    }
 }

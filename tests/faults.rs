@@ -834,6 +834,15 @@ fn the_store_actor_crashing() {
             .saturating_sub((injected / 1000) as u64),
     );
     let flowing = rig.wait_runs_after(injected, Duration::from_secs(60));
+    // `chom tree` tells operators what failed and how long it was out.
+    let out = chom(Some(&rig.node.config), &["tree"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.contains("store")
+            && l.contains("last failure")
+            && l.contains(": killed (back in ")),
+        "{text}"
+    );
     rig.health_until(
         Instant::now(),
         "healthy",
