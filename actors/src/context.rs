@@ -122,6 +122,22 @@ impl NodeContext {
         self.backends.send_replace(backends);
     }
 
+    /// Withdraw `mine` if it is still what is published. A stopping store incarnation must not
+    /// withdraw the backends its replacement already published: its stop can finish after the
+    /// new one started, and the node would then run without a store, silently (found by the
+    /// store-crash fault scenario: no job ran again after one restart in four).
+    pub fn withdraw_backends(&self, mine: &Backends) {
+        self.backends.send_if_modified(|current| {
+            let ours = current
+                .as_ref()
+                .is_some_and(|b| Arc::ptr_eq(&b.store, &mine.store));
+            if ours {
+                *current = None;
+            }
+            ours
+        });
+    }
+
     /// Whether migrations have been applied by this process.
     pub fn migrated(&self) -> bool {
         *self.migrated.borrow()
@@ -230,5 +246,35 @@ pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backends(dir: &std::path::Path, name: &str) -> Backends {
+        let mut config = chom_core::config::Config::default();
+        config.database.url = format!("sqlite://{}/{name}.db", dir.display());
+        Backends {
+            store: crate::store::open(&config.database).unwrap(),
+            cache: Cache::open(&config.cache).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopping_store_withdraws_only_its_own_backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = NodeContext::new(Arc::new(Default::default()), "t".into(), "0", false);
+        let (old, new) = (backends(dir.path(), "a"), backends(dir.path(), "b"));
+        ctx.publish_backends(Some(old.clone()));
+        // The replacement starts before the old incarnation's stop has finished.
+        ctx.publish_backends(Some(new.clone()));
+        ctx.withdraw_backends(&old);
+        let current = ctx.backends().expect("the new backends stay published");
+        assert!(Arc::ptr_eq(&current.store, &new.store));
+        // Its own stop withdraws them.
+        ctx.withdraw_backends(&new);
+        assert!(ctx.backends().is_none());
     }
 }

@@ -72,7 +72,7 @@ impl Actor for StoreActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.ctx.publish_backends(None);
+        state.ctx.withdraw_backends(&state.backends);
         // Bounded: a wedged database must not hold up the node's shutdown.
         let close = async {
             state.backends.store.close().await;
