@@ -848,7 +848,14 @@ fn the_store_actor_crashing() {
             .unwrap()
             .saturating_sub((injected / 1000) as u64),
     );
-    let flowing = rig.wait_runs_after(injected, Duration::from_secs(60));
+    // Jobs flowing again means a job started by the restarted queue: after the new store ran
+    // (failure + out-of-service time; the queue restarts right after it). A job the old
+    // workers started between the kill and the restart does not count.
+    let failed_at_micros = u128::from(store["last_failure"]["at_unix_ms"].as_u64().unwrap()) * 1000;
+    let back_micros =
+        failed_at_micros + u128::from(store["last_recovery_us"].as_u64().expect("recovery time"));
+    let flowing = rig.wait_runs_after(back_micros, Duration::from_secs(60))
+        + Duration::from_micros(back_micros.saturating_sub(injected) as u64);
     // `chom tree` tells operators what failed and how long it was out.
     let out = chom(Some(&rig.node.config), &["tree"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
