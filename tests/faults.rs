@@ -11,7 +11,7 @@
 mod common;
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -234,34 +234,11 @@ impl Default for RigOptions {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn now_micros() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_micros()
-}
-
-/// GET that tolerates a node between listeners (an edge restart) or gone: None.
-fn try_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let code = raw.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, raw.split_once("\r\n\r\n")?.1.to_owned()))
 }
 
 impl Drop for Rig {
@@ -398,7 +375,7 @@ port = {sshd_port}
 
     /// `/health?fresh=true` now, or None while the node does not answer.
     fn health(&self) -> Option<(u16, Value)> {
-        let (code, body) = try_get(&self.http, "/health?fresh=true")?;
+        let (code, body) = try_http_get(&self.http, "/health?fresh=true").ok()?;
         Some((code, serde_json::from_str(&body).ok()?))
     }
 
@@ -685,18 +662,6 @@ fn sshd_killed_and_restarted() {
 #[test]
 fn sshd_frozen_and_thawed() {
     sshd_scenario("sshd-frozen", Sshd::freeze, Sshd::thaw);
-}
-
-/// (job id, start in Unix microseconds) of each line of a `debug.record` side file.
-fn executions_with_start(path: &Path) -> Vec<(i64, u128)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            Some((f.first()?.parse().ok()?, f.get(2)?.parse().ok()?))
-        })
-        .collect()
 }
 
 /// The worker reports of the tree: (path, restart_count, last_recovery_us, last failure

@@ -51,6 +51,15 @@ pub fn rand_suffix() -> String {
     format!("{nanos:x}{n}")
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Poll `f` until it returns Some, or panic with `what` after `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
@@ -299,15 +308,20 @@ pub fn rpc(socket: &Path, method: &str, params: Value) -> std::io::Result<Value>
 
 /// Minimal HTTP/1.1 GET: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    try_http_get(addr, path).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
+}
+
+/// [`http_get`] for a server that may be between listeners or gone: the error instead of a
+/// panic.
+pub fn try_http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
+    s.read_to_string(&mut raw)?;
     let status: u16 = raw
         .split_whitespace()
         .nth(1)
@@ -318,7 +332,7 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     // axum answers small bodies with Content-Length, so no chunked decoding is needed.
-    (status, body)
+    Ok((status, body))
 }
 
 /// Parse `name{labels} value` from a Prometheus text page.
@@ -418,6 +432,18 @@ pub fn executions(path: &Path) -> Vec<(i64, String)> {
         .filter_map(|l| {
             let mut fields = l.split_whitespace();
             Some((fields.next()?.parse().ok()?, fields.next()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The lines of a `debug.record` side file as (job id, start in Unix microseconds) pairs.
+pub fn executions_with_start(path: &Path) -> Vec<(i64, u128)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.parse().ok()?, f.get(2)?.parse().ok()?))
         })
         .collect()
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{rand_suffix, wait_for};
+use super::{free_port, rand_suffix, wait_for};
 
 pub struct PrivatePg {
     pub dir: PathBuf,
@@ -23,14 +23,6 @@ fn pg_bin() -> PathBuf {
         .collect();
     versions.sort();
     versions.pop().expect("a PostgreSQL version").join("bin")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn as_postgres(cmd: &mut Command) -> std::process::Output {

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::wait_for;
+use super::{free_port, wait_for};
 
 pub struct PrivateRedis {
     pub port: u16,
@@ -14,11 +14,7 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let redis = PrivateRedis {
             port,
             child: Mutex::new(None),
