@@ -83,10 +83,10 @@ impl Actor for CompleterActor {
 
     async fn post_stop(
         &self,
-        _: ActorRef<CompleterMsg>,
+        myself: ActorRef<CompleterMsg>,
         state: &mut CompleterState,
     ) -> Result<(), ActorProcessingErr> {
-        state.shared.set_completer(None);
+        state.shared.unset_completer(&myself);
         // Last chance to write what the workers finished (bounded: the node is stopping).
         let deadline = Instant::now() + Duration::from_secs(5);
         while state.shared.pending_completions() > 0 && Instant::now() < deadline {

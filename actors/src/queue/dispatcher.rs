@@ -51,6 +51,10 @@ impl Actor for DispatcherActor {
         let shared = args.shared;
         shared.set_dispatcher(Some(myself));
         let waker = tokio::spawn(waker(shared.clone()));
+        // A wake the previous incarnation accepted but never handled (a stop overtakes queued
+        // messages) would otherwise stay "pending" and swallow every wake-up from now on: the
+        // queue would never claim again (seen after a store crash, one suite run in ~5).
+        shared.take_wake_pending();
         shared.cast_wake();
         Ok(DispatcherState {
             shared,
@@ -74,10 +78,10 @@ impl Actor for DispatcherActor {
 
     async fn post_stop(
         &self,
-        _: ActorRef<DispatcherMsg>,
+        myself: ActorRef<DispatcherMsg>,
         state: &mut DispatcherState,
     ) -> Result<(), ActorProcessingErr> {
-        state.shared.set_dispatcher(None);
+        state.shared.unset_dispatcher(&myself);
         // Stopped on purpose (shutdown, restart): buffered jobs go back without using up an
         // attempt. (A crash skips this; the buffer survives for the next incarnation.)
         for job in state.shared.drain_ready() {

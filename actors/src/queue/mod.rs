@@ -282,6 +282,15 @@ impl QueueShared {
         *self.dispatcher.lock().expect("dispatcher lock") = d;
     }
 
+    /// Forget the dispatcher `me` if it is still the registered one: a stopping incarnation
+    /// must not unregister a replacement that already started.
+    pub fn unset_dispatcher(&self, me: &ActorRef<dispatcher::DispatcherMsg>) {
+        let mut current = self.dispatcher.lock().expect("dispatcher lock");
+        if current.as_ref().is_some_and(|d| d.get_id() == me.get_id()) {
+            *current = None;
+        }
+    }
+
     pub(crate) fn take_wake_pending(&self) {
         self.wake_pending.store(false, Ordering::SeqCst);
     }
@@ -301,6 +310,14 @@ impl QueueShared {
     /// Register the completer incarnation.
     pub fn set_completer(&self, c: Option<ActorRef<completer::CompleterMsg>>) {
         *self.completer.lock().expect("completer lock") = c;
+    }
+
+    /// Forget the completer `me` if it is still the registered one (as `unset_dispatcher`).
+    pub fn unset_completer(&self, me: &ActorRef<completer::CompleterMsg>) {
+        let mut current = self.completer.lock().expect("completer lock");
+        if current.as_ref().is_some_and(|c| c.get_id() == me.get_id()) {
+            *current = None;
+        }
     }
 
     /// Hand a result to the completer. It waits in the shared list until written, also when

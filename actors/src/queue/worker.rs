@@ -109,11 +109,19 @@ impl Actor for WorkerActor {
 
     async fn post_stop(
         &self,
-        _: ActorRef<WorkerMsg>,
+        myself: ActorRef<WorkerMsg>,
         state: &mut WorkerState,
     ) -> Result<(), ActorProcessingErr> {
         let leftover = {
             let mut slot = state.shared.slot(state.index);
+            // A replacement that already started owns the slot and its job: leave both.
+            if slot
+                .worker
+                .as_ref()
+                .is_some_and(|w| w.get_id() != myself.get_id())
+            {
+                return Ok(());
+            }
             slot.worker = None;
             slot.assigned.take()
         };
