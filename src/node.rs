@@ -102,6 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
         }
     };
     ready.abort();
+    let shutdown_started = std::time::Instant::now();
     info!(reason, timeout = ?config.node.shutdown_timeout, "shutting down");
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
 
@@ -126,6 +127,14 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
         }
     }
     release_leftovers(&ctx).await;
+    wait_operator_commands(
+        &ctx,
+        config
+            .node
+            .shutdown_timeout
+            .saturating_sub(shutdown_started.elapsed()),
+    )
+    .await;
     ctx.metrics.shutdown();
     if ctx.restart_requested() {
         warn!(
@@ -136,6 +145,23 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
     }
     info!("node stopped");
     Ok(0)
+}
+
+/// An operator's command still running (`memory.action`, e.g. a PHP-FPM restart) finishes
+/// before the process exits, within what is left of `node.shutdown_timeout`.
+async fn wait_operator_commands(ctx: &NodeContext, limit: std::time::Duration) {
+    let (running, finished) = ctx.wait_operator_commands(limit).await;
+    if running > 0 && !finished {
+        warn!(
+            commands = running,
+            "operator command (memory.action) still running at node.shutdown_timeout; exiting without it"
+        );
+    } else if running > 0 {
+        info!(
+            commands = running,
+            "waited for operator commands (memory.action) to finish"
+        );
+    }
 }
 
 /// Jobs still reserved by this node after the tree stopped (their workers were killed at the

@@ -194,7 +194,7 @@ fn memory_pressure_recycles_the_workers_then_restarts_the_node_with_status_75() 
     let dir = TempDir::new("memory-action");
     let marker = dir.path().join("action-ran");
     let extra = format!(
-        "[memory]\ninterval = \"200ms\"\nthreshold_percent = 50\nconsecutive = 2\nmax_rss = 400000000\naction = \"touch {}\"\n[queue]\nworkers = 3\n",
+        "[memory]\ninterval = \"200ms\"\nthreshold_percent = 50\nconsecutive = 2\nmax_rss = 400000000\naction = \"sleep 2 && touch {}\"\n[queue]\nworkers = 3\n",
         marker.display()
     );
     let mut node = Node::start("memory", &extra, &[("CHOM_DEBUG_HOOKS", "1")]);
@@ -220,8 +220,9 @@ fn memory_pressure_recycles_the_workers_then_restarts_the_node_with_status_75() 
     assert_eq!(exit.code(), Some(75), "log:\n{}", node.log_text());
     let log = node.log_text();
     assert!(log.contains("draining and exiting"), "{log}");
-    // The operator's action ran with the recycle.
-    assert!(marker.exists(), "memory.action did not run: {log}");
+    // The operator's action ran with the recycle, and the exit waited for it to finish (it
+    // takes longer than the drain).
+    assert!(marker.exists(), "memory.action did not finish: {log}");
 }
 
 #[test]

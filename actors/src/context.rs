@@ -13,6 +13,7 @@ use chom_supervisors::SupervisorMsg;
 use ractor::ActorRef;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::metrics::Metrics;
@@ -61,6 +62,9 @@ pub struct NodeContext {
     tree_started: watch::Sender<bool>,
     root: OnceLock<ActorRef<SupervisorMsg>>,
     shutdown: CancellationToken,
+    /// Operators' commands run in the background (`memory.action`): the node waits for them
+    /// before it exits, so a service restart is not cut short by the exit that follows it.
+    operator_commands: TaskTracker,
 }
 
 impl NodeContext {
@@ -91,6 +95,7 @@ impl NodeContext {
             tree_started: watch::Sender::new(false),
             root: OnceLock::new(),
             shutdown: CancellationToken::new(),
+            operator_commands: TaskTracker::new(),
         }
     }
 
@@ -205,6 +210,26 @@ impl NodeContext {
         self.restart_requested
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.shutdown.cancel();
+    }
+
+    /// Run an operator's command in the background; [`NodeContext::wait_operator_commands`]
+    /// waits for it before the process exits.
+    pub fn spawn_operator_command(
+        &self,
+        run: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.operator_commands.spawn(run);
+    }
+
+    /// Wait up to `limit` for the operators' commands still running; returns how many were
+    /// still running when the wait began, and whether they all finished.
+    pub async fn wait_operator_commands(&self, limit: std::time::Duration) -> (usize, bool) {
+        let running = self.operator_commands.len();
+        self.operator_commands.close();
+        let finished = tokio::time::timeout(limit, self.operator_commands.wait())
+            .await
+            .is_ok();
+        (running, finished)
     }
 
     /// Whether [`NodeContext::request_restart`] was called.

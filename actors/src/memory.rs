@@ -265,8 +265,9 @@ fn tick(state: &mut MemoryState) {
             let command = ctx.config.memory.action.trim().to_owned();
             if !command.is_empty() {
                 ctx.metrics.memory_action("command");
-                // Not awaited here: a slow service restart must not delay the next sample.
-                tokio::spawn(async move { run_action(&command).await });
+                // Not awaited here: a slow service restart must not delay the next sample. The
+                // node waits for it before exiting (a restart may follow within a second).
+                ctx.spawn_operator_command(async move { run_action(&command).await });
             }
         }
         MemoryAction::Restart => {
