@@ -271,16 +271,18 @@ impl Fleet {
             let (session, generation) = match ractor::call!(actor, VpsMsg::Session) {
                 Ok(Ok(session)) => session,
                 Ok(Err(error)) => {
+                    // Counted before the breaker hears of it, so the metrics never lag it.
+                    if !matches!(error.class(), ErrorClass::Local) {
+                        metrics.ssh_command(req.vps, "transport_failed", None);
+                    }
                     let _ = actor.cast(VpsMsg::Observe(permit, observation_for(&error, None)));
                     match error.class() {
                         ErrorClass::Transport { .. } | ErrorClass::Timeout => {
-                            metrics.ssh_command(req.vps, "transport_failed", None);
                             debug!(vps = req.vps, attempt, %error, "ssh: could not open a session");
                             last = Some(ExecError::Transport(error.to_string()));
                             continue;
                         }
                         ErrorClass::Security => {
-                            metrics.ssh_command(req.vps, "transport_failed", None);
                             return Err(ExecError::Security(error.to_string()));
                         }
                         ErrorClass::Local => return Err(ExecError::Local(error.to_string())),
@@ -302,23 +304,30 @@ impl Fleet {
             let took = Some(started.elapsed());
             match result {
                 Ok(output) => {
-                    let _ = actor.cast(VpsMsg::Observe(permit, Observation::Success));
                     let outcome = if output.success() {
                         "ok"
                     } else {
                         "command_failed"
                     };
                     metrics.ssh_command(req.vps, outcome, took);
+                    let _ = actor.cast(VpsMsg::Observe(permit, Observation::Success));
                     return Ok(output);
                 }
                 Err(error) => {
+                    let counted = match error.class() {
+                        ErrorClass::Transport { .. } => Some("transport_failed"),
+                        ErrorClass::Timeout => Some("command_failed"),
+                        ErrorClass::Security | ErrorClass::Local => None,
+                    };
+                    if let Some(outcome) = counted {
+                        metrics.ssh_command(req.vps, outcome, took);
+                    }
                     let _ = actor.cast(VpsMsg::Observe(
                         permit,
                         observation_for(&error, Some(generation)),
                     ));
                     match error.class() {
                         ErrorClass::Transport { started } => {
-                            metrics.ssh_command(req.vps, "transport_failed", took);
                             let err = ExecError::Transport(error.to_string());
                             if started && !idempotent {
                                 // It may have run: only the job's own policy may re-run it.
@@ -327,7 +336,6 @@ impl Fleet {
                             last = Some(err);
                         }
                         ErrorClass::Timeout => {
-                            metrics.ssh_command(req.vps, "command_failed", took);
                             return Err(ExecError::Timeout(ssh.command_timeout));
                         }
                         ErrorClass::Security => {
