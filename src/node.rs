@@ -127,8 +127,8 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
         }
     }
     release_leftovers(&ctx).await;
-    wait_operator_commands(
-        &ctx,
+    // An operator's command still running (e.g. a PHP-FPM restart) is not cut short by the exit.
+    ctx.wait_operator_commands(
         config
             .node
             .shutdown_timeout
@@ -145,23 +145,6 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
     }
     info!("node stopped");
     Ok(0)
-}
-
-/// An operator's command still running (`memory.action`, e.g. a PHP-FPM restart) finishes
-/// before the process exits, within what is left of `node.shutdown_timeout`.
-async fn wait_operator_commands(ctx: &NodeContext, limit: std::time::Duration) {
-    let (running, finished) = ctx.wait_operator_commands(limit).await;
-    if running > 0 && !finished {
-        warn!(
-            commands = running,
-            "operator command (memory.action) still running at node.shutdown_timeout; exiting without it"
-        );
-    } else if running > 0 {
-        info!(
-            commands = running,
-            "waited for operator commands (memory.action) to finish"
-        );
-    }
 }
 
 /// Jobs still reserved by this node after the tree stopped (their workers were killed at the

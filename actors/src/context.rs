@@ -221,15 +221,28 @@ impl NodeContext {
         self.operator_commands.spawn(run);
     }
 
-    /// Wait up to `limit` for the operators' commands still running; returns how many were
-    /// still running when the wait began, and whether they all finished.
-    pub async fn wait_operator_commands(&self, limit: std::time::Duration) -> (usize, bool) {
+    /// Wait up to `limit` for the operators' commands still running (before the process
+    /// exits), and log what happened to them.
+    pub async fn wait_operator_commands(&self, limit: std::time::Duration) {
         let running = self.operator_commands.len();
         self.operator_commands.close();
-        let finished = tokio::time::timeout(limit, self.operator_commands.wait())
+        if running == 0 {
+            return;
+        }
+        if tokio::time::timeout(limit, self.operator_commands.wait())
             .await
-            .is_ok();
-        (running, finished)
+            .is_ok()
+        {
+            tracing::info!(
+                commands = running,
+                "waited for operator commands (memory.action) to finish"
+            );
+        } else {
+            tracing::warn!(
+                commands = running,
+                "operator command (memory.action) still running at node.shutdown_timeout; exiting without it"
+            );
+        }
     }
 
     /// Whether [`NodeContext::request_restart`] was called.
