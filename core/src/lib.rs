@@ -7,5 +7,6 @@ pub mod breaker;
 pub mod config;
 pub mod inventory;
 pub mod job;
+pub mod limits;
 pub mod policy;
 pub mod remediation;
