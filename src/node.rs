@@ -9,18 +9,21 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use chom_actors::context::NodeContext;
+use chom_actors::identity::{self, IdentityError, Instance, NodeLock};
 use chom_actors::notify::notify;
 use chom_core::config::Config;
 use chom_supervisors::Supervisor;
 use ractor::Actor;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::wiring::{self, Listeners, NodeObserver};
@@ -35,8 +38,8 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let _lock = lock_data_dir(data_dir)?;
-    let admin = Arc::new(bind_admin_socket(&config.admin.socket)?);
-    let _socket_cleanup = RemoveOnDrop(config.admin.socket.clone());
+    let (admin, _socket_cleanup) = bind_admin_socket(&config.admin.socket)?;
+    let admin = Arc::new(admin);
     let http = Arc::new(
         std::net::TcpListener::bind(config.http.listen)
             .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?,
@@ -47,6 +50,10 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
     } else {
         config.node.name.clone()
     };
+    let instance = Instance::current(&node_name);
+    // Decided now when the database answers (a second live node of this name is refused before
+    // anything starts); otherwise in the background, with claims held back until then.
+    let first_try = claim_name(&config, &instance).await?;
     let debug_hooks = std::env::var("CHOM_DEBUG_HOOKS").is_ok_and(|v| v == "1");
     if debug_hooks {
         warn!("debug hooks enabled (CHOM_DEBUG_HOOKS=1): fault-injection RPCs are served");
@@ -57,6 +64,8 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
         crate::VERSION,
         debug_hooks,
     ));
+    let (name_lost_tx, mut name_lost) = oneshot::channel();
+    let keeper = NameKeeper::start(ctx.clone(), instance, first_try, name_lost_tx);
     let observer = Arc::new(NodeObserver::new(ctx.metrics.clone()));
     if let Ok(addr) = http.local_addr() {
         let _ = ctx.http_addr.set(addr);
@@ -86,6 +95,18 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let mut root_done = root_done;
     let reason = tokio::select! {
+        lost = &mut name_lost => {
+            ready.abort();
+            let why = lost.map_or_else(|_| "node name keeper stopped".to_owned(), |e: IdentityError| e.to_string());
+            error!(exit = 1, error = %why, "refusing to run: this node's name is held by another live node");
+            notify(&[NotifyState::Stopping, NotifyState::Status("node name taken")]);
+            // Nothing was claimed under the name (claims wait for it), so nothing is released.
+            if root.stop_and_wait(Some("node name taken".into()), Some(config.node.shutdown_timeout)).await.is_err() {
+                root.kill();
+            }
+            ctx.metrics.shutdown();
+            return Err(anyhow::anyhow!(why));
+        }
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
         _ = ctx.shutdown_requested() => "admin shutdown",
@@ -127,6 +148,8 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
         }
     }
     release_leftovers(&ctx).await;
+    // The name is given back only after this node's jobs were: until then they are its own.
+    keeper.stop().await;
     // An operator's command still running (e.g. a PHP-FPM restart) is not cut short by the exit.
     ctx.wait_operator_commands(
         config
@@ -150,7 +173,8 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
 /// Jobs still reserved by this node after the tree stopped (their workers were killed at the
 /// shutdown timeout) go back to pending now rather than after a rescue delay.
 async fn release_leftovers(ctx: &NodeContext) {
-    if !ctx.migrated() {
+    // Without the name, jobs reserved under it belong to another live node.
+    if !ctx.migrated() || !ctx.identity_held() {
         return;
     }
     let limit = std::time::Duration::from_secs(5);
@@ -203,13 +227,28 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
 }
 
 /// Bind the admin socket with mode 0660. A socket file nobody listens on (a node that died) is
-/// replaced; a socket with a live node behind it is refused.
-pub fn bind_admin_socket(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+/// replaced; a socket with a live node behind it is refused; anything that is not a socket (a
+/// regular file such as the node's own database, a directory, a link) is never removed: the
+/// node refuses to start and says why. Returns the listener and the guard that removes the
+/// socket at exit, only if it is still the one bound here.
+pub fn bind_admin_socket(
+    path: &Path,
+) -> anyhow::Result<(std::os::unix::net::UnixListener, RemoveOnDrop)> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    if path.exists() {
-        match std::os::unix::net::UnixStream::connect(path) {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot inspect {} (admin.socket)", path.display()));
+        }
+        Ok(meta) if !meta.file_type().is_socket() => bail!(
+            "admin.socket {} exists and is not a socket ({}); refusing to replace it: point admin.socket at a path of its own",
+            path.display(),
+            file_kind(&meta.file_type())
+        ),
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => bail!(
                 "another chom node is serving the admin socket {}; refusing to start a second one",
                 path.display()
@@ -219,21 +258,155 @@ pub fn bind_admin_socket(path: &Path) -> anyhow::Result<std::os::unix::net::Unix
                 std::fs::remove_file(path)
                     .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
             }
-        }
+        },
     }
     let listener = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("cannot bind admin socket {} (admin.socket)", path.display()))?;
     // Explicit, because systemd's UMask=0027 (or 0077) would otherwise decide the mode.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("cannot chmod 0660 {}", path.display()))?;
-    Ok(listener)
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("cannot inspect {}", path.display()))?;
+    Ok((
+        listener,
+        RemoveOnDrop {
+            path: path.to_owned(),
+            dev_ino: (meta.dev(), meta.ino()),
+        },
+    ))
 }
 
-/// Removes the admin socket file when the node exits normally.
-struct RemoveOnDrop(PathBuf);
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    }
+}
+
+/// Removes the admin socket file when the node exits normally, but only the socket this node
+/// bound: a file put in its place since (another node's socket, anything else) is left alone.
+pub struct RemoveOnDrop {
+    path: PathBuf,
+    dev_ino: (u64, u64),
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.dev_ino);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+// === the node name ===
+
+/// How often the keeper checks that the name's lock session is alive.
+const NAME_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Try to claim the node name once. `Ok(Some)`: held; `Ok(None)`: the database did not answer
+/// (decided later, in the background); `Err`: another live node has it (exit 1).
+async fn claim_name(config: &Config, instance: &Instance) -> anyhow::Result<Option<NodeLock>> {
+    match identity::acquire(&config.database, instance, config.database.connect_timeout).await {
+        Ok(lock) => Ok(Some(lock)),
+        Err(IdentityError::Unreachable(why)) => {
+            warn!(error = %why, "database not reachable yet: the node name is claimed once it is; no job is claimed before");
+            Ok(None)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Holds the node name for the life of the process: claims it (retrying while the database is
+/// unreachable), then checks its lock session every few seconds and takes the lock again
+/// after a lost connection. Reports a name held by another live node through `lost`.
+struct NameKeeper {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NameKeeper {
+    fn start(
+        ctx: Arc<NodeContext>,
+        instance: Instance,
+        lock: Option<NodeLock>,
+        lost: oneshot::Sender<IdentityError>,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            // Cancelling drops the lock: the file lock is released at once, the PostgreSQL
+            // session ends with its connection and the server releases the advisory lock.
+            token
+                .run_until_cancelled(keep_name(&ctx, &instance, lock, lost))
+                .await;
+        });
+        NameKeeper { stop, task }
+    }
+
+    /// Stop checking and give the name back.
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn keep_name(
+    ctx: &NodeContext,
+    instance: &Instance,
+    mut lock: Option<NodeLock>,
+    lost: oneshot::Sender<IdentityError>,
+) {
+    let timeout = ctx.config.database.connect_timeout;
+    let mut delay = std::time::Duration::from_millis(200);
+    while lock.is_none() {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(NAME_CHECK_INTERVAL);
+        match identity::acquire(&ctx.config.database, instance, timeout).await {
+            Ok(l) => lock = Some(l),
+            Err(IdentityError::Unreachable(_)) => {}
+            Err(taken) => {
+                let _ = lost.send(taken);
+                return;
+            }
+        }
+    }
+    info!(node = %instance.name, instance = %instance.id, "node name held on the database");
+    ctx.set_identity_held();
+    if let Some(queue) = ctx.queue.get() {
+        queue.wake_for_new_jobs();
+    }
+    let Some(NodeLock::Postgres(mut pg)) = lock else {
+        // A file lock cannot be lost while the process lives: hold it until cancelled.
+        let _held = lock;
+        std::future::pending::<()>().await;
+        return;
+    };
+    let mut unreachable_logged = false;
+    loop {
+        tokio::time::sleep(NAME_CHECK_INTERVAL).await;
+        match pg.check(timeout).await {
+            Ok(identity::Check::Held) => {}
+            Ok(identity::Check::Reacquired) => {
+                unreachable_logged = false;
+                info!(node = %instance.name, "node name held again after the database connection was lost");
+            }
+            Err(IdentityError::Unreachable(why)) => {
+                if !unreachable_logged {
+                    warn!(error = %why, "cannot check the node name's lock; retrying");
+                    unreachable_logged = true;
+                }
+            }
+            Err(taken) => {
+                let _ = lost.send(taken);
+                return;
+            }
+        }
     }
 }

@@ -176,6 +176,8 @@ enum Db {
     /// A database of its own on the shared server, dropped with the rig.
     Shared(#[allow(dead_code)] PgDb),
     Private(PrivatePg),
+    /// The embedded default: a SQLite file in the node's data dir.
+    Sqlite(PathBuf),
 }
 
 /// What one scenario measured; one row of `scripts/faults`' table.
@@ -218,6 +220,10 @@ struct Rig {
 
 struct RigOptions {
     private_pg: bool,
+    /// SQLite in the node's data dir (on the tmpfs when there is one) instead of PostgreSQL.
+    sqlite: bool,
+    /// `node.name` left empty: the host name, as every node gets by default.
+    default_name: bool,
     obs_answering: bool,
     tmpfs_bytes: Option<u64>,
     extra: String,
@@ -227,6 +233,8 @@ impl Default for RigOptions {
     fn default() -> Self {
         RigOptions {
             private_pg: false,
+            sqlite: false,
+            default_name: false,
             obs_answering: true,
             tmpfs_bytes: None,
             extra: String::new(),
@@ -252,7 +260,12 @@ impl Drop for Rig {
 
 impl Rig {
     fn start(scenario: &'static str, opts: RigOptions) -> Rig {
-        let (db, db_url) = if opts.private_pg {
+        let dir = TempDir::new(&format!("faults-{scenario}"));
+        let (db, db_url) = if opts.sqlite {
+            let file = dir.path().join("var/chom.db");
+            let url = format!("sqlite://{}", file.display());
+            (Db::Sqlite(file), url)
+        } else if opts.private_pg {
             let pg = PrivatePg::start();
             let url = pg.url("postgres");
             (Db::Private(pg), url)
@@ -266,7 +279,6 @@ impl Rig {
         let obs = ToggleServer::start(opts.obs_answering);
         let scratch = TempDir::new("faults-side");
         let side = scratch.path().join("executions");
-        let dir = TempDir::new(&format!("faults-{scenario}"));
         // The node's data_dir (config_in puts it at <dir>/var) on its own small disk.
         let tmpfs = opts
             .tmpfs_bytes
@@ -275,7 +287,7 @@ impl Rig {
         let extra = format!(
             r#"
 [node]
-name = "faults-{scenario}"
+name = "{name}"
 [database]
 url = "{db_url}"
 max_connections = 20
@@ -329,6 +341,11 @@ port = {sshd_port}
             obs = obs.port,
             sshd_port = sshd.port(),
             more = opts.extra,
+            name = if opts.default_name {
+                String::new()
+            } else {
+                format!("faults-{scenario}")
+            },
         );
         let config = config_in(dir.path(), &extra);
         let node = Node::start_with(dir, config, DEBUG);
@@ -369,7 +386,15 @@ port = {sshd_port}
     fn private_pg(&self) -> &PrivatePg {
         match &self.db {
             Db::Private(pg) => pg,
-            Db::Shared(_) => panic!("scenario needs a private PostgreSQL"),
+            _ => panic!("scenario needs a private PostgreSQL"),
+        }
+    }
+
+    /// One number from the node's database, whichever it is.
+    fn db_i64(&self, sql: &str) -> i64 {
+        match &self.db {
+            Db::Sqlite(file) => sqlite_i64(file, sql),
+            _ => pg_i64(&self.db_url, sql),
         }
     }
 
@@ -468,12 +493,9 @@ port = {sshd_port}
         let mut stream = self.stream.take().expect("stream running");
         stream.finish();
         let acked = stream.acked();
-        let url = self.db_url.clone();
         wait_for(Duration::from_secs(180), "every job to end", || {
-            let open = pg_i64(
-                &url,
-                "SELECT count(*) FROM jobs WHERE state IN ('pending', 'reserved')",
-            );
+            let open =
+                self.db_i64("SELECT count(*) FROM jobs WHERE state IN ('pending', 'reserved')");
             (open == 0).then_some(())
         });
         let list = acked
@@ -485,10 +507,9 @@ port = {sshd_port}
             if acked.is_empty() {
                 return 0;
             }
-            pg_i64(
-                &url,
-                &format!("SELECT count(*) FROM jobs j WHERE j.id IN ({list}) AND {cond}"),
-            ) as usize
+            self.db_i64(&format!(
+                "SELECT count(*) FROM jobs j WHERE j.id IN ({list}) AND {cond}"
+            )) as usize
         };
         let completed = count("j.state = 'completed'");
         // Failed by policy: in failed_jobs with the reason.
@@ -505,10 +526,9 @@ port = {sshd_port}
         };
         // The completed `debug.record` jobs really ran: each has a line in the side file.
         let (_, ran) = executed_ids(&self.side);
-        let record_done = pg_i64(
-            &url,
-            "SELECT count(*) FROM jobs WHERE kind = 'debug.record' AND state = 'completed'",
-        ) as usize;
+        let record_done = self
+            .db_i64("SELECT count(*) FROM jobs WHERE kind = 'debug.record' AND state = 'completed'")
+            as usize;
         assert!(
             ran.len() >= record_done,
             "{} debug.record jobs completed but only {} ran",
@@ -976,6 +996,166 @@ fn memory_pressure() {
         detected: Some(detected),
         recovered: Some(flowing),
         recovery_is: "jobs flowing after the requested restart",
+        target: Some(Duration::from_secs(5)),
+    });
+}
+
+/// Fill the file system under `path` to the last page: a ballast file written until ENOSPC.
+fn fill_disk(path: &Path) -> std::fs::File {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![1u8; 4096];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    f
+}
+
+#[test]
+fn a_full_disk_under_sqlite() {
+    // The embedded default: SQLite in the data dir, which sits on a 16 MB disk of its own.
+    let rig = Rig::start(
+        "disk-full",
+        RigOptions {
+            sqlite: true,
+            tmpfs_bytes: Some(16 << 20),
+            ..Default::default()
+        },
+    );
+    let ballast = rig.node.dir.path().join("var/ballast");
+    let stream = rig.stream.as_ref().expect("stream running");
+    let refused_before = stream.refused.load(Ordering::SeqCst);
+    let t = Instant::now();
+    let _full = fill_disk(&ballast);
+    // Enqueue through the RPC while the disk is full: every answer is a stored job (accounted
+    // for at the end) or an error that says why; none is an id that was never stored.
+    let mut refusals = Vec::new();
+    let detected = wait_for(Duration::from_secs(30), "an enqueue refused", || {
+        let r = rpc(&rig.node.socket, "jobs.enqueue", json!({ "kind": "noop" })).ok()?;
+        if let Some(id) = r["result"]["id"].as_i64() {
+            stream.acked.lock().unwrap().push(id);
+            return None;
+        }
+        refusals.push(
+            r["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        Some(t.elapsed())
+    });
+    assert!(
+        refusals.iter().all(|m| m.contains("full")),
+        "refusals say the disk is full: {refusals:?}"
+    );
+    // The database check writes, so it sees the full disk (and remediation can act on it).
+    rig.health_until(t, "database error", Duration::from_secs(30), |_, h| {
+        Rig::check_status(h, "database") == "error"
+    });
+    // The stream keeps enqueueing meanwhile: it must have been refused too.
+    wait_for(Duration::from_secs(30), "stream enqueues refused", || {
+        (stream.refused.load(Ordering::SeqCst) > refused_before).then_some(())
+    });
+    let healed_micros = now_micros();
+    std::fs::remove_file(&ballast).unwrap();
+    // Claims resume by themselves: a job starts without anyone restarting anything.
+    let recovered = rig.wait_runs_after(healed_micros, Duration::from_secs(30));
+    rig.health_until(
+        Instant::now(),
+        "database ok",
+        Duration::from_secs(30),
+        |_, h| Rig::check_status(h, "database") == "ok",
+    );
+    assert!(
+        !rig.node.log_text().contains("non-zero transaction depth"),
+        "a connection went back to the pool inside a transaction"
+    );
+    rig.node.assert_running();
+    rig.finish(Outcome {
+        detected: Some(detected),
+        recovered: Some(recovered),
+        recovery_is: "claims resumed after space returned (detected = first refused enqueue)",
+        target: Some(Duration::from_secs(5)),
+    });
+}
+
+#[test]
+fn a_second_node_with_the_same_default_name() {
+    // Both nodes default to the host name, on one PostgreSQL, while jobs run.
+    let mut rig = Rig::start(
+        "second-node",
+        RigOptions {
+            default_name: true,
+            ..Default::default()
+        },
+    );
+    let batch: Vec<i64> = (0..40)
+        .map(|_| rig.enqueue("debug.record", json!({ "file": rig.side, "ms": 300 })))
+        .collect();
+    wait_for(Duration::from_secs(30), "jobs running", || {
+        (rig.db_i64("SELECT count(*) FROM jobs WHERE state = 'reserved'") >= 4).then_some(())
+    });
+    // The second node: the first one's config with a data dir, socket and port of its own.
+    let first_dir = rig.node.dir.path().display().to_string();
+    let dir = TempDir::new("faults-second-node-b");
+    let text = std::fs::read_to_string(&rig.node.config)
+        .unwrap()
+        .replace(&first_dir, &dir.path().display().to_string())
+        .replace(&rig.http, &format!("127.0.0.1:{}", free_port()));
+    let config = dir.path().join("chom.toml");
+    std::fs::write(&config, text).unwrap();
+    let t = Instant::now();
+    let mut second = Node::start_with(dir, config, DEBUG);
+    let status = second.wait_exit(Duration::from_secs(60));
+    let detected = t.elapsed();
+    let log = second.log_text();
+    assert_eq!(status.code(), Some(1), "refused with exit 1; log:\n{log}");
+    assert!(
+        log.contains("another live chom node named") && log.contains("node.name"),
+        "the refusal says who holds the name and what to change; log:\n{log}"
+    );
+    // No job ran twice while its node was alive: the batch in flight when the second node
+    // started ends on the first, each job once (debug.record writes its line when it ends).
+    let list = batch
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for(Duration::from_secs(60), "the batch to end", || {
+        let open = rig.db_i64(&format!(
+            "SELECT count(*) FROM jobs WHERE id IN ({list}) AND state <> 'completed'"
+        ));
+        (open == 0).then_some(())
+    });
+    let runs = executions(&rig.side)
+        .into_iter()
+        .filter(|(id, _)| batch.contains(id))
+        .count();
+    assert_eq!(
+        runs,
+        batch.len(),
+        "a job ran twice while its node was alive"
+    );
+    rig.node.assert_running();
+
+    // Once the first node is gone (SIGKILL: its session, and with it the name, dies), the
+    // second takes the name over and releases what the first held, at once.
+    rig.node.signal(rustix::process::Signal::KILL);
+    rig.node.wait_exit(Duration::from_secs(30));
+    let killed = now_micros();
+    let log = second.dir.path().join("node-takeover.log");
+    second.child = Some(spawn_node(&second.config, &log, DEBUG));
+    second.log = log;
+    second.wait_ready();
+    let recovered = rig.wait_runs_after(killed, Duration::from_secs(60));
+    rig.finish(Outcome {
+        detected: Some(detected),
+        recovered: Some(recovered),
+        recovery_is: "second node refused (detected); jobs flowing on it after the first was killed",
         target: Some(Duration::from_secs(5)),
     });
 }

@@ -399,6 +399,113 @@ fn a_second_node_is_refused_and_a_stale_socket_is_replaced() {
     assert_eq!(mode, 0o660);
 }
 
+/// Run a node with `config` (and env) that is expected to refuse to start: its exit status
+/// and log.
+fn refused_start(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let log = dir.join(format!("refused-{}.log", rand_suffix()));
+    let mut child = spawn_node(config, &log, env);
+    let status = wait_for(Duration::from_secs(30), "the node to exit", || {
+        child.try_wait().unwrap()
+    });
+    (status.code(), std::fs::read_to_string(&log).unwrap())
+}
+
+#[test]
+fn an_admin_socket_path_naming_a_regular_file_is_refused_and_the_file_kept() {
+    // First a node creates its database; then admin.socket is pointed at that very file.
+    let mut node = Node::start("socket-file", "", &[]);
+    node.wait_ready();
+    node.rpc("jobs.enqueue", json!({ "kind": "noop" }));
+    node.rpc("shutdown", json!({}));
+    assert_eq!(node.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    let db = node.dir.path().join("var/chom.db");
+    let before = std::fs::metadata(&db).expect("database file").len();
+    assert!(before > 0);
+    let (code, log) = refused_start(
+        &node.config,
+        node.dir.path(),
+        &[("CHOM_ADMIN_SOCKET", db.to_str().unwrap())],
+    );
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("is not a socket") && log.contains("regular file"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::metadata(&db).expect("database kept").len(),
+        before,
+        "the database file is untouched"
+    );
+    // And the node still starts on its own socket, with its jobs.
+    let dir = std::mem::replace(&mut node.dir, TempDir::new("unused"));
+    let again = Node::start_with(dir, node.config.clone(), &[]);
+    again.wait_ready();
+    let jobs = again.rpc("jobs.list", json!({}));
+    assert_eq!(
+        jobs["result"]["jobs"].as_array().map(Vec::len),
+        Some(1),
+        "{jobs}"
+    );
+}
+
+#[test]
+fn two_data_dirs_sharing_one_sqlite_file_are_refused() {
+    let first = Node::start("sqlite-shared", "", &[]);
+    first.wait_ready();
+    let db = first.dir.path().join("var/chom.db");
+    // A second node with its own data dir, socket and name, on the first one's database file.
+    let dir = TempDir::new("sqlite-shared-b");
+    let config = config_in(
+        dir.path(),
+        &format!(
+            "[node]\nname = \"other\"\n[database]\nurl = \"sqlite://{}\"\n",
+            db.display()
+        ),
+    );
+    let (code, log) = refused_start(&config, dir.path(), &[]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("is using the database file") && log.contains(&first.pid().to_string()),
+        "{log}"
+    );
+    first.assert_running();
+}
+
+#[test]
+fn a_second_live_node_with_the_same_name_on_postgres_is_refused_and_its_jobs_kept() {
+    let db = PgDb::create("samename");
+    let extra = pg_node_extra(&db.url, "", 2, "");
+    let first = Node::start("samename-a", &extra, &[("CHOM_DEBUG_HOOKS", "1")]);
+    first.wait_ready();
+    let side = first.dir.path().join("executions");
+    // debug.record writes its line when it ends: 4 s of running to be refused in.
+    let id = first.rpc(
+        "jobs.enqueue",
+        json!({ "kind": "debug.record", "payload": { "file": side, "ms": 4000 } }),
+    )["result"]["id"]
+        .as_i64()
+        .unwrap();
+    first.wait_job_state(id, "reserved", Duration::from_secs(30));
+    // Same default name (the host name), another data dir: refused while the first lives.
+    let dir = TempDir::new("samename-b");
+    let config = config_in(dir.path(), &extra);
+    let (code, log) = refused_start(&config, dir.path(), &[("CHOM_DEBUG_HOOKS", "1")]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("another live chom node named")
+            && log.contains(&format!("pid={}", first.pid())),
+        "the refusal names the holder: {log}"
+    );
+    // The first node's job stayed its own: it ends there, having run once.
+    first.wait_job_state(id, "completed", Duration::from_secs(30));
+    assert_eq!(executed_ids(&side).0, 1, "the job ran once");
+    first.assert_running();
+}
+
 #[test]
 fn admin_shutdown_is_graceful() {
     let mut node = Node::start("shutdown", "", &[]);

@@ -59,6 +59,7 @@ pub struct NodeContext {
     pub http_addr: OnceLock<std::net::SocketAddr>,
     backends: watch::Sender<Option<Backends>>,
     migrated: watch::Sender<bool>,
+    identity: watch::Sender<bool>,
     tree_started: watch::Sender<bool>,
     root: OnceLock<ActorRef<SupervisorMsg>>,
     shutdown: CancellationToken,
@@ -92,6 +93,7 @@ impl NodeContext {
             faults: Default::default(),
             backends: watch::Sender::new(None),
             migrated: watch::Sender::new(false),
+            identity: watch::Sender::new(false),
             tree_started: watch::Sender::new(false),
             root: OnceLock::new(),
             shutdown: CancellationToken::new(),
@@ -148,6 +150,24 @@ impl NodeContext {
         *self.migrated.borrow()
     }
 
+    /// Whether this process holds its node name on the database (`identity`): until then
+    /// it neither claims jobs nor releases jobs reserved under its name, which would belong to
+    /// another live node if the name were taken.
+    pub fn identity_held(&self) -> bool {
+        *self.identity.borrow()
+    }
+
+    /// Record that the node name is held (set once by `chom node`).
+    pub fn set_identity_held(&self) {
+        self.identity.send_replace(true);
+    }
+
+    /// Wait until the node name is held.
+    pub async fn wait_identity(&self) {
+        let mut held = self.identity.subscribe();
+        let _ = held.wait_for(|h| *h).await;
+    }
+
     /// Record that migrations ran.
     pub fn set_migrated(&self) {
         self.migrated.send_replace(true);
@@ -158,9 +178,10 @@ impl NodeContext {
         self.tree_started.send_replace(true);
     }
 
-    /// Ready = migrations ran and the tree started (what `/health/ready` and READY=1 mean).
+    /// Ready = migrations ran, the tree started and the node name is held (what
+    /// `/health/ready` and READY=1 mean).
     pub fn ready(&self) -> bool {
-        self.migrated() && *self.tree_started.borrow()
+        self.migrated() && *self.tree_started.borrow() && self.identity_held()
     }
 
     /// Wait until [`NodeContext::ready`] holds.
@@ -170,6 +191,7 @@ impl NodeContext {
         // `wait_for` returns Err only when the sender is dropped, which `self` prevents.
         let _ = migrated.wait_for(|m| *m).await;
         let _ = started.wait_for(|s| *s).await;
+        self.wait_identity().await;
     }
 
     /// Remember the root supervisor (set once, right after it is spawned).

@@ -8,6 +8,7 @@ pub mod context;
 pub mod fleet;
 pub mod health;
 pub mod health_actor;
+pub mod identity;
 pub mod jobs;
 pub mod memory;
 pub mod metrics;

@@ -118,6 +118,8 @@ async fn migrate_until_done(ctx: Arc<NodeContext>, backends: Backends) {
         "store: migrations applied"
     );
     ctx.set_migrated();
+    // A node refused for a name another live node holds must not overwrite that node's row.
+    ctx.wait_identity().await;
     let record = NodeRecord {
         name: ctx.node_name.clone(),
         hostname: crate::sys::hostname(),

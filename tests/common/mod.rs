@@ -424,6 +424,33 @@ pub fn pg_i64(url: &str, sql: &str) -> i64 {
     })
 }
 
+/// One number from a SQLite database file (`SELECT count(*) ...`), read beside the node.
+pub fn sqlite_i64(file: &Path, sql: &str) -> i64 {
+    let (file, sql) = (file.to_owned(), sql.to_owned());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use sqlx::{Connection, Row};
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&file)
+            .busy_timeout(Duration::from_secs(10));
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", file.display()));
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let n = row
+            .try_get::<i64, _>(0)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+        n
+    })
+}
+
 /// The lines of a `debug.record` side file as (job id, node) pairs.
 pub fn executions(path: &Path) -> Vec<(i64, String)> {
     std::fs::read_to_string(path)

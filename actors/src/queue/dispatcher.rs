@@ -135,7 +135,9 @@ async fn claim_round(state: &mut DispatcherState) {
     let shared = state.shared.clone();
     shared.take_wake_pending();
     let ctx = &shared.ctx;
-    if !ctx.migrated() {
+    // Until this process holds its name, jobs reserved under that name may be another live
+    // node's: neither release nor claim them.
+    if !ctx.migrated() || !ctx.identity_held() {
         return;
     }
     let Some(backends) = ctx.backends() else {
