@@ -221,8 +221,9 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
             return Err(e).with_context(|| format!("cannot lock {}", path.display()));
         }
     }
-    file.set_len(0)?;
-    write!(file, "{}", std::process::id())?;
+    // The pid is only for a second node's message: a full disk must not stop this one.
+    let _ = file.set_len(0);
+    let _ = write!(file, "{}", std::process::id());
     Ok(file)
 }
 
