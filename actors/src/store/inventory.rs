@@ -62,6 +62,13 @@ fn classify(
     }
 }
 
+/// The row an `INSERT ... RETURNING` gave. Such a statement is read with `fetch_all`, never
+/// `fetch_one`: on SQLite, stopping after the first row resets the statement, and the
+/// autocommit's COMMIT then fails silently (a full disk), acknowledging a row never stored.
+fn first<R>(rows: Vec<R>) -> Result<R, sqlx::Error> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
+}
+
 fn port(value: i64) -> u16 {
     u16::try_from(value).unwrap_or(22)
 }
@@ -214,8 +221,9 @@ mod pg {
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(name)
                 .bind(tier.as_str())
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
+                .and_then(first)
                 .map_err(|e| {
                     classify(e, || format!("tenant `{name}` exists already"), String::new)
                 })?;
@@ -240,8 +248,9 @@ mod pg {
                 .bind(&site.vps_id)
                 .bind(&site.domain)
                 .bind(&site.site_type)
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
+                .and_then(first)
                 .map_err(|e| {
                     classify(
                         e,
@@ -385,8 +394,9 @@ mod lite {
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(name)
                 .bind(tier.as_str())
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
+                .and_then(first)
                 .map_err(|e| {
                     classify(e, || format!("tenant `{name}` exists already"), String::new)
                 })?;
@@ -411,8 +421,9 @@ mod lite {
                 .bind(&site.vps_id)
                 .bind(&site.domain)
                 .bind(&site.site_type)
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
+                .and_then(first)
                 .map_err(|e| {
                     classify(
                         e,
