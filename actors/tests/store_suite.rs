@@ -1413,7 +1413,9 @@ async fn absurd_rows_never_break_reads(db: &TestDb) {
             for (sql, id) in [
                 (
                     "UPDATE jobs SET created_at = 1000000000000000000, attempts = -5,
-                         max_attempts = -1, timeout_ms = -20 WHERE id = ?1",
+                         max_attempts = -1, timeout_ms = -20,
+                         -- Bytes that are not UTF-8, as a BLOB: read with U+FFFD.
+                         payload = X'7BFF7D', last_error = X'FE' WHERE id = ?1",
                     due,
                 ),
                 (
@@ -1438,7 +1440,7 @@ async fn absurd_rows_never_break_reads(db: &TestDb) {
             }
             sqlx::query(
                 "INSERT INTO failed_jobs (queue, kind, payload, exception, job_id, failed_at)
-                 VALUES ('default', 'odd', '{}', 'boom', 0, 9223372036854775807)",
+                 VALUES ('default', 'odd', X'FF', X'FF', 0, 9223372036854775807)",
             )
             .execute(pool)
             .await
@@ -1462,6 +1464,10 @@ async fn absurd_rows_never_break_reads(db: &TestDb) {
         }
     }
     let due_job = get(s, due).await;
+    if !db.is_pg() {
+        assert_eq!(due_job.payload, "{\u{FFFD}}");
+        assert_eq!(due_job.last_error.as_deref(), Some("\u{FFFD}"));
+    }
     assert_eq!(due_job.created_at, max);
     assert_eq!(due_job.attempts, 0);
     assert_eq!(

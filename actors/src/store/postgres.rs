@@ -307,11 +307,13 @@ fn job_from_row(row: &PgRow, shape: Shape) -> Result<Job, sqlx::Error> {
 }
 
 fn failed_from_row(row: &PgRow) -> Result<FailedJob, sqlx::Error> {
-    rows::failed_from_row(
-        row,
-        i64::from(row.try_get::<i32, _>("attempts")?),
-        row.try_get("failed_at")?,
-    )
+    let parts = rows::FailedParts {
+        payload: row.try_get("payload")?,
+        exception: row.try_get("exception")?,
+        attempts: i64::from(row.try_get::<i32, _>("attempts")?),
+        failed_at: row.try_get("failed_at")?,
+    };
+    rows::failed_from_row(row, parts)
 }
 
 fn affected(result: sqlx::postgres::PgQueryResult) -> u64 {

@@ -173,13 +173,20 @@ pub(super) fn preview(
     (text, truncated)
 }
 
-/// A row of a `failed_jobs` listing (payload and exception as previews). `attempts` and
-/// `failed_at` are decoded by the caller: their column types differ between the backends.
-pub(super) fn failed_from_row<R>(
-    row: &R,
-    attempts: i64,
-    failed_at: DateTime<Utc>,
-) -> Result<FailedJob, sqlx::Error>
+/// The columns of a `failed_jobs` row whose decoding differs between the backends.
+pub(super) struct FailedParts {
+    /// The payload preview as sent by the database.
+    pub payload: String,
+    /// The exception preview as sent by the database.
+    pub exception: String,
+    /// `attempts`, whatever its column type.
+    pub attempts: i64,
+    /// `failed_at`, clamped into the node's range.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// A row of a `failed_jobs` listing (payload and exception as previews).
+pub(super) fn failed_from_row<R>(row: &R, parts: FailedParts) -> Result<FailedJob, sqlx::Error>
 where
     R: sqlx::Row,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -187,13 +194,9 @@ where
     &'static str: sqlx::ColumnIndex<R>,
 {
     let max = Some(limits::PREVIEW_BYTES);
-    let (payload, payload_truncated) =
-        preview(row.try_get("payload")?, row.try_get("payload_bytes")?, max);
-    let (exception, exception_truncated) = preview(
-        row.try_get("exception")?,
-        row.try_get("exception_bytes")?,
-        max,
-    );
+    let (payload, payload_truncated) = preview(parts.payload, row.try_get("payload_bytes")?, max);
+    let (exception, exception_truncated) =
+        preview(parts.exception, row.try_get("exception_bytes")?, max);
     Ok(FailedJob {
         id: row.try_get("id")?,
         uuid: row.try_get("uuid")?,
@@ -205,8 +208,8 @@ where
         payload_truncated,
         exception,
         exception_truncated,
-        attempts: count_column(attempts),
-        failed_at,
+        attempts: count_column(parts.attempts),
+        failed_at: parts.failed_at,
     })
 }
 

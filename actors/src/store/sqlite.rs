@@ -276,14 +276,30 @@ fn opt_time_column(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>
         .map(limits::time_from_millis))
 }
 
+/// A long text column (payload, errors) as text whatever another program stored there: a
+/// BLOB, or bytes that are not UTF-8 (which a cut preview can also produce from a BLOB), read
+/// with U+FFFD for the bad bytes instead of failing the query. A claim that failed on one such
+/// row would fail for good, and take every job of its queue with it.
+fn text_column_value(row: &SqliteRow, column: &str) -> Result<String, sqlx::Error> {
+    Ok(lossy_text(row.try_get(column)?))
+}
+
+fn opt_text_column_value(row: &SqliteRow, column: &str) -> Result<Option<String>, sqlx::Error> {
+    Ok(row.try_get::<Option<Vec<u8>>, _>(column)?.map(lossy_text))
+}
+
+fn lossy_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 fn job_from_row(row: &SqliteRow, shape: Shape) -> Result<Job, sqlx::Error> {
     let (payload, payload_truncated) = rows::preview(
-        row.try_get("payload")?,
+        text_column_value(row, "payload")?,
         row.try_get("payload_bytes")?,
         shape.payload_bytes(),
     );
     let (last_error, last_error_truncated) = rows::opt_preview(
-        row.try_get("last_error")?,
+        opt_text_column_value(row, "last_error")?,
         row.try_get("last_error_bytes")?,
         shape.error_bytes(),
     );
@@ -313,11 +329,13 @@ fn job_from_row(row: &SqliteRow, shape: Shape) -> Result<Job, sqlx::Error> {
 }
 
 fn failed_from_row(row: &SqliteRow) -> Result<FailedJob, sqlx::Error> {
-    rows::failed_from_row(
-        row,
-        row.try_get("attempts")?,
-        time_column(row, "failed_at")?,
-    )
+    let parts = rows::FailedParts {
+        payload: text_column_value(row, "payload")?,
+        exception: text_column_value(row, "exception")?,
+        attempts: row.try_get("attempts")?,
+        failed_at: time_column(row, "failed_at")?,
+    };
+    rows::failed_from_row(row, parts)
 }
 
 /// A batch parameter as a JSON array (serde_json does the quoting of error texts).
