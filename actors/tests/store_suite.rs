@@ -1415,7 +1415,8 @@ async fn absurd_rows_never_break_reads(db: &TestDb) {
                     "UPDATE jobs SET created_at = 1000000000000000000, attempts = -5,
                          max_attempts = -1, timeout_ms = -20,
                          -- Bytes that are not UTF-8, as a BLOB: read with U+FFFD.
-                         payload = X'7BFF7D', last_error = X'FE' WHERE id = ?1",
+                         payload = X'7BFF7D', last_error = X'FE', kind = CAST('noop' AS BLOB)
+                     WHERE id = ?1",
                     due,
                 ),
                 (
@@ -1440,7 +1441,7 @@ async fn absurd_rows_never_break_reads(db: &TestDb) {
             }
             sqlx::query(
                 "INSERT INTO failed_jobs (queue, kind, payload, exception, job_id, failed_at)
-                 VALUES ('default', 'odd', X'FF', X'FF', 0, 9223372036854775807)",
+                 VALUES ('default', CAST('odd' AS BLOB), X'FF', X'FF', 0, 9223372036854775807)",
             )
             .execute(pool)
             .await
@@ -1467,6 +1468,7 @@ async fn absurd_rows_never_break_reads(db: &TestDb) {
     if !db.is_pg() {
         assert_eq!(due_job.payload, "{\u{FFFD}}");
         assert_eq!(due_job.last_error.as_deref(), Some("\u{FFFD}"));
+        assert_eq!(due_job.kind, "noop");
     }
     assert_eq!(due_job.created_at, max);
     assert_eq!(due_job.attempts, 0);

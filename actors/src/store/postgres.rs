@@ -308,6 +308,8 @@ fn job_from_row(row: &PgRow, shape: Shape) -> Result<Job, sqlx::Error> {
 
 fn failed_from_row(row: &PgRow) -> Result<FailedJob, sqlx::Error> {
     let parts = rows::FailedParts {
+        queue: row.try_get("queue")?,
+        kind: row.try_get("kind")?,
         payload: row.try_get("payload")?,
         exception: row.try_get("exception")?,
         attempts: i64::from(row.try_get::<i32, _>("attempts")?),

@@ -175,6 +175,10 @@ pub(super) fn preview(
 
 /// The columns of a `failed_jobs` row whose decoding differs between the backends.
 pub(super) struct FailedParts {
+    /// Queue name.
+    pub queue: String,
+    /// Job kind.
+    pub kind: String,
     /// The payload preview as sent by the database.
     pub payload: String,
     /// The exception preview as sent by the database.
@@ -202,8 +206,8 @@ where
         uuid: row.try_get("uuid")?,
         job_id: row.try_get("job_id")?,
         connection: row.try_get("connection")?,
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
+        queue: parts.queue,
+        kind: parts.kind,
         payload,
         payload_truncated,
         exception,

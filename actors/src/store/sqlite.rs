@@ -276,7 +276,7 @@ fn opt_time_column(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>
         .map(limits::time_from_millis))
 }
 
-/// A long text column (payload, errors) as text whatever another program stored there: a
+/// A text column as text whatever another program stored there: a
 /// BLOB, or bytes that are not UTF-8 (which a cut preview can also produce from a BLOB), read
 /// with U+FFFD for the bad bytes instead of failing the query. A claim that failed on one such
 /// row would fail for good, and take every job of its queue with it.
@@ -305,8 +305,8 @@ fn job_from_row(row: &SqliteRow, shape: Shape) -> Result<Job, sqlx::Error> {
     );
     Ok(Job {
         id: row.try_get("id")?,
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
+        queue: text_column_value(row, "queue")?,
+        kind: text_column_value(row, "kind")?,
         payload,
         payload_truncated,
         attempts: rows::count_column(row.try_get("attempts")?),
@@ -317,11 +317,11 @@ fn job_from_row(row: &SqliteRow, shape: Shape) -> Result<Job, sqlx::Error> {
             .try_get::<Option<i64>, _>("timeout_ms")?
             .and_then(rows::timeout_column),
         state: rows::state_column(row.try_get("state")?)?,
-        unique_key: row.try_get("unique_key")?,
+        unique_key: opt_text_column_value(row, "unique_key")?,
         last_error,
         last_error_truncated,
         reserved_at: opt_time_column(row, "reserved_at")?,
-        reserved_by: row.try_get("reserved_by")?,
+        reserved_by: opt_text_column_value(row, "reserved_by")?,
         available_at: time_column(row, "available_at")?,
         created_at: time_column(row, "created_at")?,
         finished_at: opt_time_column(row, "finished_at")?,
@@ -330,6 +330,8 @@ fn job_from_row(row: &SqliteRow, shape: Shape) -> Result<Job, sqlx::Error> {
 
 fn failed_from_row(row: &SqliteRow) -> Result<FailedJob, sqlx::Error> {
     let parts = rows::FailedParts {
+        queue: text_column_value(row, "queue")?,
+        kind: text_column_value(row, "kind")?,
         payload: text_column_value(row, "payload")?,
         exception: text_column_value(row, "exception")?,
         attempts: row.try_get("attempts")?,
@@ -578,7 +580,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|row| {
                 Ok((
-                    row.try_get::<String, _>("queue")?,
+                    text_column_value(row, "queue")?,
                     Counts {
                         ready: rows::count(row.try_get("ready")?),
                         delayed: rows::count(row.try_get("delayed")?),
@@ -752,7 +754,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|row| {
                 Ok(KindFailures {
-                    kind: row.try_get("kind")?,
+                    kind: text_column_value(row, "kind")?,
                     count: rows::count(row.try_get("failures")?),
                     last_error: rows::preview(
                         row.try_get("last_error")?,
