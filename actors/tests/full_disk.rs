@@ -22,7 +22,7 @@ use chom_actors::health::{self, CheckStatus};
 use chom_actors::store::{self, StoreError};
 use chom_core::config::Config;
 use chom_core::inventory::{NewSite, Tier, VpsServer};
-use chom_core::job::NewJob;
+use chom_core::job::{Completion, JobState, NewJob};
 
 /// A tmpfs of `size` mounted on a fresh temporary directory; unmounted on drop.
 struct Tmpfs {
@@ -151,6 +151,17 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
         );
     }
 
+    // A job running when the disk fills: its completion must wait, not vanish.
+    let mut running = job(10);
+    running.queue = "held".to_owned();
+    let running = store
+        .enqueue(&running)
+        .await
+        .expect("enqueue with space")
+        .id;
+    let held = vec!["held".to_owned()];
+    assert_eq!(store.claim("node-a", &held, 1).await.unwrap().len(), 1);
+
     let filler = fill(fs.path());
 
     // While the disk is full every write fails, saying so; none is acknowledged. (Before the
@@ -189,6 +200,13 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
         "/health reports a store that cannot write"
     );
 
+    let done = [Completion::Completed { id: running }];
+    let refused = store
+        .complete(&done)
+        .await
+        .expect_err("a completion cannot be stored on a full disk");
+    assert_full(&refused, "complete");
+
     // Space returns.
     std::fs::remove_file(&filler).expect("free space");
 
@@ -209,6 +227,12 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
     assert_eq!(database_check(&ctx).await, CheckStatus::Ok);
     // Every acknowledged job is stored and was claimable; nothing else was stored.
     assert_eq!(claimed, acknowledged, "claimed jobs = acknowledged jobs");
+    store
+        .complete(&done)
+        .await
+        .expect("complete after space returned");
+    let finished = store.job(running).await.unwrap().expect("the running job");
+    assert_eq!(finished.state, JobState::Completed);
     let fresh = store.enqueue(&job(10)).await.expect("enqueue after").id;
     assert!(
         fresh > *acknowledged.last().unwrap(),
@@ -218,7 +242,7 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
     let raw = raw_pool(&db_path).await;
     assert_eq!(
         count(&raw, "jobs").await,
-        i64::try_from(acknowledged.len() + 1).unwrap()
+        i64::try_from(acknowledged.len() + 2).unwrap()
     );
     assert_eq!(
         texts(&raw, "SELECT name FROM tenants").await,
