@@ -1644,6 +1644,37 @@ async fn listings_carry_bounded_previews(db: &TestDb) {
     assert!(killed.last_error.unwrap().len() <= limits::MAX_ERROR_BYTES);
 }
 
+/// A site's failure reason (a job's error) is stored capped like a job's error.
+async fn site_failure_reason_is_capped(db: &TestDb) {
+    let s = db.store();
+    let tenant = s.create_tenant("acme", Tier::Pro).await.unwrap();
+    s.add_vps(&server("web-1", "10.0.0.1")).await.unwrap();
+    let site = s
+        .create_site(&NewSite {
+            tenant_id: tenant.id,
+            vps_id: "web-1".to_owned(),
+            domain: "a.example".to_owned(),
+            site_type: "wordpress".to_owned(),
+        })
+        .await
+        .unwrap();
+    let reason = format!("x{}", "é".repeat(100_000));
+    assert!(
+        s.set_site_status(site.id, SiteStatus::Failed, Some(&reason))
+            .await
+            .unwrap()
+    );
+    let stored = s
+        .site(site.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .failure_reason
+        .unwrap();
+    assert!(stored.len() <= limits::MAX_ERROR_BYTES && stored.len() > limits::MAX_ERROR_BYTES - 2);
+    assert!(reason.starts_with(&stored));
+}
+
 /// The write probe commits a write, and a connection is never handed out inside a
 /// transaction a caller abandoned.
 async fn probe_write_commits_and_pool_stays_clean(db: &TestDb) {
@@ -1728,4 +1759,5 @@ suite!(
     absurd_rows_never_break_reads,
     listings_carry_bounded_previews,
     probe_write_commits_and_pool_stays_clean,
+    site_failure_reason_is_capped,
 );

@@ -35,7 +35,9 @@ pub trait Inventory: Send + Sync {
     async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError>;
     /// One site.
     async fn site(&self, id: i64) -> Result<Option<Site>, StoreError>;
-    /// Set a site's status and failure reason; `false` when there is no such site.
+    /// Set a site's status and failure reason (stored up to
+    /// [`MAX_ERROR_BYTES`](chom_core::limits::MAX_ERROR_BYTES)); `false` when there is no such
+    /// site.
     async fn set_site_status(
         &self,
         id: i64,
@@ -293,7 +295,7 @@ mod pg {
             )
             .bind(id)
             .bind(status.as_str())
-            .bind(reason)
+            .bind(reason.map(crate::store::rows::stored_error))
             .execute(&self.pool)
             .await?;
             Ok(result.rows_affected() > 0)
@@ -466,7 +468,7 @@ mod lite {
             let result = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
                 .bind(status.as_str())
-                .bind(reason)
+                .bind(reason.map(crate::store::rows::stored_error))
                 .execute(&self.pool)
                 .await?;
             Ok(result.rows_affected() > 0)
