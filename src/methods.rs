@@ -352,7 +352,7 @@ async fn jobs_enqueue(ctx: &NodeContext, params: &Value) -> Result<Value, RpcErr
         .await
         .map_err(store_err)?;
     wake_dispatcher(ctx);
-    Ok(json!({ "id": enqueued.id, "existing": enqueued.existing, "queue": job.queue }))
+    Ok(json!({ "id": enqueued.id, "existing": enqueued.existing, "queue": enqueued.queue }))
 }
 
 async fn jobs_show(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {

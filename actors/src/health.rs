@@ -177,20 +177,34 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
+/// The database check. Once migrated it commits a one-row write ([`Store::probe_write`]): a
+/// store that answers `SELECT 1` but cannot write (a full disk, a pool of connections wedged
+/// inside failed transactions) is reported `error`, so remediation restarts it. Before the
+/// migrations are applied there is nothing to write to, and a plain round trip is the check.
+///
+/// [`Store::probe_write`]: crate::store::Store::probe_write
 async fn check_database(ctx: &NodeContext, limit: Duration) -> CheckResult {
     let Some(backends) = ctx.backends() else {
         return CheckResult::error("store actor is not running", json!({}));
     };
     let backend = backends.store.backend().as_str();
-    match crate::store::with_timeout(limit, backends.store.ping()).await {
-        Ok(latency) if ctx.migrated() => {
+    if !ctx.migrated() {
+        return match crate::store::with_timeout(limit, backends.store.ping()).await {
+            Ok(latency) => CheckResult::warning(
+                "reachable, migrations not applied yet",
+                json!({ "backend": backend, "latency_ms": millis(latency) }),
+            ),
+            Err(error) => CheckResult::error(error.to_string(), json!({ "backend": backend })),
+        };
+    }
+    match crate::store::with_timeout(limit, backends.store.probe_write()).await {
+        Ok(latency) => {
             CheckResult::ok(json!({ "backend": backend, "latency_ms": millis(latency) }))
         }
-        Ok(latency) => CheckResult::warning(
-            "reachable, migrations not applied yet",
-            json!({ "backend": backend, "latency_ms": millis(latency) }),
+        Err(error) => CheckResult::error(
+            format!("cannot write: {error}"),
+            json!({ "backend": backend }),
         ),
-        Err(error) => CheckResult::error(error.to_string(), json!({ "backend": backend })),
     }
 }
 

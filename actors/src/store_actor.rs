@@ -126,7 +126,17 @@ async fn migrate_until_done(ctx: Arc<NodeContext>, backends: Backends) {
         pid: std::process::id(),
         version: ctx.version.to_owned(),
     };
-    if let Err(error) = store::with_timeout(limit, backends.store.register_node(&record)).await {
-        warn!(%error, "store: could not record this node in the nodes table");
+    // Retried like the migrations: the heartbeat only refreshes this row, so a registration
+    // lost to a passing failure (a full disk at start) would leave the node without a
+    // liveness record, and other nodes would rescue its running jobs.
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    while let Err(error) = store::with_timeout(limit, backends.store.register_node(&record)).await {
+        attempt += 1;
+        if attempt == 1 || attempt.is_multiple_of(10) {
+            warn!(%error, attempt, retry_in = ?delay, "store: could not record this node in the nodes table");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chom_actors::store::{Backend, NodeRecord, Store, StoreError};
 use chom_core::inventory::{NewSite, SiteStatus, Tier, VpsServer};
 use chom_core::job::{Completion, Job, JobFilter, JobState, NewJob, QueueStats};
+use chom_core::limits;
 use chrono::{DateTime, Utc};
 use common::{Raw, TestDb};
 use futures::StreamExt;
@@ -1296,6 +1297,402 @@ async fn postgres_completions_touch_no_index(db: &TestDb) {
     assert!(err.to_string().contains("jobs_pending_unreserved"), "{err}");
 }
 
+// === hardening (issue 10) ===
+
+/// A unique-key hit answers with the holder's queue, not the queue asked for.
+async fn unique_key_hit_reports_the_holders_queue(db: &TestDb) {
+    let s = db.store();
+    let mut job = new_job("site.provision", "high");
+    job.unique_key = Some("site:9".to_owned());
+    let first = s.enqueue(&job).await.unwrap();
+    assert_eq!((first.existing, first.queue.as_str()), (false, "high"));
+    job.queue = "low".to_owned();
+    let hit = s.enqueue(&job).await.unwrap();
+    assert_eq!(
+        (hit.id, hit.existing, hit.queue.as_str()),
+        (first.id, true, "high")
+    );
+}
+
+/// Values the store would have to clamp (or that PostgreSQL would refuse with a raw error)
+/// are refused with `Invalid` naming the parameter, and nothing is stored.
+async fn out_of_range_jobs_are_refused(db: &TestDb) {
+    let s = db.store();
+    let refused = |job: NewJob, what: &'static str| async move {
+        match s.enqueue(&job).await {
+            Err(StoreError::Invalid(message)) => {
+                assert!(message.contains(what), "{what}: {message}")
+            }
+            other => panic!("{what}: expected Invalid, got {other:?}"),
+        }
+    };
+    let mut job = new_job("noop", "default");
+    job.max_attempts = Some(u32::MAX);
+    refused(job, "max_attempts").await;
+    let mut job = new_job("noop", "default");
+    job.max_attempts = Some(limits::MAX_ATTEMPTS + 1);
+    refused(job, "max_attempts").await;
+    let mut job = new_job("noop", "default");
+    job.delay = humantime::parse_duration("10000000years").unwrap();
+    refused(job, "delay").await;
+    let mut job = new_job("noop", "default");
+    job.timeout = Some(limits::MAX_JOB_TIMEOUT + Duration::from_secs(1));
+    refused(job, "timeout").await;
+    let mut job = new_job("noop", "default");
+    job.unique_key = Some("k".repeat(500_000));
+    refused(job, "unique_key").await;
+    let mut job = new_job("noop", "default");
+    job.unique_key = Some("a\0b".to_owned());
+    refused(job, "unique_key").await;
+    assert_eq!(db.count("jobs").await, 0);
+
+    // The bounds themselves are stored as given.
+    let mut job = new_job("noop", "default");
+    job.max_attempts = Some(limits::MAX_ATTEMPTS);
+    job.timeout = Some(limits::MAX_JOB_TIMEOUT);
+    job.delay = limits::MAX_DURATION;
+    let stored = get(s, enqueue(s, job).await).await;
+    assert_eq!(stored.max_attempts, Some(limits::MAX_ATTEMPTS));
+    assert_eq!(
+        stored.timeout_ms,
+        Some(limits::MAX_JOB_TIMEOUT.as_millis() as u64)
+    );
+}
+
+/// Rows another program wrote with absurd timestamps and counters: every read (listing, one
+/// job, claim, rescue, kill, dead letters) still works, with times clamped into
+/// `limits::min_time()..=limits::max_time()` and odd overrides read as sane values.
+async fn absurd_rows_never_break_reads(db: &TestDb) {
+    let s = db.store();
+    let max = limits::max_time();
+    let min = limits::min_time();
+    // A pending due job, created "in the far future", with odd overrides.
+    let due = plain_insert_id(db, "odd_due").await;
+    // A pending job due "in the far future".
+    let later = plain_insert_id(db, "odd_later").await;
+    // A reserved job whose reservation is absurdly old (killed by kill_stuck).
+    let stuck = plain_insert_id(db, "odd_stuck").await;
+    // A reserved job whose reservation is in the far future.
+    let ahead = plain_insert_id(db, "odd_ahead").await;
+    match &db.raw {
+        Raw::Pg(pool) => {
+            for (sql, id) in [
+                (
+                    "UPDATE jobs SET created_at = 'infinity', attempts = -5, max_attempts = -1,
+                         timeout_ms = -20 WHERE id = $1",
+                    due,
+                ),
+                (
+                    "UPDATE jobs SET available_at = '294000-01-01 00:00:00+00',
+                         max_attempts = 2000000000, timeout_ms = 9223372036854775807 WHERE id = $1",
+                    later,
+                ),
+                (
+                    "UPDATE jobs SET state = 'reserved', reserved_by = 'gone',
+                         reserved_at = '-infinity', attempts = 2147483647 WHERE id = $1",
+                    stuck,
+                ),
+                (
+                    "UPDATE jobs SET state = 'reserved', reserved_by = 'gone',
+                         reserved_at = 'infinity', finished_at = '200000-01-01 00:00:00+00'
+                     WHERE id = $1",
+                    ahead,
+                ),
+            ] {
+                sqlx::query(sql).bind(id).execute(pool).await.expect(sql);
+            }
+            sqlx::query(
+                "INSERT INTO failed_jobs (queue, kind, payload, exception, job_id, failed_at)
+                 VALUES ('default', 'odd', '{}', 'boom', 0, 'infinity')",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        Raw::Sqlite(pool) => {
+            for (sql, id) in [
+                (
+                    "UPDATE jobs SET created_at = 1000000000000000000, attempts = -5,
+                         max_attempts = -1, timeout_ms = -20,
+                         -- Bytes that are not UTF-8, as a BLOB: read with U+FFFD.
+                         payload = X'7BFF7D', last_error = X'FE', kind = CAST('noop' AS BLOB)
+                     WHERE id = ?1",
+                    due,
+                ),
+                (
+                    // REAL and TEXT where integers belong: read as numbers, not errors.
+                    "UPDATE jobs SET available_at = 9.2e18, max_attempts = '2000000000',
+                         timeout_ms = 9223372036854775807 WHERE id = ?1",
+                    later,
+                ),
+                (
+                    "UPDATE jobs SET state = 'reserved', reserved_by = 'gone',
+                         reserved_at = -9223372036854775808,
+                         attempts = 9223372036854775807 WHERE id = ?1",
+                    stuck,
+                ),
+                (
+                    "UPDATE jobs SET state = 'reserved', reserved_by = 'gone',
+                         reserved_at = 9223372036854775807, finished_at = 1e30 WHERE id = ?1",
+                    ahead,
+                ),
+            ] {
+                sqlx::query(sql).bind(id).execute(pool).await.expect(sql);
+            }
+            sqlx::query(
+                "INSERT INTO failed_jobs (queue, kind, payload, exception, job_id, failed_at)
+                 VALUES ('default', CAST('odd' AS BLOB), X'FF', X'FF', 0, 9223372036854775807)",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+    }
+
+    let listed = list_ten(s).await;
+    assert_eq!(listed.len(), 4);
+    for job in &listed {
+        for t in [
+            Some(job.available_at),
+            Some(job.created_at),
+            job.reserved_at,
+            job.finished_at,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert!(t >= min && t <= max, "job {} has {t}", job.id);
+        }
+    }
+    let due_job = get(s, due).await;
+    if !db.is_pg() {
+        assert_eq!(due_job.payload, "{\u{FFFD}}");
+        assert_eq!(due_job.last_error.as_deref(), Some("\u{FFFD}"));
+        assert_eq!(due_job.kind, "noop");
+    }
+    assert_eq!(due_job.created_at, max);
+    assert_eq!(due_job.attempts, 0);
+    assert_eq!(
+        due_job.max_attempts, None,
+        "non-positive override: the policy decides"
+    );
+    assert_eq!(due_job.timeout_ms, None);
+    let later_job = get(s, later).await;
+    assert_eq!(later_job.available_at, max);
+    assert_eq!(later_job.max_attempts, Some(limits::MAX_ATTEMPTS));
+    assert_eq!(
+        later_job.timeout_ms,
+        Some(limits::MAX_JOB_TIMEOUT.as_millis() as u64)
+    );
+    assert_eq!(get(s, stuck).await.reserved_at, Some(min));
+    let ahead_job = get(s, ahead).await;
+    assert_eq!(
+        (ahead_job.reserved_at, ahead_job.finished_at),
+        (Some(max), Some(max))
+    );
+
+    // The claim reads the due one (created "in the far future") and never the later one.
+    let claimed = s
+        .claim(NODE, &queues(&["default"]), 10)
+        .await
+        .expect("claim");
+    assert_eq!(ids(&claimed), vec![due]);
+    assert_eq!(claimed[0].created_at, max);
+    // Rescue and the stuck-job killer run over them.
+    s.rescue_expired(Utc::now(), None, NODE)
+        .await
+        .expect("rescue");
+    let reclaimed = s
+        .claim(NODE, &queues(&["default"]), 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        ids(&reclaimed),
+        vec![stuck],
+        "a saturated attempt counter is claimable"
+    );
+    assert!(
+        reclaimed[0].attempts >= i32::MAX as u32,
+        "{}",
+        reclaimed[0].attempts
+    );
+    let killed = s
+        .kill_stuck(Utc::now() + chrono::Duration::minutes(1), "stuck")
+        .await
+        .expect("kill_stuck");
+    assert!(killed.contains(&due), "{killed:?}");
+    let dead = s
+        .failed_jobs(10)
+        .await
+        .expect("failed list reads absurd rows");
+    assert!(dead.iter().any(|f| f.kind == "odd" && f.failed_at == max));
+    list_ten(s).await;
+}
+
+/// The newest ten jobs, whatever their state (fails the test when the listing fails).
+async fn list_ten(s: &dyn Store) -> Vec<Job> {
+    s.jobs(&JobFilter {
+        limit: 10,
+        ..JobFilter::default()
+    })
+    .await
+    .expect("jobs list")
+}
+
+/// `INSERT INTO jobs (queue, kind, payload)` of a noop job on `default`, by another program.
+async fn plain_insert_id(db: &TestDb, kind: &str) -> i64 {
+    db.plain_insert("default", kind, "{}").await
+}
+
+/// Listings carry previews (2 KiB, cut at a character boundary, flagged); one job carries
+/// the payload up to MAX_PAYLOAD_BYTES; stored errors are capped at MAX_ERROR_BYTES.
+async fn listings_carry_bounded_previews(db: &TestDb) {
+    let s = db.store();
+    // 100 KB of two-byte characters, and an odd offset so a byte cut would split one.
+    let payload = format!(r#"{{"x":"a{}"}}"#, "é".repeat(50_000));
+    let mut job = new_job("noop", "default");
+    job.payload = payload.clone();
+    let id = enqueue(s, job).await;
+    let listed = list_ten(s).await;
+    let row = listed.iter().find(|j| j.id == id).unwrap();
+    assert!(row.payload.len() <= limits::PREVIEW_BYTES && row.payload.len() > 2_000);
+    assert!(payload.starts_with(&row.payload));
+    assert!(row.payload_truncated);
+    let one = get(s, id).await;
+    assert_eq!(one.payload, payload);
+    assert!(!one.payload_truncated);
+
+    // Short texts are whole and not flagged.
+    let small = enqueue(s, new_job("noop", "default")).await;
+    let listed = list_ten(s).await;
+    let row = listed.iter().find(|j| j.id == small).unwrap();
+    assert_eq!(
+        (row.payload.as_str(), row.payload_truncated),
+        (r#"{"n":1}"#, false)
+    );
+
+    // A payload beyond MAX_PAYLOAD_BYTES, written by another program: `job` stops there.
+    let huge = "y".repeat(limits::MAX_PAYLOAD_BYTES + 10);
+    let big = db.plain_insert("other", "noop", &huge).await;
+    let one = get(s, big).await;
+    assert_eq!(one.payload.len(), limits::MAX_PAYLOAD_BYTES);
+    assert!(one.payload_truncated);
+
+    // Errors: capped at write time, previewed in listings.
+    let claimed = s.claim(NODE, &queues(&["default"]), 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let error = format!("b{}", "€".repeat(20_000)); // 60 KB
+    s.complete(&[
+        Completion::Retry {
+            id: small,
+            error: error.clone(),
+            available_at: Utc::now(),
+        },
+        Completion::Fail {
+            id,
+            error: error.clone(),
+        },
+    ])
+    .await
+    .unwrap();
+    let retried = get(s, small).await;
+    let stored = retried.last_error.unwrap();
+    assert!(stored.len() <= limits::MAX_ERROR_BYTES && stored.len() > limits::MAX_ERROR_BYTES - 4);
+    assert!(error.starts_with(&stored));
+    assert!(
+        !retried.last_error_truncated,
+        "the stored error is whole in `job`"
+    );
+    let listed = list_ten(s).await;
+    for row in listed.iter().filter(|j| j.id == small || j.id == id) {
+        let e = row.last_error.as_deref().unwrap();
+        assert!(e.len() <= limits::PREVIEW_BYTES && error.starts_with(e));
+        assert!(row.last_error_truncated);
+    }
+    let dead = s.failed_jobs(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].exception.len() <= limits::PREVIEW_BYTES);
+    assert!(error.starts_with(&dead[0].exception));
+    assert!(dead[0].exception_truncated);
+    assert!(dead[0].payload.len() <= limits::PREVIEW_BYTES && dead[0].payload_truncated);
+    let analyzed = s
+        .failures_by_kind(Utc::now() - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert!(analyzed[0].last_error.len() <= limits::PREVIEW_BYTES);
+    let stored_exception: i64 = match &db.raw {
+        Raw::Pg(pool) => {
+            sqlx::query_scalar("SELECT octet_length(exception)::bigint FROM failed_jobs")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+        Raw::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT length(CAST(exception AS BLOB)) FROM failed_jobs")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(stored_exception as usize <= limits::MAX_ERROR_BYTES);
+    // The stuck-job killer's reason is capped the same way.
+    let reserved = reserved_job(s, "third").await;
+    s.kill_stuck(Utc::now() + chrono::Duration::minutes(1), &error)
+        .await
+        .unwrap();
+    let killed = get(s, reserved.id).await;
+    assert!(killed.last_error.unwrap().len() <= limits::MAX_ERROR_BYTES);
+}
+
+/// A site's failure reason (a job's error) is stored capped like a job's error.
+async fn site_failure_reason_is_capped(db: &TestDb) {
+    let s = db.store();
+    let tenant = s.create_tenant("acme", Tier::Pro).await.unwrap();
+    s.add_vps(&server("web-1", "10.0.0.1")).await.unwrap();
+    let site = s
+        .create_site(&NewSite {
+            tenant_id: tenant.id,
+            vps_id: "web-1".to_owned(),
+            domain: "a.example".to_owned(),
+            site_type: "wordpress".to_owned(),
+        })
+        .await
+        .unwrap();
+    let reason = format!("x{}", "é".repeat(100_000));
+    assert!(
+        s.set_site_status(site.id, SiteStatus::Failed, Some(&reason))
+            .await
+            .unwrap()
+    );
+    let stored = s
+        .site(site.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .failure_reason
+        .unwrap();
+    assert!(stored.len() <= limits::MAX_ERROR_BYTES && stored.len() > limits::MAX_ERROR_BYTES - 2);
+    assert!(reason.starts_with(&stored));
+}
+
+/// The write probe commits a write, and a connection is never handed out inside a
+/// transaction a caller abandoned.
+async fn probe_write_commits_and_pool_stays_clean(db: &TestDb) {
+    let s = db.store();
+    s.probe_write().await.expect("probe");
+    s.probe_write().await.expect("probe again");
+    assert_eq!(db.count("health_probe").await, 1);
+    // Many operations that each begin a transaction, on a small pool: none fails with
+    // "non-zero transaction depth".
+    for _ in 0..30 {
+        enqueue(s, new_job("noop", "default")).await;
+        s.claim(NODE, &queues(&["default"]), 1)
+            .await
+            .expect("claim");
+        s.probe_write().await.expect("probe");
+    }
+}
+
 // === generated tests ===
 
 /// For each case, `sqlite::<case>` and `postgres::<case>`.
@@ -1357,4 +1754,10 @@ suite!(
     vps_add_list_remove,
     config_vps_upsert_updates_in_place,
     tenants_and_sites,
+    unique_key_hit_reports_the_holders_queue,
+    out_of_range_jobs_are_refused,
+    absurd_rows_never_break_reads,
+    listings_carry_bounded_previews,
+    probe_write_commits_and_pool_stays_clean,
+    site_failure_reason_is_capped,
 );

@@ -71,8 +71,13 @@ pub struct Job {
     pub queue: String,
     /// Job kind.
     pub kind: String,
-    /// JSON text as enqueued.
+    /// JSON text as enqueued; in a listing only its first
+    /// [`PREVIEW_BYTES`](crate::limits::PREVIEW_BYTES), in `jobs show` at most
+    /// [`MAX_PAYLOAD_BYTES`](crate::limits::MAX_PAYLOAD_BYTES) (see `payload_truncated`).
     pub payload: String,
+    /// True when `payload` is only the beginning of the stored payload.
+    #[serde(default)]
+    pub payload_truncated: bool,
     /// Attempts started so far (incremented when claimed).
     pub attempts: u32,
     /// Per-job override of the policy's attempts.
@@ -83,8 +88,12 @@ pub struct Job {
     pub state: JobState,
     /// Deduplication key.
     pub unique_key: Option<String>,
-    /// The error of the last failed attempt.
+    /// The error of the last failed attempt (in a listing only its first
+    /// [`PREVIEW_BYTES`](crate::limits::PREVIEW_BYTES); see `last_error_truncated`).
     pub last_error: Option<String>,
+    /// True when `last_error` is only the beginning of the stored error.
+    #[serde(default)]
+    pub last_error_truncated: bool,
     /// When the current reservation was made.
     pub reserved_at: Option<DateTime<Utc>>,
     /// Which node holds the reservation.
@@ -98,12 +107,15 @@ pub struct Job {
 }
 
 /// Result of an enqueue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Enqueued {
     /// The job's id (the existing job's when deduplicated).
     pub id: i64,
     /// True when a pending/reserved job with the same unique key was returned instead.
     pub existing: bool,
+    /// The job's queue: the existing job's when deduplicated (it may differ from the queue
+    /// asked for).
+    pub queue: String,
 }
 
 /// What to do with a reserved job after an attempt (written in batches by the completer).
@@ -215,10 +227,18 @@ pub struct FailedJob {
     pub queue: String,
     /// Job kind.
     pub kind: String,
-    /// JSON text.
+    /// JSON text; in a listing only its first [`PREVIEW_BYTES`](crate::limits::PREVIEW_BYTES)
+    /// (see `payload_truncated`).
     pub payload: String,
-    /// The final error.
+    /// True when `payload` is only the beginning of the stored payload.
+    #[serde(default)]
+    pub payload_truncated: bool,
+    /// The final error; in a listing only its first
+    /// [`PREVIEW_BYTES`](crate::limits::PREVIEW_BYTES) (see `exception_truncated`).
     pub exception: String,
+    /// True when `exception` is only the beginning of the stored error.
+    #[serde(default)]
+    pub exception_truncated: bool,
     /// Attempts made.
     pub attempts: u32,
     /// When it failed.

@@ -31,6 +31,28 @@ pub const MAX_UNIQUE_KEY_CHARS: usize = 255;
 /// The most rows one listing (`jobs.list`, `failed.list`, ...) returns.
 pub const MAX_LIST_LIMIT: u32 = 1_000;
 
+/// The longest error text the node stores for a job (`last_error`, `failed_jobs.exception`),
+/// in bytes: 16 KiB. A handler's error (a command's stderr, say) is cut to this at write time,
+/// so one failing job cannot grow every answer and row that repeats its error.
+pub const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// How much of a payload or an error one row of a listing (`jobs.list`, `failed.list`)
+/// carries, in bytes: 2 KiB; the row says when it was cut, and `jobs show` gives the whole.
+pub const PREVIEW_BYTES: usize = 2 * 1024;
+
+/// The longest prefix of `s` that is at most `max_bytes` long and ends on a character
+/// boundary (so the cut never splits a UTF-8 sequence).
+pub fn cut_at_char_boundary(s: &str, max_bytes: usize) -> &str {
+    if s.len() <= max_bytes {
+        return s;
+    }
+    let mut end = max_bytes;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// The earliest timestamp the node stores or reads back as itself: the Unix epoch.
 pub fn min_time() -> DateTime<Utc> {
     DateTime::UNIX_EPOCH
@@ -252,6 +274,16 @@ mod tests {
     fn escaping_shows_control_characters() {
         assert_eq!(escape_control("plain"), "plain");
         assert_eq!(escape_control("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
+    }
+
+    #[test]
+    fn cuts_never_split_a_character() {
+        assert_eq!(cut_at_char_boundary("abc", 5), "abc");
+        assert_eq!(cut_at_char_boundary("abc", 2), "ab");
+        // "é" is two bytes: a cut in its middle keeps the text before it.
+        assert_eq!(cut_at_char_boundary("aé", 2), "a");
+        assert_eq!(cut_at_char_boundary("ééé", 5), "éé");
+        assert_eq!(cut_at_char_boundary("€", 0), "");
     }
 
     #[test]

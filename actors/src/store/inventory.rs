@@ -35,7 +35,9 @@ pub trait Inventory: Send + Sync {
     async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError>;
     /// One site.
     async fn site(&self, id: i64) -> Result<Option<Site>, StoreError>;
-    /// Set a site's status and failure reason; `false` when there is no such site.
+    /// Set a site's status and failure reason (stored up to
+    /// [`MAX_ERROR_BYTES`](chom_core::limits::MAX_ERROR_BYTES)); `false` when there is no such
+    /// site.
     async fn set_site_status(
         &self,
         id: i64,
@@ -60,6 +62,13 @@ fn classify(
         },
         _ => StoreError::Database(error),
     }
+}
+
+/// The row an `INSERT ... RETURNING` gave. Such a statement is read with `fetch_all`, never
+/// `fetch_one`: on SQLite, stopping after the first row resets the statement, and the
+/// autocommit's COMMIT then fails silently (a full disk), acknowledging a row never stored.
+fn first<R>(rows: Vec<R>) -> Result<R, sqlx::Error> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
 }
 
 fn port(value: i64) -> u16 {
@@ -214,8 +223,9 @@ mod pg {
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(name)
                 .bind(tier.as_str())
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
+                .and_then(first)
                 .map_err(|e| {
                     classify(e, || format!("tenant `{name}` exists already"), String::new)
                 })?;
@@ -240,8 +250,9 @@ mod pg {
                 .bind(&site.vps_id)
                 .bind(&site.domain)
                 .bind(&site.site_type)
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
+                .and_then(first)
                 .map_err(|e| {
                     classify(
                         e,
@@ -284,7 +295,7 @@ mod pg {
             )
             .bind(id)
             .bind(status.as_str())
-            .bind(reason)
+            .bind(reason.map(crate::store::rows::stored_error))
             .execute(&self.pool)
             .await?;
             Ok(result.rows_affected() > 0)
@@ -385,8 +396,9 @@ mod lite {
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(name)
                 .bind(tier.as_str())
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
+                .and_then(first)
                 .map_err(|e| {
                     classify(e, || format!("tenant `{name}` exists already"), String::new)
                 })?;
@@ -411,8 +423,9 @@ mod lite {
                 .bind(&site.vps_id)
                 .bind(&site.domain)
                 .bind(&site.site_type)
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
+                .and_then(first)
                 .map_err(|e| {
                     classify(
                         e,
@@ -455,7 +468,7 @@ mod lite {
             let result = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
                 .bind(status.as_str())
-                .bind(reason)
+                .bind(reason.map(crate::store::rows::stored_error))
                 .execute(&self.pool)
                 .await?;
             Ok(result.rows_affected() > 0)

@@ -92,6 +92,10 @@ pub trait Store: Inventory + Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), StoreError>;
     /// One round trip (`SELECT 1`); returns its latency.
     async fn ping(&self) -> Result<Duration, StoreError>;
+    /// Commit one tiny write (the single row of `health_probe`) in a transaction; returns its
+    /// latency. Fails when the store cannot write (a full disk, a read-only file or server,
+    /// a wedged pool), which `SELECT 1` does not notice. Needs the migrations applied.
+    async fn probe_write(&self) -> Result<Duration, StoreError>;
     /// Record (or refresh) this node in the `nodes` table.
     async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError>;
     /// Close the pool, waiting for connections in use to be returned.
@@ -185,6 +189,25 @@ pub fn open(cfg: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
         DatabaseKind::Sqlite { path } => Ok(Arc::new(SqliteStore::open(&path, cfg)?)),
         DatabaseKind::Postgres => Ok(Arc::new(PgStore::open(&cfg.url, cfg)?)),
     }
+}
+
+/// The pools' `after_release` check: a connection still inside a transaction is closed
+/// instead of returned to the pool. sqlx lowers its transaction depth only when COMMIT or
+/// ROLLBACK succeeds, so after a COMMIT that failed (SQLITE_FULL, which also ends SQLite's
+/// transaction) the rollback on drop fails too and the connection would come back "in a
+/// transaction": every later `begin` on it fails with "attempted to call begin_with at
+/// non-zero transaction depth".
+async fn release_clean<C: sqlx::Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    if conn.is_in_transaction() {
+        // A dropped transaction's rollback may still be queued on the connection: let it
+        // run, then look again.
+        conn.ping().await?;
+    }
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("store: closing a database connection left inside a transaction");
+    }
+    Ok(clean)
 }
 
 /// Run a store operation under a deadline, so a wedged database (SIGSTOPed server, dropped

@@ -5,6 +5,7 @@
 //! `UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)` covering every queue, a completion
 //! batch is one statement of data-modifying CTEs whatever its size.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -12,13 +13,14 @@ use chom_core::config::DatabaseConfig;
 use chom_core::job::{
     Completion, Enqueued, FailedJob, Job, JobFilter, KindFailures, NewJob, QueueStats,
 };
+use chom_core::limits;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 
-use super::rows::{self, Counts, SplitBatch};
+use super::rows::{self, Counts, Shape, SplitBatch};
 use super::{Backend, NodeRecord, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -35,6 +37,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.connect_timeout)
+            .after_release(|conn, _| Box::pin(super::release_clean(conn)))
             .connect_lazy(url)
             .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
         Ok(Self { pool })
@@ -48,9 +51,48 @@ impl PgStore {
 
 // === SQL ===
 
-/// Every column of `jobs`, in the order [`job_from_row`] reads them (by position).
-const JOB_COLUMNS: &str = "id, queue, kind, payload, attempts, max_attempts, timeout_ms, state, \
-     unique_key, last_error, reserved_at, reserved_by, available_at, created_at, finished_at";
+/// The columns of [`rows::JOB_COLUMN_NAMES`] in PostgreSQL's spelling (read by position in
+/// [`job_from_row`]). Timestamps are clamped into [`limits::min_time`]..=[`limits::max_time`]
+/// in SQL: sqlx decodes a timestamptz past chrono's range (year 262143, `infinity`) by
+/// panicking, so a row another program wrote with an absurd time must never reach it. Long
+/// texts are cut as `shape` says.
+fn job_columns(shape: Shape) -> String {
+    let (payload, payload_bytes) = text_column("payload", shape.payload_bytes());
+    let (error, error_bytes) = text_column("last_error", shape.error_bytes());
+    let reserved_at = clamped_time("reserved_at");
+    let available_at = clamped_time("available_at");
+    let created_at = clamped_time("created_at");
+    let finished_at = clamped_time("finished_at");
+    format!(
+        "id, queue, kind, {payload}, {payload_bytes}, attempts, max_attempts, timeout_ms, state, \
+         unique_key, {error}, {error_bytes}, {reserved_at}, reserved_by, {available_at}, \
+         {created_at}, {finished_at}"
+    )
+}
+
+/// A timestamptz column brought into the node's range (NULL stays NULL, which LEAST and
+/// GREATEST would not keep).
+fn clamped_time(column: &str) -> String {
+    const MIN: &str = "'1970-01-01 00:00:00+00'::timestamptz";
+    const MAX: &str = "'9999-12-31 23:59:59+00'::timestamptz";
+    format!(
+        "CASE WHEN {column} < {MIN} THEN {MIN} WHEN {column} > {MAX} THEN {MAX} \
+         ELSE {column} END AS {column}"
+    )
+}
+
+/// A long text column and its stored length in bytes: whole (length NULL), or its first
+/// `max` characters (`left` counts characters, so it never splits one; the decoder cuts the
+/// rest to bytes), so the full text never leaves the database.
+fn text_column(column: &str, max: Option<usize>) -> (String, String) {
+    match max {
+        None => (column.to_owned(), format!("NULL::bigint AS {column}_bytes")),
+        Some(max) => (
+            format!("left({column}, {max}) AS {column}"),
+            format!("octet_length({column})::bigint AS {column}_bytes"),
+        ),
+    }
+}
 
 /// Insert a job; with a unique key held by a pending/reserved job, insert nothing (the
 /// unique index on `live_key`, the key of an unfinished job, decides, race-free).
@@ -61,7 +103,7 @@ const ENQUEUE: &str = "
     RETURNING id";
 
 const UNIQUE_HOLDER: &str = "
-    SELECT id FROM jobs WHERE live_key = $1";
+    SELECT id, queue FROM jobs WHERE live_key = $1";
 
 /// The claim, one statement for every queue. Pending is spelled `reserved_at IS NULL`, the
 /// predicate of `jobs_claim_idx` (a CHECK keeps it equal to `state = 'pending'`); `state` is
@@ -74,25 +116,31 @@ const UNIQUE_HOLDER: &str = "
 /// the picked rows by primary key (`id = ANY(ARRAY(...))`): written as `FROM picked`, an
 /// analyzed table made the planner hash-join against a sequential scan of all of `jobs`
 /// (retained finished rows included) — 44 ms instead of 5 ms per 1,000-row claim at 100k rows.
-const CLAIM: &str = "
-    WITH picked AS MATERIALIZED (
-        SELECT j.id
-        FROM unnest($1::text[]) AS q(name)
-        CROSS JOIN LATERAL (
-            SELECT id FROM jobs
-            WHERE reserved_at IS NULL AND queue = q.name AND available_at <= now()
-            ORDER BY available_at, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-        ) AS j
-        LIMIT $2
+/// `attempts` saturates at the INTEGER maximum: a row another program wrote with
+/// `attempts = 2147483647` must not make every claim of its queue fail with "integer out of
+/// range".
+static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH picked AS MATERIALIZED (
+             SELECT j.id
+             FROM unnest($1::text[]) AS q(name)
+             CROSS JOIN LATERAL (
+                 SELECT id FROM jobs
+                 WHERE reserved_at IS NULL AND queue = q.name AND available_at <= now()
+                 ORDER BY available_at, id
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             ) AS j
+             LIMIT $2
+         )
+         UPDATE jobs
+         SET state = 'reserved', reserved_at = now(), reserved_by = $3,
+             attempts = LEAST(jobs.attempts::bigint + 1, 2147483647)::integer
+         WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked))
+         RETURNING {}",
+        job_columns(Shape::Full)
     )
-    UPDATE jobs
-    SET state = 'reserved', reserved_at = now(), reserved_by = $3, attempts = jobs.attempts + 1
-    WHERE jobs.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING jobs.id, jobs.queue, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts,
-        jobs.timeout_ms, jobs.state, jobs.unique_key, jobs.last_error, jobs.reserved_at,
-        jobs.reserved_by, jobs.available_at, jobs.created_at, jobs.finished_at";
+});
 
 /// A whole completion batch in one statement (one round trip, atomic): one data-modifying CTE
 /// per completion variant, each over an array parameter (empty arrays cost an index probe).
@@ -185,66 +233,89 @@ macro_rules! retry_failed_sql {
 const RETRY_FAILED_ONE: &str = retry_failed_sql!("id = $1");
 const RETRY_FAILED_ALL: &str = retry_failed_sql!("true");
 
-const FAILED_COLUMNS: &str =
-    "id, uuid, job_id, connection, queue, kind, payload, exception, attempts, failed_at";
+/// A failed_jobs listing: payload and exception cut to a preview, `failed_at` clamped.
+static FAILED_LISTING: LazyLock<String> = LazyLock::new(|| {
+    let (payload, payload_bytes) = text_column("payload", Some(limits::PREVIEW_BYTES));
+    let (exception, exception_bytes) = text_column("exception", Some(limits::PREVIEW_BYTES));
+    let failed_at = clamped_time("failed_at");
+    format!(
+        "SELECT id, uuid, job_id, connection, queue, kind, {payload}, {payload_bytes}, \
+         {exception}, {exception_bytes}, attempts, {failed_at} \
+         FROM failed_jobs ORDER BY failed_at DESC, id DESC LIMIT $1"
+    )
+});
 
-/// Per kind: how many failures since `$1` and the newest one's error.
+/// Per kind: how many failures since `$1` and the newest one's error (its first
+/// [`limits::PREVIEW_BYTES`] characters; the decoder cuts them to bytes).
 const FAILURES_BY_KIND: &str = "
     SELECT kind, count(*) AS failures,
-        (array_agg(exception ORDER BY failed_at DESC, id DESC))[1] AS last_error
+        (array_agg(left(exception, 2048) ORDER BY failed_at DESC, id DESC))[1] AS last_error
     FROM failed_jobs WHERE failed_at >= $1
     GROUP BY kind ORDER BY failures DESC, kind";
 
 // === row decoding ===
 
-fn job_from_row(row: &PgRow) -> Result<Job, sqlx::Error> {
+const _: () = assert!(
+    limits::PREVIEW_BYTES == 2048,
+    "FAILURES_BY_KIND spells it out"
+);
+
+/// The health probe's write: one row of `health_probe` (migration 0005), rewritten.
+const PROBE_WRITE: &str = "
+    INSERT INTO health_probe (id, probed_at) VALUES (1, now())
+    ON CONFLICT (id) DO UPDATE SET probed_at = EXCLUDED.probed_at";
+
+fn job_from_row(row: &PgRow, shape: Shape) -> Result<Job, sqlx::Error> {
     // By position, not by name: a claim decodes thousands of rows a second and a lookup by
     // name hashes the column name for every cell. Every query that reads jobs selects
-    // JOB_COLUMNS in this order (checked here in debug builds, so the store suite catches a
-    // query that does not).
+    // `job_columns` (checked here in debug builds, so the store suite catches a query that
+    // does not).
     debug_assert!(
         row.columns()
             .iter()
             .map(sqlx::Column::name)
-            .eq(JOB_COLUMNS.split(',').map(|c| c.trim())),
-        "job row columns must be JOB_COLUMNS in order"
+            .eq(rows::JOB_COLUMN_NAMES),
+        "job row columns must be JOB_COLUMN_NAMES in order"
     );
+    let (payload, payload_truncated) =
+        rows::preview(row.try_get(3)?, row.try_get(4)?, shape.payload_bytes());
+    let (last_error, last_error_truncated) =
+        rows::opt_preview(row.try_get(10)?, row.try_get(11)?, shape.error_bytes());
     Ok(Job {
         id: row.try_get(0)?,
         queue: row.try_get(1)?,
         kind: row.try_get(2)?,
-        payload: row.try_get(3)?,
-        attempts: rows::count_column(i64::from(row.try_get::<i32, _>(4)?)),
+        payload,
+        payload_truncated,
+        attempts: rows::count_column(i64::from(row.try_get::<i32, _>(5)?)),
         max_attempts: row
-            .try_get::<Option<i32>, _>(5)?
-            .map(|n| rows::count_column(i64::from(n))),
+            .try_get::<Option<i32>, _>(6)?
+            .and_then(|n| rows::max_attempts_column(i64::from(n))),
         timeout_ms: row
-            .try_get::<Option<i64>, _>(6)?
-            .map(|ms| u64::try_from(ms).unwrap_or(0)),
-        state: rows::state_column(row.try_get(7)?)?,
-        unique_key: row.try_get(8)?,
-        last_error: row.try_get(9)?,
-        reserved_at: row.try_get(10)?,
-        reserved_by: row.try_get(11)?,
-        available_at: row.try_get(12)?,
-        created_at: row.try_get(13)?,
-        finished_at: row.try_get(14)?,
+            .try_get::<Option<i64>, _>(7)?
+            .and_then(rows::timeout_column),
+        state: rows::state_column(row.try_get(8)?)?,
+        unique_key: row.try_get(9)?,
+        last_error,
+        last_error_truncated,
+        reserved_at: row.try_get(12)?,
+        reserved_by: row.try_get(13)?,
+        available_at: row.try_get(14)?,
+        created_at: row.try_get(15)?,
+        finished_at: row.try_get(16)?,
     })
 }
 
 fn failed_from_row(row: &PgRow) -> Result<FailedJob, sqlx::Error> {
-    Ok(FailedJob {
-        id: row.try_get("id")?,
-        uuid: row.try_get("uuid")?,
-        job_id: row.try_get("job_id")?,
-        connection: row.try_get("connection")?,
+    let parts = rows::FailedParts {
         queue: row.try_get("queue")?,
         kind: row.try_get("kind")?,
         payload: row.try_get("payload")?,
         exception: row.try_get("exception")?,
-        attempts: rows::count_column(i64::from(row.try_get::<i32, _>("attempts")?)),
+        attempts: i64::from(row.try_get::<i32, _>("attempts")?),
         failed_at: row.try_get("failed_at")?,
-    })
+    };
+    rows::failed_from_row(row, parts)
 }
 
 fn affected(result: sqlx::postgres::PgQueryResult) -> u64 {
@@ -267,6 +338,14 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(start.elapsed())
+    }
+
+    async fn probe_write(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(PROBE_WRITE).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(start.elapsed())
     }
 
@@ -293,11 +372,14 @@ impl Store for PgStore {
     // === jobs ===
 
     async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
+        rows::check_new_job(job)?;
         // The INSERT waits for a racing uncommitted holder of the key and then does nothing;
         // the SELECT (a new snapshot) then sees that holder. If the holder finished in
-        // between, the key is free again: insert anew.
+        // between, the key is free again: insert anew. Each statement commits on its own
+        // before its answer is complete (`fetch_all` reads to the end, so an error at commit
+        // is never lost).
         for _ in 0..rows::ENQUEUE_RACE_RETRIES {
-            let inserted: Option<i64> = sqlx::query_scalar(ENQUEUE)
+            let inserted: Vec<i64> = sqlx::query_scalar(ENQUEUE)
                 .bind(&job.queue)
                 .bind(&job.kind)
                 .bind(&job.payload)
@@ -305,12 +387,13 @@ impl Store for PgStore {
                 .bind(rows::timeout_param(job))
                 .bind(&job.unique_key)
                 .bind(rows::duration_ms(job.delay))
-                .fetch_optional(&self.pool)
+                .fetch_all(&self.pool)
                 .await?;
-            if let Some(id) = inserted {
+            if let Some(&id) = inserted.first() {
                 return Ok(Enqueued {
                     id,
                     existing: false,
+                    queue: job.queue.clone(),
                 });
             }
             let Some(key) = &job.unique_key else {
@@ -318,12 +401,16 @@ impl Store for PgStore {
                 // never does; treat it as the database error it would be.
                 return Err(sqlx::Error::RowNotFound.into());
             };
-            let holder: Option<i64> = sqlx::query_scalar(UNIQUE_HOLDER)
+            let holder: Vec<(i64, String)> = sqlx::query_as(UNIQUE_HOLDER)
                 .bind(key)
-                .fetch_optional(&self.pool)
+                .fetch_all(&self.pool)
                 .await?;
-            if let Some(id) = holder {
-                return Ok(Enqueued { id, existing: true });
+            if let Some((id, queue)) = holder.into_iter().next() {
+                return Ok(Enqueued {
+                    id,
+                    existing: true,
+                    queue,
+                });
             }
         }
         Err(sqlx::Error::Protocol(format!(
@@ -342,7 +429,7 @@ impl Store for PgStore {
         if queues.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(CLAIM)
+        let rows = sqlx::query(sqlx::AssertSqlSafe(CLAIM.as_str()))
             .bind(queues)
             .bind(i64::from(limit))
             .bind(node)
@@ -350,7 +437,7 @@ impl Store for PgStore {
             .await?;
         let mut jobs = rows
             .iter()
-            .map(job_from_row)
+            .map(|row| job_from_row(row, Shape::Full))
             .collect::<Result<Vec<_>, _>>()?;
         rows::sort_claimed(&mut jobs, queues);
         Ok(jobs)
@@ -376,20 +463,24 @@ impl Store for PgStore {
     }
 
     async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let sql = format!("SELECT {} FROM jobs WHERE id = $1", job_columns(Shape::One));
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(job_from_row).transpose()?)
+        Ok(row
+            .as_ref()
+            .map(|row| job_from_row(row, Shape::One))
+            .transpose()?)
     }
 
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
         // Only constant text is formatted in; values are bound.
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
+            "SELECT {} FROM jobs
              WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state = $2)
-             ORDER BY id DESC LIMIT $3"
+             ORDER BY id DESC LIMIT $3",
+            job_columns(Shape::Listing)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&filter.queue)
@@ -397,7 +488,10 @@ impl Store for PgStore {
             .bind(i64::from(filter.limit))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(job_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(|row| job_from_row(row, Shape::Listing))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>, StoreError> {
@@ -480,7 +574,7 @@ impl Store for PgStore {
     ) -> Result<Vec<i64>, StoreError> {
         Ok(sqlx::query_scalar(KILL_STUCK)
             .bind(cutoff)
-            .bind(reason)
+            .bind(rows::stored_error(reason))
             .fetch_all(&self.pool)
             .await?)
     }
@@ -509,10 +603,7 @@ impl Store for PgStore {
     // === dead letters ===
 
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<FailedJob>, StoreError> {
-        let sql = format!(
-            "SELECT {FAILED_COLUMNS} FROM failed_jobs ORDER BY failed_at DESC, id DESC LIMIT $1"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(FAILED_LISTING.as_str()))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
@@ -559,7 +650,12 @@ impl Store for PgStore {
                 Ok(KindFailures {
                     kind: row.try_get("kind")?,
                     count: rows::count(row.try_get("failures")?),
-                    last_error: row.try_get("last_error")?,
+                    last_error: rows::preview(
+                        row.try_get("last_error")?,
+                        None,
+                        Some(limits::PREVIEW_BYTES),
+                    )
+                    .0,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?)

@@ -4,8 +4,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chom_core::job::{Completion, Job, JobState, NewJob, QueueStats};
+use chom_core::job::{Completion, FailedJob, Job, JobState, NewJob, QueueStats};
+use chom_core::limits;
 use chrono::{DateTime, Utc};
+
+use super::StoreError;
 
 /// The PostgreSQL NOTIFY channel the `jobs` insert trigger signals.
 pub(super) const JOBS_CHANNEL: &str = "chom_jobs";
@@ -29,10 +32,56 @@ pub(super) fn count_column(value: i64) -> u32 {
     u32::try_from(value.max(0)).unwrap_or(u32::MAX)
 }
 
-/// `max_attempts` as stored (an INTEGER column).
+/// A stored `max_attempts` (written by another program, perhaps): zero or negative means no
+/// override (the policy decides, as for NULL); above [`limits::MAX_ATTEMPTS`] it reads as that
+/// maximum, so a hand-written row can neither fail a job before its first attempt nor retry
+/// it for ever.
+pub(super) fn max_attempts_column(value: i64) -> Option<u32> {
+    (value > 0).then(|| count_column(value).min(limits::MAX_ATTEMPTS))
+}
+
+/// A stored `timeout_ms`: zero or negative means no override (the policy decides); above
+/// [`limits::MAX_JOB_TIMEOUT`] it reads as that maximum.
+pub(super) fn timeout_column(value: i64) -> Option<u64> {
+    let max = u64::try_from(limits::MAX_JOB_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+    (value > 0).then(|| u64::try_from(value).unwrap_or(u64::MAX).min(max))
+}
+
+/// Refuse a job the store would have to clamp or could not store faithfully. The admin RPC
+/// checks the same bounds first with its own messages; this guards every other caller.
+pub(super) fn check_new_job(job: &NewJob) -> Result<(), StoreError> {
+    let invalid = |e: limits::LimitError| StoreError::Invalid(e.to_string());
+    if let Some(n) = job.max_attempts {
+        limits::check_count("max_attempts", n.into(), 1, limits::MAX_ATTEMPTS.into())
+            .map_err(invalid)?;
+    }
+    if let Some(timeout) = job.timeout {
+        limits::check_duration("timeout", timeout, limits::MAX_JOB_TIMEOUT).map_err(invalid)?;
+    }
+    limits::check_duration("delay", job.delay, limits::MAX_DURATION).map_err(invalid)?;
+    if let Some(key) = &job.unique_key {
+        limits::check_text("unique_key", key, limits::MAX_UNIQUE_KEY_CHARS).map_err(invalid)?;
+    }
+    if job.payload.len() > limits::MAX_PAYLOAD_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "`payload` must be at most {} bytes, got {}",
+            limits::MAX_PAYLOAD_BYTES,
+            job.payload.len()
+        )));
+    }
+    // PostgreSQL text cannot hold NUL (and JSON text never contains a raw one).
+    if job.payload.contains('\0') {
+        return Err(StoreError::Invalid(
+            "`payload` must not contain NUL characters".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// `max_attempts` as stored (an INTEGER column); call [`check_new_job`] first.
 pub(super) fn max_attempts_param(job: &NewJob) -> Option<i32> {
     job.max_attempts
-        .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+        .map(|n| i32::try_from(n.min(limits::MAX_ATTEMPTS)).unwrap_or(i32::MAX))
 }
 
 /// `timeout_ms` as stored (a BIGINT column).
@@ -45,12 +94,142 @@ pub(super) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Unix milliseconds (the SQLite timestamp representation) to a timestamp.
-pub(super) fn millis_to_time(ms: i64, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: format!("timestamp {ms} ms out of range").into(),
+/// An error text as the node stores it: at most [`limits::MAX_ERROR_BYTES`], cut at a
+/// character boundary.
+pub(super) fn stored_error(error: &str) -> String {
+    limits::cut_at_char_boundary(error, limits::MAX_ERROR_BYTES).to_owned()
+}
+
+/// How much of the long text columns (payload, errors) a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// Everything (a claim: the handler needs the whole payload).
+    Full,
+    /// One job (`jobs show`): the payload up to [`limits::MAX_PAYLOAD_BYTES`], the error up to
+    /// [`limits::MAX_ERROR_BYTES`].
+    One,
+    /// A row of a listing: [`limits::PREVIEW_BYTES`] of each.
+    Listing,
+}
+
+impl Shape {
+    /// The most bytes of the payload returned (None: all).
+    pub fn payload_bytes(self) -> Option<usize> {
+        match self {
+            Shape::Full => None,
+            Shape::One => Some(limits::MAX_PAYLOAD_BYTES),
+            Shape::Listing => Some(limits::PREVIEW_BYTES),
+        }
+    }
+
+    /// The most bytes of an error text returned (None: all).
+    pub fn error_bytes(self) -> Option<usize> {
+        match self {
+            Shape::Full => None,
+            Shape::One => Some(limits::MAX_ERROR_BYTES),
+            Shape::Listing => Some(limits::PREVIEW_BYTES),
+        }
+    }
+}
+
+/// The columns every query reading `jobs` selects, in this order (each backend spells the
+/// expressions; [`Shape`] decides the text columns and the `*_bytes` lengths).
+pub(super) const JOB_COLUMN_NAMES: [&str; 17] = [
+    "id",
+    "queue",
+    "kind",
+    "payload",
+    "payload_bytes",
+    "attempts",
+    "max_attempts",
+    "timeout_ms",
+    "state",
+    "unique_key",
+    "last_error",
+    "last_error_bytes",
+    "reserved_at",
+    "reserved_by",
+    "available_at",
+    "created_at",
+    "finished_at",
+];
+
+/// A text column read as a prefix: the database sends at most `max` *characters* (SQL's
+/// `substr`/`left` count characters, so the cut never splits one; at most 4 bytes each),
+/// which is cut here to `max` bytes at a character boundary. `total_bytes` is the stored
+/// length (NULL for [`Shape::Full`]); the flag says whether the text is incomplete.
+pub(super) fn preview(
+    mut text: String,
+    total_bytes: Option<i64>,
+    max: Option<usize>,
+) -> (String, bool) {
+    let Some(max) = max else {
+        return (text, false);
+    };
+    let kept = limits::cut_at_char_boundary(&text, max).len();
+    text.truncate(kept);
+    let stored = total_bytes.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let truncated = stored > text.len();
+    (text, truncated)
+}
+
+/// The columns of a `failed_jobs` row whose decoding differs between the backends.
+pub(super) struct FailedParts {
+    /// Queue name.
+    pub queue: String,
+    /// Job kind.
+    pub kind: String,
+    /// The payload preview as sent by the database.
+    pub payload: String,
+    /// The exception preview as sent by the database.
+    pub exception: String,
+    /// `attempts`, whatever its column type.
+    pub attempts: i64,
+    /// `failed_at`, clamped into the node's range.
+    pub failed_at: DateTime<Utc>,
+}
+
+/// A row of a `failed_jobs` listing (payload and exception as previews).
+pub(super) fn failed_from_row<R>(row: &R, parts: FailedParts) -> Result<FailedJob, sqlx::Error>
+where
+    R: sqlx::Row,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    let max = Some(limits::PREVIEW_BYTES);
+    let (payload, payload_truncated) = preview(parts.payload, row.try_get("payload_bytes")?, max);
+    let (exception, exception_truncated) =
+        preview(parts.exception, row.try_get("exception_bytes")?, max);
+    Ok(FailedJob {
+        id: row.try_get("id")?,
+        uuid: row.try_get("uuid")?,
+        job_id: row.try_get("job_id")?,
+        connection: row.try_get("connection")?,
+        queue: parts.queue,
+        kind: parts.kind,
+        payload,
+        payload_truncated,
+        exception,
+        exception_truncated,
+        attempts: count_column(parts.attempts),
+        failed_at: parts.failed_at,
     })
+}
+
+/// [`preview`] of a nullable column.
+pub(super) fn opt_preview(
+    text: Option<String>,
+    total_bytes: Option<i64>,
+    max: Option<usize>,
+) -> (Option<String>, bool) {
+    match text {
+        Some(text) => {
+            let (text, truncated) = preview(text, total_bytes, max);
+            (Some(text), truncated)
+        }
+        None => (None, false),
+    }
 }
 
 /// Sort claimed jobs into claim order: queue priority, then oldest due, then id (RETURNING
@@ -104,7 +283,7 @@ impl SplitBatch {
                     available_at,
                 } => {
                     split.retry_ids.push(*id);
-                    split.retry_errors.push(error.clone());
+                    split.retry_errors.push(stored_error(error));
                     split.retry_at.push(*available_at);
                     split
                         .retry_refund
@@ -112,7 +291,7 @@ impl SplitBatch {
                 }
                 Completion::Fail { id, error } => {
                     split.fail_ids.push(*id);
-                    split.fail_errors.push(error.clone());
+                    split.fail_errors.push(stored_error(error));
                 }
                 Completion::Release { id } => split.released.push(*id),
             }
@@ -192,18 +371,141 @@ mod tests {
             queue: queue.to_owned(),
             kind: "noop".to_owned(),
             payload: "{}".to_owned(),
+            payload_truncated: false,
             attempts: 1,
             max_attempts: None,
             timeout_ms: None,
             state: JobState::Reserved,
             unique_key: None,
             last_error: None,
+            last_error_truncated: false,
             reserved_at: None,
             reserved_by: None,
             available_at: at,
             created_at: at,
             finished_at: None,
         }
+    }
+
+    #[test]
+    fn previews_cut_at_a_character_boundary_and_say_so() {
+        // The database sent 3 characters (6 bytes) of a 40-byte text; 5 bytes are kept.
+        assert_eq!(
+            preview("ééé".to_owned(), Some(40), Some(5)),
+            ("éé".to_owned(), true)
+        );
+        assert_eq!(
+            preview("abc".to_owned(), Some(3), Some(5)),
+            ("abc".to_owned(), false)
+        );
+        // Exactly at the limit is complete.
+        assert_eq!(
+            preview("abcde".to_owned(), Some(5), Some(5)),
+            ("abcde".to_owned(), false)
+        );
+        assert_eq!(preview("x".repeat(10), None, None), ("x".repeat(10), false));
+        assert_eq!(opt_preview(None, None, Some(5)), (None, false));
+    }
+
+    #[test]
+    fn odd_stored_overrides_read_as_sane_values() {
+        assert_eq!(max_attempts_column(-3), None);
+        assert_eq!(max_attempts_column(0), None);
+        assert_eq!(max_attempts_column(5), Some(5));
+        assert_eq!(max_attempts_column(i64::MAX), Some(limits::MAX_ATTEMPTS));
+        assert_eq!(timeout_column(-1), None);
+        assert_eq!(timeout_column(1_500), Some(1_500));
+        assert_eq!(
+            timeout_column(i64::MAX),
+            Some(limits::MAX_JOB_TIMEOUT.as_millis() as u64)
+        );
+        assert_eq!(count_column(-7), 0);
+    }
+
+    #[test]
+    fn out_of_range_jobs_are_refused_not_clamped() {
+        let ok = NewJob {
+            kind: "noop".into(),
+            queue: "default".into(),
+            payload: "{}".into(),
+            max_attempts: Some(limits::MAX_ATTEMPTS),
+            timeout: Some(limits::MAX_JOB_TIMEOUT),
+            delay: limits::MAX_DURATION,
+            unique_key: Some("k".into()),
+        };
+        assert!(check_new_job(&ok).is_ok());
+        let refused = |job: NewJob, what: &str| match check_new_job(&job) {
+            Err(StoreError::Invalid(message)) => assert!(message.contains(what), "{message}"),
+            other => panic!("{what}: expected Invalid, got {other:?}"),
+        };
+        refused(
+            NewJob {
+                max_attempts: Some(u32::MAX),
+                ..ok.clone()
+            },
+            "max_attempts",
+        );
+        refused(
+            NewJob {
+                max_attempts: Some(0),
+                ..ok.clone()
+            },
+            "max_attempts",
+        );
+        refused(
+            NewJob {
+                timeout: Some(limits::MAX_JOB_TIMEOUT * 2),
+                ..ok.clone()
+            },
+            "timeout",
+        );
+        refused(
+            NewJob {
+                delay: limits::MAX_DURATION * 2,
+                ..ok.clone()
+            },
+            "delay",
+        );
+        refused(
+            NewJob {
+                unique_key: Some("k".repeat(500_000)),
+                ..ok.clone()
+            },
+            "unique_key",
+        );
+        refused(
+            NewJob {
+                unique_key: Some("a\0b".into()),
+                ..ok.clone()
+            },
+            "unique_key",
+        );
+        refused(
+            NewJob {
+                payload: "\"\0\"".into(),
+                ..ok.clone()
+            },
+            "payload",
+        );
+        refused(
+            NewJob {
+                payload: "x".repeat(limits::MAX_PAYLOAD_BYTES + 1),
+                ..ok
+            },
+            "payload",
+        );
+    }
+
+    #[test]
+    fn stored_errors_are_capped() {
+        let long = "é".repeat(limits::MAX_ERROR_BYTES);
+        let split = SplitBatch::new(&[Completion::Fail {
+            id: 1,
+            error: long.clone(),
+        }]);
+        assert!(split.fail_errors[0].len() <= limits::MAX_ERROR_BYTES);
+        assert!(long.starts_with(&split.fail_errors[0]));
+        assert_eq!(stored_error("short"), "short");
     }
 
     #[test]

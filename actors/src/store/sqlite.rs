@@ -7,8 +7,15 @@
 //! read-then-write upgrade (which fails with SQLITE_BUSY without waiting) cannot happen.
 //! Batches are passed as one JSON array parameter and unpacked with `json_each`, so a batch
 //! costs a few statements whatever its size.
+//!
+//! A writing statement is never read with `fetch_one`/`fetch_optional`: those stop stepping
+//! after the first row and reset the statement, and in autocommit mode the commit happens at
+//! that reset, where its failure (SQLITE_FULL on a full disk) is lost; the caller would get
+//! an id that was never stored. Writes either run to completion (`execute`, `fetch_all`) or
+//! inside a transaction whose COMMIT result is checked.
 
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -16,6 +23,7 @@ use chom_core::config::DatabaseConfig;
 use chom_core::job::{
     Completion, Enqueued, FailedJob, Job, JobFilter, KindFailures, NewJob, QueueStats,
 };
+use chom_core::limits;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use sqlx::Row;
@@ -24,7 +32,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::rows::{self, Counts, SplitBatch};
+use super::rows::{self, Counts, Shape, SplitBatch};
 use super::{Backend, NodeRecord, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -52,6 +60,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(cfg.connect_timeout)
+            .after_release(|conn, _| Box::pin(super::release_clean(conn)))
             .connect_lazy_with(options);
         Ok(Self { pool })
     }
@@ -81,8 +90,35 @@ const SEEN_AT_MS: &str =
 
 // === SQL ===
 
-const JOB_COLUMNS: &str = "id, queue, kind, payload, attempts, max_attempts, timeout_ms, state, \
-     unique_key, last_error, reserved_at, reserved_by, available_at, created_at, finished_at";
+/// The columns of [`rows::JOB_COLUMN_NAMES`] in SQLite's spelling. Numbers and timestamps go
+/// through CAST so that a value another program stored as REAL or TEXT reads as a number
+/// instead of failing the whole query (the decoders then clamp it into range); long texts are
+/// cut as `shape` says.
+fn job_columns(shape: Shape) -> String {
+    let (payload, payload_bytes) = text_column("payload", shape.payload_bytes());
+    let (error, error_bytes) = text_column("last_error", shape.error_bytes());
+    format!(
+        "id, queue, kind, {payload}, {payload_bytes}, CAST(attempts AS INTEGER) AS attempts, \
+         CAST(max_attempts AS INTEGER) AS max_attempts, \
+         CAST(timeout_ms AS INTEGER) AS timeout_ms, state, unique_key, {error}, {error_bytes}, \
+         CAST(reserved_at AS INTEGER) AS reserved_at, reserved_by, \
+         CAST(available_at AS INTEGER) AS available_at, \
+         CAST(created_at AS INTEGER) AS created_at, CAST(finished_at AS INTEGER) AS finished_at"
+    )
+}
+
+/// A long text column and its stored length in bytes: whole (length NULL), or its first
+/// `max` characters (`substr` counts characters, so it never splits one; the decoder cuts the
+/// rest to bytes), so the full text never leaves the database.
+fn text_column(column: &str, max: Option<usize>) -> (String, String) {
+    match max {
+        None => (column.to_owned(), format!("NULL AS {column}_bytes")),
+        Some(max) => (
+            format!("substr({column}, 1, {max}) AS {column}"),
+            format!("length(CAST({column} AS BLOB)) AS {column}_bytes"),
+        ),
+    }
+}
 
 /// With a unique key held by a pending/reserved job, the partial unique index makes this
 /// insert nothing.
@@ -94,20 +130,23 @@ const ENQUEUE: &str = "
     RETURNING id";
 
 const UNIQUE_HOLDER: &str = "
-    SELECT id FROM jobs WHERE unique_key = ?1 AND state IN ('pending', 'reserved')";
+    SELECT id, queue FROM jobs WHERE unique_key = ?1 AND state IN ('pending', 'reserved')";
 
 /// One queue's share of a claim (run per queue in priority order inside one IMMEDIATE
 /// transaction); the subquery reads `jobs_claim_idx`.
-const CLAIM_QUEUE: &str = "
-    UPDATE jobs
-    SET state = 'reserved', reserved_at = ?1, reserved_by = ?2, attempts = attempts + 1
-    WHERE id IN (
-        SELECT id FROM jobs
-        WHERE state = 'pending' AND queue = ?3 AND available_at <= ?1
-        ORDER BY available_at, id
-        LIMIT ?4)
-    RETURNING id, queue, kind, payload, attempts, max_attempts, timeout_ms, state, unique_key,
-        last_error, reserved_at, reserved_by, available_at, created_at, finished_at";
+static CLAIM_QUEUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE jobs
+         SET state = 'reserved', reserved_at = ?1, reserved_by = ?2, attempts = attempts + 1
+         WHERE id IN (
+             SELECT id FROM jobs
+             WHERE state = 'pending' AND queue = ?3 AND available_at <= ?1
+             ORDER BY available_at, id
+             LIMIT ?4)
+         RETURNING {}",
+        job_columns(Shape::Full)
+    )
+});
 
 const COMPLETE_COMPLETED: &str = "
     UPDATE jobs SET state = 'completed', finished_at = ?2
@@ -190,48 +229,99 @@ const RETRY_FAILED_ALL: &str = retry_failed_sql!("true");
 const DELETE_FAILED_ONE: &str = "DELETE FROM failed_jobs WHERE id = ?1";
 const DELETE_FAILED_ALL: &str = "DELETE FROM failed_jobs";
 
-const FAILED_COLUMNS: &str =
-    "id, uuid, job_id, connection, queue, kind, payload, exception, attempts, failed_at";
+/// The columns of a failed_jobs listing: payload and exception cut to a preview.
+static FAILED_LISTING: LazyLock<String> = LazyLock::new(|| {
+    let (payload, payload_bytes) = text_column("payload", Some(limits::PREVIEW_BYTES));
+    let (exception, exception_bytes) = text_column("exception", Some(limits::PREVIEW_BYTES));
+    format!(
+        "SELECT id, uuid, job_id, connection, queue, kind, {payload}, {payload_bytes}, \
+         {exception}, {exception_bytes}, CAST(attempts AS INTEGER) AS attempts, \
+         CAST(failed_at AS INTEGER) AS failed_at \
+         FROM failed_jobs ORDER BY failed_at DESC, id DESC LIMIT ?1"
+    )
+});
 
-/// Per kind: how many failures since `?1` and the newest one's error.
+/// Per kind: how many failures since `?1` and the newest one's error (its first
+/// [`limits::PREVIEW_BYTES`] characters; the decoder cuts them to bytes).
 const FAILURES_BY_KIND: &str = "
     SELECT f.kind, count(*) AS failures,
-        (SELECT l.exception FROM failed_jobs AS l
+        (SELECT substr(l.exception, 1, 2048) FROM failed_jobs AS l
          WHERE l.kind = f.kind AND l.failed_at >= ?1
          ORDER BY l.failed_at DESC, l.id DESC LIMIT 1) AS last_error
     FROM failed_jobs AS f WHERE f.failed_at >= ?1
     GROUP BY f.kind ORDER BY failures DESC, f.kind";
 
+/// The health probe's write: one row of `health_probe` (migration 0004), rewritten.
+const PROBE_WRITE: &str = "
+    INSERT INTO health_probe (id, probed_at) VALUES (1, ?1)
+    ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at";
+
+const _: () = assert!(
+    limits::PREVIEW_BYTES == 2048,
+    "FAILURES_BY_KIND spells it out"
+);
+
 // === row decoding ===
 
+/// A timestamp column (unix milliseconds, CAST in the query), clamped into
+/// [`limits::min_time`]..=[`limits::max_time`]: a row another program wrote with an absurd
+/// time never fails a listing or a claim.
 fn time_column(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
-    rows::millis_to_time(row.try_get(column)?, column)
+    Ok(limits::time_from_millis(row.try_get(column)?))
 }
 
 fn opt_time_column(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    row.try_get::<Option<i64>, _>(column)?
-        .map(|ms| rows::millis_to_time(ms, column))
-        .transpose()
+    Ok(row
+        .try_get::<Option<i64>, _>(column)?
+        .map(limits::time_from_millis))
 }
 
-fn job_from_row(row: &SqliteRow) -> Result<Job, sqlx::Error> {
+/// A text column as text whatever another program stored there: a
+/// BLOB, or bytes that are not UTF-8 (which a cut preview can also produce from a BLOB), read
+/// with U+FFFD for the bad bytes instead of failing the query. A claim that failed on one such
+/// row would fail for good, and take every job of its queue with it.
+fn text_column_value(row: &SqliteRow, column: &str) -> Result<String, sqlx::Error> {
+    Ok(lossy_text(row.try_get(column)?))
+}
+
+fn opt_text_column_value(row: &SqliteRow, column: &str) -> Result<Option<String>, sqlx::Error> {
+    Ok(row.try_get::<Option<Vec<u8>>, _>(column)?.map(lossy_text))
+}
+
+fn lossy_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn job_from_row(row: &SqliteRow, shape: Shape) -> Result<Job, sqlx::Error> {
+    let (payload, payload_truncated) = rows::preview(
+        text_column_value(row, "payload")?,
+        row.try_get("payload_bytes")?,
+        shape.payload_bytes(),
+    );
+    let (last_error, last_error_truncated) = rows::opt_preview(
+        opt_text_column_value(row, "last_error")?,
+        row.try_get("last_error_bytes")?,
+        shape.error_bytes(),
+    );
     Ok(Job {
         id: row.try_get("id")?,
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
-        payload: row.try_get("payload")?,
+        queue: text_column_value(row, "queue")?,
+        kind: text_column_value(row, "kind")?,
+        payload,
+        payload_truncated,
         attempts: rows::count_column(row.try_get("attempts")?),
         max_attempts: row
             .try_get::<Option<i64>, _>("max_attempts")?
-            .map(rows::count_column),
+            .and_then(rows::max_attempts_column),
         timeout_ms: row
             .try_get::<Option<i64>, _>("timeout_ms")?
-            .map(|ms| u64::try_from(ms).unwrap_or(0)),
+            .and_then(rows::timeout_column),
         state: rows::state_column(row.try_get("state")?)?,
-        unique_key: row.try_get("unique_key")?,
-        last_error: row.try_get("last_error")?,
+        unique_key: opt_text_column_value(row, "unique_key")?,
+        last_error,
+        last_error_truncated,
         reserved_at: opt_time_column(row, "reserved_at")?,
-        reserved_by: row.try_get("reserved_by")?,
+        reserved_by: opt_text_column_value(row, "reserved_by")?,
         available_at: time_column(row, "available_at")?,
         created_at: time_column(row, "created_at")?,
         finished_at: opt_time_column(row, "finished_at")?,
@@ -239,18 +329,15 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, sqlx::Error> {
 }
 
 fn failed_from_row(row: &SqliteRow) -> Result<FailedJob, sqlx::Error> {
-    Ok(FailedJob {
-        id: row.try_get("id")?,
-        uuid: row.try_get("uuid")?,
-        job_id: row.try_get("job_id")?,
-        connection: row.try_get("connection")?,
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
-        payload: row.try_get("payload")?,
-        exception: row.try_get("exception")?,
-        attempts: rows::count_column(row.try_get("attempts")?),
+    let parts = rows::FailedParts {
+        queue: text_column_value(row, "queue")?,
+        kind: text_column_value(row, "kind")?,
+        payload: text_column_value(row, "payload")?,
+        exception: text_column_value(row, "exception")?,
+        attempts: row.try_get("attempts")?,
         failed_at: time_column(row, "failed_at")?,
-    })
+    };
+    rows::failed_from_row(row, parts)
 }
 
 /// A batch parameter as a JSON array (serde_json does the quoting of error texts).
@@ -275,6 +362,17 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<Duration, StoreError> {
         let start = Instant::now();
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(start.elapsed())
+    }
+
+    async fn probe_write(&self) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
+        sqlx::query(PROBE_WRITE)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(start.elapsed())
     }
 
@@ -304,43 +402,50 @@ impl Store for SqliteStore {
     // === jobs ===
 
     async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
-        // If the holder of the key finishes between the INSERT and the SELECT, the key is
-        // free again: insert anew.
-        for _ in 0..rows::ENQUEUE_RACE_RETRIES {
-            let now = now_ms();
-            let inserted: Option<i64> = sqlx::query_scalar(ENQUEUE)
-                .bind(&job.queue)
-                .bind(&job.kind)
-                .bind(&job.payload)
-                .bind(rows::max_attempts_param(job))
-                .bind(rows::timeout_param(job))
-                .bind(&job.unique_key)
-                .bind(now.saturating_add(rows::duration_ms(job.delay)))
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(id) = inserted {
-                return Ok(Enqueued {
+        rows::check_new_job(job)?;
+        // One IMMEDIATE transaction: the holder of a unique key cannot change between the
+        // INSERT that found it and the SELECT that reads it, and the acknowledgement waits
+        // for a COMMIT whose failure (a full disk) is reported.
+        let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
+        let now = now_ms();
+        let inserted: Vec<i64> = sqlx::query_scalar(ENQUEUE)
+            .bind(&job.queue)
+            .bind(&job.kind)
+            .bind(&job.payload)
+            .bind(rows::max_attempts_param(job))
+            .bind(rows::timeout_param(job))
+            .bind(&job.unique_key)
+            .bind(now.saturating_add(rows::duration_ms(job.delay)))
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+        let enqueued = match (inserted.first(), &job.unique_key) {
+            (Some(&id), _) => Enqueued {
+                id,
+                existing: false,
+                queue: job.queue.clone(),
+            },
+            (None, Some(key)) => {
+                let holder: Vec<(i64, String)> = sqlx::query_as(UNIQUE_HOLDER)
+                    .bind(key)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let Some((id, queue)) = holder.into_iter().next() else {
+                    // The conflict was the key's; under the write lock its holder is there.
+                    return Err(sqlx::Error::RowNotFound.into());
+                };
+                Enqueued {
                     id,
-                    existing: false,
-                });
+                    existing: true,
+                    queue,
+                }
             }
-            let Some(key) = &job.unique_key else {
-                return Err(sqlx::Error::RowNotFound.into());
-            };
-            let holder: Option<i64> = sqlx::query_scalar(UNIQUE_HOLDER)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(id) = holder {
-                return Ok(Enqueued { id, existing: true });
-            }
-        }
-        Err(sqlx::Error::Protocol(format!(
-            "unique key {:?} kept changing hands during enqueue",
-            job.unique_key
-        ))
-        .into())
+            // Without a unique key only the primary key can conflict, which AUTOINCREMENT
+            // never does; treat it as the database error it would be.
+            (None, None) => return Err(sqlx::Error::RowNotFound.into()),
+        };
+        tx.commit().await?;
+        Ok(enqueued)
     }
 
     async fn claim(
@@ -361,7 +466,7 @@ impl Store for SqliteStore {
             if remaining == 0 {
                 break;
             }
-            let rows = sqlx::query(CLAIM_QUEUE)
+            let rows = sqlx::query(sqlx::AssertSqlSafe(CLAIM_QUEUE.as_str()))
                 .bind(now)
                 .bind(node)
                 .bind(queue)
@@ -369,7 +474,7 @@ impl Store for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await?;
             for row in &rows {
-                jobs.push(job_from_row(row)?);
+                jobs.push(job_from_row(row, Shape::Full)?);
             }
         }
         tx.commit().await?;
@@ -436,20 +541,24 @@ impl Store for SqliteStore {
     }
 
     async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+        let sql = format!("SELECT {} FROM jobs WHERE id = ?1", job_columns(Shape::One));
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.as_ref().map(job_from_row).transpose()?)
+        Ok(row
+            .as_ref()
+            .map(|row| job_from_row(row, Shape::One))
+            .transpose()?)
     }
 
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
         // Only constant text is formatted in; values are bound.
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
+            "SELECT {} FROM jobs
              WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
-             ORDER BY id DESC LIMIT ?3"
+             ORDER BY id DESC LIMIT ?3",
+            job_columns(Shape::Listing)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&filter.queue)
@@ -457,7 +566,10 @@ impl Store for SqliteStore {
             .bind(i64::from(filter.limit))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(job_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(|row| job_from_row(row, Shape::Listing))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>, StoreError> {
@@ -468,7 +580,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|row| {
                 Ok((
-                    row.try_get::<String, _>("queue")?,
+                    text_column_value(row, "queue")?,
                     Counts {
                         ready: rows::count(row.try_get("ready")?),
                         delayed: rows::count(row.try_get("delayed")?),
@@ -554,16 +666,17 @@ impl Store for SqliteStore {
         reason: &str,
     ) -> Result<Vec<i64>, StoreError> {
         let now = now_ms();
+        let reason = rows::stored_error(reason);
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
         sqlx::query(KILL_STUCK_DEAD)
             .bind(ms(cutoff))
-            .bind(reason)
+            .bind(&reason)
             .bind(now)
             .execute(&mut *tx)
             .await?;
         let mut ids: Vec<i64> = sqlx::query_scalar(KILL_STUCK)
             .bind(ms(cutoff))
-            .bind(reason)
+            .bind(&reason)
             .bind(now)
             .fetch_all(&mut *tx)
             .await?;
@@ -595,10 +708,7 @@ impl Store for SqliteStore {
     // === dead letters ===
 
     async fn failed_jobs(&self, limit: u32) -> Result<Vec<FailedJob>, StoreError> {
-        let sql = format!(
-            "SELECT {FAILED_COLUMNS} FROM failed_jobs ORDER BY failed_at DESC, id DESC LIMIT ?1"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(FAILED_LISTING.as_str()))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
@@ -644,9 +754,14 @@ impl Store for SqliteStore {
             .iter()
             .map(|row| {
                 Ok(KindFailures {
-                    kind: row.try_get("kind")?,
+                    kind: text_column_value(row, "kind")?,
                     count: rows::count(row.try_get("failures")?),
-                    last_error: row.try_get("last_error")?,
+                    last_error: rows::preview(
+                        row.try_get("last_error")?,
+                        None,
+                        Some(limits::PREVIEW_BYTES),
+                    )
+                    .0,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?)
