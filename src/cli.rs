@@ -331,47 +331,49 @@ fn tenant_name_arg(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-fn vps_id_arg(text: &str) -> Result<String, String> {
-    if chom_core::config::is_name(text) {
+/// `text` itself when `valid`, else the message `why` gives (clap adds the value and the
+/// argument's name).
+fn accept(text: &str, valid: bool, why: impl FnOnce() -> String) -> Result<String, String> {
+    if valid {
         Ok(text.to_owned())
     } else {
-        Err(format!(
+        Err(why())
+    }
+}
+
+fn vps_id_arg(text: &str) -> Result<String, String> {
+    accept(text, chom_core::config::is_name(text), || {
+        format!(
             "not a vps id ({}, at most {} characters)",
             chom_core::config::NAME_RULE,
             limits::MAX_ID_CHARS
-        ))
-    }
+        )
+    })
 }
 
 fn host_arg(text: &str) -> Result<String, String> {
-    if chom_core::config::is_host(text) {
-        Ok(text.to_owned())
-    } else {
-        Err(format!(
+    accept(text, chom_core::config::is_host(text), || {
+        format!(
             "not a host name or IP address of at most {} characters (give the port with --port)",
             limits::MAX_HOST_CHARS
-        ))
-    }
+        )
+    })
 }
 
 fn login_arg(text: &str) -> Result<String, String> {
-    if chom_core::config::is_login_name(text) {
-        Ok(text.to_owned())
-    } else {
-        Err(format!(
+    accept(text, chom_core::config::is_login_name(text), || {
+        format!(
             "`{}` {}",
             text.escape_debug(),
             chom_core::config::LOGIN_RULE
-        ))
-    }
+        )
+    })
 }
 
 fn fingerprint_arg(text: &str) -> Result<String, String> {
-    if chom_core::config::is_fingerprint(text) {
-        Ok(text.to_owned())
-    } else {
-        Err("expected a SHA256 fingerprint as `ssh-keygen -lf` prints it (SHA256:...)".to_owned())
-    }
+    accept(text, chom_core::config::is_fingerprint(text), || {
+        "expected a SHA256 fingerprint as `ssh-keygen -lf` prints it (SHA256:...)".to_owned()
+    })
 }
 
 /// A duration for the RPC, in the humantime form the node parses back.

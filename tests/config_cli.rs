@@ -123,12 +123,11 @@ fn bench_restart_prints_one_json_line() {
 #[test]
 fn config_check_redacts_health_check_url_secrets() {
     let dir = TempDir::new("urlsecret");
-    let path = dir.path().join("chom.toml");
-    std::fs::write(
-        &path,
+    let path = config_file(
+        &dir,
         "[[health.checks]]\nname = \"shop\"\nurl = \"https://admin:pw-s3cret@shop.example/?token=t0k3n&Signature=s1g&x=1\"\n",
-    )
-    .unwrap();
+        0o644,
+    );
     for args in [&["config", "check"][..], &["config", "check", "--json"]] {
         let out = chom(Some(&path), args, &[]);
         assert!(out.status.success(), "{out:?}");
@@ -165,6 +164,16 @@ fn node_exit(path: &std::path::Path) -> (Option<i32>, String) {
     (code, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
+/// Exit code and stderr of `chom config check` and of `chom node` on the config at `path`.
+fn check_and_node(path: &std::path::Path) -> [(&'static str, (Option<i32>, String)); 2] {
+    let out = chom(Some(path), &["config", "check"], &[]);
+    let check = (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    [("config check", check), ("node", node_exit(path))]
+}
+
 /// Everything of a node inside `dir` (nothing lands in the working directory).
 fn base_config(dir: &TempDir) -> String {
     format!(
@@ -189,12 +198,7 @@ fn world_writable_config_with_commands_is_refused_at_check_and_node_start() {
     let base = base_config(&dir);
     let with_command = format!("{base}[memory]\naction = \"systemctl restart php8.2-fpm\"\n");
     let path = config_file(&dir, &with_command, 0o666);
-    let out = chom(Some(&path), &["config", "check"], &[]);
-    let check = (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    for (what, (code, err)) in [("config check", check), ("node", node_exit(&path))] {
+    for (what, (code, err)) in check_and_node(&path) {
         assert_eq!(code, Some(78), "{what}: {err}");
         assert!(
             err.contains(&path.display().to_string()) && err.contains("0666"),
@@ -232,12 +236,7 @@ fn missing_ssh_files_are_reported() {
         known.display()
     );
     let path = config_file(&dir, &text, 0o644);
-    let out = chom(Some(&path), &["config", "check"], &[]);
-    let check = (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    for (what, (code, err)) in [("config check", check), ("node", node_exit(&path))] {
+    for (what, (code, err)) in check_and_node(&path) {
         assert_eq!(code, Some(78), "{what}: {err}");
         assert!(
             err.contains("ssh.private_key") && err.contains("no-such-key"),

@@ -403,3 +403,43 @@ fn postgres_refuses_huge_or_nul_unique_keys_and_control_characters_are_escaped()
         "evil\u{1b}[2J\u{1b}[31mred\nfake 99 line"
     );
 }
+
+#[test]
+fn health_check_urls_are_redacted_in_the_report_and_the_log() {
+    let port = free_port();
+    let node = Node::start(
+        "health-url",
+        &format!(
+            "[health]\ninterval = \"1s\"\ncheck_timeout = \"1s\"\nfailures_before_restart = 1\n[[health.checks]]\nname = \"shop\"\nurl = \"http://admin:pw-s3cret@127.0.0.1:{port}/status?token=t0k3n&X-Amz-Signature=s1gn\"\nremediation = \"true\"\n"
+        ),
+        &[],
+    );
+    node.wait_ready();
+    let report = ok(&node, "health", json!({}));
+    let shop = &report["checks"]["shop"];
+    assert_eq!(shop["status"], "error", "{report}");
+    // An operator check failing leaves the node degraded (exit 0); its line names the URL.
+    let (code, stdout, _) = cli(&node.socket, &["health"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("admin:***@127.0.0.1"), "{stdout}");
+    // The periodic run logs the failure (and its remediation) too.
+    wait_for(
+        Duration::from_secs(30),
+        "the failing check in the log",
+        || node.log_text().contains("check=shop").then_some(()),
+    );
+    let everything = format!("{report}\n{stdout}\n{}", node.log_text());
+    for secret in ["pw-s3cret", "t0k3n", "s1gn"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} shown:\n{everything}"
+        );
+    }
+    assert!(
+        shop["url"]
+            .as_str()
+            .unwrap()
+            .contains("admin:***@127.0.0.1"),
+        "{shop}"
+    );
+}

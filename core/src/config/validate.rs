@@ -255,7 +255,10 @@ fn queue(c: &Config, v: &mut Checker<'_>) {
         if !is_name(name) {
             v.fail(
                 key,
-                format!("`{name}` is not a valid queue name ({NAME_RULE})"),
+                format!(
+                    "`{}` is not a valid queue name ({NAME_RULE}, at most {MAX_ID_CHARS} characters)",
+                    name.escape_debug()
+                ),
             );
         } else if let Some(first) = seen.insert(name.as_str(), i) {
             v.fail(
@@ -476,7 +479,10 @@ fn health(c: &Config, v: &mut Checker<'_>) {
         } else if !is_name(&check.name) {
             v.fail(
                 key("name"),
-                format!("`{}` is not a valid name ({NAME_RULE})", check.name),
+                format!(
+                    "`{}` is not a valid name ({NAME_RULE}, at most {MAX_ID_CHARS} characters)",
+                    check.name.escape_debug()
+                ),
             );
         } else if BUILT_IN.contains(&check.name.as_str()) {
             v.fail(key("name"), format!("`{}` is a built-in check", check.name));
@@ -564,14 +570,17 @@ fn log(c: &Config, v: &mut Checker<'_>) {
             "log.level",
             format!(
                 "`{}` is not a level (trace, debug, info, warn, error, off) or a filter such as info,chom=debug",
-                c.log.level
+                c.log.level.escape_debug()
             ),
         );
     }
     if !matches!(c.log.format.as_str(), "text" | "json") {
         v.fail(
             "log.format",
-            format!("expected `text` or `json`, got `{}`", c.log.format),
+            format!(
+                "expected `text` or `json`, got `{}`",
+                c.log.format.escape_debug()
+            ),
         );
     }
 }
