@@ -50,6 +50,19 @@ fn failed_count(node: &Node) -> usize {
         .len()
 }
 
+/// One request line sent as is; the answer line parsed.
+fn raw_rpc(socket: &Path, line: &str) -> Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(line.as_bytes()).unwrap();
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+}
+
 /// `chom ARGS` against `socket`; (exit code, stdout, stderr).
 fn cli(socket: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let mut all = vec!["--socket", socket.to_str().unwrap()];
@@ -253,6 +266,24 @@ fn rpc_params_are_checked_for_type_range_and_size() {
             "timeout",
         );
     }
+    // payload: at most 1 MiB as stored. A request line is at most 1 MiB too, but numbers
+    // written short (`1e5`) are stored long (`100000.0`): 250,000 of them fit the line and
+    // make a 2.25 MB payload.
+    let numbers = vec!["1e5"; 250_000].join(",");
+    let line = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"jobs.enqueue\",\"params\":{{\"kind\":\"noop\",\"payload\":[{numbers}]}}}}\n"
+    );
+    assert!(line.len() < 1_000_100, "{}", line.len());
+    let answer = raw_rpc(&node.socket, &line);
+    assert_eq!(answer["error"]["code"], -32602, "{}", short(&answer));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("payload"),
+        "{}",
+        short(&answer)
+    );
     // unique_key: bounded, no control characters.
     for key in ["a\u{0}b".to_owned(), "k".repeat(256), String::new()] {
         refused(
