@@ -52,7 +52,7 @@ impl Config {
     ///   could make the node run theirs); group-writable is a warning;
     /// - an `ssh.private_key` that is not a readable file is an error when the key is set (not
     ///   the default path, which a fresh install does not have yet: `chom node` must run
-    ///   there), else a warning; a key others may read is a warning;
+    ///   there), else a warning; a key every user may read is a warning;
     /// - an unreadable `ssh.known_hosts` is an error when it is set and some `[[vps]]` entry
     ///   pins no `host_key` (that server could never be verified); otherwise a warning, since
     ///   servers with a pinned key never read it and only later unpinned additions need it.
@@ -108,10 +108,12 @@ impl Config {
                     report.errors.push(problem("ssh.private_key", message));
                 }
             }
-            Ok(mode) if mode & 0o077 != 0 => report.warnings.push(problem(
+            // Group access is how the documented install shares the key with the node's
+            // group (0640 root:chom); access for everyone else is a leak.
+            Ok(mode) if mode & 0o007 != 0 => report.warnings.push(problem(
                 "ssh.private_key",
                 format!(
-                    "{} (mode {mode:04o}) is readable by other users; run chmod 600 on it",
+                    "{} (mode {mode:04o}) is open to every user on the host; run chmod o-rwx on it",
                     key.display()
                 ),
             )),
@@ -221,6 +223,21 @@ mod tests {
         config.ssh.private_key = dir.join("missing");
         let report = config.check_files(None);
         assert_eq!(report.errors[0].key, "ssh.private_key", "{report:?}");
+        // Group-readable is the documented install (0640 root:chom); world-readable is not.
+        let shared = with_files(&dir);
+        std::fs::set_permissions(
+            &shared.ssh.private_key,
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        assert_eq!(shared.check_files(None), FileReport::default());
+        std::fs::set_permissions(
+            &shared.ssh.private_key,
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let report = shared.check_files(None);
+        assert_eq!(report.warnings[0].key, "ssh.private_key", "{report:?}");
         // A directory is not a key either.
         config.ssh.private_key = dir.clone();
         assert_eq!(config.check_files(None).errors[0].key, "ssh.private_key");
