@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chom_core::config::{Config, ConfigErrors, DEFAULT_TOML};
+use chom_core::config::{Config, ConfigError, ConfigErrors, DEFAULT_TOML};
+use chom_core::limits::{self, MAX_ATTEMPTS, MAX_LIST_LIMIT};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
@@ -89,24 +90,27 @@ enum VpsCommand {
     List,
     /// Add a server and start its actor (no connection is made until a command needs one).
     Add {
-        /// Server id (lowercase letters, digits, '.', '_', '-').
+        /// Server id (lowercase letters, digits, '.', '_', '-'; at most 64 characters).
+        #[arg(value_parser = vps_id_arg)]
         id: String,
         /// Host name or IP address.
+        #[arg(value_parser = host_arg)]
         host: String,
         /// SSH port.
-        #[arg(long, default_value_t = 22)]
+        #[arg(long, default_value_t = 22, value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
-        /// Remote user (default: ssh.user).
-        #[arg(long)]
+        /// Remote user (default: ssh.user); a login name such as `chom` or `deploy_2`.
+        #[arg(long, value_parser = login_arg)]
         user: Option<String>,
         /// Pin the host key by fingerprint (SHA256:..., as `ssh-keygen -lf` prints it)
         /// instead of checking ssh.known_hosts.
-        #[arg(long)]
+        #[arg(long, value_parser = fingerprint_arg)]
         host_key: Option<String>,
     },
     /// Remove a server (refused while sites are on it) and stop its actor.
     Remove {
         /// Server id.
+        #[arg(value_parser = vps_id_arg)]
         id: String,
     },
 }
@@ -118,16 +122,19 @@ enum BreakerCommand {
     /// Back to closed with failures forgotten (also ends forced open and disabled).
     Reset {
         /// Server id.
+        #[arg(value_parser = vps_id_arg)]
         vps: String,
     },
     /// Force open (maintenance): every call is rejected until reset or closed.
     Open {
         /// Server id.
+        #[arg(value_parser = vps_id_arg)]
         vps: String,
     },
     /// Close now.
     Close {
         /// Server id.
+        #[arg(value_parser = vps_id_arg)]
         vps: String,
     },
 }
@@ -138,7 +145,8 @@ enum TenantsCommand {
     List,
     /// Create a tenant; prints its id.
     Add {
-        /// Unique name.
+        /// Unique name (at most 200 characters, no control characters).
+        #[arg(value_parser = tenant_name_arg)]
         name: String,
         /// starter, pro or enterprise.
         #[arg(long, default_value = "starter")]
@@ -151,7 +159,7 @@ enum SitesCommand {
     /// Sites, optionally of one tenant.
     List {
         /// Only this tenant's sites.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
         tenant: Option<i64>,
     },
     /// Create a site and enqueue its provisioning (`site:create DOMAIN TYPE` on the server).
@@ -159,10 +167,10 @@ enum SitesCommand {
         /// Domain name.
         domain: String,
         /// Owning tenant's id.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
         tenant: i64,
         /// Server id.
-        #[arg(long)]
+        #[arg(long, value_parser = vps_id_arg)]
         vps: String,
         /// Site type passed to site:create.
         #[arg(long = "type", default_value = "wordpress")]
@@ -174,6 +182,7 @@ enum SitesCommand {
     /// Enqueue site.provision for a site again (e.g. after it failed).
     Provision {
         /// Site id.
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
         id: i64,
     },
 }
@@ -190,22 +199,24 @@ enum JobsCommand {
         /// Queue (default: the kind's policy, usually `default`).
         #[arg(long)]
         queue: Option<String>,
-        /// Not before this long from now, e.g. 30s, 5m.
-        #[arg(long)]
-        delay: Option<String>,
-        /// Attempts before the job fails for good (default: the kind's policy).
-        #[arg(long)]
+        /// Not before this long from now, e.g. 30s, 5m (at most 10 years).
+        #[arg(long, value_parser = delay_arg)]
+        delay: Option<Duration>,
+        /// Attempts before the job fails for good (default: the kind's policy; 1 to 1000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_ATTEMPTS as i64))]
         max_attempts: Option<u32>,
-        /// Time limit of one attempt (default: the kind's policy).
-        #[arg(long)]
-        timeout: Option<String>,
-        /// While a pending/running job has this key, return it instead of adding another.
-        #[arg(long)]
+        /// Time limit of one attempt (default: the kind's policy; at most 1 week).
+        #[arg(long, value_parser = job_timeout_arg)]
+        timeout: Option<Duration>,
+        /// While a pending/running job has this key, return it instead of adding another
+        /// (at most 255 characters, no control characters).
+        #[arg(long, value_parser = unique_key_arg)]
         unique_key: Option<String>,
     },
     /// One job: state, attempts, last error.
     Show {
         /// Job id.
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
         id: i64,
     },
     /// Jobs, newest first.
@@ -216,15 +227,15 @@ enum JobsCommand {
         /// Only this state: pending, reserved, completed, failed.
         #[arg(long)]
         state: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT as i64))]
         limit: u32,
     },
     /// Move jobs reserved longer than DUR to failed_jobs ("killed after timeout").
     KillStuck {
-        /// Default: queue.stuck_after (1h).
-        #[arg(long)]
-        older_than: Option<String>,
+        /// Default: queue.stuck_after (1h); at most 10 years.
+        #[arg(long, value_parser = older_than_arg)]
+        older_than: Option<Duration>,
     },
 }
 
@@ -248,14 +259,14 @@ enum QueueCommand {
 enum FailedCommand {
     /// The newest failed jobs.
     List {
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=MAX_LIST_LIMIT as i64))]
         limit: u32,
     },
     /// Enqueue failed jobs again (as new jobs) and remove them from failed_jobs.
     Retry {
         /// The failed job's id (as `chom failed list` shows it).
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present = "all", conflicts_with = "all", value_parser = clap::value_parser!(i64).range(1..))]
         id: Option<i64>,
         /// Every failed job.
         #[arg(long)]
@@ -263,9 +274,9 @@ enum FailedCommand {
     },
     /// Delete failed jobs older than DUR (default 24h).
     Prune {
-        /// Age limit, e.g. 24h, 7days.
-        #[arg(long)]
-        older_than: Option<String>,
+        /// Age limit, e.g. 24h, 7days (at most 10 years).
+        #[arg(long, value_parser = older_than_arg)]
+        older_than: Option<Duration>,
     },
     /// Failures of the last 24 h by kind; kinds at or above queue.analyze_threshold are flagged.
     Analyze,
@@ -289,6 +300,87 @@ enum BenchCommand {
     },
 }
 
+// === argument checks (clap refuses a bad value with exit 2 before anything runs) ===
+
+fn delay_arg(text: &str) -> Result<Duration, String> {
+    limits::parse_duration("--delay", text, limits::MAX_DURATION).map_err(|e| e.to_string())
+}
+
+fn older_than_arg(text: &str) -> Result<Duration, String> {
+    limits::parse_duration("--older-than", text, limits::MAX_DURATION).map_err(|e| e.to_string())
+}
+
+fn job_timeout_arg(text: &str) -> Result<Duration, String> {
+    match limits::parse_duration("--timeout", text, limits::MAX_JOB_TIMEOUT) {
+        Ok(d) if d.is_zero() => Err("`--timeout` must be greater than zero".to_owned()),
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+fn unique_key_arg(text: &str) -> Result<String, String> {
+    limits::check_text("--unique-key", text, limits::MAX_UNIQUE_KEY_CHARS)
+        .map(|()| text.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn tenant_name_arg(text: &str) -> Result<String, String> {
+    limits::check_text("NAME", text, limits::MAX_NAME_CHARS).map_err(|e| e.to_string())?;
+    if text.trim().is_empty() {
+        return Err("must not be blank".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
+/// `text` itself when `valid`, else the message `why` gives (clap adds the value and the
+/// argument's name).
+fn accept(text: &str, valid: bool, why: impl FnOnce() -> String) -> Result<String, String> {
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(why())
+    }
+}
+
+fn vps_id_arg(text: &str) -> Result<String, String> {
+    accept(text, chom_core::config::is_name(text), || {
+        format!(
+            "not a vps id ({}, at most {} characters)",
+            chom_core::config::NAME_RULE,
+            limits::MAX_ID_CHARS
+        )
+    })
+}
+
+fn host_arg(text: &str) -> Result<String, String> {
+    accept(text, chom_core::config::is_host(text), || {
+        format!(
+            "not a host name or IP address of at most {} characters (give the port with --port)",
+            limits::MAX_HOST_CHARS
+        )
+    })
+}
+
+fn login_arg(text: &str) -> Result<String, String> {
+    accept(text, chom_core::config::is_login_name(text), || {
+        format!(
+            "`{}` {}",
+            text.escape_debug(),
+            chom_core::config::LOGIN_RULE
+        )
+    })
+}
+
+fn fingerprint_arg(text: &str) -> Result<String, String> {
+    accept(text, chom_core::config::is_fingerprint(text), || {
+        "expected a SHA256 fingerprint as `ssh-keygen -lf` prints it (SHA256:...)".to_owned()
+    })
+}
+
+/// A duration for the RPC, in the humantime form the node parses back.
+fn duration_param(d: Option<Duration>) -> Option<String> {
+    d.map(|d| humantime::format_duration(d).to_string())
+}
+
 /// Parse the command line and run the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -307,9 +399,12 @@ async fn run(cli: Cli) -> u8 {
         }
         Command::Config(ConfigCommand::Check) => config_check(&cli),
         Command::Bench(BenchCommand::Restart { n }) => bench_restart(*n).await,
-        Command::Node => match load_config(&cli) {
-            Ok(config) => {
+        Command::Node => match load_config(&cli).and_then(|c| check_files(&cli, c)) {
+            Ok((config, warnings)) => {
                 crate::logging::init(&config.log);
+                for warning in &warnings {
+                    tracing::warn!(key = %warning.key, "config: {}", warning.message);
+                }
                 match crate::node::run(config).await {
                     Ok(code) => code,
                     Err(error) => {
@@ -344,8 +439,9 @@ async fn run(cli: Cli) -> u8 {
                     unique_key,
                 } => (
                     "jobs.enqueue",
-                    json!({ "kind": kind, "payload": payload, "queue": queue, "delay": delay,
-                            "max_attempts": max_attempts, "timeout": timeout, "unique_key": unique_key }),
+                    json!({ "kind": kind, "payload": payload, "queue": queue,
+                            "delay": duration_param(*delay), "max_attempts": max_attempts,
+                            "timeout": duration_param(*timeout), "unique_key": unique_key }),
                     output::enqueued,
                 ),
                 JobsCommand::Show { id } => ("jobs.show", json!({ "id": id }), output::job),
@@ -360,7 +456,7 @@ async fn run(cli: Cli) -> u8 {
                 ),
                 JobsCommand::KillStuck { older_than } => (
                     "jobs.kill_stuck",
-                    json!({ "older_than": older_than }),
+                    json!({ "older_than": duration_param(*older_than) }),
                     output::killed,
                 ),
             };
@@ -459,7 +555,7 @@ async fn run(cli: Cli) -> u8 {
                 ),
                 FailedCommand::Prune { older_than } => (
                     "failed.prune",
-                    json!({ "older_than": older_than }),
+                    json!({ "older_than": duration_param(*older_than) }),
                     output::pruned,
                 ),
                 FailedCommand::Analyze => ("failed.analyze", json!({}), output::analyze),
@@ -499,14 +595,35 @@ fn report_config_errors(cli: &Cli, errors: &ConfigErrors) -> u8 {
     EXIT_CONFIG
 }
 
+/// The file checks of `chom config check` and `chom node` (config file mode, SSH files):
+/// errors make the configuration invalid; warnings come back for the caller to show.
+fn check_files(cli: &Cli, config: Config) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
+    let report = config.check_files(cli.config.as_deref());
+    if report.errors.is_empty() {
+        Ok((config, report.warnings))
+    } else {
+        Err(ConfigErrors(report.errors))
+    }
+}
+
 fn config_check(cli: &Cli) -> u8 {
-    match load_config(cli) {
-        Ok(config) => {
+    match load_config(cli).and_then(|c| check_files(cli, c)) {
+        Ok((config, warnings)) => {
+            for warning in &warnings {
+                eprintln!("chom: warning: {warning}");
+            }
             let redacted = config.to_redacted_toml();
             if cli.json {
                 let value: toml::Value =
                     toml::from_str(&redacted).expect("redacted config is TOML");
-                println!("{}", json!({ "valid": true, "config": value }));
+                let warnings: Vec<Value> = warnings
+                    .iter()
+                    .map(|w| json!({ "key": w.key, "message": w.message }))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({ "valid": true, "config": value, "warnings": warnings })
+                );
             } else {
                 print!("{redacted}");
                 eprintln!("chom: configuration is valid");
@@ -564,7 +681,9 @@ async fn admin(cli: &Cli, method: &str, params: Value, render: Render) -> u8 {
     };
     match client::call(&socket, method, params, timeout_for(method)).await {
         Ok(result) => {
-            let (text, code) = render(&result);
+            // Stored text (names, errors) may hold control characters: shown escaped, so it
+            // cannot drive the terminal. The JSON document is printed as it came.
+            let (text, code) = render(&output::escape_strings(&result));
             if cli.json {
                 println!("{result}");
             } else {
@@ -592,7 +711,7 @@ fn client_failure(cli: &Cli, socket: &Path, error: &ClientError) -> u8 {
         }
         println!("{doc}");
     }
-    eprintln!("chom: {error}");
+    eprintln!("chom: {}", limits::escape_control(&error.to_string()));
     error.exit_code()
 }
 

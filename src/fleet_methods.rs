@@ -6,13 +6,17 @@ use std::time::Duration;
 use chom_actors::context::NodeContext;
 use chom_actors::fleet::vps::{BreakerCommand, VpsInfo, VpsMsg, snapshot_key};
 use chom_actors::store;
-use chom_core::config::{NAME_RULE, is_fingerprint, is_host, is_name};
+use chom_core::config::{LOGIN_RULE, NAME_RULE, is_fingerprint, is_host, is_login_name, is_name};
 use chom_core::inventory::{NewSite, Tier, VpsServer, check_domain, check_site_type};
 use chom_core::job::NewJob;
+use chom_core::limits::{self, MAX_HOST_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS, escape_control};
 use chom_core::policy::JobPolicy;
 use serde_json::{Value, json};
 
-use crate::methods::{STORE_TIMEOUT, backends, opt_str, opt_u64, store_err, wake_dispatcher};
+use crate::methods::{
+    STORE_TIMEOUT, backends, invalid, opt_bool, opt_id, opt_str, opt_u64, param_id, store_err,
+    truncated, wake_dispatcher,
+};
 use crate::rpc::protocol::{self, RpcError};
 
 /// The fleet's methods; `None` when `method` is not one of them.
@@ -60,17 +64,34 @@ async fn vps_list(ctx: &NodeContext) -> Result<Value, RpcError> {
     Ok(json!({ "vps": rows }))
 }
 
-async fn vps_add(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let id = protocol::param_str(params, "id")?;
+/// A server id parameter: a name of at most `MAX_ID_CHARS` characters.
+fn param_vps_id<'a>(params: &'a Value, name: &str) -> Result<&'a str, RpcError> {
+    let id = protocol::param_str(params, name)?;
     if !is_name(id) {
         return Err(RpcError::invalid_params(format!(
-            "`{id}` is not a valid vps id ({NAME_RULE})"
+            "`{name}`: `{}` is not a valid vps id ({NAME_RULE}, at most {MAX_ID_CHARS} characters)",
+            escape_control(truncated(id))
         )));
     }
+    Ok(id)
+}
+
+async fn vps_add(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
+    let id = param_vps_id(params, "id")?;
     let host = protocol::param_str(params, "host")?;
     if !is_host(host) {
         return Err(RpcError::invalid_params(format!(
-            "`{host}` is not a host name or IP address (give the port with --port)"
+            "`host`: `{}` is not a host name or IP address of at most {MAX_HOST_CHARS} characters (give the port with --port)",
+            escape_control(truncated(host))
+        )));
+    }
+    let user = opt_str(params, "user")?;
+    if let Some(user) = user
+        && !is_login_name(user)
+    {
+        return Err(RpcError::invalid_params(format!(
+            "`user`: `{}` {LOGIN_RULE}",
+            escape_control(truncated(user))
         )));
     }
     let port = match opt_u64(params, "port")? {
@@ -92,7 +113,7 @@ async fn vps_add(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
         id: id.to_owned(),
         host: host.to_owned(),
         port,
-        user: opt_str(params, "user")?.map(str::to_owned),
+        user: user.map(str::to_owned),
         host_key,
         source: "admin".to_owned(),
     };
@@ -105,7 +126,7 @@ async fn vps_add(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
 }
 
 async fn vps_remove(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let id = protocol::param_str(params, "id")?;
+    let id = param_vps_id(params, "id")?;
     let b = backends(ctx)?;
     let removed = store::with_timeout(STORE_TIMEOUT, b.store.remove_vps(id))
         .await
@@ -177,7 +198,7 @@ async fn breaker_command(
     params: &Value,
     command: BreakerCommand,
 ) -> Result<Value, RpcError> {
-    let id = protocol::param_str(params, "vps")?;
+    let id = param_vps_id(params, "vps")?;
     let fleet = ctx
         .fleet
         .get()
@@ -195,7 +216,7 @@ async fn breaker_command(
 }
 
 fn vps_panic(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let id = protocol::param_str(params, "vps")?;
+    let id = param_vps_id(params, "vps")?;
     let actor = ctx
         .fleet
         .get()
@@ -217,15 +238,18 @@ async fn tenants_list(ctx: &NodeContext) -> Result<Value, RpcError> {
 
 async fn tenants_add(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
     let name = protocol::param_str(params, "name")?;
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(RpcError::invalid_params(
-            "`name` must be 1 to 200 characters",
-        ));
+    // Characters, not bytes: a name in Greek or Japanese gets the same room as one in English.
+    limits::check_text("name", name, MAX_NAME_CHARS).map_err(invalid)?;
+    if name.trim().is_empty() {
+        return Err(RpcError::invalid_params("`name` must not be blank"));
     }
     let tier = match opt_str(params, "tier")? {
         None => Tier::Starter,
         Some(t) => Tier::parse(t).ok_or_else(|| {
-            RpcError::invalid_params(format!("unknown tier `{t}` (starter, pro or enterprise)"))
+            RpcError::invalid_params(format!(
+                "`tier`: unknown tier `{}` (starter, pro or enterprise)",
+                escape_control(truncated(t))
+            ))
         })?,
     };
     let b = backends(ctx)?;
@@ -236,7 +260,7 @@ async fn tenants_add(ctx: &NodeContext, params: &Value) -> Result<Value, RpcErro
 }
 
 async fn sites_list(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let tenant = opt_u64(params, "tenant")?.map(|t| t as i64);
+    let tenant = opt_id(params, "tenant")?;
     let b = backends(ctx)?;
     let sites = store::with_timeout(STORE_TIMEOUT, b.store.sites(tenant))
         .await
@@ -245,18 +269,19 @@ async fn sites_list(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError
 }
 
 async fn sites_add(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let tenant_id = opt_u64(params, "tenant")?
-        .ok_or_else(|| RpcError::invalid_params("missing `tenant` (a tenant id)"))?
-        as i64;
-    let vps_id = protocol::param_str(params, "vps")?.to_owned();
+    let tenant_id = param_id(params, "tenant")?;
+    let vps_id = param_vps_id(params, "vps")?.to_owned();
     let domain = protocol::param_str(params, "domain")?.to_owned();
-    check_domain(&domain).map_err(RpcError::invalid_params)?;
+    check_domain(&domain)
+        .map_err(|_| RpcError::invalid_params(format!("`domain`: {}", domain_rule(&domain))))?;
     let site_type = opt_str(params, "type")?.unwrap_or("wordpress").to_owned();
-    check_site_type(&site_type).map_err(RpcError::invalid_params)?;
-    let provision = params
-        .get("provision")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    check_site_type(&site_type).map_err(|_| {
+        RpcError::invalid_params(format!(
+            "`type`: `{}` is not a site type (a lowercase word such as wordpress, laravel, html)",
+            escape_control(truncated(&site_type))
+        ))
+    })?;
+    let provision = opt_bool(params, "provision")?.unwrap_or(true);
     let b = backends(ctx)?;
     let site = store::with_timeout(
         STORE_TIMEOUT,
@@ -278,7 +303,7 @@ async fn sites_add(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError>
 }
 
 async fn sites_provision(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let id = opt_u64(params, "id")?.ok_or_else(|| RpcError::invalid_params("missing `id`"))? as i64;
+    let id = param_id(params, "id")?;
     let b = backends(ctx)?;
     store::with_timeout(STORE_TIMEOUT, b.store.site(id))
         .await
@@ -305,4 +330,12 @@ async fn enqueue_provision(ctx: &NodeContext, site: i64) -> Result<i64, RpcError
         .map_err(store_err)?;
     wake_dispatcher(ctx);
     Ok(enqueued.id)
+}
+
+/// Why a domain is refused, echoing at most a short, escaped part of it.
+fn domain_rule(domain: &str) -> String {
+    format!(
+        "`{}` is not a domain name (at most 253 characters of lowercase labels of a-z, 0-9 and -, separated by dots)",
+        escape_control(truncated(domain))
+    )
 }

@@ -11,6 +11,7 @@ use chom_actors::queue::reaper;
 use chom_actors::store::{self, StoreError};
 use chom_actors::{health, tree};
 use chom_core::job::{JobFilter, JobState, NewJob};
+use chom_core::limits::{self, LimitError};
 use chom_core::policy::JobPolicy;
 use chom_supervisors::{Fault, SupervisorMsg};
 use futures::future::BoxFuture;
@@ -22,6 +23,15 @@ use crate::rpc::server::Dispatch;
 
 /// How long the tree may take to answer an introspection call.
 const TREE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest actor path `restart` and the debug hooks accept, in characters.
+const MAX_PATH_CHARS: usize = 255;
+
+/// The longest `debug.stall`.
+const MAX_STALL: Duration = Duration::from_secs(3600);
+
+/// The most `debug.inflate` may allocate (the memory tests need a few hundred MB).
+const MAX_INFLATE_BYTES: u64 = 4 << 30;
 
 /// The admin RPC handler of one node.
 pub struct NodeRpc {
@@ -60,7 +70,10 @@ impl Dispatch for NodeRpc {
                 "debug.stall" if ctx.debug_hooks => debug_stall(&ctx, &params).await,
                 "debug.fault" if ctx.debug_hooks => debug_fault(&ctx, &params).await,
                 "debug.inflate" if ctx.debug_hooks => {
-                    let bytes = opt_u64(&params, "bytes")?.unwrap_or(0) as usize;
+                    let bytes = opt_count(&params, "bytes", 0, MAX_INFLATE_BYTES)?.unwrap_or(0);
+                    let bytes = usize::try_from(bytes).map_err(|_| {
+                        RpcError::invalid_params("`bytes` does not fit this platform")
+                    })?;
                     if bytes == 0 {
                         chom_actors::memory::deflate();
                     } else {
@@ -121,10 +134,17 @@ async fn tree(ctx: &NodeContext) -> Result<Value, RpcError> {
     Ok(serde_json::to_value(report).expect("report serializes"))
 }
 
+/// The actor path parameter `name`: bounded, no control characters, without surrounding '/'.
+fn param_path(params: &Value, name: &str) -> Result<String, RpcError> {
+    let path = protocol::param_str(params, name)?;
+    if !path.is_empty() {
+        limits::check_text(name, path, MAX_PATH_CHARS).map_err(invalid)?;
+    }
+    Ok(path.trim_matches('/').to_owned())
+}
+
 async fn restart(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let path = protocol::param_str(params, "path")?
-        .trim_matches('/')
-        .to_owned();
+    let path = param_path(params, "path")?;
     if path.is_empty() {
         return Err(RpcError::invalid_params(
             "path must name an actor or subtree, e.g. store or edge/http",
@@ -166,13 +186,13 @@ fn shutdown(ctx: &NodeContext) -> Result<Value, RpcError> {
 
 /// Test hook: make a supervisor's mailbox unresponsive for a while (watchdog tests).
 async fn debug_stall(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let path = params
-        .get("path")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim_matches('/');
-    let duration = humantime::parse_duration(protocol::param_str(params, "duration")?)
-        .map_err(|e| RpcError::invalid_params(format!("duration: {e}")))?;
+    let path = match params.get("path") {
+        None | Some(Value::Null) => String::new(),
+        Some(_) => param_path(params, "path")?,
+    };
+    let path = path.as_str();
+    let duration = opt_duration(params, "duration", MAX_STALL)?
+        .ok_or_else(|| RpcError::invalid_params("missing string parameter `duration`"))?;
     let root = root(ctx)?;
     let target: ActorRef<SupervisorMsg> = if path.is_empty() {
         root.clone()
@@ -211,9 +231,7 @@ async fn debug_stall(ctx: &NodeContext, params: &Value) -> Result<Value, RpcErro
 
 /// Test hook: crash an actor, or make its starts fail (escalation tests).
 async fn debug_fault(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let path = protocol::param_str(params, "path")?
-        .trim_matches('/')
-        .to_owned();
+    let path = param_path(params, "path")?;
     // Start failures are armed in the context (so they outlive subtree restarts), then the
     // actor is killed so that its supervisor starts it again.
     match protocol::param_str(params, "fault")? {
@@ -275,6 +293,11 @@ pub(crate) fn opt_str<'a>(params: &'a Value, name: &str) -> Result<Option<&'a st
     }
 }
 
+/// An input outside the node's bounds, as the -32602 that names the parameter.
+pub(crate) fn invalid(e: LimitError) -> RpcError {
+    RpcError::invalid_params(e.to_string())
+}
+
 pub(crate) fn opt_u64(params: &Value, name: &str) -> Result<Option<u64>, RpcError> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -284,16 +307,62 @@ pub(crate) fn opt_u64(params: &Value, name: &str) -> Result<Option<u64>, RpcErro
     }
 }
 
-fn opt_duration(params: &Value, name: &str) -> Result<Option<Duration>, RpcError> {
-    opt_str(params, name)?
-        .map(|s| {
-            humantime::parse_duration(s)
-                .map_err(|e| RpcError::invalid_params(format!("`{name}`: {e}")))
-        })
+/// An optional integer in `min..=max`; out of range is refused, never clamped.
+pub(crate) fn opt_count(
+    params: &Value,
+    name: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, RpcError> {
+    opt_u64(params, name)?
+        .map(|n| limits::check_count(name, n, min, max).map_err(invalid))
         .transpose()
 }
 
+/// An optional database id: a positive integer that fits the id columns (BIGINT).
+pub(crate) fn opt_id(params: &Value, name: &str) -> Result<Option<i64>, RpcError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_i64().filter(|id| *id > 0).map(Some).ok_or_else(|| {
+            RpcError::invalid_params(format!("`{name}` must be a positive integer id"))
+        }),
+    }
+}
+
+/// A required database id.
+pub(crate) fn param_id(params: &Value, name: &str) -> Result<i64, RpcError> {
+    opt_id(params, name)?
+        .ok_or_else(|| RpcError::invalid_params(format!("missing `{name}` (an id)")))
+}
+
+/// An optional boolean; anything but `true`, `false` or null is refused.
+pub(crate) fn opt_bool(params: &Value, name: &str) -> Result<Option<bool>, RpcError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(RpcError::invalid_params(format!(
+            "`{name}` must be true or false"
+        ))),
+    }
+}
+
+/// An optional humantime duration (`"30s"`, `"7days"`) of at most `max`.
+fn opt_duration(params: &Value, name: &str, max: Duration) -> Result<Option<Duration>, RpcError> {
+    opt_str(params, name)?
+        .map(|s| limits::parse_duration(name, s, max).map_err(invalid))
+        .transpose()
+}
+
+/// An optional listing limit: 1 to `limits::MAX_LIST_LIMIT`, 50 when absent.
+fn list_limit(params: &Value) -> Result<u32, RpcError> {
+    let limit = opt_count(params, "limit", 1, limits::MAX_LIST_LIMIT.into())?.unwrap_or(50);
+    Ok(u32::try_from(limit).expect("bounded by MAX_LIST_LIMIT"))
+}
+
+/// A queue name parameter: one of `queue.queues` (checked for size first, so a huge or
+/// hostile value is never echoed back).
 fn check_queue(ctx: &NodeContext, queue: &str) -> Result<(), RpcError> {
+    limits::check_text("queue", queue, limits::MAX_ID_CHARS).map_err(invalid)?;
     if ctx.config.queue.queues.iter().any(|q| q == queue) {
         Ok(())
     } else {
@@ -312,6 +381,7 @@ pub(crate) fn wake_dispatcher(ctx: &NodeContext) {
 
 async fn jobs_enqueue(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
     let kind = protocol::param_str(params, "kind")?.to_owned();
+    limits::check_text("kind", &kind, limits::MAX_ID_CHARS).map_err(invalid)?;
     if !chom_actors::jobs::known_kind(&kind, ctx.debug_hooks) {
         return Err(RpcError::invalid_params(format!(
             "unknown job kind `{kind}`"
@@ -327,25 +397,39 @@ async fn jobs_enqueue(ctx: &NodeContext, params: &Value) -> Result<Value, RpcErr
         }
         Some(other) => other.to_string(),
     };
+    if payload.len() > limits::MAX_PAYLOAD_BYTES {
+        return Err(RpcError::invalid_params(format!(
+            "`payload` must be at most {} bytes, got {}",
+            limits::MAX_PAYLOAD_BYTES,
+            payload.len()
+        )));
+    }
     let policy = JobPolicy::resolve(&kind, &ctx.config);
     let queue = opt_str(params, "queue")?.map_or(policy.queue, str::to_owned);
     check_queue(ctx, &queue)?;
-    let max_attempts = opt_u64(params, "max_attempts")?
-        .map(|n| {
-            u32::try_from(n)
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| RpcError::invalid_params("`max_attempts` must be at least 1"))
-        })
-        .transpose()?;
+    let max_attempts = opt_count(params, "max_attempts", 1, limits::MAX_ATTEMPTS.into())?
+        .map(|n| u32::try_from(n).expect("bounded by MAX_ATTEMPTS"));
+    let timeout = opt_duration(params, "timeout", limits::MAX_JOB_TIMEOUT)?;
+    if timeout.is_some_and(|t| t.is_zero()) {
+        return Err(RpcError::invalid_params(
+            "`timeout` must be greater than zero",
+        ));
+    }
+    // The delay becomes a timestamp: checked against the same bound as the arithmetic.
+    let delay = opt_duration(params, "delay", limits::MAX_DURATION)?.unwrap_or_default();
+    limits::time_after(chrono::Utc::now(), "delay", delay).map_err(invalid)?;
+    let unique_key = opt_str(params, "unique_key")?;
+    if let Some(key) = unique_key {
+        limits::check_text("unique_key", key, limits::MAX_UNIQUE_KEY_CHARS).map_err(invalid)?;
+    }
     let job = NewJob {
         kind,
         queue,
         payload,
         max_attempts,
-        timeout: opt_duration(params, "timeout")?,
-        delay: opt_duration(params, "delay")?.unwrap_or_default(),
-        unique_key: opt_str(params, "unique_key")?.map(str::to_owned),
+        timeout,
+        delay,
+        unique_key: unique_key.map(str::to_owned),
     };
     let b = backends(ctx)?;
     let enqueued = store::with_timeout(STORE_TIMEOUT, b.store.enqueue(&job))
@@ -356,10 +440,7 @@ async fn jobs_enqueue(ctx: &NodeContext, params: &Value) -> Result<Value, RpcErr
 }
 
 async fn jobs_show(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let id = params
-        .get("id")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| RpcError::invalid_params("`id` must be an integer"))?;
+    let id = param_id(params, "id")?;
     let b = backends(ctx)?;
     match store::with_timeout(STORE_TIMEOUT, b.store.job(id))
         .await
@@ -377,15 +458,22 @@ async fn jobs_list(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError>
         .map(|s| {
             JobState::parse(s).ok_or_else(|| {
                 RpcError::invalid_params(format!(
-                    "unknown state `{s}` (pending, reserved, completed, failed)"
+                    "unknown state `{}` (pending, reserved, completed, failed)",
+                    limits::escape_control(truncated(s))
                 ))
             })
         })
         .transpose()?;
+    // Any queue name may be listed (rows inserted by another program name their own), but
+    // only a sane one.
+    let queue = opt_str(params, "queue")?;
+    if let Some(queue) = queue {
+        limits::check_text("queue", queue, limits::MAX_ID_CHARS).map_err(invalid)?;
+    }
     let filter = JobFilter {
-        queue: opt_str(params, "queue")?.map(str::to_owned),
+        queue: queue.map(str::to_owned),
         state,
-        limit: opt_u64(params, "limit")?.unwrap_or(50).min(10_000) as u32,
+        limit: list_limit(params)?,
     };
     let b = backends(ctx)?;
     let jobs = store::with_timeout(STORE_TIMEOUT, b.store.jobs(&filter))
@@ -395,7 +483,9 @@ async fn jobs_list(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError>
 }
 
 async fn jobs_kill_stuck(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let older_than = opt_duration(params, "older_than")?.unwrap_or(ctx.config.queue.stuck_after);
+    let older_than = opt_duration(params, "older_than", limits::MAX_DURATION)?
+        .unwrap_or(ctx.config.queue.stuck_after);
+    limits::cutoff_before(chrono::Utc::now(), "older_than", older_than).map_err(invalid)?;
     let b = backends(ctx)?;
     let ids = reaper::kill_stuck(ctx, &b, older_than)
         .await
@@ -455,7 +545,7 @@ async fn queue_pause(ctx: &NodeContext, params: &Value, pause: bool) -> Result<V
 }
 
 async fn failed_list(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let limit = opt_u64(params, "limit")?.unwrap_or(50).min(10_000) as u32;
+    let limit = list_limit(params)?;
     let b = backends(ctx)?;
     let failed = store::with_timeout(STORE_TIMEOUT, b.store.failed_jobs(limit))
         .await
@@ -464,8 +554,8 @@ async fn failed_list(ctx: &NodeContext, params: &Value) -> Result<Value, RpcErro
 }
 
 async fn failed_retry(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let all = params.get("all").and_then(Value::as_bool) == Some(true);
-    let id = params.get("id").and_then(Value::as_i64);
+    let all = opt_bool(params, "all")? == Some(true);
+    let id = opt_id(params, "id")?;
     let target = match (id, all) {
         (Some(id), false) => Some(id),
         (None, true) => None,
@@ -483,8 +573,10 @@ async fn failed_retry(ctx: &NodeContext, params: &Value) -> Result<Value, RpcErr
 }
 
 async fn failed_prune(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let older_than = opt_duration(params, "older_than")?.unwrap_or(Duration::from_secs(24 * 3600));
-    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
+    let older_than = opt_duration(params, "older_than", limits::MAX_DURATION)?
+        .unwrap_or(Duration::from_secs(24 * 3600));
+    let cutoff =
+        limits::cutoff_before(chrono::Utc::now(), "older_than", older_than).map_err(invalid)?;
     let b = backends(ctx)?;
     let n = store::with_timeout(STORE_TIMEOUT, b.store.prune_failed(cutoff))
         .await
@@ -500,4 +592,9 @@ async fn failed_analyze(ctx: &NodeContext) -> Result<Value, RpcError> {
         .map(|(k, flagged)| json!({ "kind": k.kind, "count": k.count, "last_error": k.last_error, "flagged": flagged }))
         .collect();
     Ok(json!({ "window": "24h", "threshold": ctx.config.queue.analyze_threshold, "kinds": list }))
+}
+
+/// At most 64 characters of `s`, for echoing a refused value back.
+pub(crate) fn truncated(s: &str) -> &str {
+    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
 }

@@ -3,8 +3,26 @@
 
 use std::fmt::Write as _;
 
+use chom_core::limits::escape_control;
 use chom_supervisors::{ChildReport, SupervisorReport};
 use serde_json::Value;
+
+/// The document with control characters escaped in every string and key (`\u{1b}`, `\n`),
+/// for the human renderers below: names, errors and reasons are stored text, and a stored
+/// ANSI escape or newline must never reach the terminal raw or fake another line. `--json`
+/// prints the document itself (JSON escapes them already).
+pub fn escape_strings(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(escape_control(s).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(escape_strings).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (escape_control(k).into_owned(), escape_strings(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
@@ -525,5 +543,30 @@ fn micros(us: u64) -> String {
         0..1_000 => format!("{us} µs"),
         1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
         _ => format!("{:.1} s", us as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn control_characters_in_stored_text_are_shown_escaped() {
+        let doc = json!({ "tenants": [
+            { "id": 1, "name": "evil\u{1b}[2J\u{1b}[31mred\nfake line", "tier": "pro", "status": "active" }
+        ]});
+        let (text, _) = tenants(&escape_strings(&doc));
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(text.contains("evil\\u{1b}[2J"), "{text:?}");
+        // Header plus one row: the newline in the name did not make a line of its own.
+        assert_eq!(text.lines().count(), 2, "{text:?}");
+
+        let job = json!({ "id": 7, "kind": "noop", "last_error": "boom\r\u{1b}[1A" });
+        let (text, _) = super::job(&escape_strings(&job));
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+        // Keys too (health check names are keys), and numbers are left alone.
+        let doc = escape_strings(&json!({ "a\u{7}": 1 }));
+        assert_eq!(doc, json!({ "a\\u{7}": 1 }));
     }
 }

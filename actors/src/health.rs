@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use chom_core::config::redact_url;
 use chom_core::job::QueueStats;
 
 use crate::context::NodeContext;
@@ -320,22 +321,38 @@ async fn check_configured(
     }
     let url = check.url.as_deref().unwrap_or_default();
     let answer = http_get(url, limit).await;
-    let details = json!({ "url": url, "latency_ms": millis(started.elapsed()) });
+    // /health, `chom health` and the logs show the URL without its password or tokens.
+    let shown = redact_url(url);
+    let details = json!({ "url": shown, "latency_ms": millis(started.elapsed()) });
     match answer {
         Ok(status) if status.is_success() => CheckResult::ok(details),
-        Ok(status) => CheckResult::error(format!("{url} answered {status}"), details),
-        Err(error) => CheckResult::error(format!("{url} unreachable: {error}"), details),
+        Ok(status) => CheckResult::error(format!("{shown} answered {status}"), details),
+        Err(error) => CheckResult::error(format!("{shown} unreachable: {error}"), details),
     }
 }
 
-/// The status of a GET of `url`, within `limit`.
+/// The status of a GET of `url`, within `limit`. The error leaves the URL out (reqwest would
+/// print it whole, secrets included); callers name it redacted.
 async fn http_get(url: &str, limit: Duration) -> Result<reqwest::StatusCode, String> {
     let client = reqwest::Client::builder()
         .timeout(limit)
         .build()
-        .map_err(|e| e.to_string())?;
-    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+        .map_err(describe)?;
+    let response = client.get(url).send().await.map_err(describe)?;
     Ok(response.status())
+}
+
+/// A reqwest error with its causes ("connection refused"), without the URL.
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The last reachability result of the observability stack, by URL (valid for
@@ -363,7 +380,7 @@ async fn check_observability(ctx: &NodeContext) -> CheckResult {
     }
     let started = std::time::Instant::now();
     let answer = http_get(&url, cfg.timeout).await;
-    let details = json!({ "url": url, "latency_ms": millis(started.elapsed()) });
+    let details = json!({ "url": redact_url(&url), "latency_ms": millis(started.elapsed()) });
     let result = match answer {
         Ok(status) if status.is_success() => CheckResult::ok(details),
         Ok(status) => CheckResult::warning(format!("prometheus answered {status}"), details),

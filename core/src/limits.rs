@@ -53,6 +53,16 @@ pub fn cut_at_char_boundary(s: &str, max_bytes: usize) -> &str {
     &s[..end]
 }
 
+/// The longest id or name that ends up in metric labels and actor paths (server ids, queue
+/// names, health check names, job kinds), in characters.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// The longest host name (DNS limits a name to 253 characters).
+pub const MAX_HOST_CHARS: usize = 253;
+
+/// The longest tenant name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
 /// The earliest timestamp the node stores or reads back as itself: the Unix epoch.
 pub fn min_time() -> DateTime<Utc> {
     DateTime::UNIX_EPOCH
@@ -120,8 +130,20 @@ pub enum LimitError {
     },
 }
 
+/// A duration as the bounds are stated: whole days as days (`3650days`, not humantime's
+/// `9years 11months 27days 21h 50m 24s`, since its year is 365.25 days), anything else as
+/// humantime prints it. Either form parses back with humantime.
+pub fn show_duration(d: Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    if d.subsec_nanos() == 0 && d.as_secs() >= DAY && d.as_secs().is_multiple_of(DAY) {
+        format!("{}days", d.as_secs() / DAY)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
 fn show(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    show_duration(d)
 }
 
 /// Check a duration against `max` (inclusive).
@@ -171,6 +193,26 @@ pub fn time_after(
     Ok(now
         .checked_add_signed(delta)
         .map_or_else(max_time, |t| t.min(max_time())))
+}
+
+/// `now + d` for durations the node already checked (config values, its own retry delays):
+/// never panics, and lands at [`max_time`] at the latest. Inputs are refused with
+/// [`time_after`] instead; this is the guard behind that check, not a substitute for it.
+pub fn saturating_after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|delta| now.checked_add_signed(delta))
+        .map_or_else(max_time, |t| t.min(max_time()))
+}
+
+/// `now - d` for durations the node already checked: never panics, and lands at
+/// [`min_time`] at the earliest, so "older than d" then matches nothing rather than
+/// everything.
+pub fn saturating_before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|delta| now.checked_sub_signed(delta))
+        .map_or_else(min_time, |t| t.max(min_time()))
 }
 
 /// Check a count against `min..=max`.
@@ -271,6 +313,18 @@ mod tests {
     }
 
     #[test]
+    fn bounds_are_shown_in_days() {
+        assert_eq!(show_duration(MAX_DURATION), "3650days");
+        assert_eq!(show_duration(MAX_JOB_TIMEOUT), "7days");
+        assert_eq!(show_duration(Duration::from_secs(90)), "1m 30s");
+        let e = check_duration("delay", Duration::from_secs(3651 * 86400), MAX_DURATION);
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "`delay` must be at most 3650days, got 3651days"
+        );
+    }
+
+    #[test]
     fn escaping_shows_control_characters() {
         assert_eq!(escape_control("plain"), "plain");
         assert_eq!(escape_control("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
@@ -306,6 +360,16 @@ mod tests {
                 Ok(t) => prop_assert!(t >= now && t <= max_time()),
                 Err(_) => prop_assert!(d > MAX_DURATION),
             }
+        }
+
+        #[test]
+        fn saturating_arithmetic_never_panics(secs in any::<u64>(), nanos in 0u32..1_000_000_000) {
+            let now = Utc::now();
+            let d = Duration::new(secs, nanos);
+            let after = saturating_after(now, d);
+            let before = saturating_before(now, d);
+            prop_assert!(after >= now && after <= max_time());
+            prop_assert!(before <= now && before >= min_time());
         }
 
         #[test]

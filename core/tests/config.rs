@@ -743,6 +743,11 @@ fn duration() -> impl Strategy<Value = Duration> {
     (1u64..10_000_000_000, 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n))
 }
 
+/// Durations the config accepts for a key bounded at `max_secs` (the bounds are inclusive).
+fn duration_up_to(max_secs: u64) -> impl Strategy<Value = Duration> {
+    (1u64..max_secs, 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n))
+}
+
 proptest! {
     #[test]
     fn durations_round_trip_through_humantime(d in duration()) {
@@ -753,8 +758,8 @@ proptest! {
     #[test]
     fn configs_round_trip(
         workers in 1u32..=1024,
-        poll in duration(),
-        backoff in proptest::collection::vec(duration(), 1..5),
+        poll in duration_up_to(3600),
+        backoff in proptest::collection::vec(duration_up_to(3650 * 86400), 1..5),
         jitter in 0.0f64..=1.0,
         port in 1u16..,
         threshold in 1u8..=100,
@@ -777,9 +782,161 @@ proptest! {
     }
 
     #[test]
-    fn env_durations_override(d in duration()) {
+    fn env_durations_override(d in duration_up_to(3650 * 86400)) {
         let text = humantime::format_duration(d).to_string();
         let config = Config::from_toml_str("", &env(&[("CHOM_QUEUE_RETRY_AFTER", &text)])).unwrap();
         prop_assert_eq!(config.queue.retry_after, d);
     }
+}
+
+// === input bounds (issue 10) ===
+
+/// Every `(key path, TOML value)` of a table whose value is a humantime duration, recursively.
+fn duration_keys(prefix: &str, table: &toml::Table, out: &mut Vec<(String, bool)>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::String(s) if humantime::parse_duration(s).is_ok() => {
+                out.push((path, false));
+            }
+            toml::Value::Array(items)
+                if !items.is_empty()
+                    && items.iter().all(|i| {
+                        i.as_str()
+                            .is_some_and(|s| humantime::parse_duration(s).is_ok())
+                    }) =>
+            {
+                out.push((path, true));
+            }
+            toml::Value::Table(inner) => duration_keys(&path, inner, out),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn every_duration_key_has_an_upper_bound() {
+    // The keys come from the defaults, so a duration key added later is covered too.
+    let mut config = Config::default();
+    config.jobs.insert(
+        "noop".into(),
+        JobPolicyConfig {
+            timeout: Some(Duration::from_secs(1)),
+            backoff: Some(vec![Duration::from_secs(1)]),
+            ..JobPolicyConfig::default()
+        },
+    );
+    let table: toml::Table = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+    let mut keys = Vec::new();
+    duration_keys("", &table, &mut keys);
+    assert!(keys.len() > 30, "{keys:?}");
+    for (path, is_list) in keys {
+        let (section, key) = path.rsplit_once('.').unwrap();
+        let value = if is_list {
+            "[\"10000000years\"]"
+        } else {
+            "\"10000000years\""
+        };
+        let expected = if is_list {
+            format!("{path}[0]")
+        } else {
+            path.clone()
+        };
+        let list = errors(&format!("[{section}]\n{key} = {value}\n"));
+        assert!(
+            list.iter()
+                .any(|e| e.key == expected && e.message.contains("must be at most")),
+            "{path} accepts 10000000years: {list:#?}"
+        );
+    }
+    // Within the bounds the same keys are fine: the production example and 10 years of retention.
+    parse("[queue]\nretention = \"3650days\"\nstuck_after = \"30days\"\n");
+}
+
+#[test]
+fn attempts_are_refused_outside_their_range_not_clamped() {
+    let e = only_error("[queue]\nmax_attempts = 1001\n", "queue.max_attempts");
+    assert_eq!(e.message, "must be between 1 and 1000, got 1001");
+    only_error("[queue]\nmax_attempts = 0\n", "queue.max_attempts");
+    only_error(
+        "[jobs.noop]\nmax_attempts = 5000000\n",
+        "jobs.noop.max_attempts",
+    );
+    parse("[jobs.noop]\nmax_attempts = 1000\n");
+}
+
+#[test]
+fn remote_users_must_be_login_names() {
+    let e = only_error(
+        "[[vps]]\nid = \"a\"\nhost = \"h\"\nuser = \"-oProxyCommand=touch /tmp/x\"\n",
+        "vps[0].user",
+    );
+    assert!(e.message.contains("not a login name"), "{e}");
+    only_error(
+        "[[vps]]\nid = \"a\"\nhost = \"h\"\nuser = \"root\\nx\"\n",
+        "vps[0].user",
+    );
+    only_error("[ssh]\nuser = \"-lroot\"\n", "ssh.user");
+    only_error("[ssh]\nuser = \"\"\n", "ssh.user");
+    parse("[ssh]\nuser = \"deploy_2\"\n[[vps]]\nid = \"a\"\nhost = \"h\"\nuser = \"_svc\"\n");
+    // Ids and hosts are bounded too.
+    only_error(
+        &format!("[[vps]]\nid = \"{}\"\nhost = \"h\"\n", "a".repeat(65)),
+        "vps[0].id",
+    );
+    only_error(
+        &format!("[[vps]]\nid = \"a\"\nhost = \"{}\"\n", "h".repeat(254)),
+        "vps[0].host",
+    );
+}
+
+#[test]
+fn health_check_urls_never_print_their_secrets() {
+    let text = "[[health.checks]]\nname = \"shop\"\nurl = \"https://admin:pw@shop.example/?token=t0k3n&x=1\"\n";
+    let redacted = parse(text).to_redacted_toml();
+    assert!(
+        !redacted.contains("pw@") && !redacted.contains("t0k3n"),
+        "{redacted}"
+    );
+    assert!(
+        redacted.contains("https://admin:***@shop.example/?token=***&x=1"),
+        "{redacted}"
+    );
+    // Nor does the error about a URL that is not http(s).
+    let e = only_error(
+        "[[health.checks]]\nname = \"shop\"\nurl = \"ftp://admin:pw@shop.example/?sig=s1g\"\n",
+        "health.checks[0].url",
+    );
+    assert!(
+        !e.message.contains("pw@") && !e.message.contains("s1g"),
+        "{e}"
+    );
+}
+
+#[test]
+fn counts_and_names_have_upper_bounds() {
+    only_error(
+        "[database]\nmax_connections = 100000\n",
+        "database.max_connections",
+    );
+    only_error("[ssh]\nmax_output = 1099511627776\n", "ssh.max_output");
+    only_error("[ssh]\nmax_concurrent = 100000\n", "ssh.max_concurrent");
+    only_error("[ssh]\nretry_attempts = 100000\n", "ssh.retry_attempts");
+    only_error(
+        "[breaker]\nhalf_open_calls = 100000\n",
+        "breaker.half_open_calls",
+    );
+    only_error("[node]\nname = \"a\\u001b[31mb\"\n", "node.name");
+    only_error(
+        &format!("[node]\nname = \"{}\"\n", "n".repeat(65)),
+        "node.name",
+    );
+    only_error(
+        &format!("[queue]\nqueues = [\"{}\"]\n", "q".repeat(65)),
+        "queue.queues[0]",
+    );
 }

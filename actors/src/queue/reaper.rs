@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chom_core::limits::saturating_before;
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, error, info, warn};
@@ -106,15 +107,16 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
     .await?;
     ctx.metrics.set_failed_last_hour(failed);
 
-    let cutoff = now - chrono::Duration::from_std(q.retry_after).unwrap_or_default();
+    // Config durations are bounded when the config loads; the saturating arithmetic is the
+    // guard behind that, so no value can wrap a cutoff into "everything".
+    let cutoff = saturating_before(now, q.retry_after);
     // The first pass looks at every reservation; later ones only at those young enough that
     // the stuck-job killer has not had its turn at them (on PostgreSQL the index they scan also
     // holds every retained finished job). A job of a dead node spends stuck_after +
     // stuck_check_interval in that window while this reaper runs, so none is missed.
-    let since = state.rescued_all.then(|| {
-        cutoff
-            - chrono::Duration::from_std(q.stuck_after + q.stuck_check_interval).unwrap_or_default()
-    });
+    let since = state
+        .rescued_all
+        .then(|| saturating_before(cutoff, q.stuck_after.saturating_add(q.stuck_check_interval)));
     let rescued =
         store::with_timeout(limit, b.store.rescue_expired(cutoff, since, &ctx.node_name)).await?;
     state.rescued_all = true;
@@ -139,7 +141,7 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
         .is_none_or(|t| t.elapsed() >= Duration::from_secs(3600))
     {
         state.last_prune = Some(Instant::now());
-        let cutoff = now - chrono::Duration::from_std(q.retention).unwrap_or_default();
+        let cutoff = saturating_before(now, q.retention);
         let pruned =
             store::with_timeout(Duration::from_secs(60), b.store.prune_jobs(cutoff)).await?;
         if pruned > 0 {
@@ -149,13 +151,14 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Fail jobs reserved longer than `older_than` (also `chom jobs kill-stuck`).
+/// Fail jobs reserved longer than `older_than` (also `chom jobs kill-stuck`, which refuses
+/// values above `limits::MAX_DURATION` first). An age reaching before the epoch matches no job.
 pub async fn kill_stuck(
     ctx: &crate::context::NodeContext,
     b: &Backends,
     older_than: Duration,
 ) -> Result<Vec<i64>, StoreError> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
+    let cutoff = saturating_before(Utc::now(), older_than);
     let ids = store::with_timeout(
         Duration::from_secs(30),
         b.store.kill_stuck(cutoff, STUCK_REASON),

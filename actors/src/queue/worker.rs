@@ -168,8 +168,7 @@ async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Arc<Job
     };
     if let Ok(Err(JobError::Defer { reason, after })) = result {
         debug!(job = job.id, kind = %job.kind, %reason, retry_in = ?after, "queue: job deferred; its attempt does not count");
-        let available_at =
-            chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+        let available_at = chom_core::limits::saturating_after(chrono::Utc::now(), after);
         let completion = Completion::Defer {
             id: job.id,
             error: reason,
@@ -270,8 +269,7 @@ fn settle(shared: &QueueShared, job: &Job, outcome: &AttemptOutcome, ran: Durati
         Decision::Complete => Completion::Completed { id: job.id },
         Decision::Retry { delay, error } => {
             debug!(job = job.id, kind = %job.kind, attempt = job.attempts, %error, retry_in = ?delay, "queue: attempt failed; will retry");
-            let available_at =
-                chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            let available_at = chom_core::limits::saturating_after(chrono::Utc::now(), delay);
             Completion::Retry {
                 id: job.id,
                 error,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 mod env;
 mod error;
+mod files;
 mod load;
 mod redact;
 mod sections;
@@ -24,9 +25,12 @@ mod validate;
 
 pub use env::{ALIASES, ENV_PREFIX};
 pub use error::{ConfigError, ConfigErrors};
+pub use files::FileReport;
 pub use redact::{REDACTED, redact_url};
 pub use sections::*;
-pub use validate::{MAX_WORKERS, NAME_RULE, is_fingerprint, is_host, is_name};
+pub use validate::{
+    LOGIN_RULE, MAX_WORKERS, NAME_RULE, is_fingerprint, is_host, is_login_name, is_name,
+};
 
 /// The annotated default configuration, `config/chom.toml`, as printed by `chom config default`.
 /// Parsing it with no environment gives exactly [`Config::default()`].
@@ -110,9 +114,15 @@ impl Config {
     }
 
     /// The resolved config as TOML with secrets (passwords in `database.url` / `cache.url` /
-    /// observability URLs, secret query parameters) replaced by `***`; it parses back.
+    /// observability URLs / `[[health.checks]] url`, secret query parameters) replaced by
+    /// `***`; it parses back.
     pub fn to_redacted_toml(&self) -> String {
         let mut config = self.clone();
+        let checks = config
+            .health
+            .checks
+            .iter_mut()
+            .filter_map(|c| c.url.as_mut());
         for url in [
             &mut config.database.url,
             &mut config.cache.url,
@@ -120,7 +130,10 @@ impl Config {
             &mut config.observability.loki_url,
             &mut config.observability.alertmanager_url,
             &mut config.observability.grafana_url,
-        ] {
+        ]
+        .into_iter()
+        .chain(checks)
+        {
             *url = redact_url(url);
         }
         toml::to_string(&config).expect("every Config serializes to TOML")

@@ -1,4 +1,6 @@
-//! Secrets out of URLs, for printing the resolved configuration.
+//! Secrets out of URLs, wherever one is printed or logged: the resolved configuration,
+//! config errors, health check results and their logs. [`redact_url`] is the one function
+//! for that; nothing else in the node prints a configured URL.
 //!
 //! Done on the text rather than through `url::Url` so that everything but the secret is
 //! printed exactly as configured (the url crate normalises, and would re-encode `***`).
@@ -6,8 +8,9 @@
 /// What a secret is replaced with.
 pub const REDACTED: &str = "***";
 
-/// `url` with the password of its user info and the values of secret-looking query
-/// parameters (`password`, `token`, `secret`, ...) replaced by [`REDACTED`].
+/// `url` with the password of its user info and the values of secret-looking query (and
+/// fragment) parameters (`password`, `token`, `key`, `sig`, ...; case-insensitive) replaced by
+/// [`REDACTED`].
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
@@ -26,35 +29,58 @@ pub fn redact_url(url: &str) -> String {
 }
 
 fn redact_query(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else {
-        return tail.to_owned();
+    let (rest, fragment) = match tail.split_once('#') {
+        Some((rest, fragment)) => (rest, Some(fragment)),
+        None => (tail, None),
     };
-    let (query, fragment) = match query.split_once('#') {
-        Some((query, fragment)) => (query, Some(fragment)),
-        None => (query, None),
+    let mut out = match rest.split_once('?') {
+        Some((path, query)) => format!("{path}?{}", redact_params(query)),
+        None => rest.to_owned(),
     };
-    let query: Vec<String> = query
+    if let Some(fragment) = fragment {
+        // OAuth implicit grants put `access_token=` in the fragment.
+        out.push('#');
+        out.push_str(&redact_params(fragment));
+    }
+    out
+}
+
+/// `a=1&token=x` with the values of secret names replaced; anything else kept as is.
+fn redact_params(params: &str) -> String {
+    params
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some((name, _)) if is_secret_name(name) => format!("{name}={REDACTED}"),
             _ => pair.to_owned(),
         })
-        .collect();
-    let mut out = format!("{path}?{}", query.join("&"));
-    if let Some(fragment) = fragment {
-        out.push('#');
-        out.push_str(fragment);
-    }
-    out
+        .collect::<Vec<_>>()
+        .join("&")
 }
+
+/// Substrings that make a parameter name secret wherever they appear (`db_password`,
+/// `X-Amz-Signature`, `client_secret`, `access_token`).
+const SECRET_PARTS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "auth",
+    "signature",
+    "credential",
+];
+
+/// Words that make a parameter name secret when they are a whole word of it (`key`,
+/// `access_key`, `sig`), but not inside another word (`keyword`, `design`).
+const SECRET_WORDS: &[&str] = &["key", "sig"];
 
 fn is_secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    [
-        "pass", "pwd", "secret", "token", "apikey", "api_key", "auth",
-    ]
-    .iter()
-    .any(|s| name.contains(s))
+    SECRET_PARTS.iter().any(|s| name.contains(s))
+        || name
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| SECRET_WORDS.contains(&word))
 }
 
 #[cfg(test)]
@@ -83,6 +109,47 @@ mod tests {
         assert_eq!(
             redact_url("https://grafana.example/?token=abc"),
             "https://grafana.example/?token=***"
+        );
+        assert_eq!(
+            redact_url("https://admin:pw@host/?token=t&x=1"),
+            "https://admin:***@host/?token=***&x=1"
+        );
+    }
+
+    #[test]
+    fn every_sensitive_parameter_is_replaced_whatever_its_case() {
+        for name in [
+            "token",
+            "KEY",
+            "Secret",
+            "password",
+            "pass",
+            "pwd",
+            "auth",
+            "Signature",
+            "sig",
+            "access_token",
+            "apikey",
+            "API_KEY",
+            "X-Amz-Signature",
+            "access_key",
+            "client_secret",
+        ] {
+            let url = format!("https://h/p?a=1&{name}=hunter2&b=2");
+            assert_eq!(
+                redact_url(&url),
+                format!("https://h/p?a=1&{name}=***&b=2"),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            redact_url("https://h/cb#access_token=hunter2&state=s"),
+            "https://h/cb#access_token=***&state=s"
+        );
+        // Words that merely contain `key` or `sig` are not secrets.
+        assert_eq!(
+            redact_url("https://h/?keyword=a&design=b"),
+            "https://h/?keyword=a&design=b"
         );
     }
 

@@ -8,6 +8,10 @@ use std::time::Duration;
 use super::Config;
 use super::error::Errors;
 use super::load::key_path;
+use super::redact::redact_url;
+use crate::limits::{
+    self, MAX_ATTEMPTS, MAX_DURATION, MAX_HOST_CHARS, MAX_ID_CHARS, MAX_JOB_TIMEOUT,
+};
 
 /// `database.url` prefix of the embedded SQLite store.
 pub(super) const SQLITE_PREFIX: &str = "sqlite://";
@@ -15,6 +19,22 @@ pub(super) const SQLITE_PREFIX: &str = "sqlite://";
 pub(super) const MEMORY_URL: &str = "memory://";
 /// Upper bound of `queue.workers`.
 pub const MAX_WORKERS: u32 = 1024;
+
+// Upper bounds of configured durations, besides `limits::MAX_DURATION` (ages and delays) and
+// `limits::MAX_JOB_TIMEOUT` (anything a job may take). Every duration key has one: a value
+// of years is a typo, and unbounded ones overflow `Instant`s and timestamps further on.
+/// Limit of one I/O operation or wait (connect, command, probe, shutdown).
+const MAX_IO_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Period of a timer (polling, checks, keep-alives) and of a sliding window.
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Upper bound of `database.max_connections` (PostgreSQL's own default limit is 100).
+const MAX_DB_CONNECTIONS: u64 = 1000;
+/// Upper bound of `ssh.max_concurrent` (channels of one session).
+const MAX_SSH_CONCURRENT: u64 = 256;
+/// Upper bound of `ssh.max_output`: what one command may make the node hold, per stream.
+const MAX_SSH_OUTPUT: u64 = 64 * 1024 * 1024;
+/// Upper bound of `ssh.retry_attempts` and `breaker.half_open_calls`.
+const MAX_TRIES: u64 = 100;
 
 /// Adds every semantic problem of `config` to `errors`.
 pub(super) fn validate(config: &Config, errors: &mut Errors) {
@@ -62,6 +82,32 @@ impl Checker<'_> {
         }
     }
 
+    /// Greater than zero and at most `max`.
+    fn span(&mut self, key: &str, value: Duration, max: Duration) {
+        self.positive(key, value);
+        self.at_most(key, value, max);
+    }
+
+    fn at_most(&mut self, key: &str, value: Duration, max: Duration) {
+        if value > max {
+            self.fail(
+                key,
+                format!(
+                    "must be at most {}, got {}",
+                    limits::show_duration(max),
+                    limits::show_duration(value)
+                ),
+            );
+        }
+    }
+
+    /// Every entry of a list of delays at most `max`.
+    fn delays(&mut self, key: &str, list: &[Duration], max: Duration) {
+        for (i, d) in list.iter().enumerate() {
+            self.at_most(&format!("{key}[{i}]"), *d, max);
+        }
+    }
+
     fn at_least(&mut self, key: &str, value: u64, min: u64) {
         if value < min {
             self.fail(key, format!("must be at least {min}, got {value}"));
@@ -82,8 +128,19 @@ impl Checker<'_> {
 }
 
 fn node(c: &Config, v: &mut Checker<'_>) {
+    // Empty means the host name; a set name is shown in logs, metrics and `chom cluster`.
+    if !c.node.name.is_empty()
+        && let Err(e) = limits::check_text("node.name", &c.node.name, MAX_ID_CHARS)
+        && let limits::LimitError::BadText { message, .. } = e
+    {
+        v.fail("node.name", message);
+    }
     v.not_empty("node.data_dir", &c.node.data_dir.to_string_lossy());
-    v.positive("node.shutdown_timeout", c.node.shutdown_timeout);
+    v.span(
+        "node.shutdown_timeout",
+        c.node.shutdown_timeout,
+        MAX_IO_TIMEOUT,
+    );
     v.not_empty("admin.socket", &c.admin.socket.to_string_lossy());
 }
 
@@ -91,16 +148,25 @@ fn stores(c: &Config, v: &mut Checker<'_>) {
     if let Err(message) = database_url(&c.database.url) {
         v.fail("database.url", message);
     }
-    v.at_least(
+    v.between(
         "database.max_connections",
         c.database.max_connections.into(),
         1,
+        MAX_DB_CONNECTIONS,
     );
-    v.positive("database.connect_timeout", c.database.connect_timeout);
+    v.span(
+        "database.connect_timeout",
+        c.database.connect_timeout,
+        MAX_IO_TIMEOUT,
+    );
     if let Err(message) = cache_url(&c.cache.url) {
         v.fail("cache.url", message);
     }
-    v.positive("cache.command_timeout", c.cache.command_timeout);
+    v.span(
+        "cache.command_timeout",
+        c.cache.command_timeout,
+        MAX_IO_TIMEOUT,
+    );
 }
 
 fn database_url(url: &str) -> Result<(), String> {
@@ -158,7 +224,10 @@ fn parse_url(url: &str) -> Result<url::Url, String> {
 
 fn supervision(c: &Config, v: &mut Checker<'_>) {
     let s = &c.supervision;
-    v.positive("supervision.period", s.period);
+    v.span("supervision.period", s.period, MAX_INTERVAL);
+    v.at_most("supervision.backoff_min", s.backoff_min, MAX_IO_TIMEOUT);
+    v.at_most("supervision.backoff_max", s.backoff_max, MAX_IO_TIMEOUT);
+    v.at_most("supervision.backoff_reset", s.backoff_reset, MAX_INTERVAL);
     if !(0.0..=1.0).contains(&s.backoff_jitter) {
         v.fail(
             "supervision.backoff_jitter",
@@ -186,7 +255,10 @@ fn queue(c: &Config, v: &mut Checker<'_>) {
         if !is_name(name) {
             v.fail(
                 key,
-                format!("`{name}` is not a valid queue name ({NAME_RULE})"),
+                format!(
+                    "`{}` is not a valid queue name ({NAME_RULE}, at most {MAX_ID_CHARS} characters)",
+                    name.escape_debug()
+                ),
             );
         } else if let Some(first) = seen.insert(name.as_str(), i) {
             v.fail(
@@ -195,19 +267,30 @@ fn queue(c: &Config, v: &mut Checker<'_>) {
             );
         }
     }
-    v.positive("queue.poll_interval", q.poll_interval);
-    v.positive("queue.retry_after", q.retry_after);
-    v.positive("queue.timeout", q.timeout);
-    v.at_least("queue.max_attempts", q.max_attempts.into(), 1);
+    v.span("queue.poll_interval", q.poll_interval, MAX_IO_TIMEOUT);
+    v.span("queue.retry_after", q.retry_after, MAX_DURATION);
+    v.span("queue.timeout", q.timeout, MAX_JOB_TIMEOUT);
+    v.between(
+        "queue.max_attempts",
+        q.max_attempts.into(),
+        1,
+        MAX_ATTEMPTS.into(),
+    );
     if q.backoff.is_empty() {
         v.fail("queue.backoff", "must list at least one delay");
     }
-    v.positive("queue.stuck_after", q.stuck_after);
-    v.positive("queue.stuck_check_interval", q.stuck_check_interval);
-    v.positive("queue.analyze_interval", q.analyze_interval);
+    v.delays("queue.backoff", &q.backoff, MAX_DURATION);
+    v.at_most("queue.retention", q.retention, MAX_DURATION);
+    v.span("queue.stuck_after", q.stuck_after, MAX_DURATION);
+    v.span(
+        "queue.stuck_check_interval",
+        q.stuck_check_interval,
+        MAX_INTERVAL,
+    );
+    v.span("queue.analyze_interval", q.analyze_interval, MAX_INTERVAL);
     v.at_least("queue.analyze_threshold", q.analyze_threshold.into(), 1);
     v.at_least("queue.max_jobs_per_worker", q.max_jobs_per_worker.into(), 1);
-    v.positive("queue.max_worker_time", q.max_worker_time);
+    v.span("queue.max_worker_time", q.max_worker_time, MAX_JOB_TIMEOUT);
 }
 
 fn jobs(c: &Config, v: &mut Checker<'_>) {
@@ -215,6 +298,10 @@ fn jobs(c: &Config, v: &mut Checker<'_>) {
         let path = key_path("jobs", kind);
         if kind.trim().is_empty() {
             v.fail(path.as_str(), "job kind must not be empty");
+        } else if let Err(limits::LimitError::BadText { message, .. }) =
+            limits::check_text("kind", kind, MAX_ID_CHARS)
+        {
+            v.fail(path.as_str(), format!("job kind {message}"));
         }
         if let Some(queue) = &policy.queue
             && !c.queue.queues.contains(queue)
@@ -229,38 +316,63 @@ fn jobs(c: &Config, v: &mut Checker<'_>) {
             );
         }
         if let Some(attempts) = policy.max_attempts {
-            v.at_least(&format!("{path}.max_attempts"), attempts.into(), 1);
+            v.between(
+                &format!("{path}.max_attempts"),
+                attempts.into(),
+                1,
+                MAX_ATTEMPTS.into(),
+            );
         }
         if let Some(timeout) = policy.timeout {
-            v.positive(&format!("{path}.timeout"), timeout);
+            v.span(&format!("{path}.timeout"), timeout, MAX_JOB_TIMEOUT);
         }
-        if policy.backoff.as_ref().is_some_and(Vec::is_empty) {
-            v.fail(format!("{path}.backoff"), "must list at least one delay");
+        if let Some(backoff) = &policy.backoff {
+            if backoff.is_empty() {
+                v.fail(format!("{path}.backoff"), "must list at least one delay");
+            }
+            v.delays(&format!("{path}.backoff"), backoff, MAX_DURATION);
         }
     }
 }
 
 fn ssh(c: &Config, v: &mut Checker<'_>) {
     let s = &c.ssh;
-    v.not_empty("ssh.user", &s.user);
+    if !is_login_name(&s.user) {
+        v.fail(
+            "ssh.user",
+            format!("`{}` {LOGIN_RULE}", s.user.escape_debug()),
+        );
+    }
     v.not_empty("ssh.private_key", &s.private_key.to_string_lossy());
     v.not_empty("ssh.known_hosts", &s.known_hosts.to_string_lossy());
-    v.positive("ssh.connect_timeout", s.connect_timeout);
-    v.positive("ssh.command_timeout", s.command_timeout);
-    v.at_least("ssh.max_concurrent", s.max_concurrent.into(), 1);
-    v.positive("ssh.queue_timeout", s.queue_timeout);
-    v.at_least("ssh.max_output", s.max_output, 1);
+    v.span("ssh.connect_timeout", s.connect_timeout, MAX_IO_TIMEOUT);
+    v.span("ssh.command_timeout", s.command_timeout, MAX_JOB_TIMEOUT);
+    v.between(
+        "ssh.max_concurrent",
+        s.max_concurrent.into(),
+        1,
+        MAX_SSH_CONCURRENT,
+    );
+    v.span("ssh.queue_timeout", s.queue_timeout, MAX_IO_TIMEOUT);
+    v.at_most(
+        "ssh.keepalive_interval",
+        s.keepalive_interval,
+        MAX_IO_TIMEOUT,
+    );
+    v.at_most("ssh.retry_base", s.retry_base, MAX_IO_TIMEOUT);
+    v.between("ssh.max_output", s.max_output, 1, MAX_SSH_OUTPUT);
     for (i, command) in s.idempotent_commands.iter().enumerate() {
         v.not_empty(&format!("ssh.idempotent_commands[{i}]"), command);
     }
-    v.at_least("ssh.retry_attempts", s.retry_attempts.into(), 1);
+    v.between("ssh.retry_attempts", s.retry_attempts.into(), 1, MAX_TRIES);
 }
 
 fn breaker(c: &Config, v: &mut Checker<'_>) {
     let b = &c.breaker;
     v.at_least("breaker.failure_threshold", b.failure_threshold.into(), 1);
-    v.positive("breaker.failure_window", b.failure_window);
-    v.positive("breaker.open_timeout", b.open_timeout);
+    v.span("breaker.failure_window", b.failure_window, MAX_INTERVAL);
+    v.span("breaker.open_timeout", b.open_timeout, MAX_INTERVAL);
+    v.at_most("breaker.max_open", b.max_open, MAX_INTERVAL);
     if b.max_open < b.open_timeout {
         v.fail_against(
             &["breaker.open_timeout"],
@@ -268,7 +380,12 @@ fn breaker(c: &Config, v: &mut Checker<'_>) {
             "must not be less than breaker.open_timeout",
         );
     }
-    v.at_least("breaker.half_open_calls", b.half_open_calls.into(), 1);
+    v.between(
+        "breaker.half_open_calls",
+        b.half_open_calls.into(),
+        1,
+        MAX_TRIES,
+    );
 }
 
 fn vps(c: &Config, v: &mut Checker<'_>) {
@@ -280,7 +397,10 @@ fn vps(c: &Config, v: &mut Checker<'_>) {
         } else if !is_name(&server.id) {
             v.fail(
                 key("id"),
-                format!("`{}` is not a valid id ({NAME_RULE})", server.id),
+                format!(
+                    "`{}` is not a valid id ({NAME_RULE})",
+                    server.id.escape_debug()
+                ),
             );
         } else if let Some(first) = seen.insert(server.id.as_str(), i) {
             v.fail(
@@ -294,16 +414,21 @@ fn vps(c: &Config, v: &mut Checker<'_>) {
             v.fail(
                 key("host"),
                 format!(
-                    "`{}` is not a host name or IP address (put the port in `port`)",
-                    server.host
+                    "`{}` is not a host name or IP address of at most {MAX_HOST_CHARS} characters (put the port in `port`)",
+                    server.host.escape_debug()
                 ),
             );
         }
         if server.port == 0 {
             v.fail(key("port"), "must be between 1 and 65535, got 0");
         }
-        if let Some(user) = &server.user {
-            v.not_empty(&key("user"), user);
+        if let Some(user) = &server.user
+            && !is_login_name(user)
+        {
+            v.fail(
+                key("user"),
+                format!("`{}` {LOGIN_RULE}", user.escape_debug()),
+            );
         }
         if let Some(fingerprint) = &server.host_key
             && !is_fingerprint(fingerprint)
@@ -318,13 +443,17 @@ fn vps(c: &Config, v: &mut Checker<'_>) {
 
 fn health(c: &Config, v: &mut Checker<'_>) {
     let h = &c.health;
-    v.positive("health.interval", h.interval);
+    v.span("health.interval", h.interval, MAX_INTERVAL);
     v.at_least(
         "health.failures_before_restart",
         h.failures_before_restart.into(),
         1,
     );
-    v.positive("health.remediation_window", h.remediation_window);
+    v.span(
+        "health.remediation_window",
+        h.remediation_window,
+        MAX_JOB_TIMEOUT,
+    );
     v.at_least("health.recovery_cycles", h.recovery_cycles.into(), 1);
     v.between(
         "health.disk_warning_percent",
@@ -332,7 +461,7 @@ fn health(c: &Config, v: &mut Checker<'_>) {
         1,
         100,
     );
-    v.positive("health.check_timeout", h.check_timeout);
+    v.span("health.check_timeout", h.check_timeout, MAX_IO_TIMEOUT);
     const BUILT_IN: &[&str] = &[
         "database",
         "cache",
@@ -350,7 +479,10 @@ fn health(c: &Config, v: &mut Checker<'_>) {
         } else if !is_name(&check.name) {
             v.fail(
                 key("name"),
-                format!("`{}` is not a valid name ({NAME_RULE})", check.name),
+                format!(
+                    "`{}` is not a valid name ({NAME_RULE}, at most {MAX_ID_CHARS} characters)",
+                    check.name.escape_debug()
+                ),
             );
         } else if BUILT_IN.contains(&check.name.as_str()) {
             v.fail(key("name"), format!("`{}` is a built-in check", check.name));
@@ -370,7 +502,11 @@ fn health(c: &Config, v: &mut Checker<'_>) {
             (Some(cmd), None) if cmd.trim().is_empty() => v.fail(key("command"), "empty"),
             (None, Some(url)) => match url::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                _ => v.fail(key("url"), format!("`{url}` is not an http(s) URL")),
+                // Redacted: a rejected URL may still carry a password or a token.
+                _ => v.fail(
+                    key("url"),
+                    format!("`{}` is not an http(s) URL", redact_url(url)),
+                ),
             },
             _ => {}
         }
@@ -386,7 +522,7 @@ fn health(c: &Config, v: &mut Checker<'_>) {
         }
     }
     let m = &c.memory;
-    v.positive("memory.interval", m.interval);
+    v.span("memory.interval", m.interval, MAX_INTERVAL);
     v.between(
         "memory.threshold_percent",
         m.threshold_percent.into(),
@@ -408,7 +544,8 @@ fn observability(c: &Config, v: &mut Checker<'_>) {
             v.fail(key, message);
         }
     }
-    v.positive("observability.timeout", o.timeout);
+    v.span("observability.timeout", o.timeout, MAX_IO_TIMEOUT);
+    v.at_most("observability.cache_ttl", o.cache_ttl, MAX_INTERVAL);
 }
 
 fn http_url(url: &str) -> Result<(), String> {
@@ -433,14 +570,17 @@ fn log(c: &Config, v: &mut Checker<'_>) {
             "log.level",
             format!(
                 "`{}` is not a level (trace, debug, info, warn, error, off) or a filter such as info,chom=debug",
-                c.log.level
+                c.log.level.escape_debug()
             ),
         );
     }
     if !matches!(c.log.format.as_str(), "text" | "json") {
         v.fail(
             "log.format",
-            format!("expected `text` or `json`, got `{}`", c.log.format),
+            format!(
+                "expected `text` or `json`, got `{}`",
+                c.log.format.escape_debug()
+            ),
         );
     }
 }
@@ -463,27 +603,45 @@ fn is_log_level(level: &str) -> bool {
 pub const NAME_RULE: &str =
     "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit";
 
-/// `^[a-z0-9][a-z0-9._-]*$`: ids and queue names end up in metric labels and actor paths.
+/// `^[a-z0-9][a-z0-9._-]*$`, at most [`MAX_ID_CHARS`] characters: ids and queue names end up
+/// in metric labels and actor paths.
 pub fn is_name(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+    name.len() <= MAX_ID_CHARS
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
-/// A host name or an IP address (no port, no spaces).
+/// A host name (at most [`MAX_HOST_CHARS`] characters) or an IP address (no port, no spaces).
 pub fn is_host(host: &str) -> bool {
     host.parse::<IpAddr>().is_ok()
-        || (host.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || (host.len() <= MAX_HOST_CHARS
+            && host.starts_with(|c: char| c.is_ascii_alphanumeric())
             && host
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
 }
 
-/// `SHA256:` followed by unpadded or padded base64, as `ssh-keygen -l` prints it.
+/// What a remote user may look like (for error messages).
+pub const LOGIN_RULE: &str = "is not a login name (lowercase letters, digits, '_' and '-', starting with a letter or '_', at most 32 characters)";
+
+/// A POSIX login name, `^[a-z_][a-z0-9_-]{0,31}$`: the remote user is passed to SSH, so it
+/// may never look like an option (`-oProxyCommand=...`) or hold a newline.
+pub fn is_login_name(user: &str) -> bool {
+    user.len() <= 32
+        && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+}
+
+/// `SHA256:` followed by unpadded or padded base64, as `ssh-keygen -l` prints it (a SHA-256
+/// digest is 43 characters of base64, 44 padded).
 pub fn is_fingerprint(value: &str) -> bool {
     value.strip_prefix("SHA256:").is_some_and(|b64| {
         !b64.is_empty()
+            && b64.len() <= 44
             && b64
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
@@ -535,6 +693,23 @@ mod tests {
         assert!(!is_name("Web1") && !is_name("-x") && !is_name("") && !is_name("a b"));
         assert!(is_host("10.0.0.7") && is_host("::1") && is_host("vps7.example.com"));
         assert!(!is_host("10.0.0.7:22") && !is_host("a b") && !is_host("user@host"));
+        assert!(is_name(&"a".repeat(MAX_ID_CHARS)) && !is_name(&"a".repeat(MAX_ID_CHARS + 1)));
+        assert!(is_host(&"h".repeat(MAX_HOST_CHARS)) && !is_host(&"h".repeat(MAX_HOST_CHARS + 1)));
+        for user in ["chom", "_svc", "deploy-2", "a", &"u".repeat(32)] {
+            assert!(is_login_name(user), "{user}");
+        }
+        for user in [
+            "",
+            "-oProxyCommand=x",
+            "root\nx",
+            "Root",
+            "1abc",
+            "a b",
+            "a;b",
+            &"u".repeat(33),
+        ] {
+            assert!(!is_login_name(user), "{user}");
+        }
         assert!(is_fingerprint(
             "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"
         ));
