@@ -246,3 +246,40 @@ fn the_node_raises_its_soft_open_file_limit_to_the_hard_one() {
         node.log_text().contains("open-file limit").then_some(())
     });
 }
+
+#[test]
+fn concurrent_fresh_health_requests_share_one_run_of_the_checks() {
+    let dir = TempDir::new("edge-fresh");
+    let runs = dir.path().join("runs.log");
+    let extra = format!(
+        "[health]\ninterval = \"1h\"\n[[health.checks]]\nname = \"probe\"\ncommand = \"echo run >> {}; sleep 0.3\"\n",
+        runs.display()
+    );
+    let config = config_in(dir.path(), &extra);
+    let node = Node::start_with(dir, config, &[]);
+    node.wait_ready();
+    let addr = node.http_addr();
+    let count = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = count();
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || http_get(&addr, "/health?fresh=true").0)
+        })
+        .collect();
+    for request in burst {
+        assert_eq!(request.join().unwrap(), 200);
+    }
+    // One run for the first request, one for those that queued behind it, and perhaps the
+    // health actor's own: never one per request.
+    let ran = count() - before;
+    assert!(
+        (1..=3).contains(&ran),
+        "{ran} runs of the operator check for 20 concurrent requests"
+    );
+}

@@ -22,12 +22,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chom_actors::context::NodeContext;
-use chom_actors::health;
+use chom_actors::health::{self, HealthReport};
 use chom_core::config::HttpConfig;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -345,27 +345,58 @@ pub fn router(ctx: Arc<NodeContext>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(ctx)
+        .with_state(Routes {
+            ctx,
+            fresh: Arc::new(tokio::sync::Mutex::new(None)),
+        })
+}
+
+/// What the handlers share: the node's context, and the last on-demand health run.
+#[derive(Clone)]
+struct Routes {
+    ctx: Arc<NodeContext>,
+    /// Held while a `?fresh=true` run is in progress; keeps when the last one finished.
+    fresh: Arc<tokio::sync::Mutex<Option<(Instant, HealthReport)>>>,
+}
+
+impl FromRef<Routes> for Arc<NodeContext> {
+    fn from_ref(routes: &Routes) -> Self {
+        routes.ctx.clone()
+    }
 }
 
 /// `/health` serves the health actor's last report (no database query per scrape) while it
 /// is fresh (younger than two intervals); `?fresh=true`, or no recent report, runs the checks.
-async fn health_report(
-    State(ctx): State<Arc<NodeContext>>,
-    Query(query): Query<HealthQuery>,
-) -> Response {
-    let max_age = ctx.config.health.interval * 2;
+async fn health_report(State(routes): State<Routes>, Query(query): Query<HealthQuery>) -> Response {
+    let max_age = routes.ctx.config.health.interval * 2;
     let cached = if query.fresh {
         None
     } else {
-        ctx.cached_health(max_age)
+        routes.ctx.cached_health(max_age)
     };
     let report = match cached {
         Some(report) => report,
-        None => health::run_checks(&ctx).await,
+        None => fresh_report(&routes).await,
     };
     let status = StatusCode::from_u16(report.http_status()).expect("200 and 503 are valid");
     (status, axum::Json(report)).into_response()
+}
+
+/// Run the checks now, one run at a time: requests that arrive while a run is in progress
+/// take the result of the next run that finishes after they asked. Without this, every
+/// concurrent `?fresh=true` request (up to `http.max_connections`) would run the database
+/// checks and spawn every operator check command on its own.
+async fn fresh_report(routes: &Routes) -> HealthReport {
+    let asked = Instant::now();
+    let mut last = routes.fresh.lock().await;
+    if let Some((finished, report)) = last.as_ref()
+        && *finished >= asked
+    {
+        return report.clone();
+    }
+    let report = health::run_checks(&routes.ctx).await;
+    *last = Some((Instant::now(), report.clone()));
+    report
 }
 
 async fn live() -> Response {
