@@ -33,6 +33,7 @@ pub const EXIT_ROOT_GAVE_UP: u8 = 70;
 
 /// Run the node until it is told to stop or its root gives up; returns the exit status.
 pub async fn run(config: Config) -> anyhow::Result<u8> {
+    crate::edge::raise_fd_limit(&config);
     let config = Arc::new(config);
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir)

@@ -148,6 +148,7 @@ fn unit_is_hardened_and_keeps_the_directives_the_node_relies_on() {
         ("Service", "TimeoutStopSec", "60"),
         ("Service", "KillMode", "mixed"),
         ("Service", "MemoryMax", "512M"),
+        ("Service", "LimitNOFILE", "65536"),
         ("Service", "NoNewPrivileges", "yes"),
         ("Service", "ProtectSystem", "strict"),
         ("Service", "PrivateTmp", "yes"),

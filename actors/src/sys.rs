@@ -1,4 +1,4 @@
-//! Small readings of the operating system: memory, disk, host name.
+//! Small readings of the operating system: memory, disk, host name, open-file limit.
 
 use std::path::Path;
 
@@ -45,6 +45,44 @@ pub fn hostname() -> String {
         .nodename()
         .to_string_lossy()
         .into_owned()
+}
+
+/// The open-file limit of this process after [`raise_nofile_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    /// The soft limit in force (what `open`/`accept` are held to).
+    pub soft: u64,
+    /// The hard limit (the ceiling an unprivileged process may raise its soft limit to).
+    pub hard: u64,
+}
+
+/// Ceiling used when the hard limit is "unlimited": Linux refuses a soft limit above
+/// `fs.nr_open`, whose default is 2^20.
+const NOFILE_UNLIMITED: u64 = 1 << 20;
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit and return both.
+///
+/// The soft limit is often 1024 (the systemd and shell default) while the hard limit is far
+/// higher; a process that serves sockets should use what it is allowed to. Raising the soft
+/// limit up to the hard one needs no privilege. On failure the limits in force are returned
+/// with the error, so the caller can log them.
+pub fn raise_nofile_limit() -> Result<NofileLimit, (NofileLimit, std::io::Error)> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let current = getrlimit(Resource::Nofile);
+    let hard = current.maximum.unwrap_or(NOFILE_UNLIMITED);
+    let soft = current.current.unwrap_or(NOFILE_UNLIMITED);
+    let before = NofileLimit { soft, hard };
+    if soft >= hard {
+        return Ok(before);
+    }
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: current.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => Ok(NofileLimit { soft: hard, hard }),
+        Err(error) => Err((before, error.into())),
+    }
 }
 
 /// How an operator's shell command (check, remediation, memory action) ended.
@@ -104,6 +142,24 @@ mod tests {
         assert!((0.0..=100.0).contains(&disk.used_percent));
         assert!(disk.used_bytes > 0);
         assert!(!hostname().is_empty());
+    }
+
+    #[test]
+    fn nofile_soft_limit_is_raised_to_the_hard_limit() {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        // Lower this test process's soft limit first (always allowed), so the raise is real.
+        let start = getrlimit(Resource::Nofile);
+        let hard = start.maximum.unwrap_or(NOFILE_UNLIMITED);
+        let lowered = Rlimit {
+            current: Some((hard / 2).max(256)),
+            maximum: start.maximum,
+        };
+        setrlimit(Resource::Nofile, lowered).unwrap();
+        let limit = raise_nofile_limit().expect("raising the soft limit needs no privilege");
+        assert_eq!(limit.hard, hard);
+        assert_eq!(limit.soft, limit.hard);
+        let now = getrlimit(Resource::Nofile);
+        assert_eq!(now.current.unwrap_or(NOFILE_UNLIMITED), limit.soft);
     }
 
     #[tokio::test]

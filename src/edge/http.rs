@@ -1,17 +1,45 @@
 //! `edge/http`: `/health`, `/health/live`, `/health/ready` and `/metrics` (SPEC.md "HTTP").
+//!
+//! Served by our own accept loop over hyper's HTTP/1 connection, not `axum::serve`, because a
+//! public port must bound what a client can hold: at most `http.max_connections` connections
+//! (one more is answered 503 and closed at once: it never waits holding a file descriptor),
+//! a request head complete within `http.header_timeout` (hyper's header read timeout, which
+//! also runs while a kept-alive connection waits for its next request), a head of at most
+//! [`MAX_HEAD_BYTES`], and `http.idle_timeout` without a byte moving either way (a client
+//! that stopped reading its answer).
+//!
+//! File descriptors: the node's other needs are the database pool (`database.max_connections`,
+//! up to three files each on SQLite: database, WAL, shared memory), the admin socket (64
+//! connections, `rpc::server::Limits`), SSH sessions (one per VPS), Redis, and a few dozen for
+//! the runtime, logs and operators' commands. With the default 256 HTTP connections the node
+//! fits a 1024 soft limit with room to spare, and `LimitNOFILE=65536` in the unit leaves far
+//! more. So an HTTP flood can use up HTTP, never the admin socket or the database.
 
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chom_actors::context::NodeContext;
-use chom_actors::health;
+use chom_actors::health::{self, HealthReport};
+use chom_core::config::HttpConfig;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
 use super::ServerTask;
 
@@ -54,16 +82,9 @@ impl Actor for HttpActor {
         let std_listener = args.listener.try_clone()?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let limits = HttpLimits::from(&args.ctx.config.http);
         let app = router(args.ctx);
-        let server = ServerTask::spawn(|token| async move {
-            let shutdown = async move { token.cancelled().await };
-            if let Err(error) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(%error, "http server stopped");
-            }
-        });
+        let server = ServerTask::spawn(|token| serve(listener, app, limits, token));
         Ok(HttpState { server })
     }
 
@@ -86,6 +107,237 @@ impl Actor for HttpActor {
     }
 }
 
+/// Largest request head (request line and headers) read, in bytes; a longer one is answered
+/// 431. The routes take no header of any size, so 16 KiB is generous.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// What one client may hold of the HTTP server.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time to deliver a complete request head.
+    pub header_timeout: Duration,
+    /// Time without a byte moving either way.
+    pub idle_timeout: Duration,
+}
+
+impl From<&HttpConfig> for HttpLimits {
+    fn from(c: &HttpConfig) -> Self {
+        HttpLimits {
+            max_connections: c.max_connections as usize,
+            header_timeout: c.header_timeout,
+            idle_timeout: c.idle_timeout,
+        }
+    }
+}
+
+/// Sent, without waiting, to a connection over `max_connections` before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+    content-length: 28\r\nconnection: close\r\nretry-after: 1\r\n\r\ntoo many connections; retry\n";
+
+/// How often the refusals of a flood are logged at most.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Serve `app` on `listener` until `shutdown` is cancelled, then let the connections finish
+/// their requests (graceful shutdown). Dropping the future drops every connection.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    let service = TowerToHyperService::new(app);
+    let mut connections = JoinSet::new();
+    let mut refused = Refusals::default();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            // Reap finished connections so that `len()` counts live ones only.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // EMFILE and friends: back off briefly instead of spinning on accept.
+                    warn!(%error, "http: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= limits.max_connections {
+            // One non-blocking write into the fresh socket's empty buffer, then close: the
+            // refused client learns why, and the node holds nothing for it.
+            let _ = stream.try_write(BUSY);
+            drop(stream);
+            refused.note(limits.max_connections);
+            continue;
+        }
+        connections.spawn(connection(
+            stream,
+            builder.clone(),
+            service.clone(),
+            limits.idle_timeout,
+            shutdown.clone(),
+        ));
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// Counts refused connections and logs them at most once per [`REFUSAL_LOG_INTERVAL`].
+#[derive(Default)]
+struct Refusals {
+    since_log: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, max: usize) {
+        self.since_log += 1;
+        let now = Instant::now();
+        if self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL)
+        {
+            warn!(
+                refused = self.since_log,
+                max_connections = max,
+                "http: connection limit reached; refusing connections (http.max_connections)"
+            );
+            self.since_log = 0;
+            self.logged_at = Some(now);
+        }
+    }
+}
+
+/// Serve one connection until the client or hyper closes it, it stays idle for `idle`, or
+/// `shutdown` asks it to finish its request in progress.
+async fn connection(
+    stream: TcpStream,
+    builder: http1::Builder,
+    service: TowerToHyperService<Router>,
+    idle: Duration,
+    shutdown: CancellationToken,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let mut conn = pin!(builder.serve_connection(io, service));
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    debug!(%error, "http: connection ended");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(activity.last() + idle) => {
+                if activity.last() + idle <= Instant::now() {
+                    debug!("http: closing a connection idle for http.idle_timeout");
+                    return;
+                }
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// When bytes last moved on a connection, as an offset from its start.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A stream that notes in [`Activity`] every read or write that moved bytes.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// The routes, over the shared context.
 pub fn router(ctx: Arc<NodeContext>) -> Router {
     Router::new()
@@ -93,27 +345,58 @@ pub fn router(ctx: Arc<NodeContext>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(ctx)
+        .with_state(Routes {
+            ctx,
+            fresh: Arc::new(tokio::sync::Mutex::new(None)),
+        })
+}
+
+/// What the handlers share: the node's context, and the last on-demand health run.
+#[derive(Clone)]
+struct Routes {
+    ctx: Arc<NodeContext>,
+    /// Held while a `?fresh=true` run is in progress; keeps when the last one finished.
+    fresh: Arc<tokio::sync::Mutex<Option<(Instant, HealthReport)>>>,
+}
+
+impl FromRef<Routes> for Arc<NodeContext> {
+    fn from_ref(routes: &Routes) -> Self {
+        routes.ctx.clone()
+    }
 }
 
 /// `/health` serves the health actor's last report (no database query per scrape) while it
 /// is fresh (younger than two intervals); `?fresh=true`, or no recent report, runs the checks.
-async fn health_report(
-    State(ctx): State<Arc<NodeContext>>,
-    Query(query): Query<HealthQuery>,
-) -> Response {
-    let max_age = ctx.config.health.interval * 2;
+async fn health_report(State(routes): State<Routes>, Query(query): Query<HealthQuery>) -> Response {
+    let max_age = routes.ctx.config.health.interval * 2;
     let cached = if query.fresh {
         None
     } else {
-        ctx.cached_health(max_age)
+        routes.ctx.cached_health(max_age)
     };
     let report = match cached {
         Some(report) => report,
-        None => health::run_checks(&ctx).await,
+        None => fresh_report(&routes).await,
     };
     let status = StatusCode::from_u16(report.http_status()).expect("200 and 503 are valid");
     (status, axum::Json(report)).into_response()
+}
+
+/// Run the checks now, one run at a time: requests that arrive while a run is in progress
+/// take the result of the next run that finishes after they asked. Without this, every
+/// concurrent `?fresh=true` request (up to `http.max_connections`) would run the database
+/// checks and spawn every operator check command on its own.
+async fn fresh_report(routes: &Routes) -> HealthReport {
+    let asked = Instant::now();
+    let mut last = routes.fresh.lock().await;
+    if let Some((finished, report)) = last.as_ref()
+        && *finished >= asked
+    {
+        return report.clone();
+    }
+    let report = health::run_checks(&routes.ctx).await;
+    *last = Some((Instant::now(), report.clone()));
+    report
 }
 
 async fn live() -> Response {
@@ -143,4 +426,153 @@ async fn metrics(State(ctx): State<Arc<NodeContext>>) -> Response {
         ctx.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Serve a one-route app on a loopback port with `limits`; the token stops it.
+    async fn start(limits: HttpLimits) -> (std::net::SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let token = CancellationToken::new();
+        tokio::spawn(serve(listener, app, limits, token.clone()));
+        (addr, token)
+    }
+
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            max_connections: 2,
+            header_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Everything the server sends until it closes (or `limit` passes: then `None`).
+    fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> Option<String> {
+        s.set_read_timeout(Some(limit)).unwrap();
+        let mut out = Vec::new();
+        match s.read_to_end(&mut out) {
+            Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                Some(String::from_utf8_lossy(&out).into_owned())
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn get_root(addr: std::net::SocketAddr) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        read_until_closed(&mut s, Duration::from_secs(5)).expect("answer and close")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn connections_over_the_limit_get_503_and_are_closed_at_once() {
+        let (addr, token) = start(limits()).await;
+        let held: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let over = tokio::task::spawn_blocking(move || {
+            // Wait until the server has taken both (its answer to a third is then 503).
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                let answer = read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
+                if answer.starts_with("HTTP/1.1 503") || std::time::Instant::now() > deadline {
+                    return answer;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(over.starts_with("HTTP/1.1 503"), "{over:?}");
+        assert!(over.ends_with("too many connections; retry\n"), "{over:?}");
+        drop(held);
+        let ok = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let answer = get_root(addr);
+                if answer.starts_with("HTTP/1.1 200") || std::time::Instant::now() > deadline {
+                    return answer;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(ok.starts_with("HTTP/1.1 200"), "slots come back: {ok:?}");
+        token.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_incomplete_head_is_closed_after_the_header_timeout() {
+        let (addr, token) = start(HttpLimits {
+            header_timeout: Duration::from_millis(300),
+            ..limits()
+        })
+        .await;
+        let closed = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+            let started = std::time::Instant::now();
+            let answer = read_until_closed(&mut s, Duration::from_secs(5));
+            (answer, started.elapsed())
+        })
+        .await
+        .unwrap();
+        let (answer, after) = closed;
+        assert!(answer.is_some(), "still open after 5 s");
+        assert!(
+            after >= Duration::from_millis(250),
+            "closed after {after:?}"
+        );
+        token.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+        let (addr, token) = start(HttpLimits {
+            idle_timeout: Duration::from_millis(300),
+            ..limits()
+        })
+        .await;
+        let closed = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            read_until_closed(&mut s, Duration::from_secs(5))
+        })
+        .await
+        .unwrap();
+        assert_eq!(closed.as_deref(), Some(""), "closed without an answer");
+        token.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_head_over_the_size_limit_is_refused() {
+        let (addr, token) = start(limits()).await;
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let filler = "a".repeat(MAX_HEAD_BYTES);
+            // The server may close before it has read everything; the answer still arrives.
+            let _ = s.write_all(
+                format!(
+                    "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {filler}\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            read_until_closed(&mut s, Duration::from_secs(5)).expect("closed at once")
+        })
+        .await
+        .unwrap();
+        // 431, or a reset when the close overtook it (the client's bytes were not all read);
+        // never served.
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+            "{answer:?}"
+        );
+        token.cancel();
+    }
 }

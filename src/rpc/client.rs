@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::protocol::RpcError;
+use super::server::Limits;
 
 /// Why a call did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +65,22 @@ pub async fn call(
     let request = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
     let mut line = serde_json::to_vec(&request).expect("a JSON value serializes");
     line.push(b'\n');
+    // The node's answer lines are bounded (an answer, plus request ids echoed in errors);
+    // a longer one is not a node's and is not read into memory.
+    let limits = Limits::default();
+    let max_answer = (limits.max_answer + limits.max_line + 1) as u64;
     let exchange = async {
         stream.get_mut().write_all(&line).await?;
         let mut answer = String::new();
-        stream.read_line(&mut answer).await?;
+        (&mut stream)
+            .take(max_answer)
+            .read_line(&mut answer)
+            .await?;
+        if !answer.is_empty() && !answer.ends_with('\n') && answer.len() as u64 >= max_answer {
+            return Err(std::io::Error::other(format!(
+                "answer longer than {max_answer} bytes"
+            )));
+        }
         Ok::<_, std::io::Error>(answer)
     };
     let answer = match tokio::time::timeout(timeout, exchange).await {

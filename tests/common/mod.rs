@@ -275,8 +275,21 @@ impl Drop for Node {
 }
 
 pub fn spawn_node(config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
+    spawn_node_via(&[], config, log, env)
+}
+
+/// [`spawn_node`] through `wrapper`, a command that execs the node it is given (e.g.
+/// `prlimit --nofile=1024:1024 --`), so the child is still the node itself.
+pub fn spawn_node_via(wrapper: &[&str], config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     let log_file = std::fs::File::create(log).unwrap();
-    let mut cmd = Command::new(CHOM);
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(CHOM);
+            cmd
+        }
+        None => Command::new(CHOM),
+    };
     cmd.arg("--config")
         .arg(config)
         .arg("node")

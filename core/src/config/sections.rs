@@ -150,12 +150,26 @@ impl CacheConfig {
 pub struct HttpConfig {
     /// Address to listen on, `IP:PORT` (port 0 picks a free port).
     pub listen: SocketAddr,
+    /// Connections served at once; one more is answered 503 and closed at once, so a flood
+    /// never holds more than this many file descriptors.
+    pub max_connections: u32,
+    /// A client must have sent a complete request head within this long of the node starting
+    /// to wait for it (after accept, or after the previous answer on a kept-alive connection).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed (a client that
+    /// stopped reading its answer or sending its request body).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            max_connections: 256,
+            header_timeout: secs(10),
+            idle_timeout: secs(60),
         }
     }
 }

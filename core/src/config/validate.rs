@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::Config;
@@ -19,6 +20,15 @@ pub(super) const SQLITE_PREFIX: &str = "sqlite://";
 pub(super) const MEMORY_URL: &str = "memory://";
 /// Upper bound of `queue.workers`.
 pub const MAX_WORKERS: u32 = 1024;
+/// Upper bound of `http.max_connections`: each costs a file descriptor, and the shipped unit
+/// allows 65536 of them for everything the node opens.
+pub const MAX_HTTP_CONNECTIONS: u32 = 16384;
+/// Range of `http.header_timeout`: a head takes milliseconds; minutes only help slow-loris.
+pub const HTTP_HEADER_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(300);
+/// Range of `http.idle_timeout`.
+pub const HTTP_IDLE_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
 
 // Upper bounds of configured durations, besides `limits::MAX_DURATION` (ages and delays) and
 // `limits::MAX_JOB_TIMEOUT` (anything a job may take). Every duration key has one: a value
@@ -41,6 +51,7 @@ pub(super) fn validate(config: &Config, errors: &mut Errors) {
     let mut v = Checker { errors };
     node(config, &mut v);
     stores(config, &mut v);
+    http(config, &mut v);
     supervision(config, &mut v);
     queue(config, &mut v);
     jobs(config, &mut v);
@@ -167,6 +178,39 @@ fn stores(c: &Config, v: &mut Checker<'_>) {
         c.cache.command_timeout,
         MAX_IO_TIMEOUT,
     );
+}
+
+fn http(c: &Config, v: &mut Checker<'_>) {
+    let h = &c.http;
+    v.between(
+        "http.max_connections",
+        h.max_connections.into(),
+        1,
+        MAX_HTTP_CONNECTIONS.into(),
+    );
+    duration_in(
+        v,
+        "http.header_timeout",
+        h.header_timeout,
+        HTTP_HEADER_TIMEOUT,
+    );
+    duration_in(v, "http.idle_timeout", h.idle_timeout, HTTP_IDLE_TIMEOUT);
+}
+
+/// Fails `key` unless `value` lies in `range`, naming the range in humantime units.
+fn duration_in(v: &mut Checker<'_>, key: &str, value: Duration, range: RangeInclusive<Duration>) {
+    if !range.contains(&value) {
+        let show = |d: Duration| humantime::format_duration(d).to_string();
+        v.fail(
+            key,
+            format!(
+                "must be between {} and {}, got {}",
+                show(*range.start()),
+                show(*range.end()),
+                show(value)
+            ),
+        );
+    }
 }
 
 fn database_url(url: &str) -> Result<(), String> {
@@ -651,6 +695,28 @@ pub fn is_fingerprint(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_limits_are_range_checked() {
+        let text =
+            "[http]\nmax_connections = 0\nheader_timeout = \"10ms\"\nidle_timeout = \"2h\"\n";
+        let errors = Config::from_toml_str(text, &[]).unwrap_err();
+        let found: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.key, e.message))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "http.header_timeout: must be between 100ms and 5m, got 10ms",
+                "http.idle_timeout: must be between 1s and 1h, got 2h",
+                "http.max_connections: must be between 1 and 16384, got 0",
+            ]
+        );
+        let edges =
+            "[http]\nmax_connections = 16384\nheader_timeout = \"100ms\"\nidle_timeout = \"1h\"\n";
+        Config::from_toml_str(edges, &[]).expect("the ends of each range are valid");
+    }
 
     #[test]
     fn database_urls() {
