@@ -202,9 +202,15 @@ fn job_line(j: &Value) -> String {
         j["attempts"],
         j["last_error"]
             .as_str()
-            .map(|e| format!("  last error: {e}"))
+            .map(|e| format!("  last error: {e}{}", cut_mark(j, "last_error_truncated")))
             .unwrap_or_default()
     )
+}
+
+/// "…" after a text the node cut short (a listing's preview), so a reader knows there is more
+/// (`chom jobs show` has the whole).
+fn cut_mark(v: &Value, flag: &str) -> &'static str {
+    if v[flag] == true { " …(cut)" } else { "" }
 }
 
 /// `chom jobs show`.
@@ -232,7 +238,12 @@ pub fn job(v: &Value) -> (String, u8) {
             let text = value
                 .as_str()
                 .map_or_else(|| value.to_string(), str::to_owned);
-            let _ = writeln!(out, "{key:<13} {text}");
+            let mark = match key {
+                "payload" => cut_mark(v, "payload_truncated"),
+                "last_error" => cut_mark(v, "last_error_truncated"),
+                _ => "",
+            };
+            let _ = writeln!(out, "{key:<13} {text}{mark}");
         }
     }
     (out, 0)
@@ -303,14 +314,15 @@ pub fn failed(v: &Value) -> (String, u8) {
     for f in &list {
         let _ = writeln!(
             out,
-            "{:>8}  {}  {:<9} {:<16} job {} after {} attempt(s): {}",
+            "{:>8}  {}  {:<9} {:<16} job {} after {} attempt(s): {}{}",
             f["id"],
             str_of(f, "failed_at"),
             str_of(f, "queue"),
             str_of(f, "kind"),
             f["job_id"],
             f["attempts"],
-            str_of(f, "exception")
+            str_of(f, "exception"),
+            cut_mark(f, "exception_truncated")
         );
     }
     if list.is_empty() {
@@ -568,5 +580,25 @@ mod tests {
         // Keys too (health check names are keys), and numbers are left alone.
         let doc = escape_strings(&json!({ "a\u{7}": 1 }));
         assert_eq!(doc, json!({ "a\\u{7}": 1 }));
+    }
+
+    #[test]
+    fn texts_the_node_cut_short_are_marked() {
+        let job = json!({ "id": 7, "kind": "noop", "state": "failed", "queue": "default",
+            "attempts": 1, "payload": "{\"a\":", "payload_truncated": true,
+            "last_error": "boom", "last_error_truncated": false });
+        let (text, _) = super::job(&job);
+        assert!(text.contains("payload       {\"a\": …(cut)"), "{text}");
+        assert!(text.contains("last_error    boom\n"), "{text}");
+        let (list, _) = jobs(&json!({ "jobs": [
+            { "id": 7, "state": "failed", "queue": "default", "kind": "noop", "attempts": 1,
+              "last_error": "bo", "last_error_truncated": true }
+        ]}));
+        assert!(list.contains("last error: bo …(cut)"), "{list}");
+        let (dead, _) = failed(&json!({ "failed": [
+            { "id": 1, "failed_at": "t", "queue": "q", "kind": "k", "job_id": 7, "attempts": 1,
+              "exception": "e", "exception_truncated": true }
+        ]}));
+        assert!(dead.contains(": e …(cut)"), "{dead}");
     }
 }

@@ -94,19 +94,8 @@ impl Instance {
             "chom {} pid={} host={} name={}",
             self.id, self.pid, self.hostname, self.name
         );
-        truncate_bytes(&text, 63).to_owned()
+        chom_core::limits::cut_at_char_boundary(&text, 63).to_owned()
     }
-}
-
-fn truncate_bytes(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The advisory-lock key of a node name: FNV-1a (64 bit) of `chom.node:<name>`. Stable across

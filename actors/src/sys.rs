@@ -107,18 +107,44 @@ pub enum ShellOutcome {
 
 /// Run `command` with `/bin/sh -c`, no stdin, killed if it outlives `limit`.
 pub async fn run_shell(command: &str, limit: std::time::Duration) -> ShellOutcome {
-    let run = tokio::process::Command::new("/bin/sh")
+    use tokio::io::AsyncReadExt as _;
+    // stdout is never looked at: it goes nowhere. Of stderr only the last line is reported,
+    // so only its tail is kept: a command printing gigabytes costs no memory.
+    let child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output();
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => return ShellOutcome::NotRun(e.to_string()),
+    };
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let run = async {
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match stderr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > SHELL_STDERR_TAIL {
+                        tail.drain(..tail.len() - SHELL_STDERR_TAIL);
+                    }
+                }
+            }
+        }
+        child.wait().await.map(|status| (status, tail))
+    };
     match tokio::time::timeout(limit, run).await {
-        Ok(Ok(out)) if out.status.success() => ShellOutcome::Success,
-        Ok(Ok(out)) => ShellOutcome::Failed {
-            code: out.status.code(),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr)
+        Ok(Ok((status, _))) if status.success() => ShellOutcome::Success,
+        Ok(Ok((status, tail))) => ShellOutcome::Failed {
+            code: status.code(),
+            status: status.to_string(),
+            stderr: String::from_utf8_lossy(&tail)
                 .trim()
                 .lines()
                 .last()
@@ -130,9 +156,34 @@ pub async fn run_shell(command: &str, limit: std::time::Duration) -> ShellOutcom
     }
 }
 
+/// How much of an operator command's stderr is kept (its last line is reported).
+const SHELL_STDERR_TAIL: usize = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_command_flooding_its_output_costs_no_memory_and_its_last_line_is_kept() {
+        let before = rss_bytes().unwrap();
+        let out = run_shell(
+            "head -c 300000000 /dev/zero; head -c 300000000 /dev/zero | tr '\\0' x >&2; echo >&2; echo last words >&2; exit 3",
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+        match out {
+            ShellOutcome::Failed { code, stderr, .. } => {
+                assert_eq!(code, Some(3));
+                assert_eq!(stderr, "last words");
+            }
+            other => panic!("{other:?}"),
+        }
+        let grown = rss_bytes().unwrap().saturating_sub(before);
+        assert!(
+            grown < 64 << 20,
+            "rss grew by {grown} bytes for 600 MB of output"
+        );
+    }
 
     #[test]
     fn readings_are_plausible() {

@@ -416,49 +416,56 @@ pub fn pg_exec(url: &str, sql: &str) {
     });
 }
 
-/// One integer from a query (e.g. a count).
-pub fn pg_i64(url: &str, sql: &str) -> i64 {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Run `fut` to completion on a runtime of its own (these helpers are called from plain
+/// `#[test]` threads).
+fn block_on<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async move {
-        use sqlx::{Connection, Row};
-        let mut conn = sqlx::PgConnection::connect(&url)
+        .unwrap()
+        .block_on(fut)
+}
+
+/// The first column of `row` as an integer, or a panic naming `sql`.
+fn int_column<R: sqlx::Row>(row: &R, sql: &str) -> i64
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get::<i64, _>(0)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// One integer from a query (e.g. a count).
+pub fn pg_i64(url: &str, sql: &str) -> i64 {
+    block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url)
             .await
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        row.try_get::<i64, _>(0)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        int_column(&row, sql)
     })
 }
 
 /// One number from a SQLite database file (`SELECT count(*) ...`), read beside the node.
 pub fn sqlite_i64(file: &Path, sql: &str) -> i64 {
-    let (file, sql) = (file.to_owned(), sql.to_owned());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        use sqlx::{Connection, Row};
+    block_on(async {
+        use sqlx::Connection;
         let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&file)
+            .filename(file)
             .busy_timeout(Duration::from_secs(10));
         let mut conn = sqlx::SqliteConnection::connect_with(&options)
             .await
             .unwrap_or_else(|e| panic!("open {}: {e}", file.display()));
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let n = row
-            .try_get::<i64, _>(0)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let n = int_column(&row, sql);
         let _ = conn.close().await;
         n
     })

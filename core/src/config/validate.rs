@@ -153,6 +153,45 @@ fn node(c: &Config, v: &mut Checker<'_>) {
         MAX_IO_TIMEOUT,
     );
     v.not_empty("admin.socket", &c.admin.socket.to_string_lossy());
+    if let Some(other) = socket_collision(c) {
+        v.fail(
+            "admin.socket",
+            format!("is the same path as {other}; the socket needs a path of its own"),
+        );
+    }
+}
+
+/// The configured file `admin.socket` would stand on, if any (compared lexically: `./a/b`
+/// and `a//b` are the same path). The node never replaces anything but a socket, so such a
+/// config could not start; better said by `config check`.
+fn socket_collision(c: &Config) -> Option<String> {
+    use std::path::{Component, Path, PathBuf};
+    fn norm(p: &Path) -> PathBuf {
+        p.components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect()
+    }
+    let socket = norm(&c.admin.socket);
+    let mut taken: Vec<(String, PathBuf)> = vec![
+        ("node.data_dir".into(), c.node.data_dir.clone()),
+        (
+            "the data dir's lock file".into(),
+            c.node.data_dir.join("chom.lock"),
+        ),
+        ("ssh.private_key".into(), c.ssh.private_key.clone()),
+        ("ssh.known_hosts".into(), c.ssh.known_hosts.clone()),
+    ];
+    if let super::DatabaseKind::Sqlite { path } = c.database.kind() {
+        for suffix in ["", "-wal", "-shm", "-journal", ".node.lock"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            taken.push((format!("the database file{suffix}"), PathBuf::from(name)));
+        }
+    }
+    taken
+        .into_iter()
+        .find(|(_, path)| !path.as_os_str().is_empty() && norm(path) == socket)
+        .map(|(what, path)| format!("{what} ({})", path.display()))
 }
 
 fn stores(c: &Config, v: &mut Checker<'_>) {
@@ -695,6 +734,30 @@ pub fn is_fingerprint(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admin_socket_on_another_configured_path_is_refused() {
+        for (db, socket, named) in [
+            ("sqlite://var/chom.db", "./var/chom.db", "the database file"),
+            (
+                "sqlite://var/chom.db",
+                "var/chom.db-wal",
+                "the database file-wal",
+            ),
+            ("sqlite:///srv/x.db", "/srv/x.db", "the database file"),
+            ("sqlite://var/chom.db", "var/chom.lock", "lock file"),
+        ] {
+            let text = format!("[database]\nurl = \"{db}\"\n[admin]\nsocket = \"{socket}\"\n");
+            let errors = Config::from_toml_str(&text, &[]).unwrap_err().to_string();
+            assert!(
+                errors.contains("admin.socket") && errors.contains(named),
+                "{socket}: {errors}"
+            );
+        }
+        let fine =
+            "[database]\nurl = \"sqlite://var/chom.db\"\n[admin]\nsocket = \"var/chom.sock\"\n";
+        assert!(Config::from_toml_str(fine, &[]).is_ok());
+    }
 
     #[test]
     fn http_limits_are_range_checked() {
