@@ -1000,8 +1000,9 @@ fn memory_pressure() {
     });
 }
 
-/// Fill the file system under `path` to the last page: a ballast file written until ENOSPC.
-fn fill_disk(path: &Path) -> std::fs::File {
+/// Fill the file system under `path` to the last page: a ballast file written until ENOSPC
+/// (and closed: an open file keeps its space after it is removed).
+fn fill_disk(path: &Path) {
     let mut f = std::fs::File::create(path).unwrap();
     let chunk = vec![1u8; 4096];
     loop {
@@ -1012,7 +1013,6 @@ fn fill_disk(path: &Path) -> std::fs::File {
             Err(e) => panic!("filling {}: {e}", path.display()),
         }
     }
-    f
 }
 
 #[test]
@@ -1030,7 +1030,7 @@ fn a_full_disk_under_sqlite() {
     let stream = rig.stream.as_ref().expect("stream running");
     let refused_before = stream.refused.load(Ordering::SeqCst);
     let t = Instant::now();
-    let _full = fill_disk(&ballast);
+    fill_disk(&ballast);
     // Enqueue through the RPC while the disk is full: every answer is a stored job (accounted
     // for at the end) or an error that says why; none is an id that was never stored.
     let mut refusals = Vec::new();

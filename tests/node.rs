@@ -425,16 +425,31 @@ fn an_admin_socket_path_naming_a_regular_file_is_refused_and_the_file_kept() {
     let db = node.dir.path().join("var/chom.db");
     let before = std::fs::metadata(&db).expect("database file").len();
     assert!(before > 0);
+    // Pointed at the database itself: the config is refused before anything is touched.
     let (code, log) = refused_start(
         &node.config,
         node.dir.path(),
         &[("CHOM_ADMIN_SOCKET", db.to_str().unwrap())],
+    );
+    assert_eq!(code, Some(78), "{log}");
+    assert!(
+        log.contains("admin.socket") && log.contains("the database file"),
+        "{log}"
+    );
+    // Pointed at any other file that is not a socket: the node refuses, the file stays.
+    let notes = node.dir.path().join("var/notes.txt");
+    std::fs::write(&notes, "keep me").unwrap();
+    let (code, log) = refused_start(
+        &node.config,
+        node.dir.path(),
+        &[("CHOM_ADMIN_SOCKET", notes.to_str().unwrap())],
     );
     assert_eq!(code, Some(1), "{log}");
     assert!(
         log.contains("is not a socket") && log.contains("regular file"),
         "{log}"
     );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "keep me");
     assert_eq!(
         std::fs::metadata(&db).expect("database kept").len(),
         before,
