@@ -269,3 +269,78 @@ fn concurrent_fresh_health_requests_share_one_run_of_the_checks() {
         "{ran} runs of the operator check for 20 concurrent requests"
     );
 }
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+#[test]
+fn a_batch_of_listings_over_huge_payloads_stays_small() {
+    // The reproduction: 40 jobs with 900 KB payloads, then one 3 KB line asking for
+    // 40 listings of them (it used to answer 720 MB and take 1.4 GB of memory).
+    let node = Node::start("huge-listing", "", &[]);
+    node.wait_ready();
+    node.rpc("queue.pause", json!({ "queue": "default" }));
+    let big = "x".repeat(900_000);
+    for _ in 0..40 {
+        let r = node.rpc(
+            "jobs.enqueue",
+            json!({ "kind": "noop", "payload": { "blob": big } }),
+        );
+        assert!(r["result"]["id"].is_i64(), "{r}");
+    }
+    let before = rss(node.pid());
+    let calls: Vec<Value> = (0..40)
+        .map(|i| json!({ "jsonrpc": "2.0", "id": i, "method": "jobs.list", "params": { "limit": 1000 } }))
+        .collect();
+    let mut line = serde_json::to_vec(&calls).unwrap();
+    assert!(line.len() < 4096);
+    line.push(b'\n');
+    let mut stream = UnixStream::connect(&node.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(&line).unwrap();
+    let mut answer = Vec::new();
+    BufReader::new(&mut stream)
+        .take(64 << 20)
+        .read_until(b'\n', &mut answer)
+        .unwrap();
+    let grown = rss(node.pid()).saturating_sub(before);
+    assert!(
+        answer.len() <= 8 << 20,
+        "answer line of {} bytes",
+        answer.len()
+    );
+    let answers: Vec<Value> = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answers.len(), 40);
+    // Every listing answered, with previews that say they were cut.
+    for a in &answers {
+        let jobs = a["result"]["jobs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{a}"));
+        assert_eq!(jobs.len(), 40);
+        assert!(jobs.iter().all(
+            |j| j["payload_truncated"] == true && j["payload"].as_str().unwrap().len() <= 2048
+        ));
+    }
+    assert!(
+        grown < 200 << 20,
+        "the node grew by {grown} bytes answering one batch"
+    );
+    // The whole payload is still there for the one job asked for.
+    let id = answers[0]["result"]["jobs"][0]["id"].clone();
+    let one = node.rpc("jobs.show", json!({ "id": id }));
+    assert!(
+        one["result"]["payload"].as_str().unwrap().len() > 900_000,
+        "jobs show gives the whole payload"
+    );
+}
