@@ -176,7 +176,7 @@ pub async fn open_breakers(ctx: &NodeContext) -> Vec<Value> {
     };
     let mut out = Vec::new();
     for (service, state) in ctx.metrics.breaker_states() {
-        if !matches!(state, "open" | "forced_open") {
+        if !state.is_open() {
             continue;
         }
         let Some(id) = service.strip_prefix("vps:") else {

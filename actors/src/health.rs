@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use chom_core::breaker::BreakerState;
 use chom_core::config::redact_url;
 use chom_core::job::QueueStats;
 
@@ -397,10 +398,13 @@ fn check_fleet(ctx: &NodeContext) -> CheckResult {
     let states = ctx.metrics.breaker_states();
     let open: Vec<&str> = states
         .iter()
-        .filter(|(_, s)| matches!(*s, "open" | "forced_open"))
+        .filter(|(_, s)| s.is_open())
         .map(|(service, _)| service.strip_prefix("vps:").unwrap_or(service))
         .collect();
-    let half_open = states.iter().filter(|(_, s)| *s == "half_open").count();
+    let half_open = states
+        .iter()
+        .filter(|(_, s)| *s == BreakerState::HalfOpen)
+        .count();
     let details = json!({ "servers": states.len(), "open": open, "half_open": half_open });
     if open.is_empty() {
         CheckResult::ok(details)

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use chom_core::breaker::BreakerState;
 use opentelemetry::KeyValue;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -50,14 +51,11 @@ struct Inner {
     memory_actions: Counter<u64>,
     ssh_duration: Histogram<f64>,
     /// Current state of each breaker by service (`vps:<id>`).
-    breakers: Arc<Mutex<BTreeMap<String, &'static str>>>,
+    breakers: Arc<Mutex<BTreeMap<String, BreakerState>>>,
     /// (active tenants, active sites), once read.
     inventory: Arc<Mutex<Option<(i64, i64)>>>,
     _gauges: Vec<ObservableGauge<i64>>,
 }
-
-/// Every state `chom_circuit_breaker_state` reports (one series each).
-const BREAKER_STATES: [&str; 5] = ["closed", "open", "half_open", "forced_open", "disabled"];
 
 /// Histogram buckets in seconds, from 1 ms (noop jobs, pickup latency) to 10 minutes
 /// (site provisioning).
@@ -132,7 +130,7 @@ impl Metrics {
             .u64_counter("chom_memory_actions_total")
             .with_description("Actions of the memory monitor: recycle (workers), restart (node)")
             .build();
-        let breakers: Arc<Mutex<BTreeMap<String, &'static str>>> = Arc::default();
+        let breakers: Arc<Mutex<BTreeMap<String, BreakerState>>> = Arc::default();
         let (open_view, state_view) = (breakers.clone(), breakers.clone());
         let inventory = Arc::new(Mutex::new(None::<(i64, i64)>));
         let (tenants_view, sites_view) = (inventory.clone(), inventory.clone());
@@ -149,9 +147,8 @@ impl Metrics {
                 .with_description("1 while a circuit breaker is open (or forced open), else 0")
                 .with_callback(move |o| {
                     for (service, state) in open_view.lock().expect("breakers lock").iter() {
-                        let open = matches!(*state, "open" | "forced_open");
                         o.observe(
-                            i64::from(open),
+                            i64::from(state.is_open()),
                             &[KeyValue::new("service", service.clone())],
                         );
                     }
@@ -164,12 +161,12 @@ impl Metrics {
                 )
                 .with_callback(move |o| {
                     for (service, state) in state_view.lock().expect("breakers lock").iter() {
-                        for candidate in BREAKER_STATES {
+                        for candidate in BreakerState::ALL {
                             o.observe(
                                 i64::from(candidate == *state),
                                 &[
                                     KeyValue::new("service", service.clone()),
-                                    KeyValue::new("state", candidate),
+                                    KeyValue::new("state", candidate.as_str()),
                                 ],
                             );
                         }
@@ -293,7 +290,7 @@ impl Metrics {
     }
 
     /// Record the state of the breaker of `service` (`vps:<id>`, `observability`).
-    pub fn set_breaker(&self, service: &str, state: &'static str) {
+    pub fn set_breaker(&self, service: &str, state: BreakerState) {
         self.inner
             .breakers
             .lock()
@@ -302,7 +299,7 @@ impl Metrics {
     }
 
     /// The last exported state of every breaker, by service.
-    pub fn breaker_states(&self) -> Vec<(String, &'static str)> {
+    pub fn breaker_states(&self) -> Vec<(String, BreakerState)> {
         self.inner
             .breakers
             .lock()

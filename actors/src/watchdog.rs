@@ -136,7 +136,7 @@ pub fn status_line(ctx: &NodeContext, summary: &tree::TreeSummary) -> String {
         .metrics
         .breaker_states()
         .iter()
-        .filter(|(_, s)| matches!(*s, "open" | "forced_open"))
+        .filter(|(_, s)| s.is_open())
         .count();
     let queue = ctx
         .metrics

@@ -39,6 +39,20 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// Every state, in the order `chom_circuit_breaker_state` reports them.
+    pub const ALL: [BreakerState; 5] = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+        BreakerState::ForcedOpen,
+        BreakerState::Disabled,
+    ];
+
+    /// Whether calls are rejected: open, by failures or by an operator.
+    pub fn is_open(self) -> bool {
+        matches!(self, BreakerState::Open | BreakerState::ForcedOpen)
+    }
+
     /// The name used in metrics, logs and `chom breaker list`.
     pub fn as_str(self) -> &'static str {
         match self {

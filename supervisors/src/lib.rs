@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+#[cfg(feature = "bench")]
 pub mod bench;
 mod child;
 mod error;

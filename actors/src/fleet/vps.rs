@@ -320,7 +320,7 @@ fn publish(state: &VpsState) {
         .fleet
         .ctx
         .metrics
-        .set_breaker(&service(state), state.breaker.state(now).as_str());
+        .set_breaker(&service(state), state.breaker.state(now));
 }
 
 /// Cache key of a server's breaker snapshot.

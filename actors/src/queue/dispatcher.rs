@@ -53,7 +53,7 @@ impl Actor for DispatcherActor {
         let waker = tokio::spawn(waker(shared.clone()));
         // A wake the previous incarnation accepted but never handled (a stop overtakes queued
         // messages) would otherwise stay "pending" and swallow every wake-up from now on: the
-        // queue would never claim again (seen after a store crash, one suite run in ~5).
+        // queue would never claim again.
         shared.take_wake_pending();
         shared.cast_wake();
         Ok(DispatcherState {

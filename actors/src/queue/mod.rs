@@ -34,10 +34,9 @@ use tokio::sync::Notify;
 
 use crate::context::NodeContext;
 
-/// Largest ready buffer (and so about the largest claim). Claims take 10-40 ms on a busy
-/// 2-core machine; a buffer that covers that at tens of thousands of short jobs per second
-/// keeps the workers fed (measured: 41k jobs/s with 500, 48k with 2,000; after completions
-/// became HOT updates, 73k with 2,000, 83k with 4,000, about 90k with 8,000 or 16,000). The
+/// Largest ready buffer (and so about the largest claim). A claim takes tens of milliseconds
+/// on a busy machine: the buffer must cover that at tens of thousands of short jobs a second
+/// or the workers starve between claims (the README's benchmark section has the figures). The
 /// rate-based sizing keeps it to about a second of work, so slow jobs are never hoarded; the
 /// cap only matters above 8,000 jobs a second.
 pub const MAX_PREFETCH: usize = 8000;
