@@ -405,7 +405,8 @@ async fn run(cli: Cli) -> u8 {
                 for warning in &warnings {
                     tracing::warn!(key = %warning.key, "config: {}", warning.message);
                 }
-                match crate::node::run(config).await {
+                let run = async { crate::node::run(config, crate::node::Signals::unix()?).await };
+                match run.await {
                     Ok(code) => code,
                     Err(error) => {
                         tracing::error!("{error:#}");

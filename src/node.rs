@@ -31,8 +31,47 @@ use crate::wiring::{self, Listeners, NodeObserver};
 /// Exit status when the root supervisor gave up (EX_SOFTWARE): systemd restarts the node.
 pub const EXIT_ROOT_GAVE_UP: u8 = 70;
 
-/// Run the node until it is told to stop or its root gives up; returns the exit status.
-pub async fn run(config: Config) -> anyhow::Result<u8> {
+/// What tells the node to stop: a stream of stop requests, each named (`"SIGTERM"`). The
+/// first starts a graceful shutdown; a second one during it exits at once. `chom node` feeds
+/// it from SIGTERM and SIGINT ([`Signals::unix`]); a test can feed it from a channel.
+pub struct Signals(futures::stream::BoxStream<'static, &'static str>);
+
+impl Signals {
+    /// SIGTERM and SIGINT of this process.
+    pub fn unix() -> anyhow::Result<Self> {
+        use futures::StreamExt as _;
+        let term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+        let int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+        let term = tokio_stream_from(term).map(|()| "SIGTERM");
+        let int = tokio_stream_from(int).map(|()| "SIGINT");
+        Ok(Signals::from_stream(futures::stream::select(term, int).boxed()))
+    }
+
+    /// Stop requests from any stream (tests, embedding).
+    pub fn from_stream(stream: futures::stream::BoxStream<'static, &'static str>) -> Self {
+        Signals(stream)
+    }
+
+    /// The next stop request; pending forever once the stream ended.
+    async fn next(&mut self) -> &'static str {
+        use futures::StreamExt as _;
+        match self.0.next().await {
+            Some(name) => name,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A Unix signal as a stream of `()`.
+fn tokio_stream_from(
+    mut sig: tokio::signal::unix::Signal,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    futures::stream::poll_fn(move |cx| sig.poll_recv(cx))
+}
+
+/// Run the node until `signals` or an admin `shutdown` tell it to stop or its root gives up;
+/// returns the exit status.
+pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<u8> {
     crate::edge::raise_fd_limit(&config);
     let config = Arc::new(config);
     let data_dir = &config.node.data_dir;
@@ -92,8 +131,6 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
         notify(&[NotifyState::Ready, NotifyState::Status("ready")]);
     });
 
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
     let mut root_done = root_done;
     let reason = tokio::select! {
         lost = &mut name_lost => {
@@ -108,8 +145,7 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
             ctx.metrics.shutdown();
             return Err(anyhow::anyhow!(why));
         }
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+        name = signals.next() => name,
         _ = ctx.shutdown_requested() => "admin shutdown",
         _ = &mut root_done => {
             ready.abort();
@@ -130,10 +166,7 @@ pub async fn run(config: Config) -> anyhow::Result<u8> {
 
     // A second signal means "now": the operator does not want to wait for the drain.
     tokio::spawn(async move {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = sigint.recv() => {}
-        }
+        signals.next().await;
         warn!("second signal: exiting at once");
         std::process::exit(1);
     });
@@ -410,5 +443,55 @@ async fn keep_name(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The node runs in-process, driven by a channel instead of Unix signals: ready, then the
+    /// first stop request makes it drain and return 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_request_from_the_caller_stops_the_node_gracefully() {
+        let dir = std::env::temp_dir().join(format!("chom-node-inproc-{}", rand::random::<u64>()));
+        let text = format!(
+            "[node]\nname = \"inproc\"\ndata_dir = \"{d}\"\nshutdown_timeout = \"10s\"\n\
+             [database]\nurl = \"sqlite://{d}/chom.db\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\nsocket = \"{d}/chom.sock\"\n",
+            d = dir.display()
+        );
+        let config = Config::from_toml_str(&text, &[]).expect("valid config");
+        let socket = config.admin.socket.clone();
+        let (stop, requests) = futures::channel::mpsc::unbounded::<&'static str>();
+        let node = tokio::spawn(run(
+            config,
+            Signals::from_stream(futures::StreamExt::boxed(requests)),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = crate::rpc::client::call(
+                &socket,
+                "status",
+                serde_json::json!({}),
+                Duration::from_secs(5),
+            )
+            .await;
+            if status.is_ok_and(|s| s["ready"] == true) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.unbounded_send("test").unwrap();
+        let code = tokio::time::timeout(Duration::from_secs(30), node)
+            .await
+            .expect("stopped in time")
+            .expect("no panic")
+            .expect("no start-up error");
+        assert_eq!(code, 0);
+        assert!(!socket.exists(), "the socket is removed at exit");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
