@@ -44,7 +44,9 @@ impl Signals {
         let int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
         let term = tokio_stream_from(term).map(|()| "SIGTERM");
         let int = tokio_stream_from(int).map(|()| "SIGINT");
-        Ok(Signals::from_stream(futures::stream::select(term, int).boxed()))
+        Ok(Signals::from_stream(
+            futures::stream::select(term, int).boxed(),
+        ))
     }
 
     /// Stop requests from any stream (tests, embedding).

@@ -882,16 +882,9 @@ mod tests {
         assert_eq!(done["result"], "released");
     }
 
-    /// Poll `f` (a cheap in-process condition) until true, for at most 5 s.
+    /// Poll a cheap in-process condition until true, for at most 5 s.
     async fn wait_until(f: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !f() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "condition not reached"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        chom_testkit::eventually(Duration::from_secs(5), "the condition", f).await;
     }
 
     #[tokio::test]

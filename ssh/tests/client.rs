@@ -7,6 +7,7 @@ use chom_ssh::{
     ClientConfig, ErrorClass, HostKeyCheck, Session, SshError, Target, command_line, load_key,
 };
 use chom_testkit::Sshd;
+use chom_testkit::eventually;
 use proptest::prelude::*;
 
 fn target(sshd: &Sshd, check: HostKeyCheck) -> Target {
@@ -37,15 +38,6 @@ async fn connect(sshd: &Sshd) -> Session {
 
 fn fake_line(sshd: &Sshd, name: &str, args: &[String]) -> String {
     command_line(&sshd.fake().path().display().to_string(), name, args).unwrap()
-}
-
-/// Poll `f` every 20 ms until it holds; panic after `limit`.
-async fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A session without keep-alives: only time limits notice a frozen host.

@@ -1,10 +1,11 @@
 //! The test harness itself (chom-testkit): the fake vpsmanager's controls and records, and
 //! sshd's faults, driven through the real client.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chom_ssh::{ClientConfig, HostKeyCheck, Session, Target, command_line, load_key};
 use chom_testkit::Sshd;
+use chom_testkit::eventually;
 
 async fn connect(sshd: &Sshd) -> Session {
     Session::connect(
@@ -27,14 +28,6 @@ async fn connect(sshd: &Sshd) -> Session {
 fn line(sshd: &Sshd, name: &str, args: &[&str]) -> String {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     command_line(&sshd.fake().path().display().to_string(), name, &args).unwrap()
-}
-
-async fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

@@ -60,20 +60,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Poll `f` until it returns Some, or panic with `what` after `limit`.
-pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use chom_testkit::wait_for;
 
 /// A config for a node living entirely inside `dir`; `extra` is appended (TOML).
 pub fn config_in(dir: &Path, extra: &str) -> PathBuf {
