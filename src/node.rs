@@ -401,10 +401,12 @@ async fn keep_name(
     lost: oneshot::Sender<IdentityError>,
 ) {
     let timeout = ctx.config.database.connect_timeout;
-    let mut delay = std::time::Duration::from_millis(200);
+    let mut pace = chom_core::backoff::Doubling::new(
+        std::time::Duration::from_millis(200),
+        NAME_CHECK_INTERVAL,
+    );
     while lock.is_none() {
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(NAME_CHECK_INTERVAL);
+        tokio::time::sleep(pace.next_delay()).await;
         match identity::acquire(&ctx.config.database, instance, timeout).await {
             Ok(l) => lock = Some(l),
             Err(IdentityError::Unreachable(_)) => {}

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chom_core::backoff::Doubling;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
@@ -89,30 +90,18 @@ impl Actor for StoreActor {
 }
 
 /// Apply migrations, retrying with capped exponential backoff until they succeed, then record
-/// the node in the `nodes` table.
+/// the node in the `nodes` table (once it holds its name) the same way.
 async fn migrate_until_done(ctx: Arc<NodeContext>, backends: Backends) {
-    let mut delay = Duration::from_millis(100);
     let limit = ctx
         .config
         .database
         .connect_timeout
         .max(Duration::from_secs(1))
         * 6;
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match store::with_timeout(limit, backends.store.migrate()).await {
-            Ok(()) => break,
-            Err(error) => {
-                // Log the first failure and then every tenth, not every retry.
-                if attempt == 1 || attempt.is_multiple_of(10) {
-                    warn!(%error, attempt, retry_in = ?delay, "store: migrations not applied yet");
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    until_ok("store: migrations not applied yet", || {
+        store::with_timeout(limit, backends.store.migrate())
+    })
+    .await;
     info!(
         backend = backends.store.backend().as_str(),
         "store: migrations applied"
@@ -126,17 +115,31 @@ async fn migrate_until_done(ctx: Arc<NodeContext>, backends: Backends) {
         pid: std::process::id(),
         version: ctx.version.to_owned(),
     };
-    // Retried like the migrations: the heartbeat only refreshes this row, so a registration
-    // lost to a passing failure (a full disk at start) would leave the node without a
-    // liveness record, and other nodes would rescue its running jobs.
-    let mut delay = Duration::from_millis(100);
+    // The heartbeat only refreshes this row, so a registration lost to a passing failure (a
+    // full disk at start) would leave the node without a liveness record, and other nodes
+    // would rescue its running jobs.
+    until_ok(
+        "store: could not record this node in the nodes table",
+        || store::with_timeout(limit, backends.store.register_node(&record)),
+    )
+    .await;
+}
+
+/// Run `op` until it succeeds, waiting 100 ms doubling to 5 s between tries; the first
+/// failure and every tenth are logged with `what`, not every retry.
+async fn until_ok<F, Fut>(what: &str, mut op: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), store::StoreError>>,
+{
+    let mut pace = Doubling::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut attempt = 0u32;
-    while let Err(error) = store::with_timeout(limit, backends.store.register_node(&record)).await {
+    while let Err(error) = op().await {
         attempt += 1;
+        let delay = pace.next_delay();
         if attempt == 1 || attempt.is_multiple_of(10) {
-            warn!(%error, attempt, retry_in = ?delay, "store: could not record this node in the nodes table");
+            warn!(%error, attempt, retry_in = ?delay, "{what}");
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod breaker;
 pub mod config;
 pub mod inventory;

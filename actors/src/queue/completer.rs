@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::QueueShared;
 use crate::store;
+use chom_core::backoff::Doubling;
 use chom_core::job::Completion;
 
 /// Largest batch written in one transaction.
@@ -37,7 +38,9 @@ pub struct CompleterArgs {
 /// Running state.
 pub struct CompleterState {
     shared: Arc<QueueShared>,
-    retry_delay: Option<Duration>,
+    retry_pace: Doubling,
+    /// The last write failed (a success after it is logged once).
+    failing: bool,
     last_error_log: Option<Instant>,
 }
 
@@ -64,7 +67,8 @@ impl Actor for CompleterActor {
         }
         Ok(CompleterState {
             shared: args.shared,
-            retry_delay: None,
+            retry_pace: Doubling::new(Duration::from_millis(100), Duration::from_secs(5)),
+            failing: false,
             last_error_log: None,
         })
     }
@@ -108,7 +112,8 @@ impl Actor for CompleterActor {
 async fn flush(myself: &ActorRef<CompleterMsg>, state: &mut CompleterState) {
     match write(&state.shared).await {
         Ok(_) => {
-            if state.retry_delay.take().is_some() {
+            if std::mem::take(&mut state.failing) {
+                state.retry_pace.reset();
                 info!("queue: results are written again");
             }
             if state.shared.pending_completions() > 0 {
@@ -123,10 +128,8 @@ async fn flush(myself: &ActorRef<CompleterMsg>, state: &mut CompleterState) {
                 warn!(%error, pending = state.shared.pending_completions(), "queue: cannot record job results; keeping them and retrying");
                 state.last_error_log = Some(Instant::now());
             }
-            let delay = state.retry_delay.map_or(Duration::from_millis(100), |d| {
-                (d * 2).min(Duration::from_secs(5))
-            });
-            state.retry_delay = Some(delay);
+            state.failing = true;
+            let delay = state.retry_pace.next_delay();
             myself.send_after(delay, || CompleterMsg::Flush);
         }
     }
