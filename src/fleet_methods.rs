@@ -179,7 +179,7 @@ pub async fn open_breakers(ctx: &NodeContext) -> Vec<Value> {
         if !state.is_open() {
             continue;
         }
-        let Some(id) = service.strip_prefix("vps:") else {
+        let Some(id) = chom_core::inventory::vps_of_service(&service) else {
             continue;
         };
         let reason = match fleet.actor(id) {

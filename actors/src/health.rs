@@ -399,7 +399,7 @@ fn check_fleet(ctx: &NodeContext) -> CheckResult {
     let open: Vec<&str> = states
         .iter()
         .filter(|(_, s)| s.is_open())
-        .map(|(service, _)| service.strip_prefix("vps:").unwrap_or(service))
+        .map(|(service, _)| chom_core::inventory::vps_of_service(service).unwrap_or(service))
         .collect();
     let half_open = states
         .iter()

@@ -148,6 +148,18 @@ pub struct NewSite {
     pub site_type: String,
 }
 
+/// The name of a server in the tree, in metrics and in the cache: `vps:<id>` (the VPS actor's
+/// child id, the breaker's `service` label, the breaker snapshot's key). Formatted and parsed
+/// only here.
+pub fn vps_service(id: &str) -> String {
+    format!("vps:{id}")
+}
+
+/// The server id of a `vps:<id>` name; `None` for another service (e.g. `observability`).
+pub fn vps_of_service(service: &str) -> Option<&str> {
+    service.strip_prefix("vps:")
+}
+
 /// Why an inventory value is refused before it reaches the database.
 pub fn check_domain(domain: &str) -> Result<(), String> {
     let ok = !domain.is_empty()
@@ -226,5 +238,17 @@ mod tests {
             assert_eq!(SiteStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(Tier::parse("gold"), None);
+    }
+}
+
+#[cfg(test)]
+mod service_names {
+    use super::*;
+
+    #[test]
+    fn vps_service_names_round_trip() {
+        assert_eq!(vps_service("web-1"), "vps:web-1");
+        assert_eq!(vps_of_service(&vps_service("web-1")), Some("web-1"));
+        assert_eq!(vps_of_service("observability"), None);
     }
 }

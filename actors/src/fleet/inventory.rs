@@ -164,7 +164,7 @@ fn same_target(a: &VpsServer, b: &VpsServer) -> bool {
 
 /// Child id of a server's actor.
 pub fn child_id(vps: &str) -> String {
-    format!("vps:{vps}")
+    chom_core::inventory::vps_service(vps)
 }
 
 async fn start(state: &mut InventoryState, server: &VpsServer) -> Result<(), String> {
@@ -202,7 +202,11 @@ async fn stop(state: &mut InventoryState, id: &str) -> Result<(), String> {
         Ok(()) | Err(SupervisorError::NoSuchChild(_)) => {
             state.started.remove(id);
             state.fleet.forget(id);
-            state.fleet.ctx.metrics.remove_breaker(&format!("vps:{id}"));
+            state
+                .fleet
+                .ctx
+                .metrics
+                .remove_breaker(&chom_core::inventory::vps_service(id));
             Ok(())
         }
         Err(error) => Err(format!("cannot stop the actor of vps `{id}`: {error}")),

@@ -189,7 +189,7 @@ impl Drop for VpsState {
 }
 
 fn service(state: &VpsState) -> String {
-    format!("vps:{}", state.server.id)
+    chom_core::inventory::vps_service(&state.server.id)
 }
 
 async fn acquire(state: &mut VpsState) -> Result<Permit, Rejection> {
@@ -325,7 +325,7 @@ fn publish(state: &VpsState) {
 
 /// Cache key of a server's breaker snapshot.
 pub fn snapshot_key(vps: &str) -> String {
-    format!("chom:breaker:vps:{vps}")
+    format!("chom:breaker:{}", chom_core::inventory::vps_service(vps))
 }
 
 async fn save_snapshot(state: &VpsState) {
