@@ -16,7 +16,6 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -26,17 +25,8 @@ use serde_json::{Value, json};
 fn start_limited(tag: &str, extra: &str, soft: u64, hard: u64) -> Node {
     let dir = TempDir::new(tag);
     let config = config_in(dir.path(), extra);
-    let log = dir.path().join("node.log");
     let nofile = format!("--nofile={soft}:{hard}");
-    let child = spawn_node_via(&["prlimit", &nofile, "--"], &config, &log, &[]);
-    let socket: PathBuf = dir.path().join("var/chom.sock");
-    Node {
-        dir,
-        config,
-        child: Some(child),
-        log,
-        socket,
-    }
+    Node::start_via(&["prlimit", &nofile, "--"], dir, config, &[])
 }
 
 /// Open file descriptors of process `pid`.

@@ -168,36 +168,20 @@ pub fn parse_duration(what: &str, text: &str, max: Duration) -> Result<Duration,
     check_duration(what, d, max)
 }
 
-/// `now - older_than`, for "older than" cutoffs. Fails (instead of wrapping or panicking)
-/// when `older_than` is above [`MAX_DURATION`].
+/// `now - older_than`, for "older than" cutoffs given by a user: refused (instead of
+/// wrapping or panicking) when `older_than` is above [`MAX_DURATION`].
 pub fn cutoff_before(
     now: DateTime<Utc>,
     what: &str,
     older_than: Duration,
 ) -> Result<DateTime<Utc>, LimitError> {
     let d = check_duration(what, older_than, MAX_DURATION)?;
-    let delta = TimeDelta::from_std(d).expect("MAX_DURATION fits a TimeDelta");
-    Ok(now
-        .checked_sub_signed(delta)
-        .map_or_else(min_time, |t| t.max(min_time())))
-}
-
-/// `now + delay`, for "not before" times. Fails when `delay` is above [`MAX_DURATION`].
-pub fn time_after(
-    now: DateTime<Utc>,
-    what: &str,
-    delay: Duration,
-) -> Result<DateTime<Utc>, LimitError> {
-    let d = check_duration(what, delay, MAX_DURATION)?;
-    let delta = TimeDelta::from_std(d).expect("MAX_DURATION fits a TimeDelta");
-    Ok(now
-        .checked_add_signed(delta)
-        .map_or_else(max_time, |t| t.min(max_time())))
+    Ok(saturating_before(now, d))
 }
 
 /// `now + d` for durations the node already checked (config values, its own retry delays):
 /// never panics, and lands at [`max_time`] at the latest. Inputs are refused with
-/// [`time_after`] instead; this is the guard behind that check, not a substitute for it.
+/// [`check_duration`] first; this is the guard behind that check, not a substitute for it.
 pub fn saturating_after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     TimeDelta::from_std(d)
         .ok()
@@ -291,7 +275,7 @@ mod tests {
             cutoff_before(now, "older_than", huge),
             Err(LimitError::TooLarge { .. })
         ));
-        assert!(time_after(now, "delay", huge).is_err());
+        assert!(check_duration("delay", huge, MAX_DURATION).is_err());
         assert!(parse_duration("delay", "10000000years", MAX_DURATION).is_err());
         assert!(parse_duration("delay", "99999999999999999999years", MAX_DURATION).is_err());
         assert_eq!(
@@ -356,7 +340,7 @@ mod tests {
                 Ok(t) => prop_assert!(t <= now && t >= min_time()),
                 Err(_) => prop_assert!(d > MAX_DURATION),
             }
-            match time_after(now, "delay", d) {
+            match check_duration("delay", d, MAX_DURATION).map(|d| saturating_after(now, d)) {
                 Ok(t) => prop_assert!(t >= now && t <= max_time()),
                 Err(_) => prop_assert!(d > MAX_DURATION),
             }

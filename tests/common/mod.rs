@@ -157,9 +157,19 @@ impl Node {
     }
 
     pub fn start_with(dir: TempDir, config: PathBuf, env: &[(&str, &str)]) -> Node {
+        Self::start_via(&[], dir, config, env)
+    }
+
+    /// Start the node under `wrapper` (e.g. `["prlimit", "--nofile=1024:1024", "--"]`).
+    pub fn start_via(
+        wrapper: &[&str],
+        dir: TempDir,
+        config: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Node {
         let log = dir.path().join(format!("node-{}.log", rand_suffix()));
         let socket = dir.path().join("var/chom.sock");
-        let child = spawn_node(&config, &log, env);
+        let child = spawn_node_via(wrapper, &config, &log, env);
         Node {
             dir,
             config,
