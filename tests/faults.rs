@@ -1151,6 +1151,17 @@ fn a_second_node_with_the_same_default_name() {
     second.child = Some(spawn_node(&second.config, &log, DEBUG));
     second.log = log;
     second.wait_ready();
+    // The stream still talks to the first node's socket; a job enqueued on the second shows
+    // it working whether or not the first held a job when it died (accounted like the rest).
+    let r = second.rpc(
+        "jobs.enqueue",
+        json!({ "kind": "debug.record", "payload": { "file": rig.side } }),
+    );
+    let id = r["result"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("enqueue on the second node: {r}"));
+    let stream = rig.stream.as_ref().expect("stream running");
+    stream.acked.lock().unwrap().push(id);
     let recovered = rig.wait_runs_after(killed, Duration::from_secs(60));
     rig.finish(Outcome {
         detected: Some(detected),
