@@ -391,6 +391,7 @@ pub fn main() -> ExitCode {
     ExitCode::from(runtime.block_on(run(cli)))
 }
 
+#[allow(clippy::too_many_lines, reason = "being split by issue 11")]
 async fn run(cli: Cli) -> u8 {
     match &cli.command {
         Command::Config(ConfigCommand::Default) => {
@@ -638,11 +639,11 @@ fn config_check(cli: &Cli) -> u8 {
 async fn migrate(cli: &Cli, config: &Config) -> u8 {
     crate::logging::init_client();
     let outcome = async {
-        let store = chom_actors::store::open(&config.database)?;
+        let store = chom_store::open(&config.database)?;
         let limit = config.database.connect_timeout.max(Duration::from_secs(1)) * 6;
-        chom_actors::store::with_timeout(limit, store.migrate()).await?;
+        chom_store::with_timeout(limit, store.migrate()).await?;
         store.close().await;
-        Ok::<_, chom_actors::store::StoreError>(store.backend())
+        Ok::<_, chom_store::StoreError>(store.backend())
     }
     .await;
     match outcome {

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use chom_actors::context::NodeContext;
 use chom_actors::fleet::vps::{BreakerCommand, VpsInfo, VpsMsg, snapshot_key};
-use chom_actors::store;
 use chom_core::config::{LOGIN_RULE, NAME_RULE, is_fingerprint, is_host, is_login_name, is_name};
 use chom_core::inventory::{NewSite, Tier, VpsServer, check_domain, check_site_type};
 use chom_core::job::NewJob;
 use chom_core::limits::{self, MAX_HOST_CHARS, MAX_ID_CHARS, MAX_NAME_CHARS, escape_control};
 use chom_core::policy::JobPolicy;
+use chom_store as store;
 use serde_json::{Value, json};
 
 use crate::methods::{

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use chom_actors::context::{Backends, NodeContext};
 use chom_actors::queue::reaper;
-use chom_actors::store::{self, StoreError};
 use chom_actors::{health, tree};
 use chom_core::job::{JobFilter, JobState, NewJob};
 use chom_core::limits::{self, LimitError};
 use chom_core::policy::JobPolicy;
+use chom_store::{self as store, StoreError};
 use chom_supervisors::{Fault, SupervisorMsg};
 use futures::future::BoxFuture;
 use ractor::ActorRef;

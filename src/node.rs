@@ -73,6 +73,7 @@ fn tokio_stream_from(
 
 /// Run the node until `signals` or an admin `shutdown` tell it to stop or its root gives up;
 /// returns the exit status.
+#[allow(clippy::too_many_lines, reason = "being split by issue 11")]
 pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<u8> {
     crate::edge::raise_fd_limit(&config);
     let config = Arc::new(config);
@@ -215,8 +216,8 @@ async fn release_leftovers(ctx: &NodeContext) {
     }
     let limit = std::time::Duration::from_secs(5);
     let release = async {
-        let store = chom_actors::store::open(&ctx.config.database)?;
-        let n = chom_actors::store::with_timeout(limit, store.release_node(&ctx.node_name)).await;
+        let store = chom_store::open(&ctx.config.database)?;
+        let n = chom_store::with_timeout(limit, store.release_node(&ctx.node_name)).await;
         store.close().await;
         n
     };

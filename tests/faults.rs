@@ -8,6 +8,11 @@
 //! runs at once); `scripts/faults` runs this file alone and checks them strictly. Each
 //! scenario appends one JSON line to the file named by `CHOM_FAULTS_REPORT`, when set.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads top to bottom as one scenario"
+)]
+
 mod common;
 
 use std::io::{Read as _, Write as _};

@@ -1,6 +1,11 @@
 //! Every input of the admin RPC and the CLI checked for type, range and size (issue 10, items
 //! 7, 8, 10 and 11), against the built binary and a running node.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads top to bottom as one scenario"
+)]
+
 mod common;
 
 use std::path::Path;

@@ -1,6 +1,11 @@
 //! End-to-end tests of the job queue: the built node against a real PostgreSQL (and SQLite),
 //! with jobs that record their executions in a side file (`debug.record`).
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads top to bottom as one scenario"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

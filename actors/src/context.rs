@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use chom_store::Store;
 
 /// The database and cache handles the store actor owns.
 #[derive(Clone)]
@@ -317,7 +317,7 @@ mod tests {
         let mut config = chom_core::config::Config::default();
         config.database.url = format!("sqlite://{}/{name}.db", dir.display());
         Backends {
-            store: crate::store::open(&config.database).unwrap(),
+            store: chom_store::open(&config.database).unwrap(),
             cache: Cache::open(&config.cache).unwrap(),
         }
     }

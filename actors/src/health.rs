@@ -184,14 +184,14 @@ fn millis(d: Duration) -> f64 {
 /// inside failed transactions) is reported `error`, so remediation restarts it. Before the
 /// migrations are applied there is nothing to write to, and a plain round trip is the check.
 ///
-/// [`Store::probe_write`]: crate::store::Store::probe_write
+/// [`Store::probe_write`]: chom_store::Store::probe_write
 async fn check_database(ctx: &NodeContext, limit: Duration) -> CheckResult {
     let Some(backends) = ctx.backends() else {
         return CheckResult::error("store actor is not running", json!({}));
     };
     let backend = backends.store.backend().as_str();
     if !ctx.migrated() {
-        return match crate::store::with_timeout(limit, backends.store.ping()).await {
+        return match chom_store::with_timeout(limit, backends.store.ping()).await {
             Ok(latency) => CheckResult::warning(
                 "reachable, migrations not applied yet",
                 json!({ "backend": backend, "latency_ms": millis(latency) }),
@@ -199,7 +199,7 @@ async fn check_database(ctx: &NodeContext, limit: Duration) -> CheckResult {
             Err(error) => CheckResult::error(error.to_string(), json!({ "backend": backend })),
         };
     }
-    match crate::store::with_timeout(limit, backends.store.probe_write()).await {
+    match chom_store::with_timeout(limit, backends.store.probe_write()).await {
         Ok(latency) => {
             CheckResult::ok(json!({ "backend": backend, "latency_ms": millis(latency) }))
         }

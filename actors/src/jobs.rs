@@ -105,7 +105,7 @@ pub fn on_final_failure(ctx: &Arc<NodeContext>, kind: &str, payload: &str, error
 async fn mark_site_failed(ctx: &NodeContext, site: i64, reason: &str) {
     for attempt in 1..=5u32 {
         let result = match ctx.backends() {
-            Some(b) => crate::store::with_timeout(
+            Some(b) => chom_store::with_timeout(
                 Duration::from_secs(10),
                 b.store
                     .set_site_status(site, SiteStatus::Failed, Some(reason)),
@@ -226,7 +226,7 @@ async fn site_provision(payload: &Value, env: &JobEnv<'_>) -> Result<(), JobErro
         .backends()
         .ok_or_else(|| JobError::Retryable("the store is not running".into()))?;
     let limit = Duration::from_secs(10);
-    let site = crate::store::with_timeout(limit, backends.store.site(id))
+    let site = chom_store::with_timeout(limit, backends.store.site(id))
         .await
         .map_err(|e| JobError::Retryable(e.to_string()))?
         .ok_or_else(|| JobError::Permanent(format!("no site {id}")))?;
@@ -243,7 +243,7 @@ async fn site_provision(payload: &Value, env: &JobEnv<'_>) -> Result<(), JobErro
         .await
         .map_err(exec_error)?;
     command_result(&site.vps_id, "site:create", &output)?;
-    crate::store::with_timeout(
+    chom_store::with_timeout(
         limit,
         backends.store.set_site_status(id, SiteStatus::Active, None),
     )

@@ -14,7 +14,6 @@ pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod queue;
-pub mod store;
 pub mod store_actor;
 pub mod sys;
 pub mod tree;

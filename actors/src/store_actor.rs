@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::cache::Cache;
 use crate::context::{AbortOnDrop, Backends, NodeContext};
-use crate::store::{self, NodeRecord};
+use chom_store::{self as store, NodeRecord};
 
 /// The store actor.
 pub struct StoreActor;

@@ -7,6 +7,11 @@
 //!
 //! Mounting needs root; without it the test prints why and checks nothing.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads top to bottom as one scenario"
+)]
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -19,10 +24,10 @@ use std::sync::Arc;
 use chom_actors::cache::Cache;
 use chom_actors::context::{Backends, NodeContext};
 use chom_actors::health::{self, CheckStatus};
-use chom_actors::store::{self, StoreError};
 use chom_core::config::Config;
 use chom_core::inventory::{NewSite, Tier, VpsServer};
 use chom_core::job::{Completion, JobState, NewJob};
+use chom_store::{self as store, StoreError};
 
 /// A tmpfs of `size` mounted on a fresh temporary directory; unmounted on drop.
 struct Tmpfs {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use russh::client;
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{ChannelMsg, Disconnect, Sig};
+use russh::{Channel, ChannelMsg, Disconnect, Sig};
 use tokio::sync::watch;
 use tracing::debug;
 
@@ -433,6 +433,93 @@ fn signal_name(sig: &Sig) -> String {
     }
 }
 
+/// The TCP connection to `target`, and a second descriptor of it to cut it with.
+async fn open_socket(
+    target: &Target,
+    addr: &str,
+) -> Result<(tokio::net::TcpStream, Arc<std::net::TcpStream>), SshError> {
+    let failed = |e: std::io::Error| SshError::Connect {
+        addr: addr.to_owned(),
+        reason: e.to_string(),
+    };
+    let socket = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(failed)?;
+    let _ = socket.set_nodelay(true);
+    duplicate(socket).map_err(failed)
+}
+
+/// Public-key authentication of `target.user` on an established connection.
+async fn authenticate(
+    handle: &mut client::Handle<Handler>,
+    target: &Target,
+    cfg: &ClientConfig,
+    addr: &str,
+) -> Result<(), SshError> {
+    let handshake = |e: russh::Error| SshError::Handshake {
+        addr: addr.to_owned(),
+        reason: e.to_string(),
+    };
+    // `None` from the server means it did not say (legacy SHA-1 for RSA); the outer
+    // `Option` is `None` for keys that are not RSA.
+    let rsa_hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .map_err(handshake)?
+        .flatten();
+    let auth = handle
+        .authenticate_publickey(
+            target.user.clone(),
+            PrivateKeyWithHashAlg::new(cfg.key.clone(), rsa_hash),
+        )
+        .await
+        .map_err(handshake)?;
+    if !auth.success() {
+        return Err(SshError::Auth {
+            addr: addr.to_owned(),
+            user: target.user.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// What a command's channel carried until it ended: output (each stream capped), and how it
+/// ended.
+#[derive(Default)]
+struct Collected {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    out_cut: bool,
+    err_cut: bool,
+    exit_status: Option<u32>,
+    exit_signal: Option<String>,
+}
+
+impl Collected {
+    /// Read `channel` to its end, keeping at most `max_output` bytes of each stream (the rest
+    /// is read and dropped so the remote side never blocks). False if the server refused to
+    /// run the command.
+    async fn read(&mut self, channel: &mut Channel<client::Msg>, max_output: usize) -> bool {
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    push_capped(&mut self.stdout, &data, max_output, &mut self.out_cut)
+                }
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    push_capped(&mut self.stderr, &data, max_output, &mut self.err_cut)
+                }
+                ChannelMsg::ExitStatus { exit_status } => self.exit_status = Some(exit_status),
+                ChannelMsg::ExitSignal {
+                    signal_name: sig, ..
+                } => self.exit_signal = Some(signal_name(&sig)),
+                ChannelMsg::Failure => return false,
+                _ => {}
+            }
+        }
+        true
+    }
+}
+
 impl Session {
     /// Connect, check the host key and authenticate, all within `cfg.connect_timeout`.
     pub async fn connect(target: &Target, cfg: &ClientConfig) -> Result<Session, SshError> {
@@ -453,17 +540,7 @@ impl Session {
         // task we cannot cancel, and against a frozen peer that task would wait forever.
         let cutter: Mutex<Option<Arc<std::net::TcpStream>>> = Mutex::new(None);
         let attempt = async {
-            let socket = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
-                .await
-                .map_err(|e| SshError::Connect {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                })?;
-            let _ = socket.set_nodelay(true);
-            let (socket, spare) = duplicate(socket).map_err(|e| SshError::Connect {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
+            let (socket, spare) = open_socket(target, &addr).await?;
             *cutter.lock().expect("socket lock") = Some(spare.clone());
             let mut handle = client::connect_stream(config, socket, handler)
                 .await
@@ -479,32 +556,7 @@ impl Session {
                             reason: e.to_string(),
                         })
                 })?;
-            // `None` from the server means it did not say (legacy SHA-1 for RSA); the outer
-            // `Option` is `None` for keys that are not RSA.
-            let rsa_hash = handle
-                .best_supported_rsa_hash()
-                .await
-                .map_err(|e| SshError::Handshake {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                })?
-                .flatten();
-            let auth = handle
-                .authenticate_publickey(
-                    target.user.clone(),
-                    PrivateKeyWithHashAlg::new(cfg.key.clone(), rsa_hash),
-                )
-                .await
-                .map_err(|e| SshError::Handshake {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                })?;
-            if !auth.success() {
-                return Err(SshError::Auth {
-                    addr: addr.clone(),
-                    user: target.user.clone(),
-                });
-            }
+            authenticate(&mut handle, target, cfg, &addr).await?;
             Ok((handle, spare))
         };
         let result = tokio::time::timeout(cfg.connect_timeout, attempt).await;
@@ -551,6 +603,42 @@ impl Session {
         let _ = self.socket.shutdown(Shutdown::Both);
     }
 
+    /// Open a channel and send `command_line` on it, within `timeout`.
+    async fn open_channel(
+        &self,
+        command_line: &str,
+        timeout: Duration,
+    ) -> Result<Channel<client::Msg>, SshError> {
+        let lost = || SshError::SessionLost {
+            addr: self.addr.clone(),
+            started: false,
+        };
+        // Opening the channel and sending the request share the time limit: a frozen host
+        // never answers either. Until the request is out the command has not started, so
+        // that is a transport failure (worth retrying, counted by the breaker), not a timeout.
+        let start = async {
+            let channel = self.handle.channel_open_session().await.map_err(|e| {
+                if self.is_closed() {
+                    lost()
+                } else {
+                    SshError::Channel {
+                        addr: self.addr.clone(),
+                        reason: e.to_string(),
+                    }
+                }
+            })?;
+            channel.exec(true, command_line).await.map_err(|_| lost())?;
+            Ok(channel)
+        };
+        match tokio::time::timeout(timeout, start).await {
+            Ok(result) => result,
+            Err(_) => Err(SshError::Channel {
+                addr: self.addr.clone(),
+                reason: format!("no answer within {timeout:?}"),
+            }),
+        }
+    }
+
     /// Run `command_line` on a new channel, keeping at most `max_output` bytes of stdout and
     /// of stderr each (the rest is read and dropped so the remote side never blocks), for at
     /// most `timeout` (then the channel is closed).
@@ -568,61 +656,11 @@ impl Session {
         if self.is_closed() {
             return Err(lost(false));
         }
-        // Opening the channel and sending the request share the time limit: a frozen host
-        // never answers either. Until the request is out the command has not started, so
-        // that is a transport failure (worth retrying, counted by the breaker), not a timeout.
-        let start = async {
-            let channel = self.handle.channel_open_session().await.map_err(|e| {
-                if self.is_closed() {
-                    lost(false)
-                } else {
-                    SshError::Channel {
-                        addr: self.addr.clone(),
-                        reason: e.to_string(),
-                    }
-                }
-            })?;
-            channel
-                .exec(true, command_line)
-                .await
-                .map_err(|_| lost(false))?;
-            Ok(channel)
-        };
-        let mut channel = match tokio::time::timeout(timeout, start).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(SshError::Channel {
-                    addr: self.addr.clone(),
-                    reason: format!("no answer within {timeout:?}"),
-                });
-            }
-        };
+        let mut channel = self.open_channel(command_line, timeout).await?;
         let limit = timeout;
         let timeout = timeout.saturating_sub(started.elapsed());
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let (mut out_cut, mut err_cut) = (false, false);
-        let mut exit_status = None;
-        let mut exit_signal = None;
-        let run = async {
-            while let Some(msg) = channel.wait().await {
-                match msg {
-                    ChannelMsg::Data { data } => {
-                        push_capped(&mut stdout, &data, max_output, &mut out_cut)
-                    }
-                    ChannelMsg::ExtendedData { data, ext: 1 } => {
-                        push_capped(&mut stderr, &data, max_output, &mut err_cut)
-                    }
-                    ChannelMsg::ExitStatus { exit_status: code } => exit_status = Some(code),
-                    ChannelMsg::ExitSignal {
-                        signal_name: sig, ..
-                    } => exit_signal = Some(signal_name(&sig)),
-                    ChannelMsg::Failure => return false,
-                    _ => {}
-                }
-            }
-            true
-        };
+        let mut got = Collected::default();
+        let run = got.read(&mut channel, max_output);
         let finished = match tokio::time::timeout(timeout, run).await {
             Ok(finished) => finished,
             Err(_) => {
@@ -647,24 +685,24 @@ impl Session {
                 reason: "the server refused to run the command".into(),
             });
         }
-        if exit_status.is_none() && exit_signal.is_none() {
+        if got.exit_status.is_none() && got.exit_signal.is_none() {
             // The channel ended without an exit: the connection went away under it.
             debug!(addr = %self.addr, "channel closed without an exit status");
             return Err(lost(true));
         }
-        let stdout = text(stdout, out_cut);
-        let json = if out_cut {
+        let stdout = text(got.stdout, got.out_cut);
+        let json = if got.out_cut {
             None
         } else {
             serde_json::from_str(stdout.trim()).ok()
         };
         Ok(Output {
-            exit_status,
-            exit_signal,
+            exit_status: got.exit_status,
+            exit_signal: got.exit_signal,
             stdout,
-            stderr: text(stderr, err_cut),
-            stdout_truncated: out_cut,
-            stderr_truncated: err_cut,
+            stderr: text(got.stderr, got.err_cut),
+            stdout_truncated: got.out_cut,
+            stderr_truncated: got.err_cut,
             json,
             elapsed: started.elapsed(),
         })

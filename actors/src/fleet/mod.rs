@@ -219,6 +219,7 @@ impl Fleet {
     /// Run a command on a server, with the breaker, bulkhead, retry and timeouts described
     /// in the module doc. A command that ran and exited non-zero is an `Ok` output: that is
     /// the command's failure, not the host's.
+    #[allow(clippy::too_many_lines, reason = "being split by issue 11")]
     pub async fn exec(&self, req: ExecRequest<'_>) -> Result<Output, ExecError> {
         let ssh = &self.ctx.config.ssh;
         let line = chom_ssh::command_line(&ssh.command_prefix, req.command, req.args)

@@ -16,9 +16,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
 use super::QueueShared;
-use crate::store;
 use chom_core::backoff::Doubling;
 use chom_core::job::Completion;
+use chom_store as store;
 
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 1000;

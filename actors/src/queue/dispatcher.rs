@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::QueueShared;
 use super::worker::WorkerMsg;
 use crate::context::AbortOnDrop;
-use crate::store;
+use chom_store as store;
 
 /// The dispatcher actor.
 pub struct DispatcherActor;

@@ -370,7 +370,7 @@ impl QueueShared {
             _ => {
                 let fresh = match self.ctx.backends() {
                     Some(b) => {
-                        crate::store::with_timeout(Duration::from_secs(5), b.store.paused_queues())
+                        chom_store::with_timeout(Duration::from_secs(5), b.store.paused_queues())
                             .await
                             .ok()
                     }

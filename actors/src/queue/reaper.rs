@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use super::QueueShared;
 use crate::context::Backends;
-use crate::store::{self, StoreError};
+use chom_store::{self as store, StoreError};
 
 const TICK: Duration = Duration::from_secs(5);
 

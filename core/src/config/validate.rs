@@ -59,6 +59,7 @@ pub(super) fn validate(config: &Config, errors: &mut Errors) {
     breaker(config, &mut v);
     vps(config, &mut v);
     health(config, &mut v);
+    memory(config, &mut v);
     observability(config, &mut v);
     log(config, &mut v);
 }
@@ -545,6 +546,19 @@ fn health(c: &Config, v: &mut Checker<'_>) {
         100,
     );
     v.span("health.check_timeout", h.check_timeout, MAX_IO_TIMEOUT);
+    let mut seen = BTreeMap::new();
+    for (i, check) in h.checks.iter().enumerate() {
+        health_check(i, check, &mut seen, v);
+    }
+}
+
+/// One `[[health.checks]]` entry; `seen` maps the names so far to their index.
+fn health_check<'c>(
+    i: usize,
+    check: &'c crate::config::HealthCheckConfig,
+    seen: &mut BTreeMap<&'c str, usize>,
+    v: &mut Checker<'_>,
+) {
     const BUILT_IN: &[&str] = &[
         "database",
         "cache",
@@ -554,56 +568,56 @@ fn health(c: &Config, v: &mut Checker<'_>) {
         "fleet",
         "observability",
     ];
-    let mut seen = BTreeMap::new();
-    for (i, check) in h.checks.iter().enumerate() {
-        let key = |field: &str| format!("health.checks[{i}].{field}");
-        if check.name.is_empty() {
-            v.fail(key("name"), "required");
-        } else if !is_name(&check.name) {
-            v.fail(
-                key("name"),
-                format!(
-                    "`{}` is not a valid name ({NAME_RULE}, at most {MAX_ID_CHARS} characters)",
-                    check.name.escape_debug()
-                ),
-            );
-        } else if BUILT_IN.contains(&check.name.as_str()) {
-            v.fail(key("name"), format!("`{}` is a built-in check", check.name));
-        } else if let Some(first) = seen.insert(check.name.as_str(), i) {
-            v.fail(
-                key("name"),
-                format!(
-                    "duplicate name `{}` (also health.checks[{first}])",
-                    check.name
-                ),
-            );
-        }
-        match (&check.command, &check.url) {
-            (Some(_), Some(_)) | (None, None) => {
-                v.fail(key("command"), "give exactly one of `command` or `url`")
-            }
-            (Some(cmd), None) if cmd.trim().is_empty() => v.fail(key("command"), "empty"),
-            (None, Some(url)) => match url::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                // Redacted: a rejected URL may still carry a password or a token.
-                _ => v.fail(
-                    key("url"),
-                    format!("`{}` is not an http(s) URL", redact_url(url)),
-                ),
-            },
-            _ => {}
-        }
-        if check
-            .remediation
-            .as_deref()
-            .is_some_and(|r| r.trim().is_empty())
-        {
-            v.fail(
-                key("remediation"),
-                "empty (leave it out for no remediation)",
-            );
-        }
+    let key = |field: &str| format!("health.checks[{i}].{field}");
+    if check.name.is_empty() {
+        v.fail(key("name"), "required");
+    } else if !is_name(&check.name) {
+        v.fail(
+            key("name"),
+            format!(
+                "`{}` is not a valid name ({NAME_RULE}, at most {MAX_ID_CHARS} characters)",
+                check.name.escape_debug()
+            ),
+        );
+    } else if BUILT_IN.contains(&check.name.as_str()) {
+        v.fail(key("name"), format!("`{}` is a built-in check", check.name));
+    } else if let Some(first) = seen.insert(check.name.as_str(), i) {
+        v.fail(
+            key("name"),
+            format!(
+                "duplicate name `{}` (also health.checks[{first}])",
+                check.name
+            ),
+        );
     }
+    match (&check.command, &check.url) {
+        (Some(_), Some(_)) | (None, None) => {
+            v.fail(key("command"), "give exactly one of `command` or `url`")
+        }
+        (Some(cmd), None) if cmd.trim().is_empty() => v.fail(key("command"), "empty"),
+        (None, Some(url)) => match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            // Redacted: a rejected URL may still carry a password or a token.
+            _ => v.fail(
+                key("url"),
+                format!("`{}` is not an http(s) URL", redact_url(url)),
+            ),
+        },
+        _ => {}
+    }
+    if check
+        .remediation
+        .as_deref()
+        .is_some_and(|r| r.trim().is_empty())
+    {
+        v.fail(
+            key("remediation"),
+            "empty (leave it out for no remediation)",
+        );
+    }
+}
+
+fn memory(c: &Config, v: &mut Checker<'_>) {
     let m = &c.memory;
     v.span("memory.interval", m.interval, MAX_INTERVAL);
     v.between(

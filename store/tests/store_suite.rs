@@ -5,16 +5,21 @@
 //! database created from `CHOM_TEST_PG_URL`, default
 //! `postgres://postgres:postgres@127.0.0.1:5432/test`, and dropped afterwards) for each.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads top to bottom as one scenario"
+)]
+
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chom_actors::store::{Backend, NodeRecord, Store, StoreError};
 use chom_core::inventory::{NewSite, SiteStatus, Tier, VpsServer};
 use chom_core::job::{Completion, Job, JobFilter, JobState, NewJob, QueueStats};
 use chom_core::limits;
+use chom_store::{Backend, NodeRecord, Store, StoreError};
 use chrono::{DateTime, Utc};
 use common::{Raw, TestDb};
 use futures::StreamExt;

@@ -1,5 +1,5 @@
 //! Test databases for the store suite: a fresh SQLite file or a fresh PostgreSQL database per
-//! test, opened through `chom_actors::store::open` and migrated, plus a second raw pool on the
+//! test, opened through `chom_store::open` and migrated, plus a second raw pool on the
 //! same database for the plain SQL another program (or a test) would run.
 
 #![allow(dead_code)]
@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chom_actors::store::{self, Store};
 use chom_core::config::DatabaseConfig;
+use chom_store::{self as store, Store};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};

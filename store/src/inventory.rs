@@ -295,7 +295,7 @@ mod pg {
             )
             .bind(id)
             .bind(status.as_str())
-            .bind(reason.map(crate::store::rows::stored_error))
+            .bind(reason.map(crate::rows::stored_error))
             .execute(&self.pool)
             .await?;
             Ok(result.rows_affected() > 0)
@@ -468,7 +468,7 @@ mod lite {
             let result = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
                 .bind(status.as_str())
-                .bind(reason.map(crate::store::rows::stored_error))
+                .bind(reason.map(crate::rows::stored_error))
                 .execute(&self.pool)
                 .await?;
             Ok(result.rows_affected() > 0)

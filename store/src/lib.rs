@@ -1,7 +1,7 @@
 //! The job store: one trait, a PostgreSQL and a SQLite implementation.
 //!
 //! Both use runtime `sqlx::query` (no database needed at build time) and their own migration
-//! folder (`actors/migrations/{postgres,sqlite}`), embedded at compile time. Pools are created
+//! folder (`store/migrations/{postgres,sqlite}`), embedded at compile time. Pools are created
 //! lazily: building a store never touches the network, so the node starts (and reports the
 //! database as down on `/health`) even when the database is unreachable.
 
