@@ -1,7 +1,7 @@
 //! The fleet's inventory (`vps_servers`, `tenants`, `sites`) on both backends.
 //!
-//! The SQL differs only in placeholders and timestamp defaults, but the row types differ, so
-//! each backend has its own short implementation; the shared store suite runs both.
+//! One implementation, instantiated for each backend by a macro (sqlx's row and pool types
+//! differ per database); the shared store suite runs both.
 
 use async_trait::async_trait;
 use chom_core::inventory::{NewSite, Site, SiteStatus, Tenant, Tier, VpsServer};
@@ -88,7 +88,8 @@ fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-const VPS_COLUMNS: &str = "id, host, port, ssh_user, host_key, source";
+/// `port` is INTEGER on PostgreSQL; read as BIGINT like SQLite's, so one decoder fits both.
+const VPS_COLUMNS: &str = "id, host, CAST(port AS BIGINT), ssh_user, host_key, source";
 const TENANT_COLUMNS: &str = "id, name, tier, status";
 const SITE_COLUMNS: &str = "id, tenant_id, vps_id, domain, type, status, failure_reason";
 
@@ -135,348 +136,202 @@ macro_rules! decoders {
     };
 }
 
-// === impl Inventory for PgStore ===
+/// The inventory on one backend. The SQL is written once: both backends take `$N`
+/// placeholders (sqlx binds `$N` by number on SQLite too) and standard `CAST`s; only the
+/// current time (`timestamptz` on PostgreSQL, unix milliseconds on SQLite) and the transaction
+/// opener (SQLite takes the write lock at once: `BEGIN IMMEDIATE`) differ.
+macro_rules! inventory {
+    ($store:ty, $row:ty, now = $now:expr, begin = $begin:expr) => {
+        decoders!($row);
 
-mod pg {
-    use super::*;
-    use sqlx::postgres::PgRow;
-
-    decoders!(PgRow);
-
-    /// `port` is INTEGER here; read as BIGINT like SQLite's, so one decoder fits both.
-    const PG_VPS_COLUMNS: &str = "id, host, port::bigint, ssh_user, host_key, source";
-
-    #[async_trait]
-    impl Inventory for PgStore {
-        async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Result<(), StoreError> {
-            let mut tx = self.pool.begin().await?;
-            for v in servers {
-                sqlx::query(
+        #[async_trait]
+        impl Inventory for $store {
+            async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Result<(), StoreError> {
+                let sql = format!(
                     "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
-                     VALUES ($1, $2, $3, $4, $5, 'config')
+                     VALUES ($1, $2, CAST($3 AS INTEGER), $4, $5, 'config')
                      ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, port = EXCLUDED.port,
                          ssh_user = EXCLUDED.ssh_user, host_key = EXCLUDED.host_key,
-                         source = 'config', updated_at = now()",
+                         source = 'config', updated_at = {}",
+                    $now
+                );
+                let mut tx = self.pool.begin_with($begin).await?;
+                for v in servers {
+                    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(&v.id)
+                        .bind(&v.host)
+                        .bind(i64::from(v.port))
+                        .bind(&v.user)
+                        .bind(&v.host_key)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn add_vps(&self, v: &VpsServer) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
+                     VALUES ($1, $2, CAST($3 AS INTEGER), $4, $5, 'admin')",
                 )
                 .bind(&v.id)
                 .bind(&v.host)
-                .bind(i32::from(v.port))
+                .bind(i64::from(v.port))
                 .bind(&v.user)
                 .bind(&v.host_key)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        }
-
-        async fn add_vps(&self, v: &VpsServer) -> Result<(), StoreError> {
-            sqlx::query(
-                "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
-                 VALUES ($1, $2, $3, $4, $5, 'admin')",
-            )
-            .bind(&v.id)
-            .bind(&v.host)
-            .bind(i32::from(v.port))
-            .bind(&v.user)
-            .bind(&v.host_key)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| classify(e, || format!("vps `{}` exists already", v.id), String::new))?;
-            Ok(())
-        }
-
-        async fn remove_vps(&self, id: &str) -> Result<bool, StoreError> {
-            let result = sqlx::query("DELETE FROM vps_servers WHERE id = $1")
-                .bind(id)
                 .execute(&self.pool)
                 .await
                 .map_err(|e| {
-                    classify(e, String::new, || {
-                        format!("vps `{id}` still has sites; move or delete them first")
-                    })
+                    classify(e, || format!("vps `{}` exists already", v.id), String::new)
                 })?;
-            Ok(result.rows_affected() > 0)
-        }
+                Ok(())
+            }
 
-        async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError> {
-            let sql = format!("SELECT {PG_VPS_COLUMNS} FROM vps_servers ORDER BY id");
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&self.pool)
-                .await?;
-            Ok(rows.iter().map(vps_from_row).collect::<Result<_, _>>()?)
-        }
+            async fn remove_vps(&self, id: &str) -> Result<bool, StoreError> {
+                let result = sqlx::query("DELETE FROM vps_servers WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        classify(e, String::new, || {
+                            format!("vps `{id}` still has sites; move or delete them first")
+                        })
+                    })?;
+                Ok(result.rows_affected() > 0)
+            }
 
-        async fn vps(&self, id: &str) -> Result<Option<VpsServer>, StoreError> {
-            let sql = format!("SELECT {PG_VPS_COLUMNS} FROM vps_servers WHERE id = $1");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(vps_from_row).transpose()?)
-        }
+            async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError> {
+                let sql = format!("SELECT {VPS_COLUMNS} FROM vps_servers ORDER BY id");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(vps_from_row).collect::<Result<_, _>>()?)
+            }
 
-        async fn create_tenant(&self, name: &str, tier: Tier) -> Result<Tenant, StoreError> {
-            let sql = format!(
-                "INSERT INTO tenants (name, tier) VALUES ($1, $2) RETURNING {TENANT_COLUMNS}"
-            );
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(name)
-                .bind(tier.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .and_then(first)
-                .map_err(|e| {
-                    classify(e, || format!("tenant `{name}` exists already"), String::new)
-                })?;
-            Ok(tenant_from_row(&row)?)
-        }
+            async fn vps(&self, id: &str) -> Result<Option<VpsServer>, StoreError> {
+                let sql = format!("SELECT {VPS_COLUMNS} FROM vps_servers WHERE id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(vps_from_row).transpose()?)
+            }
 
-        async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-            let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id");
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&self.pool)
-                .await?;
-            Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
-        }
+            async fn create_tenant(&self, name: &str, tier: Tier) -> Result<Tenant, StoreError> {
+                let sql = format!(
+                    "INSERT INTO tenants (name, tier) VALUES ($1, $2) RETURNING {TENANT_COLUMNS}"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(name)
+                    .bind(tier.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .and_then(first)
+                    .map_err(|e| {
+                        classify(e, || format!("tenant `{name}` exists already"), String::new)
+                    })?;
+                Ok(tenant_from_row(&row)?)
+            }
 
-        async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError> {
-            let sql = format!(
-                "INSERT INTO sites (tenant_id, vps_id, domain, type) VALUES ($1, $2, $3, $4)
-                 RETURNING {SITE_COLUMNS}"
-            );
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(site.tenant_id)
-                .bind(&site.vps_id)
-                .bind(&site.domain)
-                .bind(&site.site_type)
-                .fetch_all(&self.pool)
-                .await
-                .and_then(first)
-                .map_err(|e| {
-                    classify(
-                        e,
-                        || format!("a site with domain `{}` exists already", site.domain),
-                        || format!("no tenant {} or no vps `{}`", site.tenant_id, site.vps_id),
-                    )
-                })?;
-            Ok(site_from_row(&row)?)
-        }
+            async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
+            }
 
-        async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError> {
-            let sql = format!(
-                "SELECT {SITE_COLUMNS} FROM sites WHERE ($1::bigint IS NULL OR tenant_id = $1)
-                 ORDER BY id"
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(tenant_id)
-                .fetch_all(&self.pool)
-                .await?;
-            Ok(rows.iter().map(site_from_row).collect::<Result<_, _>>()?)
-        }
+            async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError> {
+                let sql = format!(
+                    "INSERT INTO sites (tenant_id, vps_id, domain, type) VALUES ($1, $2, $3, $4)
+                     RETURNING {SITE_COLUMNS}"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(site.tenant_id)
+                    .bind(&site.vps_id)
+                    .bind(&site.domain)
+                    .bind(&site.site_type)
+                    .fetch_all(&self.pool)
+                    .await
+                    .and_then(first)
+                    .map_err(|e| {
+                        classify(
+                            e,
+                            || format!("a site with domain `{}` exists already", site.domain),
+                            || format!("no tenant {} or no vps `{}`", site.tenant_id, site.vps_id),
+                        )
+                    })?;
+                Ok(site_from_row(&row)?)
+            }
 
-        async fn site(&self, id: i64) -> Result<Option<Site>, StoreError> {
-            let sql = format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = $1");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(site_from_row).transpose()?)
-        }
+            async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError> {
+                let sql = format!(
+                    "SELECT {SITE_COLUMNS} FROM sites
+                     WHERE (CAST($1 AS BIGINT) IS NULL OR tenant_id = $1) ORDER BY id"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.iter().map(site_from_row).collect::<Result<_, _>>()?)
+            }
 
-        async fn set_site_status(
-            &self,
-            id: i64,
-            status: SiteStatus,
-            reason: Option<&str>,
-        ) -> Result<bool, StoreError> {
-            let result = sqlx::query(
-                "UPDATE sites SET status = $2, failure_reason = $3, updated_at = now() WHERE id = $1",
-            )
-            .bind(id)
-            .bind(status.as_str())
-            .bind(reason.map(crate::rows::stored_error))
-            .execute(&self.pool)
-            .await?;
-            Ok(result.rows_affected() > 0)
-        }
+            async fn site(&self, id: i64) -> Result<Option<Site>, StoreError> {
+                let sql = format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(site_from_row).transpose()?)
+            }
 
-        async fn inventory_counts(&self) -> Result<(u64, u64), StoreError> {
-            let row = sqlx::query(COUNTS).fetch_one(&self.pool).await?;
-            Ok((count(row.try_get(0)?), count(row.try_get(1)?)))
+            async fn set_site_status(
+                &self,
+                id: i64,
+                status: SiteStatus,
+                reason: Option<&str>,
+            ) -> Result<bool, StoreError> {
+                let sql = format!(
+                    "UPDATE sites SET status = $2, failure_reason = $3, updated_at = {}
+                     WHERE id = $1",
+                    $now
+                );
+                let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(status.as_str())
+                    .bind(reason.map(crate::rows::stored_error))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() > 0)
+            }
+
+            async fn inventory_counts(&self) -> Result<(u64, u64), StoreError> {
+                let row = sqlx::query(COUNTS).fetch_one(&self.pool).await?;
+                Ok((count(row.try_get(0)?), count(row.try_get(1)?)))
+            }
         }
-    }
+    };
 }
 
-// === impl Inventory for SqliteStore ===
+mod pg {
+    use super::*;
+
+    inventory!(
+        PgStore,
+        sqlx::postgres::PgRow,
+        now = "now()",
+        begin = "BEGIN"
+    );
+}
 
 mod lite {
     use super::*;
-    use sqlx::sqlite::SqliteRow;
 
-    decoders!(SqliteRow);
-
-    const NOW_MS: &str = "CAST(strftime('%s', 'now') AS INTEGER) * 1000";
-
-    #[async_trait]
-    impl Inventory for SqliteStore {
-        async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Result<(), StoreError> {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let sql = format!(
-                "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'config')
-                 ON CONFLICT (id) DO UPDATE SET host = excluded.host, port = excluded.port,
-                     ssh_user = excluded.ssh_user, host_key = excluded.host_key,
-                     source = 'config', updated_at = {NOW_MS}"
-            );
-            for v in servers {
-                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(&v.id)
-                    .bind(&v.host)
-                    .bind(i64::from(v.port))
-                    .bind(&v.user)
-                    .bind(&v.host_key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        }
-
-        async fn add_vps(&self, v: &VpsServer) -> Result<(), StoreError> {
-            sqlx::query(
-                "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'admin')",
-            )
-            .bind(&v.id)
-            .bind(&v.host)
-            .bind(i64::from(v.port))
-            .bind(&v.user)
-            .bind(&v.host_key)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| classify(e, || format!("vps `{}` exists already", v.id), String::new))?;
-            Ok(())
-        }
-
-        async fn remove_vps(&self, id: &str) -> Result<bool, StoreError> {
-            let result = sqlx::query("DELETE FROM vps_servers WHERE id = ?1")
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| {
-                    classify(e, String::new, || {
-                        format!("vps `{id}` still has sites; move or delete them first")
-                    })
-                })?;
-            Ok(result.rows_affected() > 0)
-        }
-
-        async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError> {
-            let sql = format!("SELECT {VPS_COLUMNS} FROM vps_servers ORDER BY id");
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&self.pool)
-                .await?;
-            Ok(rows.iter().map(vps_from_row).collect::<Result<_, _>>()?)
-        }
-
-        async fn vps(&self, id: &str) -> Result<Option<VpsServer>, StoreError> {
-            let sql = format!("SELECT {VPS_COLUMNS} FROM vps_servers WHERE id = ?1");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(vps_from_row).transpose()?)
-        }
-
-        async fn create_tenant(&self, name: &str, tier: Tier) -> Result<Tenant, StoreError> {
-            let sql = format!(
-                "INSERT INTO tenants (name, tier) VALUES (?1, ?2) RETURNING {TENANT_COLUMNS}"
-            );
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(name)
-                .bind(tier.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .and_then(first)
-                .map_err(|e| {
-                    classify(e, || format!("tenant `{name}` exists already"), String::new)
-                })?;
-            Ok(tenant_from_row(&row)?)
-        }
-
-        async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-            let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id");
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&self.pool)
-                .await?;
-            Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
-        }
-
-        async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError> {
-            let sql = format!(
-                "INSERT INTO sites (tenant_id, vps_id, domain, type) VALUES (?1, ?2, ?3, ?4)
-                 RETURNING {SITE_COLUMNS}"
-            );
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(site.tenant_id)
-                .bind(&site.vps_id)
-                .bind(&site.domain)
-                .bind(&site.site_type)
-                .fetch_all(&self.pool)
-                .await
-                .and_then(first)
-                .map_err(|e| {
-                    classify(
-                        e,
-                        || format!("a site with domain `{}` exists already", site.domain),
-                        || format!("no tenant {} or no vps `{}`", site.tenant_id, site.vps_id),
-                    )
-                })?;
-            Ok(site_from_row(&row)?)
-        }
-
-        async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError> {
-            let sql = format!(
-                "SELECT {SITE_COLUMNS} FROM sites WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY id"
-            );
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(tenant_id)
-                .fetch_all(&self.pool)
-                .await?;
-            Ok(rows.iter().map(site_from_row).collect::<Result<_, _>>()?)
-        }
-
-        async fn site(&self, id: i64) -> Result<Option<Site>, StoreError> {
-            let sql = format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = ?1");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-            Ok(row.as_ref().map(site_from_row).transpose()?)
-        }
-
-        async fn set_site_status(
-            &self,
-            id: i64,
-            status: SiteStatus,
-            reason: Option<&str>,
-        ) -> Result<bool, StoreError> {
-            let sql = format!(
-                "UPDATE sites SET status = ?2, failure_reason = ?3, updated_at = {NOW_MS} WHERE id = ?1"
-            );
-            let result = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .bind(status.as_str())
-                .bind(reason.map(crate::rows::stored_error))
-                .execute(&self.pool)
-                .await?;
-            Ok(result.rows_affected() > 0)
-        }
-
-        async fn inventory_counts(&self) -> Result<(u64, u64), StoreError> {
-            let row = sqlx::query(COUNTS).fetch_one(&self.pool).await?;
-            Ok((count(row.try_get(0)?), count(row.try_get(1)?)))
-        }
-    }
+    inventory!(
+        SqliteStore,
+        sqlx::sqlite::SqliteRow,
+        now = "CAST(strftime('%s', 'now') AS INTEGER) * 1000",
+        begin = "BEGIN IMMEDIATE"
+    );
 }

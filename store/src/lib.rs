@@ -5,6 +5,7 @@
 //! lazily: building a store never touches the network, so the node starts (and reports the
 //! database as down on `/health`) even when the database is unreachable.
 
+mod deadline;
 mod inventory;
 mod postgres;
 mod rows;
@@ -20,6 +21,7 @@ use chom_core::job::{
 };
 use chrono::{DateTime, Utc};
 
+pub use deadline::{Deadlined, Deadlines};
 pub use inventory::Inventory;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -183,12 +185,14 @@ pub trait Store: Inventory + Send + Sync + 'static {
     async fn listen(&self) -> Result<Option<futures::stream::BoxStream<'static, ()>>, StoreError>;
 }
 
-/// Build the store the config names. Never connects: pools are lazy.
+/// Build the store the config names, every operation under its [`Deadlines`]. Never
+/// connects: pools are lazy.
 pub fn open(cfg: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
-    match cfg.kind() {
-        DatabaseKind::Sqlite { path } => Ok(Arc::new(SqliteStore::open(&path, cfg)?)),
-        DatabaseKind::Postgres => Ok(Arc::new(PgStore::open(&cfg.url, cfg)?)),
-    }
+    let inner: Arc<dyn Store> = match cfg.kind() {
+        DatabaseKind::Sqlite { path } => Arc::new(SqliteStore::open(&path, cfg)?),
+        DatabaseKind::Postgres => Arc::new(PgStore::open(&cfg.url, cfg)?),
+    };
+    Ok(Arc::new(Deadlined::new(inner, Deadlines::for_config(cfg))))
 }
 
 /// The pools' `after_release` check: a connection still inside a transaction is closed
@@ -213,7 +217,9 @@ async fn release_clean<C: sqlx::Connection>(conn: &mut C) -> Result<bool, sqlx::
 }
 
 /// Run a store operation under a deadline, so a wedged database (SIGSTOPed server, dropped
-/// packets) turns into an error value instead of a hung caller.
+/// packets) turns into an error value instead of a hung caller. Every operation of a store
+/// from [`open`] already has one (its [`Deadlines`]); this is for a caller whose own budget is
+/// shorter (a health check).
 pub async fn with_timeout<T>(
     limit: Duration,
     fut: impl std::future::Future<Output = Result<T, StoreError>>,

@@ -1,0 +1,421 @@
+//! The store's time limits, as a layer around either implementation: every operation ends
+//! within its limit, with [`StoreError::Timeout`], so a wedged database (a SIGSTOPed server,
+//! dropped packets) turns into an error value instead of a hung caller. Callers do not pick
+//! limits; the operation's class does:
+//!
+//! | class | limit | operations |
+//! |---|---|---|
+//! | quick | [`Deadlines::quick`] (10 s) | one job or row: enqueue, claim, complete, heartbeat, queue control, inventory, probes |
+//! | bulk | [`Deadlines::bulk`] (60 s) | many rows: pruning, rescue, the stuck-job killer, dead-letter lists and retries, job lists, stats |
+//! | migrate | [`Deadlines::migrate`] (6 x `database.connect_timeout`, at least 6 s) | migrations |
+//!
+//! A caller whose own budget is shorter (a health check's `health.check_timeout`) still wraps
+//! the call in [`crate::with_timeout`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chom_core::config::DatabaseConfig;
+use chom_core::inventory::{NewSite, Site, SiteStatus, Tenant, Tier, VpsServer};
+use chom_core::job::{
+    Completion, Enqueued, FailedJob, Job, JobFilter, KindFailures, NewJob, QueueStats,
+};
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+
+use crate::{Backend, Inventory, NodeRecord, Store, StoreError, with_timeout};
+
+/// The limit of each class of operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// One job or one row.
+    pub quick: Duration,
+    /// Statements that may touch many rows.
+    pub bulk: Duration,
+    /// Applying migrations (they may wait for the first connection, and for locks).
+    pub migrate: Duration,
+}
+
+impl Deadlines {
+    /// The limits for a database configured with `cfg`.
+    pub fn for_config(cfg: &DatabaseConfig) -> Deadlines {
+        Deadlines {
+            quick: Duration::from_secs(10),
+            bulk: Duration::from_secs(60),
+            migrate: cfg.connect_timeout.max(Duration::from_secs(1)) * 6,
+        }
+    }
+}
+
+/// A store whose every operation ends within its [`Deadlines`].
+pub struct Deadlined {
+    inner: Arc<dyn Store>,
+    limits: Deadlines,
+}
+
+impl Deadlined {
+    /// `inner` under `limits`.
+    pub fn new(inner: Arc<dyn Store>, limits: Deadlines) -> Deadlined {
+        Deadlined { inner, limits }
+    }
+
+    async fn quick<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        with_timeout(self.limits.quick, op).await
+    }
+
+    async fn bulk<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        with_timeout(self.limits.bulk, op).await
+    }
+}
+
+#[async_trait]
+impl Store for Deadlined {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+    async fn migrate(&self) -> Result<(), StoreError> {
+        with_timeout(self.limits.migrate, self.inner.migrate()).await
+    }
+    async fn ping(&self) -> Result<Duration, StoreError> {
+        self.quick(self.inner.ping()).await
+    }
+    async fn probe_write(&self) -> Result<Duration, StoreError> {
+        self.quick(self.inner.probe_write()).await
+    }
+    async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+        self.quick(self.inner.register_node(node)).await
+    }
+    async fn close(&self) {
+        // Waits for connections in use to come back; each of those is bounded by its own
+        // operation's limit.
+        self.inner.close().await;
+    }
+    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
+        self.quick(self.inner.enqueue(job)).await
+    }
+    async fn claim(
+        &self,
+        node: &str,
+        queues: &[String],
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.quick(self.inner.claim(node, queues, limit)).await
+    }
+    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
+        self.quick(self.inner.complete(batch)).await
+    }
+    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        self.quick(self.inner.job(id)).await
+    }
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        self.bulk(self.inner.jobs(filter)).await
+    }
+    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>, StoreError> {
+        self.bulk(self.inner.queue_stats(queues)).await
+    }
+    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
+        self.quick(self.inner.pause_queue(queue)).await
+    }
+    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError> {
+        self.quick(self.inner.resume_queue(queue)).await
+    }
+    async fn paused_queues(&self) -> Result<Vec<String>, StoreError> {
+        self.quick(self.inner.paused_queues()).await
+    }
+    async fn release_node(&self, node: &str) -> Result<u64, StoreError> {
+        self.quick(self.inner.release_node(node)).await
+    }
+    async fn rescue_expired(
+        &self,
+        cutoff: DateTime<Utc>,
+        since: Option<DateTime<Utc>>,
+        except_node: &str,
+    ) -> Result<u64, StoreError> {
+        self.bulk(self.inner.rescue_expired(cutoff, since, except_node))
+            .await
+    }
+    async fn kill_stuck(
+        &self,
+        cutoff: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.bulk(self.inner.kill_stuck(cutoff, reason)).await
+    }
+    async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.bulk(self.inner.prune_jobs(cutoff)).await
+    }
+    async fn heartbeat(&self, node: &str) -> Result<(), StoreError> {
+        self.quick(self.inner.heartbeat(node)).await
+    }
+    async fn failed_jobs(&self, limit: u32) -> Result<Vec<FailedJob>, StoreError> {
+        self.bulk(self.inner.failed_jobs(limit)).await
+    }
+    async fn retry_failed(&self, id: Option<i64>) -> Result<Vec<i64>, StoreError> {
+        self.bulk(self.inner.retry_failed(id)).await
+    }
+    async fn prune_failed(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.bulk(self.inner.prune_failed(cutoff)).await
+    }
+    async fn failures_by_kind(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<KindFailures>, StoreError> {
+        self.bulk(self.inner.failures_by_kind(since)).await
+    }
+    async fn failed_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.bulk(self.inner.failed_since(since)).await
+    }
+    async fn listen(&self) -> Result<Option<BoxStream<'static, ()>>, StoreError> {
+        self.quick(self.inner.listen()).await
+    }
+}
+
+#[async_trait]
+impl Inventory for Deadlined {
+    async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Result<(), StoreError> {
+        self.quick(self.inner.upsert_config_vps(servers)).await
+    }
+    async fn add_vps(&self, vps: &VpsServer) -> Result<(), StoreError> {
+        self.quick(self.inner.add_vps(vps)).await
+    }
+    async fn remove_vps(&self, id: &str) -> Result<bool, StoreError> {
+        self.quick(self.inner.remove_vps(id)).await
+    }
+    async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError> {
+        self.quick(self.inner.vps_list()).await
+    }
+    async fn vps(&self, id: &str) -> Result<Option<VpsServer>, StoreError> {
+        self.quick(self.inner.vps(id)).await
+    }
+    async fn create_tenant(&self, name: &str, tier: Tier) -> Result<Tenant, StoreError> {
+        self.quick(self.inner.create_tenant(name, tier)).await
+    }
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.quick(self.inner.tenants()).await
+    }
+    async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError> {
+        self.quick(self.inner.create_site(site)).await
+    }
+    async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError> {
+        self.quick(self.inner.sites(tenant_id)).await
+    }
+    async fn site(&self, id: i64) -> Result<Option<Site>, StoreError> {
+        self.quick(self.inner.site(id)).await
+    }
+    async fn set_site_status(
+        &self,
+        id: i64,
+        status: SiteStatus,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.quick(self.inner.set_site_status(id, status, reason))
+            .await
+    }
+    async fn inventory_counts(&self) -> Result<(u64, u64), StoreError> {
+        self.quick(self.inner.inventory_counts()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose every operation waits forever (a frozen database).
+    struct Frozen;
+
+    async fn never<T>() -> Result<T, StoreError> {
+        std::future::pending().await
+    }
+
+    #[async_trait]
+    impl Store for Frozen {
+        fn backend(&self) -> Backend {
+            Backend::Postgres
+        }
+        async fn migrate(&self) -> Result<(), StoreError> {
+            never().await
+        }
+        async fn ping(&self) -> Result<Duration, StoreError> {
+            never().await
+        }
+        async fn probe_write(&self) -> Result<Duration, StoreError> {
+            never().await
+        }
+        async fn register_node(&self, _: &NodeRecord) -> Result<(), StoreError> {
+            never().await
+        }
+        async fn close(&self) {}
+        async fn enqueue(&self, _: &NewJob) -> Result<Enqueued, StoreError> {
+            never().await
+        }
+        async fn claim(&self, _: &str, _: &[String], _: u32) -> Result<Vec<Job>, StoreError> {
+            never().await
+        }
+        async fn complete(&self, _: &[Completion]) -> Result<(), StoreError> {
+            never().await
+        }
+        async fn job(&self, _: i64) -> Result<Option<Job>, StoreError> {
+            never().await
+        }
+        async fn jobs(&self, _: &JobFilter) -> Result<Vec<Job>, StoreError> {
+            never().await
+        }
+        async fn queue_stats(&self, _: &[String]) -> Result<Vec<QueueStats>, StoreError> {
+            never().await
+        }
+        async fn pause_queue(&self, _: &str) -> Result<(), StoreError> {
+            never().await
+        }
+        async fn resume_queue(&self, _: &str) -> Result<(), StoreError> {
+            never().await
+        }
+        async fn paused_queues(&self) -> Result<Vec<String>, StoreError> {
+            never().await
+        }
+        async fn release_node(&self, _: &str) -> Result<u64, StoreError> {
+            never().await
+        }
+        async fn rescue_expired(
+            &self,
+            _: DateTime<Utc>,
+            _: Option<DateTime<Utc>>,
+            _: &str,
+        ) -> Result<u64, StoreError> {
+            never().await
+        }
+        async fn kill_stuck(&self, _: DateTime<Utc>, _: &str) -> Result<Vec<i64>, StoreError> {
+            never().await
+        }
+        async fn prune_jobs(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+            never().await
+        }
+        async fn heartbeat(&self, _: &str) -> Result<(), StoreError> {
+            never().await
+        }
+        async fn failed_jobs(&self, _: u32) -> Result<Vec<FailedJob>, StoreError> {
+            never().await
+        }
+        async fn retry_failed(&self, _: Option<i64>) -> Result<Vec<i64>, StoreError> {
+            never().await
+        }
+        async fn prune_failed(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+            never().await
+        }
+        async fn failures_by_kind(
+            &self,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<KindFailures>, StoreError> {
+            never().await
+        }
+        async fn failed_since(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
+            never().await
+        }
+        async fn listen(&self) -> Result<Option<BoxStream<'static, ()>>, StoreError> {
+            never().await
+        }
+    }
+
+    #[async_trait]
+    impl Inventory for Frozen {
+        async fn upsert_config_vps(&self, _: &[VpsServer]) -> Result<(), StoreError> {
+            never().await
+        }
+        async fn add_vps(&self, _: &VpsServer) -> Result<(), StoreError> {
+            never().await
+        }
+        async fn remove_vps(&self, _: &str) -> Result<bool, StoreError> {
+            never().await
+        }
+        async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError> {
+            never().await
+        }
+        async fn vps(&self, _: &str) -> Result<Option<VpsServer>, StoreError> {
+            never().await
+        }
+        async fn create_tenant(&self, _: &str, _: Tier) -> Result<Tenant, StoreError> {
+            never().await
+        }
+        async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+            never().await
+        }
+        async fn create_site(&self, _: &NewSite) -> Result<Site, StoreError> {
+            never().await
+        }
+        async fn sites(&self, _: Option<i64>) -> Result<Vec<Site>, StoreError> {
+            never().await
+        }
+        async fn site(&self, _: i64) -> Result<Option<Site>, StoreError> {
+            never().await
+        }
+        async fn set_site_status(
+            &self,
+            _: i64,
+            _: SiteStatus,
+            _: Option<&str>,
+        ) -> Result<bool, StoreError> {
+            never().await
+        }
+        async fn inventory_counts(&self) -> Result<(u64, u64), StoreError> {
+            never().await
+        }
+    }
+
+    fn limits() -> Deadlines {
+        Deadlines {
+            quick: Duration::from_secs(10),
+            bulk: Duration::from_secs(60),
+            migrate: Duration::from_secs(30),
+        }
+    }
+
+    /// Runs `op` against a frozen store under paused time and returns how long it took to
+    /// fail, and with what limit.
+    async fn time_out<T: std::fmt::Debug>(
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> (Duration, Duration) {
+        let start = tokio::time::Instant::now();
+        match op.await {
+            Err(StoreError::Timeout(limit)) => (start.elapsed(), limit),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_class_of_operation_ends_at_its_own_limit() {
+        let store = Deadlined::new(Arc::new(Frozen), limits());
+        let now = Utc::now();
+        let quick = Duration::from_secs(10);
+        let bulk = Duration::from_secs(60);
+        assert_eq!(time_out(store.job(1)).await, (quick, quick));
+        assert_eq!(time_out(store.claim("n", &[], 1)).await, (quick, quick));
+        assert_eq!(time_out(store.heartbeat("n")).await, (quick, quick));
+        assert_eq!(time_out(store.vps_list()).await, (quick, quick));
+        assert_eq!(time_out(store.prune_jobs(now)).await, (bulk, bulk));
+        assert_eq!(time_out(store.retry_failed(None)).await, (bulk, bulk));
+        assert_eq!(
+            time_out(store.rescue_expired(now, None, "n")).await,
+            (bulk, bulk)
+        );
+        let migrate = Duration::from_secs(30);
+        assert_eq!(time_out(store.migrate()).await, (migrate, migrate));
+    }
+
+    #[test]
+    fn migrations_get_six_connect_timeouts_and_at_least_six_seconds() {
+        let mut cfg = DatabaseConfig {
+            connect_timeout: Duration::from_secs(5),
+            ..DatabaseConfig::default()
+        };
+        assert_eq!(Deadlines::for_config(&cfg).migrate, Duration::from_secs(30));
+        cfg.connect_timeout = Duration::from_millis(10);
+        assert_eq!(Deadlines::for_config(&cfg).migrate, Duration::from_secs(6));
+    }
+}
