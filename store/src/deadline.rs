@@ -228,156 +228,25 @@ impl Inventory for Deadlined {
 mod tests {
     use super::*;
 
-    /// A store whose every operation waits forever (a frozen database).
-    struct Frozen;
-
-    async fn never<T>() -> Result<T, StoreError> {
-        std::future::pending().await
-    }
-
-    #[async_trait]
-    impl Store for Frozen {
-        fn backend(&self) -> Backend {
-            Backend::Postgres
-        }
-        async fn migrate(&self) -> Result<(), StoreError> {
-            never().await
-        }
-        async fn ping(&self) -> Result<Duration, StoreError> {
-            never().await
-        }
-        async fn probe_write(&self) -> Result<Duration, StoreError> {
-            never().await
-        }
-        async fn register_node(&self, _: &NodeRecord) -> Result<(), StoreError> {
-            never().await
-        }
-        async fn close(&self) {}
-        async fn enqueue(&self, _: &NewJob) -> Result<Enqueued, StoreError> {
-            never().await
-        }
-        async fn claim(&self, _: &str, _: &[String], _: u32) -> Result<Vec<Job>, StoreError> {
-            never().await
-        }
-        async fn complete(&self, _: &[Completion]) -> Result<(), StoreError> {
-            never().await
-        }
-        async fn job(&self, _: i64) -> Result<Option<Job>, StoreError> {
-            never().await
-        }
-        async fn jobs(&self, _: &JobFilter) -> Result<Vec<Job>, StoreError> {
-            never().await
-        }
-        async fn queue_stats(&self, _: &[String]) -> Result<Vec<QueueStats>, StoreError> {
-            never().await
-        }
-        async fn pause_queue(&self, _: &str) -> Result<(), StoreError> {
-            never().await
-        }
-        async fn resume_queue(&self, _: &str) -> Result<(), StoreError> {
-            never().await
-        }
-        async fn paused_queues(&self) -> Result<Vec<String>, StoreError> {
-            never().await
-        }
-        async fn release_node(&self, _: &str) -> Result<u64, StoreError> {
-            never().await
-        }
-        async fn rescue_expired(
-            &self,
-            _: DateTime<Utc>,
-            _: Option<DateTime<Utc>>,
-            _: &str,
-        ) -> Result<u64, StoreError> {
-            never().await
-        }
-        async fn kill_stuck(&self, _: DateTime<Utc>, _: &str) -> Result<Vec<i64>, StoreError> {
-            never().await
-        }
-        async fn prune_jobs(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
-            never().await
-        }
-        async fn heartbeat(&self, _: &str) -> Result<(), StoreError> {
-            never().await
-        }
-        async fn failed_jobs(&self, _: u32) -> Result<Vec<FailedJob>, StoreError> {
-            never().await
-        }
-        async fn retry_failed(&self, _: Option<i64>) -> Result<Vec<i64>, StoreError> {
-            never().await
-        }
-        async fn prune_failed(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
-            never().await
-        }
-        async fn failures_by_kind(
-            &self,
-            _: DateTime<Utc>,
-        ) -> Result<Vec<KindFailures>, StoreError> {
-            never().await
-        }
-        async fn failed_since(&self, _: DateTime<Utc>) -> Result<u64, StoreError> {
-            never().await
-        }
-        async fn listen(&self) -> Result<Option<BoxStream<'static, ()>>, StoreError> {
-            never().await
-        }
-    }
-
-    #[async_trait]
-    impl Inventory for Frozen {
-        async fn upsert_config_vps(&self, _: &[VpsServer]) -> Result<(), StoreError> {
-            never().await
-        }
-        async fn add_vps(&self, _: &VpsServer) -> Result<(), StoreError> {
-            never().await
-        }
-        async fn remove_vps(&self, _: &str) -> Result<bool, StoreError> {
-            never().await
-        }
-        async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError> {
-            never().await
-        }
-        async fn vps(&self, _: &str) -> Result<Option<VpsServer>, StoreError> {
-            never().await
-        }
-        async fn create_tenant(&self, _: &str, _: Tier) -> Result<Tenant, StoreError> {
-            never().await
-        }
-        async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-            never().await
-        }
-        async fn create_site(&self, _: &NewSite) -> Result<Site, StoreError> {
-            never().await
-        }
-        async fn sites(&self, _: Option<i64>) -> Result<Vec<Site>, StoreError> {
-            never().await
-        }
-        async fn site(&self, _: i64) -> Result<Option<Site>, StoreError> {
-            never().await
-        }
-        async fn set_site_status(
-            &self,
-            _: i64,
-            _: SiteStatus,
-            _: Option<&str>,
-        ) -> Result<bool, StoreError> {
-            never().await
-        }
-        async fn inventory_counts(&self) -> Result<(u64, u64), StoreError> {
-            never().await
-        }
-    }
-
-    fn limits() -> Deadlines {
-        Deadlines {
+    /// A PostgreSQL store whose server accepts connections and never answers (a frozen
+    /// database, as after SIGSTOP), with a pool that would wait an hour for a connection.
+    async fn frozen() -> (Deadlined, tokio::net::TcpListener) {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = DatabaseConfig {
+            url: format!("postgres://chom@{}/chom", server.local_addr().unwrap()),
+            connect_timeout: Duration::from_secs(3600),
+            ..DatabaseConfig::default()
+        };
+        let inner = Arc::new(crate::PgStore::open(&cfg.url, &cfg).unwrap());
+        let limits = Deadlines {
             quick: Duration::from_secs(10),
             bulk: Duration::from_secs(60),
             migrate: Duration::from_secs(30),
-        }
+        };
+        (Deadlined::new(inner, limits), server)
     }
 
-    /// Runs `op` against a frozen store under paused time and returns how long it took to
-    /// fail, and with what limit.
+    /// How long `op` took to fail under paused time, and the limit its error names.
     async fn time_out<T: std::fmt::Debug>(
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> (Duration, Duration) {
@@ -389,13 +258,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn each_class_of_operation_ends_at_its_own_limit() {
-        let store = Deadlined::new(Arc::new(Frozen), limits());
+    async fn each_class_of_operation_ends_at_its_own_limit_on_a_frozen_database() {
+        let (store, _server) = frozen().await;
         let now = Utc::now();
         let quick = Duration::from_secs(10);
         let bulk = Duration::from_secs(60);
         assert_eq!(time_out(store.job(1)).await, (quick, quick));
-        assert_eq!(time_out(store.claim("n", &[], 1)).await, (quick, quick));
+        assert_eq!(
+            time_out(store.claim("n", &["default".to_owned()], 1)).await,
+            (quick, quick)
+        );
         assert_eq!(time_out(store.heartbeat("n")).await, (quick, quick));
         assert_eq!(time_out(store.vps_list()).await, (quick, quick));
         assert_eq!(time_out(store.prune_jobs(now)).await, (bulk, bulk));
