@@ -574,7 +574,7 @@ fn env_vars() -> Vec<(String, String)> {
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ConfigErrors> {
-    Config::load(cli.config.as_deref(), &env_vars())
+    crate::config_file::load(cli.config.as_deref(), &env_vars())
 }
 
 fn report_config_errors(cli: &Cli, errors: &ConfigErrors) -> u8 {
@@ -600,7 +600,7 @@ fn report_config_errors(cli: &Cli, errors: &ConfigErrors) -> u8 {
 /// The file checks of `chom config check` and `chom node` (config file mode, SSH files):
 /// errors make the configuration invalid; warnings come back for the caller to show.
 fn check_files(cli: &Cli, config: Config) -> Result<(Config, Vec<ConfigError>), ConfigErrors> {
-    let report = config.check_files(cli.config.as_deref());
+    let report = crate::config_file::check_files(&config, cli.config.as_deref());
     if report.errors.is_empty() {
         Ok((config, report.warnings))
     } else {

@@ -1,6 +1,7 @@
 //! `chom`: the CHOM operations node and its admin client. See README.md for every command.
 
 mod cli;
+mod config_file;
 mod edge;
 mod fleet_methods;
 mod logging;

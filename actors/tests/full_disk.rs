@@ -118,7 +118,7 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
         return;
     };
     let db_path = fs.path().join("chom.db");
-    let mut config = Config::load(None, &[]).expect("default config");
+    let mut config = Config::default();
     config.database.url = format!("sqlite://{}", db_path.display());
     config.database.max_connections = 4;
     config.cache.url = "memory://".to_owned();

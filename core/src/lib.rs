@@ -1,5 +1,7 @@
-//! Pure domain types of the CHOM node: configuration, and (later) job and breaker logic.
-//! No IO beyond reading what it is handed.
+//! Pure domain types and state machines of the CHOM node: configuration (parsed and
+//! validated from text; the binary reads the files), input bounds, jobs and their retry
+//! policy, the circuit breaker, remediation, retry pacing and log throttling. No IO: every
+//! input, the time included, is handed in.
 
 #![warn(missing_docs)]
 
@@ -11,3 +13,4 @@ pub mod job;
 pub mod limits;
 pub mod policy;
 pub mod remediation;
+pub mod throttle;

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 
 mod env;
 mod error;
-mod files;
 mod load;
 mod redact;
 mod sections;
@@ -25,7 +24,6 @@ mod validate;
 
 pub use env::{ALIASES, ENV_PREFIX};
 pub use error::{ConfigError, ConfigErrors};
-pub use files::FileReport;
 pub use redact::{REDACTED, redact_url};
 pub use sections::*;
 pub use validate::{
@@ -91,26 +89,38 @@ impl Config {
         errors.finish(config, load::SECTION_ORDER)
     }
 
-    /// Loads the file at `path`, or the embedded default ([`DEFAULT_TOML`]) when `None`,
-    /// with environment overrides; a file that cannot be read is reported as one error naming it.
-    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigErrors> {
-        let Some(path) = path else {
-            return Self::from_toml_str(DEFAULT_TOML, env);
-        };
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigErrors(vec![ConfigError {
-                key: String::new(),
-                env: None,
-                message: format!("cannot read {}: {error}", path.display()),
-            }])
-        })?;
-        Self::from_toml_str(&text, env).map_err(|ConfigErrors(mut list)| {
-            // Whole-file errors (bad TOML) say which file.
+    /// The config in `text`, read from the file `path`, with environment overrides: like
+    /// [`Config::from_toml_str`], with whole-file errors (bad TOML) naming the file. Reading
+    /// the file is the caller's (the binary's) business; this crate does no IO.
+    pub fn from_file_text(
+        path: &Path,
+        text: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigErrors> {
+        Self::from_toml_str(text, env).map_err(|ConfigErrors(mut list)| {
             for error in list.iter_mut().filter(|e| e.key.is_empty()) {
                 error.message = format!("{}: {}", path.display(), error.message);
             }
             ConfigErrors(list)
         })
+    }
+
+    /// The keys of every shell command this configuration makes the node run
+    /// (`memory.action`, `[[health.checks]] command` and `remediation`).
+    pub fn command_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        if !self.memory.action.trim().is_empty() {
+            keys.push("memory.action".to_owned());
+        }
+        for (i, check) in self.health.checks.iter().enumerate() {
+            if check.command.is_some() {
+                keys.push(format!("health.checks[{i}].command"));
+            }
+            if check.remediation.is_some() {
+                keys.push(format!("health.checks[{i}].remediation"));
+            }
+        }
+        keys
     }
 
     /// The resolved config as TOML with secrets (passwords in `database.url` / `cache.url` /
