@@ -42,14 +42,12 @@ fn migrate(url: &str) {
 
 #[test]
 fn two_nodes_drain_10000_jobs_each_exactly_once() {
-    let db = PgDb::create("drain");
-    let side = TempDir::new("drain-side");
-    let file = side.path().join("executions");
-    let a = Node::start("drain-a", &pg_node_extra(&db.url, "node-a", 8, ""), DEBUG);
-    let b = Node::start("drain-b", &pg_node_extra(&db.url, "node-b", 8, ""), DEBUG);
+    let rig = PgRig::new("drain");
+    let (db, file) = (&rig.db, &rig.file);
+    let (a, b) = (rig.start("node-a", 8, ""), rig.start("node-b", 8, ""));
     a.wait_ready();
     b.wait_ready();
-    insert_records(&db.url, "default", 10_000, &file, 0);
+    insert_records(&db.url, "default", 10_000, file, 0);
     wait_for(Duration::from_secs(180), "10,000 jobs completed", || {
         (pg_i64(
             &db.url,
@@ -57,8 +55,8 @@ fn two_nodes_drain_10000_jobs_each_exactly_once() {
         ) == 10_000)
             .then_some(())
     });
-    let runs = executions(&file);
-    let (before, ids) = executed_ids(&file);
+    let runs = executions(file);
+    let (before, ids) = executed_ids(file);
     assert_eq!(
         before, 10_000,
         "executions recorded (duplicates mean a job ran twice)"
@@ -75,15 +73,13 @@ fn two_nodes_drain_10000_jobs_each_exactly_once() {
 
 #[test]
 fn sigkill_mid_run_loses_nothing() {
-    let db = PgDb::create("sigkill");
-    let side = TempDir::new("sigkill-side");
-    let file = side.path().join("executions");
-    let extra = pg_node_extra(&db.url, "node-k", 16, "");
-    let mut node = Node::start("sigkill", &extra, DEBUG);
+    let rig = PgRig::new("sigkill");
+    let (db, file) = (&rig.db, &rig.file);
+    let mut node = rig.start("node-k", 16, "");
     node.wait_ready();
-    insert_records(&db.url, "default", 2_000, &file, 10);
+    insert_records(&db.url, "default", 2_000, file, 10);
     wait_for(Duration::from_secs(60), "some jobs to run", || {
-        (executions(&file).len() >= 300).then_some(())
+        (executions(file).len() >= 300).then_some(())
     });
     node.signal(Signal::KILL);
     node.wait_exit(Duration::from_secs(10));
@@ -122,7 +118,7 @@ fn sigkill_mid_run_loses_nothing() {
         0,
         "none stuck"
     );
-    let (total, ids) = executed_ids(&file);
+    let (total, ids) = executed_ids(file);
     assert_eq!(ids.len(), 2_000, "every job ran");
     // At-least-once: only jobs running at the kill may have run twice (each worker holds one,
     // and a completion not yet written when the process died counts as running).
@@ -336,11 +332,9 @@ fn strict_priority_across_the_five_queues() {
 
 #[test]
 fn pause_stops_claims_on_every_node_until_resumed() {
-    let db = PgDb::create("pause");
-    let side = TempDir::new("pause-side");
-    let file = side.path().join("executions");
-    let a = Node::start("pause-a", &pg_node_extra(&db.url, "node-a", 2, ""), DEBUG);
-    let b = Node::start("pause-b", &pg_node_extra(&db.url, "node-b", 2, ""), DEBUG);
+    let rig = PgRig::new("pause");
+    let (db, file) = (&rig.db, &rig.file);
+    let (a, b) = (rig.start("node-a", 2, ""), rig.start("node-b", 2, ""));
     a.wait_ready();
     b.wait_ready();
     let out = chom(Some(&a.config), &["queue", "pause", "default"], &[]);
@@ -356,8 +350,8 @@ fn pause_stops_claims_on_every_node_until_resumed() {
             },
         );
     }
-    insert_records(&db.url, "default", 20, &file, 0);
-    insert_records(&db.url, "critical", 20, &file, 0);
+    insert_records(&db.url, "default", 20, file, 0);
+    insert_records(&db.url, "critical", 20, file, 0);
     wait_for(Duration::from_secs(30), "critical jobs to complete", || {
         (pg_i64(
             &db.url,
@@ -512,9 +506,9 @@ fn cli_enqueue_show_list_unique_key_and_delay_on_sqlite() {
 
 #[test]
 fn jobs_running_at_the_shutdown_timeout_are_released_for_retry() {
-    let db = PgDb::create("shutdown");
-    let extra = pg_node_extra(&db.url, "node-s", 1, "[node]\nshutdown_timeout = \"1s\"\n");
-    let mut node = Node::start("shutdown-timeout", &extra, DEBUG);
+    let rig = PgRig::new("shutdown");
+    let db = &rig.db;
+    let mut node = rig.start("node-s", 1, "[node]\nshutdown_timeout = \"1s\"\n");
     node.wait_ready();
     let id = node.rpc(
         "jobs.enqueue",
@@ -582,8 +576,8 @@ fn workers_recycle_after_max_jobs_without_counting_as_failures() {
 
 #[test]
 fn stuck_jobs_are_killed_with_the_reason_and_stay_failed() {
-    let db = PgDb::create("stuck");
-    let node = Node::start("stuck", &pg_node_extra(&db.url, "node-t", 1, ""), DEBUG);
+    let rig = PgRig::new("stuck");
+    let node = rig.start("node-t", 1, "");
     node.wait_ready();
     let id = node.rpc(
         "jobs.enqueue",
@@ -626,12 +620,11 @@ fn stuck_jobs_are_killed_with_the_reason_and_stay_failed() {
 
 #[test]
 fn a_dead_nodes_jobs_are_rescued_by_another_node() {
-    let db = PgDb::create("rescue");
-    let side = TempDir::new("rescue-side");
-    let file = side.path().join("executions");
-    let mut a = Node::start("rescue-a", &pg_node_extra(&db.url, "node-a", 4, ""), DEBUG);
+    let rig = PgRig::new("rescue");
+    let (db, file) = (&rig.db, &rig.file);
+    let mut a = rig.start("node-a", 4, "");
     a.wait_ready();
-    insert_records(&db.url, "default", 40, &file, 3000);
+    insert_records(&db.url, "default", 40, file, 3000);
     wait_for(Duration::from_secs(20), "node a to hold jobs", || {
         (pg_i64(
             &db.url,
@@ -642,11 +635,7 @@ fn a_dead_nodes_jobs_are_rescued_by_another_node() {
     a.signal(Signal::KILL);
     a.wait_exit(Duration::from_secs(10));
     // Node b never restarts node a; it takes a's jobs once a stops heartbeating for retry_after.
-    let b = Node::start(
-        "rescue-b",
-        &pg_node_extra(&db.url, "node-b", 8, "[queue]\nretry_after = \"6s\"\n"),
-        DEBUG,
-    );
+    let b = rig.start("node-b", 8, "[queue]\nretry_after = \"6s\"\n");
     b.wait_ready();
     wait_for(
         Duration::from_secs(60),
@@ -670,8 +659,9 @@ fn a_dead_nodes_jobs_are_rescued_by_another_node() {
 
 #[test]
 fn graceful_shutdown_gives_back_claimed_jobs_without_using_an_attempt() {
-    let db = PgDb::create("graceful");
-    let mut node = Node::start("graceful", &pg_node_extra(&db.url, "node-g", 1, ""), DEBUG);
+    let rig = PgRig::new("graceful");
+    let db = &rig.db;
+    let mut node = rig.start("node-g", 1, "");
     node.wait_ready();
     for _ in 0..5 {
         node.rpc(

@@ -385,6 +385,40 @@ impl PgDb {
     }
 }
 
+/// The setting of the queue tests on PostgreSQL: a fresh database, a side file that
+/// `debug.record` jobs append their executions to, and nodes started on that database.
+pub struct PgRig {
+    /// The database.
+    pub db: PgDb,
+    /// Where `debug.record` jobs write (one line per execution).
+    pub file: PathBuf,
+    tag: String,
+    _side: TempDir,
+}
+
+impl PgRig {
+    /// A fresh database and side directory named after `tag`.
+    pub fn new(tag: &str) -> PgRig {
+        let side = TempDir::new(&format!("{tag}-side"));
+        PgRig {
+            db: PgDb::create(tag),
+            file: side.path().join("executions"),
+            tag: tag.to_owned(),
+            _side: side,
+        }
+    }
+
+    /// Start node `name` on the database with `workers` workers, `more` config and the debug
+    /// hooks on; the caller waits for it to be ready (so several nodes start at once).
+    pub fn start(&self, name: &str, workers: u32, more: &str) -> Node {
+        Node::start(
+            &format!("{}-{name}", self.tag),
+            &pg_node_extra(&self.db.url, name, workers, more),
+            &[("CHOM_DEBUG_HOOKS", "1")],
+        )
+    }
+}
+
 impl Drop for PgDb {
     fn drop(&mut self) {
         pg_exec(
