@@ -11,6 +11,12 @@
 //! The files follow the method names' prefixes: `node` (status, tree, restart, health,
 //! shutdown), `jobs`, `queue`, `failed`, `vps`, `breaker`, `tenants`, `sites`, and `debug`
 //! (test hooks, answered only with `CHOM_DEBUG_HOOKS=1`).
+//!
+//! Adding a method: its request and reply types and `impl Method` in the file of its prefix;
+//! `impl Handle` for the request and one routing line (`methods.rs`, or `fleet_methods.rs`
+//! for the fleet); a printer in `output.rs` and a subcommand in `cli.rs` when operators call
+//! it; a line in SPEC.md "Admin RPC". Wire names and types are SPEC.md's: a reply field once
+//! published keeps its name and type.
 
 pub mod breaker;
 pub mod debug;
