@@ -8,8 +8,12 @@ use std::time::Duration;
 use chom_core::config::{Config, ConfigError, ConfigErrors, DEFAULT_TOML};
 use chom_core::limits::{self, MAX_ATTEMPTS, MAX_LIST_LIMIT};
 use clap::{Parser, Subcommand};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::api::{HumanDuration, Id, Method, breaker, failed, jobs, node, queue, sites};
+use crate::api::{tenants, vps};
 use crate::output;
 use crate::rpc::client::{self, ClientError};
 
@@ -376,11 +380,6 @@ fn fingerprint_arg(text: &str) -> Result<String, String> {
     })
 }
 
-/// A duration for the RPC, in the humantime form the node parses back.
-fn duration_param(d: Option<Duration>) -> Option<String> {
-    d.map(|d| humantime::format_duration(d).to_string())
-}
-
 /// Parse the command line and run the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -391,7 +390,6 @@ pub fn main() -> ExitCode {
     ExitCode::from(runtime.block_on(run(cli)))
 }
 
-#[allow(clippy::too_many_lines, reason = "being split by issue 11")]
 async fn run(cli: Cli) -> u8 {
     match &cli.command {
         Command::Config(ConfigCommand::Default) => {
@@ -400,169 +398,230 @@ async fn run(cli: Cli) -> u8 {
         }
         Command::Config(ConfigCommand::Check) => config_check(&cli),
         Command::Bench(BenchCommand::Restart { n }) => bench_restart(*n).await,
-        Command::Node => match load_config(&cli).and_then(|c| check_files(&cli, c)) {
-            Ok((config, warnings)) => {
-                crate::logging::init(&config.log);
-                for warning in &warnings {
-                    tracing::warn!(key = %warning.key, "config: {}", warning.message);
-                }
-                let run = async { crate::node::run(config, crate::node::Signals::unix()?).await };
-                match run.await {
-                    Ok(code) => code,
-                    Err(error) => {
-                        tracing::error!("{error:#}");
-                        eprintln!("chom: {error:#}");
-                        1
-                    }
-                }
-            }
-            Err(errors) => report_config_errors(&cli, &errors),
-        },
+        Command::Node => run_node(&cli).await,
         Command::Migrate => match load_config(&cli) {
             Ok(config) => migrate(&cli, &config).await,
             Err(errors) => report_config_errors(&cli, &errors),
         },
-        Command::Status => admin(&cli, "status", json!({}), output::status).await,
-        Command::Tree => admin(&cli, "tree", json!({}), output::tree).await,
+        Command::Status => admin(&cli, &node::Status {}, output::status).await,
+        Command::Tree => admin(&cli, &node::Tree {}, output::tree).await,
         Command::Restart { path } => {
-            admin(&cli, "restart", json!({ "path": path }), output::restart).await
+            let request = node::Restart { path: path.clone() };
+            admin(&cli, &request, output::restart).await
         }
-        Command::Health => admin(&cli, "health", json!({}), output::health).await,
-        Command::Shutdown => admin(&cli, "shutdown", json!({}), output::shutdown).await,
-        Command::Jobs(cmd) => {
-            let (method, params, render): (&str, Value, Render) = match cmd {
-                JobsCommand::Enqueue {
-                    kind,
-                    payload,
-                    queue,
-                    delay,
-                    max_attempts,
-                    timeout,
-                    unique_key,
-                } => (
-                    "jobs.enqueue",
-                    json!({ "kind": kind, "payload": payload, "queue": queue,
-                            "delay": duration_param(*delay), "max_attempts": max_attempts,
-                            "timeout": duration_param(*timeout), "unique_key": unique_key }),
-                    output::enqueued,
-                ),
-                JobsCommand::Show { id } => ("jobs.show", json!({ "id": id }), output::job),
-                JobsCommand::List {
-                    queue,
-                    state,
-                    limit,
-                } => (
-                    "jobs.list",
-                    json!({ "queue": queue, "state": state, "limit": limit }),
-                    output::jobs,
-                ),
-                JobsCommand::KillStuck { older_than } => (
-                    "jobs.kill_stuck",
-                    json!({ "older_than": duration_param(*older_than) }),
-                    output::killed,
-                ),
-            };
-            admin(&cli, method, params, render).await
+        Command::Health => admin(&cli, &node::Health {}, output::health).await,
+        Command::Shutdown => admin(&cli, &node::Shutdown {}, output::shutdown).await,
+        Command::Jobs(cmd) => jobs_command(&cli, cmd).await,
+        Command::Queue(cmd) => queue_command(&cli, cmd).await,
+        Command::Failed(cmd) => failed_command(&cli, cmd).await,
+        Command::Vps(cmd) => vps_command(&cli, cmd).await,
+        Command::Breaker(cmd) => breaker_command(&cli, cmd).await,
+        Command::Tenants(cmd) => tenants_command(&cli, cmd).await,
+        Command::Sites(cmd) => sites_command(&cli, cmd).await,
+    }
+}
+
+/// `chom node`: validate the configuration and its files, then run until stopped.
+async fn run_node(cli: &Cli) -> u8 {
+    let (config, warnings) = match load_config(cli).and_then(|c| check_files(cli, c)) {
+        Ok(loaded) => loaded,
+        Err(errors) => return report_config_errors(cli, &errors),
+    };
+    crate::logging::init(&config.log);
+    for warning in &warnings {
+        tracing::warn!(key = %warning.key, "config: {}", warning.message);
+    }
+    let run = async { crate::node::run(config, crate::node::Signals::unix()?).await };
+    match run.await {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("chom: {error:#}");
+            1
         }
-        Command::Queue(cmd) => {
-            let (method, params, render): (&str, Value, Render) = match cmd {
-                QueueCommand::Stats => ("queue.stats", json!({}), output::queue_stats),
-                QueueCommand::Pause { queue } => {
-                    ("queue.pause", json!({ "queue": queue }), output::paused)
-                }
-                QueueCommand::Resume { queue } => {
-                    ("queue.resume", json!({ "queue": queue }), output::paused)
-                }
+    }
+}
+
+// === admin commands: each builds its method's typed request and names its printer ===
+
+async fn jobs_command(cli: &Cli, cmd: &JobsCommand) -> u8 {
+    match cmd {
+        JobsCommand::Enqueue {
+            kind,
+            payload,
+            queue,
+            delay,
+            max_attempts,
+            timeout,
+            unique_key,
+        } => {
+            let request = jobs::Enqueue {
+                kind: kind.clone(),
+                payload: Some(Value::String(payload.clone())),
+                queue: queue.clone(),
+                delay: delay.map(HumanDuration),
+                max_attempts: max_attempts.map(u64::from),
+                timeout: timeout.map(HumanDuration),
+                unique_key: unique_key.clone(),
             };
-            admin(&cli, method, params, render).await
+            admin(cli, &request, output::enqueued).await
         }
-        Command::Vps(cmd) => {
-            let (method, params, render): (&str, Value, Render) = match cmd {
-                VpsCommand::List => ("vps.list", json!({}), output::vps_list),
-                VpsCommand::Add {
-                    id,
-                    host,
-                    port,
-                    user,
-                    host_key,
-                } => (
-                    "vps.add",
-                    json!({ "id": id, "host": host, "port": port, "user": user, "host_key": host_key }),
-                    output::vps_added,
-                ),
-                VpsCommand::Remove { id } => {
-                    ("vps.remove", json!({ "id": id }), output::vps_removed)
-                }
+        JobsCommand::Show { id } => {
+            let request = jobs::Show {
+                id: Id::checked(*id),
             };
-            admin(&cli, method, params, render).await
+            admin(cli, &request, output::job).await
         }
-        Command::Breaker(cmd) => {
-            let (method, params, render): (&str, Value, Render) = match cmd {
-                BreakerCommand::List => ("breaker.list", json!({}), output::breakers),
-                BreakerCommand::Reset { vps } => {
-                    ("breaker.reset", json!({ "vps": vps }), output::breaker)
-                }
-                BreakerCommand::Open { vps } => {
-                    ("breaker.open", json!({ "vps": vps }), output::breaker)
-                }
-                BreakerCommand::Close { vps } => {
-                    ("breaker.close", json!({ "vps": vps }), output::breaker)
-                }
+        JobsCommand::List {
+            queue,
+            state,
+            limit,
+        } => {
+            let request = jobs::List {
+                queue: queue.clone(),
+                state: state.clone(),
+                limit: Some(u64::from(*limit)),
             };
-            admin(&cli, method, params, render).await
+            admin(cli, &request, output::jobs).await
         }
-        Command::Tenants(cmd) => {
-            let (method, params, render): (&str, Value, Render) = match cmd {
-                TenantsCommand::List => ("tenants.list", json!({}), output::tenants),
-                TenantsCommand::Add { name, tier } => (
-                    "tenants.add",
-                    json!({ "name": name, "tier": tier }),
-                    output::tenant_added,
-                ),
+        JobsCommand::KillStuck { older_than } => {
+            let request = jobs::KillStuck {
+                older_than: older_than.map(HumanDuration),
             };
-            admin(&cli, method, params, render).await
+            admin(cli, &request, output::killed).await
         }
-        Command::Sites(cmd) => {
-            let (method, params, render): (&str, Value, Render) = match cmd {
-                SitesCommand::List { tenant } => {
-                    ("sites.list", json!({ "tenant": tenant }), output::sites)
-                }
-                SitesCommand::Add {
-                    domain,
-                    tenant,
-                    vps,
-                    site_type,
-                    no_provision,
-                } => (
-                    "sites.add",
-                    json!({ "domain": domain, "tenant": tenant, "vps": vps, "type": site_type,
-                            "provision": !no_provision }),
-                    output::site_added,
-                ),
-                SitesCommand::Provision { id } => {
-                    ("sites.provision", json!({ "id": id }), output::provisioning)
-                }
+    }
+}
+
+async fn queue_command(cli: &Cli, cmd: &QueueCommand) -> u8 {
+    match cmd {
+        QueueCommand::Stats => admin(cli, &queue::Stats {}, output::queue_stats).await,
+        QueueCommand::Pause { queue } => {
+            let request = queue::Pause {
+                queue: queue.clone(),
             };
-            admin(&cli, method, params, render).await
+            admin(cli, &request, output::paused).await
         }
-        Command::Failed(cmd) => {
-            let (method, params, render): (&str, Value, Render) = match cmd {
-                FailedCommand::List { limit } => {
-                    ("failed.list", json!({ "limit": limit }), output::failed)
-                }
-                FailedCommand::Retry { id, all } => (
-                    "failed.retry",
-                    json!({ "id": id, "all": all }),
-                    output::retried,
-                ),
-                FailedCommand::Prune { older_than } => (
-                    "failed.prune",
-                    json!({ "older_than": duration_param(*older_than) }),
-                    output::pruned,
-                ),
-                FailedCommand::Analyze => ("failed.analyze", json!({}), output::analyze),
+        QueueCommand::Resume { queue } => {
+            let request = queue::Resume {
+                queue: queue.clone(),
             };
-            admin(&cli, method, params, render).await
+            admin(cli, &request, output::paused).await
+        }
+    }
+}
+
+async fn failed_command(cli: &Cli, cmd: &FailedCommand) -> u8 {
+    match cmd {
+        FailedCommand::List { limit } => {
+            let request = failed::List {
+                limit: Some(u64::from(*limit)),
+            };
+            admin(cli, &request, output::failed).await
+        }
+        FailedCommand::Retry { id, all } => {
+            let request = failed::Retry {
+                id: id.map(Id::checked),
+                all: Some(*all),
+            };
+            admin(cli, &request, output::retried).await
+        }
+        FailedCommand::Prune { older_than } => {
+            let request = failed::Prune {
+                older_than: older_than.map(HumanDuration),
+            };
+            admin(cli, &request, output::pruned).await
+        }
+        FailedCommand::Analyze => admin(cli, &failed::Analyze {}, output::analyze).await,
+    }
+}
+
+async fn vps_command(cli: &Cli, cmd: &VpsCommand) -> u8 {
+    match cmd {
+        VpsCommand::List => admin(cli, &vps::List {}, output::vps_list).await,
+        VpsCommand::Add {
+            id,
+            host,
+            port,
+            user,
+            host_key,
+        } => {
+            let request = vps::Add {
+                id: id.clone(),
+                host: host.clone(),
+                port: Some(u64::from(*port)),
+                user: user.clone(),
+                host_key: host_key.clone(),
+            };
+            admin(cli, &request, output::vps_added).await
+        }
+        VpsCommand::Remove { id } => {
+            let request = vps::Remove { id: id.clone() };
+            admin(cli, &request, output::vps_removed).await
+        }
+    }
+}
+
+async fn breaker_command(cli: &Cli, cmd: &BreakerCommand) -> u8 {
+    match cmd {
+        BreakerCommand::List => admin(cli, &breaker::List {}, output::breakers).await,
+        BreakerCommand::Reset { vps } => {
+            let request = breaker::Reset { vps: vps.clone() };
+            admin(cli, &request, output::breaker).await
+        }
+        BreakerCommand::Open { vps } => {
+            let request = breaker::Open { vps: vps.clone() };
+            admin(cli, &request, output::breaker).await
+        }
+        BreakerCommand::Close { vps } => {
+            let request = breaker::Close { vps: vps.clone() };
+            admin(cli, &request, output::breaker).await
+        }
+    }
+}
+
+async fn tenants_command(cli: &Cli, cmd: &TenantsCommand) -> u8 {
+    match cmd {
+        TenantsCommand::List => admin(cli, &tenants::List {}, output::tenants).await,
+        TenantsCommand::Add { name, tier } => {
+            let request = tenants::Add {
+                name: name.clone(),
+                tier: Some(tier.clone()),
+            };
+            admin(cli, &request, output::tenant_added).await
+        }
+    }
+}
+
+async fn sites_command(cli: &Cli, cmd: &SitesCommand) -> u8 {
+    match cmd {
+        SitesCommand::List { tenant } => {
+            let request = sites::List {
+                tenant: tenant.map(Id::checked),
+            };
+            admin(cli, &request, output::sites).await
+        }
+        SitesCommand::Add {
+            domain,
+            tenant,
+            vps,
+            site_type,
+            no_provision,
+        } => {
+            let request = sites::Add {
+                tenant: Id::checked(*tenant),
+                vps: vps.clone(),
+                domain: domain.clone(),
+                site_type: Some(site_type.clone()),
+                provision: Some(!no_provision),
+            };
+            admin(cli, &request, output::site_added).await
+        }
+        SitesCommand::Provision { id } => {
+            let request = sites::Provision {
+                id: Id::checked(*id),
+            };
+            admin(cli, &request, output::provisioning).await
         }
     }
 }
@@ -673,45 +732,67 @@ fn socket_path(cli: &Cli) -> Result<PathBuf, ConfigErrors> {
     }
 }
 
-type Render = fn(&Value) -> (String, u8);
+/// A human printer of one method's reply: the text and the exit status.
+type Render<R> = fn(&R) -> (String, u8);
 
-async fn admin(cli: &Cli, method: &str, params: Value, render: Render) -> u8 {
+/// Send one admin request and show its answer: `--json` prints the document as it came;
+/// otherwise the reply, decoded with control characters escaped (stored text may hold them and
+/// must not drive the terminal), goes to its printer. The printer's exit status applies to both.
+async fn admin<M: Method>(cli: &Cli, request: &M, render: Render<M::Reply>) -> u8 {
     crate::logging::init_client();
     let socket = match socket_path(cli) {
         Ok(s) => s,
         Err(errors) => return report_config_errors(cli, &errors),
     };
-    match client::call(&socket, method, params, timeout_for(method)).await {
-        Ok(result) => {
-            // Stored text (names, errors) may hold control characters: shown escaped, so it
-            // cannot drive the terminal. The JSON document is printed as it came.
-            let (text, code) = render(&output::escape_strings(&result));
-            if cli.json {
-                println!("{result}");
-            } else {
-                print!("{text}");
-            }
-            code
-        }
+    match client::request(&socket, request).await {
+        Ok(result) => show(cli, &result, render),
         Err(error) => client_failure(cli, &socket, &error),
     }
 }
 
-fn timeout_for(method: &str) -> Duration {
-    match method {
-        // Restarting a subtree waits for its children's shutdown timeouts.
-        "restart" => Duration::from_secs(120),
-        _ => Duration::from_secs(30),
+fn show<R: DeserializeOwned>(cli: &Cli, result: &Value, render: Render<R>) -> u8 {
+    let reply = serde_json::from_value::<R>(output::escape_strings(result));
+    if cli.json {
+        println!("{result}");
     }
+    match reply {
+        Ok(reply) => {
+            let (text, code) = render(&reply);
+            if !cli.json {
+                print!("{text}");
+            }
+            code
+        }
+        Err(error) => {
+            eprintln!("chom: unreadable answer from the node: {error}");
+            1
+        }
+    }
+}
+
+/// What `--json` prints when a command failed.
+#[derive(Serialize)]
+struct Failure {
+    error: String,
+    socket: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<i64>,
 }
 
 fn client_failure(cli: &Cli, socket: &Path, error: &ClientError) -> u8 {
     if cli.json {
-        let mut doc = json!({ "error": error.to_string(), "socket": socket.display().to_string() });
-        if let ClientError::Rpc(e) = error {
-            doc["code"] = json!(e.code);
-        }
-        println!("{doc}");
+        let doc = Failure {
+            error: error.to_string(),
+            socket: socket.display().to_string(),
+            code: match error {
+                ClientError::Rpc(e) => Some(e.code),
+                _ => None,
+            },
+        };
+        println!(
+            "{}",
+            serde_json::to_value(&doc).expect("a failure serializes")
+        );
     }
     eprintln!("chom: {}", limits::escape_control(&error.to_string()));
     error.exit_code()

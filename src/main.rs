@@ -1,5 +1,6 @@
 //! `chom`: the CHOM operations node and its admin client. See README.md for every command.
 
+mod api;
 mod cli;
 mod config_file;
 mod edge;

@@ -1,7 +1,9 @@
 //! The admin RPC methods of a running node (SPEC.md "Admin RPC").
 //!
-//! Each method is one small function; `NodeRpc::call` only dispatches. The fleet's methods
-//! (vps.*, breaker.*, tenants.*, sites.*) live in `fleet_methods`.
+//! Every method is a request type of `api` with a [`Handle`] implementation here (or in
+//! `fleet_methods` for vps.*, breaker.*, tenants.*, sites.*); `NodeRpc::call` only routes a
+//! name to its type. The request arrives decoded and validated ([`api::decode`]); the handler
+//! adds the checks that need the node (a known queue or job kind) and does the work.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,29 +11,38 @@ use std::time::Duration;
 use chom_actors::context::{Backends, NodeContext};
 use chom_actors::queue::reaper;
 use chom_actors::{health, tree};
-use chom_core::job::{JobFilter, JobState, NewJob};
-use chom_core::limits::{self, LimitError};
+use chom_core::job::{Enqueued, Job, JobFilter, NewJob};
+use chom_core::limits;
 use chom_core::policy::JobPolicy;
 use chom_store::{self as store, StoreError};
-use chom_supervisors::{Fault, SupervisorMsg};
+use chom_supervisors::{Fault, SupervisorMsg, SupervisorReport};
 use futures::future::BoxFuture;
 use ractor::ActorRef;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::rpc::protocol::{self, INTERNAL_ERROR, METHOD_NOT_FOUND, RpcError};
+use crate::api::debug::FaultKind;
+use crate::api::{self, Method, invalid};
+use crate::rpc::protocol::{INTERNAL_ERROR, METHOD_NOT_FOUND, RpcError};
 use crate::rpc::server::Dispatch;
 
 /// How long the tree may take to answer an introspection call.
 const TREE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The longest actor path `restart` and the debug hooks accept, in characters.
-const MAX_PATH_CHARS: usize = 255;
+/// A method the node answers: its validated request, handled against the node's context.
+pub(crate) trait Handle: Method {
+    /// Do the work and answer.
+    fn handle(
+        self,
+        ctx: &NodeContext,
+    ) -> impl Future<Output = Result<Self::Reply, RpcError>> + Send;
+}
 
-/// The longest `debug.stall`.
-const MAX_STALL: Duration = Duration::from_secs(3600);
-
-/// The most `debug.inflate` may allocate (the memory tests need a few hundred MB).
-const MAX_INFLATE_BYTES: u64 = 4 << 30;
+/// Decode `params` as method `M`'s request, handle it, and encode the reply.
+pub(crate) async fn run<M: Handle>(ctx: &NodeContext, params: Value) -> Result<Value, RpcError> {
+    let request = api::decode::<M>(params)?;
+    let reply = request.handle(ctx).await?;
+    Ok(serde_json::to_value(reply).expect("a reply serializes"))
+}
 
 /// The admin RPC handler of one node.
 pub struct NodeRpc {
@@ -49,39 +60,29 @@ impl Dispatch for NodeRpc {
     fn call(&self, method: String, params: Value) -> BoxFuture<'static, Result<Value, RpcError>> {
         let ctx = self.ctx.clone();
         Box::pin(async move {
+            let ctx = &*ctx;
+            use api::{debug, failed, jobs, node, queue};
             match method.as_str() {
-                "status" => status(&ctx).await,
-                "tree" => tree(&ctx).await,
-                "restart" => restart(&ctx, &params).await,
-                "health" => Ok(serde_json::to_value(health::run_checks(&ctx).await)
-                    .expect("report serializes")),
-                "shutdown" => shutdown(&ctx),
-                "jobs.enqueue" => jobs_enqueue(&ctx, &params).await,
-                "jobs.show" => jobs_show(&ctx, &params).await,
-                "jobs.list" => jobs_list(&ctx, &params).await,
-                "jobs.kill_stuck" => jobs_kill_stuck(&ctx, &params).await,
-                "queue.stats" => queue_stats(&ctx).await,
-                "queue.pause" => queue_pause(&ctx, &params, true).await,
-                "queue.resume" => queue_pause(&ctx, &params, false).await,
-                "failed.list" => failed_list(&ctx, &params).await,
-                "failed.retry" => failed_retry(&ctx, &params).await,
-                "failed.prune" => failed_prune(&ctx, &params).await,
-                "failed.analyze" => failed_analyze(&ctx).await,
-                "debug.stall" if ctx.debug_hooks => debug_stall(&ctx, &params).await,
-                "debug.fault" if ctx.debug_hooks => debug_fault(&ctx, &params).await,
-                "debug.inflate" if ctx.debug_hooks => {
-                    let bytes = opt_count(&params, "bytes", 0, MAX_INFLATE_BYTES)?.unwrap_or(0);
-                    let bytes = usize::try_from(bytes).map_err(|_| {
-                        RpcError::invalid_params("`bytes` does not fit this platform")
-                    })?;
-                    if bytes == 0 {
-                        chom_actors::memory::deflate();
-                    } else {
-                        chom_actors::memory::inflate(bytes);
-                    }
-                    Ok(json!({ "inflated": bytes, "rss_bytes": chom_actors::sys::rss_bytes() }))
-                }
-                other => match crate::fleet_methods::dispatch(&ctx, other, &params).await {
+                node::Status::NAME => run::<node::Status>(ctx, params).await,
+                node::Tree::NAME => run::<node::Tree>(ctx, params).await,
+                node::Restart::NAME => run::<node::Restart>(ctx, params).await,
+                node::Health::NAME => run::<node::Health>(ctx, params).await,
+                node::Shutdown::NAME => run::<node::Shutdown>(ctx, params).await,
+                jobs::Enqueue::NAME => run::<jobs::Enqueue>(ctx, params).await,
+                jobs::Show::NAME => run::<jobs::Show>(ctx, params).await,
+                jobs::List::NAME => run::<jobs::List>(ctx, params).await,
+                jobs::KillStuck::NAME => run::<jobs::KillStuck>(ctx, params).await,
+                queue::Stats::NAME => run::<queue::Stats>(ctx, params).await,
+                queue::Pause::NAME => run::<queue::Pause>(ctx, params).await,
+                queue::Resume::NAME => run::<queue::Resume>(ctx, params).await,
+                failed::List::NAME => run::<failed::List>(ctx, params).await,
+                failed::Retry::NAME => run::<failed::Retry>(ctx, params).await,
+                failed::Prune::NAME => run::<failed::Prune>(ctx, params).await,
+                failed::Analyze::NAME => run::<failed::Analyze>(ctx, params).await,
+                debug::Stall::NAME if ctx.debug_hooks => run::<debug::Stall>(ctx, params).await,
+                debug::Fault::NAME if ctx.debug_hooks => run::<debug::Fault>(ctx, params).await,
+                debug::Inflate::NAME if ctx.debug_hooks => run::<debug::Inflate>(ctx, params).await,
+                other => match crate::fleet_methods::dispatch(ctx, other, params).await {
                     Some(result) => result,
                     None => Err(RpcError::new(
                         METHOD_NOT_FOUND,
@@ -98,170 +99,188 @@ fn root(ctx: &NodeContext) -> Result<&ActorRef<SupervisorMsg>, RpcError> {
         .ok_or_else(|| RpcError::failed("supervision tree not started"))
 }
 
-async fn status(ctx: &NodeContext) -> Result<Value, RpcError> {
-    let report = tree::fetch(root(ctx)?, TREE_TIMEOUT)
-        .await
-        .map_err(RpcError::failed)?;
-    let summary = tree::summarize(&report);
-    let backends = ctx.backends();
-    Ok(json!({
-        "version": ctx.version,
-        "node": ctx.node_name,
-        "pid": std::process::id(),
-        "uptime_secs": ctx.started_at.elapsed().as_secs(),
-        "started_at": chrono::DateTime::<chrono::Utc>::from(ctx.started_wall).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "ready": ctx.ready(),
-        "http": ctx.http_addr.get().map(|a| a.to_string()),
-        "admin_socket": ctx.config.admin.socket.display().to_string(),
-        "database": backends.as_ref().map(|b| b.store.backend().as_str()),
-        "cache": backends.as_ref().map(|b| b.cache.kind()),
-        "tree": summary,
-        "memory_rss_bytes": chom_actors::sys::rss_bytes(),
-        "memory": ctx.memory_status(),
-        "queues": queue_sizes(ctx).await,
-        "claiming": match ctx.queue.get() {
-            Some(q) => q.active_queues().await,
-            None => Vec::new(),
-        },
-        "open_breakers": crate::fleet_methods::open_breakers(ctx).await,
-    }))
-}
-
-async fn tree(ctx: &NodeContext) -> Result<Value, RpcError> {
-    let report = tree::fetch(root(ctx)?, TREE_TIMEOUT)
-        .await
-        .map_err(RpcError::failed)?;
-    Ok(serde_json::to_value(report).expect("report serializes"))
-}
-
-/// The actor path parameter `name`: bounded, no control characters, without surrounding '/'.
-fn param_path(params: &Value, name: &str) -> Result<String, RpcError> {
-    let path = protocol::param_str(params, name)?;
-    if !path.is_empty() {
-        limits::check_text(name, path, MAX_PATH_CHARS).map_err(invalid)?;
+impl Handle for api::node::Status {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::node::StatusReply, RpcError> {
+        let report = tree::fetch(root(ctx)?, TREE_TIMEOUT)
+            .await
+            .map_err(RpcError::failed)?;
+        let backends = ctx.backends();
+        Ok(api::node::StatusReply {
+            version: ctx.version.to_owned(),
+            node: ctx.node_name.clone(),
+            pid: std::process::id(),
+            uptime_secs: ctx.started_at.elapsed().as_secs(),
+            started_at: chrono::DateTime::<chrono::Utc>::from(ctx.started_wall)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ready: ctx.ready(),
+            http: ctx.http_addr.get().map(|a| a.to_string()),
+            admin_socket: ctx.config.admin.socket.display().to_string(),
+            database: backends
+                .as_ref()
+                .map(|b| b.store.backend().as_str().to_owned()),
+            cache: backends.as_ref().map(|b| b.cache.kind().to_owned()),
+            tree: tree::summarize(&report),
+            memory_rss_bytes: chom_actors::sys::rss_bytes(),
+            memory: ctx.memory_status(),
+            queues: queue_sizes(ctx).await,
+            claiming: match ctx.queue.get() {
+                Some(q) => q.active_queues().await,
+                None => Vec::new(),
+            },
+            open_breakers: crate::fleet_methods::open_breakers(ctx).await,
+        })
     }
-    Ok(path.trim_matches('/').to_owned())
 }
 
-async fn restart(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let path = param_path(params, "path")?;
-    if path.is_empty() {
-        return Err(RpcError::invalid_params(
-            "path must name an actor or subtree, e.g. store or edge/http",
-        ));
+impl Handle for api::node::Tree {
+    async fn handle(self, ctx: &NodeContext) -> Result<SupervisorReport, RpcError> {
+        tree::fetch(root(ctx)?, TREE_TIMEOUT)
+            .await
+            .map_err(RpcError::failed)
     }
-    let root = root(ctx)?;
-    // Stopping a subtree may take its children's shutdown timeouts; allow for that.
-    let limit = ctx.config.node.shutdown_timeout + TREE_TIMEOUT;
-    ractor::call_t!(
-        root,
-        |reply| SupervisorMsg::Restart {
-            path: path.clone(),
-            reply
-        },
-        limit.as_millis() as u64
-    )
-    .map_err(|e| {
-        RpcError::new(
-            INTERNAL_ERROR,
-            format!("root supervisor did not answer: {e}"),
+}
+
+impl Handle for api::node::Restart {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::node::Restarted, RpcError> {
+        let path = self.actor_path().to_owned();
+        let root = root(ctx)?;
+        // Stopping a subtree may take its children's shutdown timeouts; allow for that.
+        let limit = ctx.config.node.shutdown_timeout + TREE_TIMEOUT;
+        ractor::call_t!(
+            root,
+            |reply| SupervisorMsg::Restart {
+                path: path.clone(),
+                reply
+            },
+            limit.as_millis() as u64
         )
-    })?
-    .map_err(|e| RpcError::failed(e.to_string()))?;
-    let report = tree::fetch(root, TREE_TIMEOUT)
-        .await
-        .map_err(RpcError::failed)?;
-    let child = tree::find(&report, &path);
-    Ok(json!({
-        "path": path,
-        "state": child.map(|c| c.state.clone()),
-        "restart_count": child.map(|c| c.restart_count),
-    }))
-}
-
-fn shutdown(ctx: &NodeContext) -> Result<Value, RpcError> {
-    ctx.request_shutdown();
-    Ok(json!({ "shutting_down": true }))
-}
-
-/// Test hook: make a supervisor's mailbox unresponsive for a while (watchdog tests).
-async fn debug_stall(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let path = match params.get("path") {
-        None | Some(Value::Null) => String::new(),
-        Some(_) => param_path(params, "path")?,
-    };
-    let path = path.as_str();
-    let duration = opt_duration(params, "duration", MAX_STALL)?
-        .ok_or_else(|| RpcError::invalid_params("missing string parameter `duration`"))?;
-    let root = root(ctx)?;
-    let target: ActorRef<SupervisorMsg> = if path.is_empty() {
-        root.clone()
-    } else {
+        .map_err(|e| {
+            RpcError::new(
+                INTERNAL_ERROR,
+                format!("root supervisor did not answer: {e}"),
+            )
+        })?
+        .map_err(|e| RpcError::failed(e.to_string()))?;
         let report = tree::fetch(root, TREE_TIMEOUT)
             .await
             .map_err(RpcError::failed)?;
-        match tree::find(&report, path) {
-            Some(child) if child.kind == "supervisor" => {}
-            Some(_) => {
-                return Err(RpcError::invalid_params(format!(
-                    "{path} is not a supervisor"
-                )));
-            }
-            None => return Err(RpcError::failed(format!("no actor at {path}"))),
+        let child = tree::find(&report, &path);
+        Ok(api::node::Restarted {
+            state: child.map(|c| c.state.clone()),
+            restart_count: child.map(|c| c.restart_count),
+            path,
+        })
+    }
+}
+
+impl Handle for api::node::Health {
+    async fn handle(self, ctx: &NodeContext) -> Result<health::HealthReport, RpcError> {
+        Ok(health::run_checks(ctx).await)
+    }
+}
+
+impl Handle for api::node::Shutdown {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::node::ShuttingDown, RpcError> {
+        ctx.request_shutdown();
+        Ok(api::node::ShuttingDown {
+            shutting_down: true,
+        })
+    }
+}
+
+/// Test hook: make a supervisor's mailbox unresponsive for a while (watchdog tests).
+impl Handle for api::debug::Stall {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::debug::Stalled, RpcError> {
+        let path = self.supervisor();
+        let duration = self.duration.0;
+        let root = root(ctx)?;
+        let target: ActorRef<SupervisorMsg> = if path.is_empty() {
+            root.clone()
+        } else {
+            supervisor_at(root, path).await?
+        };
+        target
+            .cast(SupervisorMsg::Stall { duration })
+            .map_err(|e| RpcError::failed(e.to_string()))?;
+        Ok(api::debug::Stalled {
+            stalled: if path.is_empty() { "root" } else { path }.to_owned(),
+            for_ms: duration.as_millis() as u64,
+        })
+    }
+}
+
+/// The supervisor at `path` (not the root).
+async fn supervisor_at(
+    root: &ActorRef<SupervisorMsg>,
+    path: &str,
+) -> Result<ActorRef<SupervisorMsg>, RpcError> {
+    let report = tree::fetch(root, TREE_TIMEOUT)
+        .await
+        .map_err(RpcError::failed)?;
+    match tree::find(&report, path) {
+        Some(child) if child.kind == "supervisor" => {}
+        Some(_) => {
+            return Err(RpcError::invalid_params(format!(
+                "{path} is not a supervisor"
+            )));
         }
-        let cell = ractor::call_t!(
-            root,
-            |reply| SupervisorMsg::Lookup {
-                path: path.to_owned(),
-                reply
-            },
-            5_000
-        )
-        .map_err(|e| RpcError::failed(e.to_string()))?
-        .ok_or_else(|| RpcError::failed(format!("no actor at {path}")))?;
-        cell.into()
-    };
-    target
-        .cast(SupervisorMsg::Stall { duration })
-        .map_err(|e| RpcError::failed(e.to_string()))?;
-    Ok(
-        json!({ "stalled": if path.is_empty() { "root" } else { path }, "for_ms": duration.as_millis() as u64 }),
+        None => return Err(RpcError::failed(format!("no actor at {path}"))),
+    }
+    let cell = ractor::call_t!(
+        root,
+        |reply| SupervisorMsg::Lookup {
+            path: path.to_owned(),
+            reply
+        },
+        5_000
     )
+    .map_err(|e| RpcError::failed(e.to_string()))?
+    .ok_or_else(|| RpcError::failed(format!("no actor at {path}")))?;
+    Ok(cell.into())
 }
 
 /// Test hook: crash an actor, or make its starts fail (escalation tests).
-async fn debug_fault(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let path = param_path(params, "path")?;
-    // Start failures are armed in the context (so they outlive subtree restarts), then the
-    // actor is killed so that its supervisor starts it again.
-    match protocol::param_str(params, "fault")? {
-        "kill" => {}
-        "fail_forever" => ctx.inject_start_failures(&path, u32::MAX),
-        other => match other
-            .strip_prefix("fail_starts:")
-            .and_then(|n| n.parse().ok())
-        {
-            Some(n) => ctx.inject_start_failures(&path, n),
-            None => {
-                return Err(RpcError::invalid_params(
-                    "fault must be kill, fail_forever or fail_starts:N",
-                ));
-            }
-        },
+impl Handle for api::debug::Fault {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::debug::Injected, RpcError> {
+        let path = self.actor_path().to_owned();
+        // Start failures are armed in the context (so they outlive subtree restarts), then the
+        // actor is killed so that its supervisor starts it again.
+        if let Some(FaultKind::FailStarts(n)) = self.kind() {
+            ctx.inject_start_failures(&path, n);
+        }
+        let root = root(ctx)?;
+        ractor::call_t!(
+            root,
+            |reply| SupervisorMsg::InjectFault {
+                path: path.clone(),
+                fault: Fault::Kill,
+                reply
+            },
+            10_000
+        )
+        .map_err(|e| RpcError::failed(e.to_string()))?
+        .map_err(|e| RpcError::failed(e.to_string()))?;
+        Ok(api::debug::Injected {
+            path,
+            injected: true,
+        })
     }
-    let root = root(ctx)?;
-    ractor::call_t!(
-        root,
-        |reply| SupervisorMsg::InjectFault {
-            path: path.clone(),
-            fault: Fault::Kill,
-            reply
-        },
-        10_000
-    )
-    .map_err(|e| RpcError::failed(e.to_string()))?
-    .map_err(|e| RpcError::failed(e.to_string()))?;
-    Ok(json!({ "path": path, "injected": true }))
+}
+
+/// Test hook: hold memory (memory monitor tests).
+impl Handle for api::debug::Inflate {
+    async fn handle(self, _: &NodeContext) -> Result<api::debug::Inflated, RpcError> {
+        let bytes = usize::try_from(self.bytes.unwrap_or(0)).expect("validated to fit");
+        if bytes == 0 {
+            chom_actors::memory::deflate();
+        } else {
+            chom_actors::memory::inflate(bytes);
+        }
+        Ok(api::debug::Inflated {
+            inflated: bytes,
+            rss_bytes: chom_actors::sys::rss_bytes(),
+        })
+    }
 }
 
 // === jobs, queues, dead letters ===
@@ -281,82 +300,6 @@ pub(crate) fn backends(ctx: &NodeContext) -> Result<Backends, RpcError> {
 
 pub(crate) fn store_err(e: StoreError) -> RpcError {
     RpcError::failed(e.to_string())
-}
-
-pub(crate) fn opt_str<'a>(params: &'a Value, name: &str) -> Result<Option<&'a str>, RpcError> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(RpcError::invalid_params(format!(
-            "`{name}` must be a string"
-        ))),
-    }
-}
-
-/// An input outside the node's bounds, as the -32602 that names the parameter.
-pub(crate) fn invalid(e: LimitError) -> RpcError {
-    RpcError::invalid_params(e.to_string())
-}
-
-pub(crate) fn opt_u64(params: &Value, name: &str) -> Result<Option<u64>, RpcError> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            RpcError::invalid_params(format!("`{name}` must be a non-negative integer"))
-        }),
-    }
-}
-
-/// An optional integer in `min..=max`; out of range is refused, never clamped.
-pub(crate) fn opt_count(
-    params: &Value,
-    name: &str,
-    min: u64,
-    max: u64,
-) -> Result<Option<u64>, RpcError> {
-    opt_u64(params, name)?
-        .map(|n| limits::check_count(name, n, min, max).map_err(invalid))
-        .transpose()
-}
-
-/// An optional database id: a positive integer that fits the id columns (BIGINT).
-pub(crate) fn opt_id(params: &Value, name: &str) -> Result<Option<i64>, RpcError> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().filter(|id| *id > 0).map(Some).ok_or_else(|| {
-            RpcError::invalid_params(format!("`{name}` must be a positive integer id"))
-        }),
-    }
-}
-
-/// A required database id.
-pub(crate) fn param_id(params: &Value, name: &str) -> Result<i64, RpcError> {
-    opt_id(params, name)?
-        .ok_or_else(|| RpcError::invalid_params(format!("missing `{name}` (an id)")))
-}
-
-/// An optional boolean; anything but `true`, `false` or null is refused.
-pub(crate) fn opt_bool(params: &Value, name: &str) -> Result<Option<bool>, RpcError> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(RpcError::invalid_params(format!(
-            "`{name}` must be true or false"
-        ))),
-    }
-}
-
-/// An optional humantime duration (`"30s"`, `"7days"`) of at most `max`.
-fn opt_duration(params: &Value, name: &str, max: Duration) -> Result<Option<Duration>, RpcError> {
-    opt_str(params, name)?
-        .map(|s| limits::parse_duration(name, s, max).map_err(invalid))
-        .transpose()
-}
-
-/// An optional listing limit: 1 to `limits::MAX_LIST_LIMIT`, 50 when absent.
-fn list_limit(params: &Value) -> Result<u32, RpcError> {
-    let limit = opt_count(params, "limit", 1, limits::MAX_LIST_LIMIT.into())?.unwrap_or(50);
-    Ok(u32::try_from(limit).expect("bounded by MAX_LIST_LIMIT"))
 }
 
 /// A queue name parameter: one of `queue.queues` (checked for size first, so a huge or
@@ -379,121 +322,85 @@ pub(crate) fn wake_dispatcher(ctx: &NodeContext) {
     }
 }
 
-async fn jobs_enqueue(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let kind = protocol::param_str(params, "kind")?.to_owned();
-    limits::check_text("kind", &kind, limits::MAX_ID_CHARS).map_err(invalid)?;
-    if !chom_actors::jobs::known_kind(&kind, ctx.debug_hooks) {
-        return Err(RpcError::invalid_params(format!(
-            "unknown job kind `{kind}`"
-        )));
-    }
-    let payload = match params.get("payload") {
-        None | Some(Value::Null) => "{}".to_owned(),
-        // A string is taken as JSON text and must parse; anything else is the payload itself.
-        Some(Value::String(text)) => {
-            serde_json::from_str::<Value>(text)
-                .map_err(|e| RpcError::invalid_params(format!("payload is not valid JSON: {e}")))?;
-            text.clone()
+impl Handle for api::jobs::Enqueue {
+    async fn handle(self, ctx: &NodeContext) -> Result<Enqueued, RpcError> {
+        if !chom_actors::jobs::known_kind(&self.kind, ctx.debug_hooks) {
+            return Err(RpcError::invalid_params(format!(
+                "unknown job kind `{}`",
+                self.kind
+            )));
         }
-        Some(other) => other.to_string(),
-    };
-    if payload.len() > limits::MAX_PAYLOAD_BYTES {
-        return Err(RpcError::invalid_params(format!(
-            "`payload` must be at most {} bytes, got {}",
-            limits::MAX_PAYLOAD_BYTES,
-            payload.len()
-        )));
-    }
-    let policy = JobPolicy::resolve(&kind, &ctx.config);
-    let queue = opt_str(params, "queue")?.map_or(policy.queue, str::to_owned);
-    check_queue(ctx, &queue)?;
-    let max_attempts = opt_count(params, "max_attempts", 1, limits::MAX_ATTEMPTS.into())?
-        .map(|n| u32::try_from(n).expect("bounded by MAX_ATTEMPTS"));
-    let timeout = opt_duration(params, "timeout", limits::MAX_JOB_TIMEOUT)?;
-    if timeout.is_some_and(|t| t.is_zero()) {
-        return Err(RpcError::invalid_params(
-            "`timeout` must be greater than zero",
-        ));
-    }
-    // Bounded like every duration (the store turns it into a timestamp, saturating).
-    let delay = opt_duration(params, "delay", limits::MAX_DURATION)?.unwrap_or_default();
-    let unique_key = opt_str(params, "unique_key")?;
-    if let Some(key) = unique_key {
-        limits::check_text("unique_key", key, limits::MAX_UNIQUE_KEY_CHARS).map_err(invalid)?;
-    }
-    let job = NewJob {
-        kind,
-        queue,
-        payload,
-        max_attempts,
-        timeout,
-        delay,
-        unique_key: unique_key.map(str::to_owned),
-    };
-    let b = backends(ctx)?;
-    let enqueued = store::with_timeout(STORE_TIMEOUT, b.store.enqueue(&job))
-        .await
-        .map_err(store_err)?;
-    wake_dispatcher(ctx);
-    Ok(json!({ "id": enqueued.id, "existing": enqueued.existing, "queue": enqueued.queue }))
-}
-
-async fn jobs_show(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let id = param_id(params, "id")?;
-    let b = backends(ctx)?;
-    match store::with_timeout(STORE_TIMEOUT, b.store.job(id))
-        .await
-        .map_err(store_err)?
-    {
-        Some(job) => Ok(serde_json::to_value(job).expect("job serializes")),
-        None => Err(RpcError::failed(format!(
-            "no job with id {id} (completed jobs are kept for queue.retention)"
-        ))),
+        let policy = JobPolicy::resolve(&self.kind, &ctx.config);
+        let queue = self.queue.clone().unwrap_or(policy.queue);
+        check_queue(ctx, &queue)?;
+        let job = NewJob {
+            payload: self.payload_text(),
+            max_attempts: self.attempts(),
+            timeout: self.timeout.map(|t| t.0),
+            delay: self.delay.map(|d| d.0).unwrap_or_default(),
+            kind: self.kind,
+            queue,
+            unique_key: self.unique_key,
+        };
+        let b = backends(ctx)?;
+        let enqueued = store::with_timeout(STORE_TIMEOUT, b.store.enqueue(&job))
+            .await
+            .map_err(store_err)?;
+        wake_dispatcher(ctx);
+        Ok(enqueued)
     }
 }
 
-async fn jobs_list(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let state = opt_str(params, "state")?
-        .map(|s| {
-            JobState::parse(s).ok_or_else(|| {
-                RpcError::invalid_params(format!(
-                    "unknown state `{}` (pending, reserved, completed, failed)",
-                    limits::escape_control(truncated(s))
+impl Handle for api::jobs::Show {
+    async fn handle(self, ctx: &NodeContext) -> Result<Job, RpcError> {
+        let id = self.id.get();
+        let b = backends(ctx)?;
+        store::with_timeout(STORE_TIMEOUT, b.store.job(id))
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| {
+                RpcError::failed(format!(
+                    "no job with id {id} (completed jobs are kept for queue.retention)"
                 ))
             })
-        })
-        .transpose()?;
-    // Any queue name may be listed (rows inserted by another program name their own), but
-    // only a sane one.
-    let queue = opt_str(params, "queue")?;
-    if let Some(queue) = queue {
-        limits::check_text("queue", queue, limits::MAX_ID_CHARS).map_err(invalid)?;
     }
-    let filter = JobFilter {
-        queue: queue.map(str::to_owned),
-        state,
-        limit: list_limit(params)?,
-    };
-    let b = backends(ctx)?;
-    let jobs = store::with_timeout(STORE_TIMEOUT, b.store.jobs(&filter))
-        .await
-        .map_err(store_err)?;
-    Ok(json!({ "jobs": jobs }))
 }
 
-async fn jobs_kill_stuck(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let older_than = opt_duration(params, "older_than", limits::MAX_DURATION)?
-        .unwrap_or(ctx.config.queue.stuck_after);
-    let b = backends(ctx)?;
-    let ids = reaper::kill_stuck(ctx, &b, older_than)
-        .await
-        .map_err(store_err)?;
-    Ok(json!({ "killed": ids, "older_than": humantime::format_duration(older_than).to_string() }))
+impl Handle for api::jobs::List {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::jobs::Jobs, RpcError> {
+        let filter = JobFilter {
+            state: self.job_state(),
+            limit: api::list_limit(self.limit),
+            queue: self.queue,
+        };
+        let b = backends(ctx)?;
+        let jobs = store::with_timeout(STORE_TIMEOUT, b.store.jobs(&filter))
+            .await
+            .map_err(store_err)?;
+        Ok(api::jobs::Jobs { jobs })
+    }
 }
 
-async fn queue_sizes(ctx: &NodeContext) -> Value {
+impl Handle for api::jobs::KillStuck {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::jobs::Killed, RpcError> {
+        let older_than = self
+            .older_than
+            .map_or(ctx.config.queue.stuck_after, |d| d.0);
+        let b = backends(ctx)?;
+        let killed = reaper::kill_stuck(ctx, &b, older_than)
+            .await
+            .map_err(store_err)?;
+        Ok(api::jobs::Killed {
+            killed,
+            older_than: humantime::format_duration(older_than).to_string(),
+        })
+    }
+}
+
+/// Jobs waiting or running per queue for `status`; empty when the database does not answer.
+async fn queue_sizes(ctx: &NodeContext) -> std::collections::BTreeMap<String, u64> {
     let Ok(b) = backends(ctx) else {
-        return json!({});
+        return Default::default();
     };
     match store::with_timeout(
         Duration::from_secs(5),
@@ -501,31 +408,45 @@ async fn queue_sizes(ctx: &NodeContext) -> Value {
     )
     .await
     {
-        Ok(stats) => stats
-            .iter()
-            .map(|s| (s.queue.clone(), json!(s.size())))
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
-        Err(_) => json!({}),
+        Ok(stats) => stats.iter().map(|s| (s.queue.clone(), s.size())).collect(),
+        Err(_) => Default::default(),
     }
 }
 
-async fn queue_stats(ctx: &NodeContext) -> Result<Value, RpcError> {
-    let b = backends(ctx)?;
-    let stats = store::with_timeout(STORE_TIMEOUT, b.store.queue_stats(&ctx.config.queue.queues))
-        .await
-        .map_err(store_err)?;
-    Ok(json!({ "queues": stats }))
+impl Handle for api::queue::Stats {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::queue::QueueStatsReply, RpcError> {
+        let b = backends(ctx)?;
+        let queues =
+            store::with_timeout(STORE_TIMEOUT, b.store.queue_stats(&ctx.config.queue.queues))
+                .await
+                .map_err(store_err)?;
+        Ok(api::queue::QueueStatsReply { queues })
+    }
 }
 
-async fn queue_pause(ctx: &NodeContext, params: &Value, pause: bool) -> Result<Value, RpcError> {
-    let queue = protocol::param_str(params, "queue")?;
-    check_queue(ctx, queue)?;
+impl Handle for api::queue::Pause {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::queue::Paused, RpcError> {
+        queue_pause(ctx, self.queue, true).await
+    }
+}
+
+impl Handle for api::queue::Resume {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::queue::Paused, RpcError> {
+        queue_pause(ctx, self.queue, false).await
+    }
+}
+
+async fn queue_pause(
+    ctx: &NodeContext,
+    queue: String,
+    pause: bool,
+) -> Result<api::queue::Paused, RpcError> {
+    check_queue(ctx, &queue)?;
     let b = backends(ctx)?;
     let op = if pause {
-        b.store.pause_queue(queue)
+        b.store.pause_queue(&queue)
     } else {
-        b.store.resume_queue(queue)
+        b.store.resume_queue(&queue)
     };
     store::with_timeout(STORE_TIMEOUT, op)
         .await
@@ -539,60 +460,75 @@ async fn queue_pause(ctx: &NodeContext, params: &Value, pause: bool) -> Result<V
         "queue: {}",
         if pause { "paused" } else { "resumed" }
     );
-    Ok(json!({ "queue": queue, "paused": pause }))
+    Ok(api::queue::Paused {
+        queue,
+        paused: pause,
+    })
 }
 
-async fn failed_list(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let limit = list_limit(params)?;
-    let b = backends(ctx)?;
-    let failed = store::with_timeout(STORE_TIMEOUT, b.store.failed_jobs(limit))
-        .await
-        .map_err(store_err)?;
-    Ok(json!({ "failed": failed }))
-}
-
-async fn failed_retry(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let all = opt_bool(params, "all")? == Some(true);
-    let id = opt_id(params, "id")?;
-    let target = match (id, all) {
-        (Some(id), false) => Some(id),
-        (None, true) => None,
-        _ => return Err(RpcError::invalid_params("give either `id` or `all: true`")),
-    };
-    let b = backends(ctx)?;
-    let ids = store::with_timeout(STORE_TIMEOUT, b.store.retry_failed(target))
-        .await
-        .map_err(store_err)?;
-    if let (Some(id), true) = (target, ids.is_empty()) {
-        return Err(RpcError::failed(format!("no failed job with id {id}")));
+impl Handle for api::failed::List {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::failed::Failed, RpcError> {
+        let limit = api::list_limit(self.limit);
+        let b = backends(ctx)?;
+        let failed = store::with_timeout(STORE_TIMEOUT, b.store.failed_jobs(limit))
+            .await
+            .map_err(store_err)?;
+        Ok(api::failed::Failed { failed })
     }
-    wake_dispatcher(ctx);
-    Ok(json!({ "retried": ids.len(), "new_job_ids": ids }))
 }
 
-async fn failed_prune(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
-    let older_than = opt_duration(params, "older_than", limits::MAX_DURATION)?
-        .unwrap_or(Duration::from_secs(24 * 3600));
-    let cutoff =
-        limits::cutoff_before(chrono::Utc::now(), "older_than", older_than).map_err(invalid)?;
-    let b = backends(ctx)?;
-    let n = store::with_timeout(STORE_TIMEOUT, b.store.prune_failed(cutoff))
-        .await
-        .map_err(store_err)?;
-    Ok(json!({ "pruned": n, "older_than": humantime::format_duration(older_than).to_string() }))
+impl Handle for api::failed::Retry {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::failed::Retried, RpcError> {
+        let target = self.target();
+        let b = backends(ctx)?;
+        let ids = store::with_timeout(STORE_TIMEOUT, b.store.retry_failed(target))
+            .await
+            .map_err(store_err)?;
+        if let (Some(id), true) = (target, ids.is_empty()) {
+            return Err(RpcError::failed(format!("no failed job with id {id}")));
+        }
+        wake_dispatcher(ctx);
+        Ok(api::failed::Retried {
+            retried: ids.len(),
+            new_job_ids: ids,
+        })
+    }
 }
 
-async fn failed_analyze(ctx: &NodeContext) -> Result<Value, RpcError> {
-    let b = backends(ctx)?;
-    let kinds = reaper::analyze(ctx, &b).await.map_err(store_err)?;
-    let list: Vec<Value> = kinds
-        .into_iter()
-        .map(|(k, flagged)| json!({ "kind": k.kind, "count": k.count, "last_error": k.last_error, "flagged": flagged }))
-        .collect();
-    Ok(json!({ "window": "24h", "threshold": ctx.config.queue.analyze_threshold, "kinds": list }))
+impl Handle for api::failed::Prune {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::failed::Pruned, RpcError> {
+        let older_than = self
+            .older_than
+            .map_or(Duration::from_secs(24 * 3600), |d| d.0);
+        let cutoff =
+            limits::cutoff_before(chrono::Utc::now(), "older_than", older_than).map_err(invalid)?;
+        let b = backends(ctx)?;
+        let pruned = store::with_timeout(STORE_TIMEOUT, b.store.prune_failed(cutoff))
+            .await
+            .map_err(store_err)?;
+        Ok(api::failed::Pruned {
+            pruned,
+            older_than: humantime::format_duration(older_than).to_string(),
+        })
+    }
 }
 
-/// At most 64 characters of `s`, for echoing a refused value back.
-pub(crate) fn truncated(s: &str) -> &str {
-    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
+impl Handle for api::failed::Analyze {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::failed::Analysis, RpcError> {
+        let b = backends(ctx)?;
+        let kinds = reaper::analyze(ctx, &b).await.map_err(store_err)?;
+        Ok(api::failed::Analysis {
+            window: "24h".to_owned(),
+            threshold: ctx.config.queue.analyze_threshold,
+            kinds: kinds
+                .into_iter()
+                .map(|(k, flagged)| api::failed::KindReport {
+                    kind: k.kind,
+                    count: k.count,
+                    last_error: k.last_error,
+                    flagged,
+                })
+                .collect(),
+        })
+    }
 }

@@ -1,11 +1,20 @@
-//! Human output of the admin commands. Each renderer takes the RPC result (the same document
-//! `--json` prints) and returns the text and the exit status.
+//! Human output of the admin commands. Each renderer takes its method's typed reply (decoded
+//! from the document `--json` prints, with control characters escaped) and returns the text
+//! and the exit status.
 
 use std::fmt::Write as _;
 
+use chom_actors::health::{HealthReport, Overall};
+use chom_core::inventory::Tenant;
+use chom_core::job::{Enqueued, Job};
 use chom_core::limits::escape_control;
 use chom_supervisors::{ChildReport, SupervisorReport};
+use serde::Serialize;
 use serde_json::Value;
+
+use crate::api;
+use crate::api::breaker::ServerBreaker;
+use crate::api::node::{Restarted, ShuttingDown, StatusReply};
 
 /// The document with control characters escaped in every string and key (`\u{1b}`, `\n`),
 /// for the human renderers below: names, errors and reasons are stored text, and a stored
@@ -24,15 +33,26 @@ pub fn escape_strings(v: &Value) -> Value {
     }
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("-")
+/// A reply field as the JSON document shows it: strings bare, anything else (numbers, times
+/// as their RFC 3339 text, null) in JSON form.
+fn text<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "-".to_owned(),
+    }
+}
+
+/// An optional text, `-` when absent.
+fn or_dash(value: Option<&str>) -> &str {
+    value.unwrap_or("-")
 }
 
 /// `chom status`.
-pub fn status(v: &Value) -> (String, u8) {
+pub fn status(v: &StatusReply) -> (String, u8) {
     let mut out = String::new();
-    let uptime = std::time::Duration::from_secs(v["uptime_secs"].as_u64().unwrap_or(0));
-    let ready = if v["ready"].as_bool() == Some(true) {
+    let uptime = std::time::Duration::from_secs(v.uptime_secs);
+    let ready = if v.ready {
         "ready"
     } else {
         "starting (migrations pending)"
@@ -40,35 +60,33 @@ pub fn status(v: &Value) -> (String, u8) {
     let _ = writeln!(
         out,
         "chom {} on {} (pid {}), up {}, {ready}",
-        str_of(v, "version"),
-        str_of(v, "node"),
-        v["pid"],
+        v.version,
+        v.node,
+        v.pid,
         humantime::format_duration(uptime)
     );
     let _ = writeln!(
         out,
         "database: {}, cache: {}",
-        str_of(v, "database"),
-        str_of(v, "cache")
+        or_dash(v.database.as_deref()),
+        or_dash(v.cache.as_deref())
     );
-    let tree = &v["tree"];
+    let tree = &v.tree;
     let _ = writeln!(
         out,
         "tree: {}/{} actors running, {} restarts",
-        tree["running"], tree["actors"], tree["restarts"]
+        tree.running, tree.actors, tree.restarts
     );
-    if let Some(down) = tree["not_running"].as_array().filter(|d| !d.is_empty()) {
-        let names: Vec<&str> = down.iter().filter_map(Value::as_str).collect();
-        let _ = writeln!(out, "not running: {}", names.join(", "));
+    if !tree.not_running.is_empty() {
+        let _ = writeln!(out, "not running: {}", tree.not_running.join(", "));
     }
-    if let Some(rss) = v["memory_rss_bytes"].as_u64() {
-        let m = &v["memory"];
-        let pressure = match (m["pressure_percent"].as_f64(), m["basis"].as_str()) {
-            (Some(p), Some(basis)) => format!(
-                ", {p:.1}% of the {basis} limit (acts at {}%)",
-                m["threshold_percent"]
+    if let Some(rss) = v.memory_rss_bytes {
+        let pressure = match v.memory_pressure() {
+            Some(m) => format!(
+                ", {:.1}% of the {} limit (acts at {}%)",
+                m.pressure_percent, m.basis, m.threshold_percent
             ),
-            _ => String::new(),
+            None => String::new(),
         };
         let _ = writeln!(
             out,
@@ -76,19 +94,15 @@ pub fn status(v: &Value) -> (String, u8) {
             rss as f64 / (1024.0 * 1024.0)
         );
     }
-    if let Some(open) = v["open_breakers"].as_array().filter(|o| !o.is_empty()) {
-        let names: Vec<&str> = open.iter().filter_map(|b| b["vps"].as_str()).collect();
+    if !v.open_breakers.is_empty() {
+        let names: Vec<&str> = v.open_breakers.iter().map(|b| b.vps.as_str()).collect();
         let _ = writeln!(out, "open breakers: {}", names.join(", "));
     }
     (out, 0)
 }
 
 /// `chom tree`.
-pub fn tree(v: &Value) -> (String, u8) {
-    let report: SupervisorReport = match serde_json::from_value(v.clone()) {
-        Ok(r) => r,
-        Err(e) => return (format!("unreadable tree: {e}\n"), 1),
-    };
+pub fn tree(report: &SupervisorReport) -> (String, u8) {
     let mut out = format!("root ({})\n", report.strategy);
     render_children(&report.children, "", &mut out);
     (out, 0)
@@ -132,248 +146,214 @@ fn render_children(children: &[ChildReport], prefix: &str, out: &mut String) {
 }
 
 /// `chom restart PATH`.
-pub fn restart(v: &Value) -> (String, u8) {
+pub fn restart(v: &Restarted) -> (String, u8) {
     (
         format!(
             "restarted {} (now {}, restart count {})\n",
-            str_of(v, "path"),
-            str_of(v, "state"),
-            v["restart_count"]
+            v.path,
+            or_dash(v.state.as_deref()),
+            text(&v.restart_count)
         ),
         0,
     )
 }
 
 /// `chom health`: exit 1 when unhealthy, so scripts can use it as a probe.
-pub fn health(v: &Value) -> (String, u8) {
-    let mut out = format!("{} at {}\n", str_of(v, "status"), str_of(v, "timestamp"));
-    if let Some(checks) = v["checks"].as_object() {
-        for (name, check) in checks {
-            let mut details: Vec<String> = check
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(k, _)| *k != "status" && *k != "message")
-                .map(|(k, v)| {
-                    format!(
-                        "{k}={}",
-                        v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-                    )
-                })
-                .collect();
-            if let Some(m) = check["message"].as_str() {
-                details.insert(0, m.to_owned());
-            }
-            let _ = writeln!(
-                out,
-                "  {name:<14} {:<8} {}",
-                str_of(check, "status"),
-                details.join("  ")
-            );
+pub fn health(v: &HealthReport) -> (String, u8) {
+    let mut out = format!("{} at {}\n", text(&v.status), v.timestamp);
+    for (name, check) in &v.checks {
+        let mut details: Vec<String> = check
+            .details
+            .iter()
+            .map(|(k, v)| format!("{k}={}", text(v)))
+            .collect();
+        if let Some(m) = &check.message {
+            details.insert(0, m.clone());
         }
+        let _ = writeln!(
+            out,
+            "  {name:<14} {:<8} {}",
+            text(&check.status),
+            details.join("  ")
+        );
     }
-    let code = if str_of(v, "status") == "unhealthy" {
-        1
-    } else {
-        0
-    };
+    let code = if v.status == Overall::Unhealthy { 1 } else { 0 };
     (out, code)
 }
 
 /// `chom shutdown`.
-pub fn shutdown(_: &Value) -> (String, u8) {
+pub fn shutdown(_: &ShuttingDown) -> (String, u8) {
     ("node is shutting down\n".to_owned(), 0)
 }
 
 // === jobs, queues, dead letters ===
+//
+// Numbers in the listings are printed without padding: that is how these lines have always
+// looked, and scripts may read them.
 
 /// `chom jobs enqueue`: the id alone, so scripts can capture it.
-pub fn enqueued(v: &Value) -> (String, u8) {
-    (format!("{}\n", v["id"]), 0)
+pub fn enqueued(v: &Enqueued) -> (String, u8) {
+    (format!("{}\n", v.id), 0)
 }
 
-fn job_line(j: &Value) -> String {
+fn job_line(j: &Job) -> String {
     format!(
-        "{:>8}  {:<9} {:<9} {:<16} attempts {}{}",
-        j["id"],
-        str_of(j, "state"),
-        str_of(j, "queue"),
-        str_of(j, "kind"),
-        j["attempts"],
-        j["last_error"]
-            .as_str()
-            .map(|e| format!("  last error: {e}{}", cut_mark(j, "last_error_truncated")))
+        "{}  {:<9} {:<9} {:<16} attempts {}{}",
+        j.id,
+        j.state.as_str(),
+        j.queue,
+        j.kind,
+        j.attempts,
+        j.last_error
+            .as_ref()
+            .map(|e| format!("  last error: {e}{}", cut_mark(j.last_error_truncated)))
             .unwrap_or_default()
     )
 }
 
 /// "…" after a text the node cut short (a listing's preview), so a reader knows there is more
 /// (`chom jobs show` has the whole).
-fn cut_mark(v: &Value, flag: &str) -> &'static str {
-    if v[flag] == true { " …(cut)" } else { "" }
+fn cut_mark(truncated: bool) -> &'static str {
+    if truncated { " …(cut)" } else { "" }
 }
 
 /// `chom jobs show`.
-pub fn job(v: &Value) -> (String, u8) {
+pub fn job(v: &Job) -> (String, u8) {
+    let rows = [
+        ("id", Some(text(&v.id)), false),
+        ("kind", Some(v.kind.clone()), false),
+        ("queue", Some(v.queue.clone()), false),
+        ("state", Some(text(&v.state)), false),
+        ("attempts", Some(text(&v.attempts)), false),
+        ("max_attempts", v.max_attempts.as_ref().map(text), false),
+        ("timeout_ms", v.timeout_ms.as_ref().map(text), false),
+        ("unique_key", v.unique_key.clone(), false),
+        ("payload", Some(v.payload.clone()), v.payload_truncated),
+        ("last_error", v.last_error.clone(), v.last_error_truncated),
+        ("available_at", Some(text(&v.available_at)), false),
+        ("reserved_at", v.reserved_at.as_ref().map(text), false),
+        ("reserved_by", v.reserved_by.clone(), false),
+        ("created_at", Some(text(&v.created_at)), false),
+        ("finished_at", v.finished_at.as_ref().map(text), false),
+    ];
     let mut out = String::new();
-    for key in [
-        "id",
-        "kind",
-        "queue",
-        "state",
-        "attempts",
-        "max_attempts",
-        "timeout_ms",
-        "unique_key",
-        "payload",
-        "last_error",
-        "available_at",
-        "reserved_at",
-        "reserved_by",
-        "created_at",
-        "finished_at",
-    ] {
-        let value = &v[key];
-        if !value.is_null() {
-            let text = value
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_owned);
-            let mark = match key {
-                "payload" => cut_mark(v, "payload_truncated"),
-                "last_error" => cut_mark(v, "last_error_truncated"),
-                _ => "",
-            };
-            let _ = writeln!(out, "{key:<13} {text}{mark}");
+    for (key, value, cut) in rows {
+        if let Some(value) = value {
+            let _ = writeln!(out, "{key:<13} {value}{}", cut_mark(cut));
         }
     }
     (out, 0)
 }
 
 /// `chom jobs list`.
-pub fn jobs(v: &Value) -> (String, u8) {
-    let list = v["jobs"].as_array().cloned().unwrap_or_default();
-    let mut out: String = list.iter().map(|j| job_line(j) + "\n").collect();
-    if list.is_empty() {
+pub fn jobs(v: &api::jobs::Jobs) -> (String, u8) {
+    let mut out: String = v.jobs.iter().map(|j| job_line(j) + "\n").collect();
+    if v.jobs.is_empty() {
         out.push_str("no jobs\n");
     }
     (out, 0)
 }
 
 /// `chom jobs kill-stuck`.
-pub fn killed(v: &Value) -> (String, u8) {
-    let n = v["killed"].as_array().map_or(0, Vec::len);
+pub fn killed(v: &api::jobs::Killed) -> (String, u8) {
     (
         format!(
-            "{n} job(s) reserved longer than {} moved to failed_jobs\n",
-            str_of(v, "older_than")
+            "{} job(s) reserved longer than {} moved to failed_jobs\n",
+            v.killed.len(),
+            v.older_than
         ),
         0,
     )
 }
 
 /// `chom queue stats`.
-pub fn queue_stats(v: &Value) -> (String, u8) {
+pub fn queue_stats(v: &api::queue::QueueStatsReply) -> (String, u8) {
     let mut out = format!(
         "{:<10} {:>8} {:>8} {:>8} {:>10} {:>8}\n",
         "queue", "ready", "delayed", "running", "completed", "failed"
     );
-    for q in v["queues"].as_array().into_iter().flatten() {
+    for q in &v.queues {
         let _ = writeln!(
             out,
-            "{:<10} {:>8} {:>8} {:>8} {:>10} {:>8}{}",
-            str_of(q, "queue"),
-            q["ready"],
-            q["delayed"],
-            q["reserved"],
-            q["completed"],
-            q["failed"],
-            if q["paused"] == true {
-                "  (paused)"
-            } else {
-                ""
-            }
+            "{:<10} {} {} {} {} {}{}",
+            q.queue,
+            q.ready,
+            q.delayed,
+            q.reserved,
+            q.completed,
+            q.failed,
+            if q.paused { "  (paused)" } else { "" }
         );
     }
     (out, 0)
 }
 
 /// `chom queue pause|resume`.
-pub fn paused(v: &Value) -> (String, u8) {
-    let what = if v["paused"] == true {
+pub fn paused(v: &api::queue::Paused) -> (String, u8) {
+    let what = if v.paused {
         "paused: no node claims from it until resumed"
     } else {
         "resumed"
     };
-    (format!("queue {} {what}\n", str_of(v, "queue")), 0)
+    (format!("queue {} {what}\n", v.queue), 0)
 }
 
 /// `chom failed list`.
-pub fn failed(v: &Value) -> (String, u8) {
-    let list = v["failed"].as_array().cloned().unwrap_or_default();
+pub fn failed(v: &api::failed::Failed) -> (String, u8) {
     let mut out = String::new();
-    for f in &list {
+    for f in &v.failed {
         let _ = writeln!(
             out,
-            "{:>8}  {}  {:<9} {:<16} job {} after {} attempt(s): {}{}",
-            f["id"],
-            str_of(f, "failed_at"),
-            str_of(f, "queue"),
-            str_of(f, "kind"),
-            f["job_id"],
-            f["attempts"],
-            str_of(f, "exception"),
-            cut_mark(f, "exception_truncated")
+            "{}  {}  {:<9} {:<16} job {} after {} attempt(s): {}{}",
+            f.id,
+            text(&f.failed_at),
+            f.queue,
+            f.kind,
+            f.job_id,
+            f.attempts,
+            f.exception,
+            cut_mark(f.exception_truncated)
         );
     }
-    if list.is_empty() {
+    if v.failed.is_empty() {
         out.push_str("no failed jobs\n");
     }
     (out, 0)
 }
 
 /// `chom failed retry`.
-pub fn retried(v: &Value) -> (String, u8) {
-    (
-        format!("{} failed job(s) enqueued again\n", v["retried"]),
-        0,
-    )
+pub fn retried(v: &api::failed::Retried) -> (String, u8) {
+    (format!("{} failed job(s) enqueued again\n", v.retried), 0)
 }
 
 /// `chom failed prune`.
-pub fn pruned(v: &Value) -> (String, u8) {
+pub fn pruned(v: &api::failed::Pruned) -> (String, u8) {
     (
         format!(
             "{} failed job(s) older than {} deleted\n",
-            v["pruned"],
-            str_of(v, "older_than")
+            v.pruned, v.older_than
         ),
         0,
     )
 }
 
 /// `chom failed analyze`.
-pub fn analyze(v: &Value) -> (String, u8) {
+pub fn analyze(v: &api::failed::Analysis) -> (String, u8) {
     let mut out = format!(
         "failures in the last {} by kind (flagged at {} or more)\n",
-        str_of(v, "window"),
-        v["threshold"]
+        v.window, v.threshold
     );
-    let kinds = v["kinds"].as_array().cloned().unwrap_or_default();
-    for k in &kinds {
+    for k in &v.kinds {
         let _ = writeln!(
             out,
-            "  {:<20} {:>6}{}  last: {}",
-            str_of(k, "kind"),
-            k["count"],
-            if k["flagged"] == true {
-                "  FLAGGED"
-            } else {
-                ""
-            },
-            str_of(k, "last_error")
+            "  {:<20} {}{}  last: {}",
+            k.kind,
+            k.count,
+            if k.flagged { "  FLAGGED" } else { "" },
+            k.last_error
         );
     }
-    if kinds.is_empty() {
+    if v.kinds.is_empty() {
         out.push_str("  none\n");
     }
     (out, 0)
@@ -381,19 +361,10 @@ pub fn analyze(v: &Value) -> (String, u8) {
 
 // === fleet ===
 
-fn opt(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        None | Some(Value::Null) => "-".to_owned(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
 /// `chom vps list`.
-pub fn vps_list(v: &Value) -> (String, u8) {
+pub fn vps_list(v: &api::vps::Servers) -> (String, u8) {
     let mut out = String::new();
-    let rows = v["vps"].as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
+    if v.vps.is_empty() {
         return (
             "no servers (add one with `chom vps add ID HOST`)\n".to_owned(),
             0,
@@ -404,66 +375,53 @@ pub fn vps_list(v: &Value) -> (String, u8) {
         "{:<20} {:<30} {:<10} {:<8} {:<12} HOST KEY",
         "ID", "ADDRESS", "USER", "SOURCE", "ACTOR"
     );
-    for r in rows {
+    for r in &v.vps {
+        let s = &r.server;
         let _ = writeln!(
             out,
             "{:<20} {:<30} {:<10} {:<8} {:<12} {}",
-            str_of(&r, "id"),
-            format!("{}:{}", str_of(&r, "host"), r["port"]),
-            opt(&r, "user"),
-            str_of(&r, "source"),
-            str_of(&r, "actor"),
-            r.get("host_key")
-                .and_then(Value::as_str)
-                .unwrap_or("known_hosts"),
+            s.id,
+            format!("{}:{}", s.host, s.port),
+            or_dash(s.user.as_deref()),
+            s.source,
+            r.actor,
+            s.host_key.as_deref().unwrap_or("known_hosts"),
         );
     }
     (out, 0)
 }
 
 /// `chom vps add`.
-pub fn vps_added(v: &Value) -> (String, u8) {
-    (
-        format!(
-            "added vps {}; its actor is running\n",
-            str_of(&v["vps"], "id")
-        ),
-        0,
-    )
+pub fn vps_added(v: &api::vps::Added) -> (String, u8) {
+    (format!("added vps {}; its actor is running\n", v.vps.id), 0)
 }
 
 /// `chom vps remove`.
-pub fn vps_removed(v: &Value) -> (String, u8) {
-    (format!("removed vps {}\n", str_of(v, "removed")), 0)
+pub fn vps_removed(v: &api::vps::Removed) -> (String, u8) {
+    (format!("removed vps {}\n", v.removed), 0)
 }
 
-fn breaker_line(out: &mut String, i: &Value) {
-    let b = &i["breaker"];
+fn breaker_line(out: &mut String, i: &ServerBreaker) {
+    let b = &i.breaker;
     let left = b
-        .get("open_remaining_ms")
-        .and_then(Value::as_u64)
+        .open_remaining_ms
         .map(|ms| format!("{}s", ms.div_ceil(1000)))
         .unwrap_or_else(|| "-".into());
     let _ = writeln!(
         out,
         "{:<20} {:<12} {:<9} {:<9} {:<9} {}",
-        str_of(i, "vps"),
-        str_of(b, "state"),
-        opt(b, "failures"),
+        i.vps,
+        b.state.as_str(),
+        b.failures.to_string(),
         left,
-        if i["connected"].as_bool() == Some(true) {
-            "yes"
-        } else {
-            "no"
-        },
-        opt(b, "reason"),
+        if i.connected { "yes" } else { "no" },
+        or_dash(b.reason.as_deref()),
     );
 }
 
 /// `chom breaker list`.
-pub fn breakers(v: &Value) -> (String, u8) {
-    let rows = v["breakers"].as_array().cloned().unwrap_or_default();
-    if rows.is_empty() {
+pub fn breakers(v: &api::breaker::Breakers) -> (String, u8) {
+    if v.breakers.is_empty() {
         return ("no servers\n".to_owned(), 0);
     }
     let mut out = String::new();
@@ -472,81 +430,77 @@ pub fn breakers(v: &Value) -> (String, u8) {
         "{:<20} {:<12} {:<9} {:<9} {:<9} REASON",
         "VPS", "STATE", "FAILURES", "OPEN FOR", "SESSION"
     );
-    for r in &rows {
+    for r in &v.breakers {
         breaker_line(&mut out, r);
     }
     (out, 0)
 }
 
 /// `chom breaker reset|open|close`.
-pub fn breaker(v: &Value) -> (String, u8) {
+pub fn breaker(v: &ServerBreaker) -> (String, u8) {
     let mut out = String::new();
     breaker_line(&mut out, v);
     (out, 0)
 }
 
 /// `chom tenants list`.
-pub fn tenants(v: &Value) -> (String, u8) {
+pub fn tenants(v: &api::tenants::Tenants) -> (String, u8) {
     let mut out = String::new();
     let _ = writeln!(out, "{:<8} {:<30} {:<12} STATUS", "ID", "NAME", "TIER");
-    for t in v["tenants"].as_array().cloned().unwrap_or_default() {
+    for t in &v.tenants {
         let _ = writeln!(
             out,
-            "{:<8} {:<30} {:<12} {}",
-            t["id"],
-            str_of(&t, "name"),
-            str_of(&t, "tier"),
-            str_of(&t, "status")
+            "{} {:<30} {:<12} {}",
+            t.id,
+            t.name,
+            t.tier.as_str(),
+            t.status
         );
     }
     (out, 0)
 }
 
 /// `chom tenants add`.
-pub fn tenant_added(v: &Value) -> (String, u8) {
-    (format!("{}\n", v["id"]), 0)
+pub fn tenant_added(v: &Tenant) -> (String, u8) {
+    (format!("{}\n", v.id), 0)
 }
 
 /// `chom sites list`.
-pub fn sites(v: &Value) -> (String, u8) {
+pub fn sites(v: &api::sites::Sites) -> (String, u8) {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<8} {:<8} {:<16} {:<32} {:<10} {:<8} REASON",
         "ID", "TENANT", "VPS", "DOMAIN", "TYPE", "STATUS"
     );
-    for s in v["sites"].as_array().cloned().unwrap_or_default() {
+    for s in &v.sites {
         let _ = writeln!(
             out,
-            "{:<8} {:<8} {:<16} {:<32} {:<10} {:<8} {}",
-            s["id"],
-            s["tenant_id"],
-            str_of(&s, "vps_id"),
-            str_of(&s, "domain"),
-            str_of(&s, "type"),
-            str_of(&s, "status"),
-            opt(&s, "failure_reason"),
+            "{} {} {:<16} {:<32} {:<10} {:<8} {}",
+            s.id,
+            s.tenant_id,
+            s.vps_id,
+            s.domain,
+            s.site_type,
+            s.status.as_str(),
+            or_dash(s.failure_reason.as_deref()),
         );
     }
     (out, 0)
 }
 
 /// `chom sites add`.
-pub fn site_added(v: &Value) -> (String, u8) {
-    let site = &v["site"];
-    let job = match v.get("job").and_then(Value::as_i64) {
+pub fn site_added(v: &api::sites::Created) -> (String, u8) {
+    let job = match v.job {
         Some(id) => format!("; provisioning job {id}"),
         None => String::new(),
     };
-    (
-        format!("site {} ({}){job}\n", site["id"], str_of(site, "domain")),
-        0,
-    )
+    (format!("site {} ({}){job}\n", v.site.id, v.site.domain), 0)
 }
 
 /// `chom sites provision`.
-pub fn provisioning(v: &Value) -> (String, u8) {
-    (format!("provisioning job {}\n", v["job"]), 0)
+pub fn provisioning(v: &api::sites::Provisioning) -> (String, u8) {
+    (format!("provisioning job {}\n", v.job), 0)
 }
 
 /// A short duration for people: `38 µs`, `6.9 ms`, `2.1 s`.
@@ -561,21 +515,40 @@ fn micros(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::de::DeserializeOwned;
     use serde_json::json;
+
+    /// A reply as the CLI decodes it: control characters escaped first.
+    fn reply<T: DeserializeOwned>(doc: &Value) -> T {
+        serde_json::from_value(escape_strings(doc)).unwrap()
+    }
+
+    fn job_doc(extra: Value) -> Value {
+        let mut doc = json!({ "id": 7, "kind": "noop", "state": "failed", "queue": "default",
+            "attempts": 1, "max_attempts": null, "timeout_ms": null, "unique_key": null,
+            "payload": "{}", "payload_truncated": false, "last_error": null,
+            "last_error_truncated": false, "reserved_at": null, "reserved_by": null,
+            "available_at": "2024-05-01T10:00:00.123456Z", "created_at": "2024-05-01T10:00:00Z",
+            "finished_at": null });
+        if let (Some(doc), Value::Object(extra)) = (doc.as_object_mut(), extra) {
+            doc.extend(extra);
+        }
+        doc
+    }
 
     #[test]
     fn control_characters_in_stored_text_are_shown_escaped() {
         let doc = json!({ "tenants": [
             { "id": 1, "name": "evil\u{1b}[2J\u{1b}[31mred\nfake line", "tier": "pro", "status": "active" }
         ]});
-        let (text, _) = tenants(&escape_strings(&doc));
+        let (text, _) = tenants(&reply(&doc));
         assert!(!text.contains('\u{1b}'), "{text:?}");
         assert!(text.contains("evil\\u{1b}[2J"), "{text:?}");
         // Header plus one row: the newline in the name did not make a line of its own.
         assert_eq!(text.lines().count(), 2, "{text:?}");
 
-        let job = json!({ "id": 7, "kind": "noop", "last_error": "boom\r\u{1b}[1A" });
-        let (text, _) = super::job(&escape_strings(&job));
+        let job = job_doc(json!({ "last_error": "boom\r\u{1b}[1A" }));
+        let (text, _) = super::job(&reply(&job));
         assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
         // Keys too (health check names are keys), and numbers are left alone.
         let doc = escape_strings(&json!({ "a\u{7}": 1 }));
@@ -584,21 +557,39 @@ mod tests {
 
     #[test]
     fn texts_the_node_cut_short_are_marked() {
-        let job = json!({ "id": 7, "kind": "noop", "state": "failed", "queue": "default",
-            "attempts": 1, "payload": "{\"a\":", "payload_truncated": true,
-            "last_error": "boom", "last_error_truncated": false });
-        let (text, _) = super::job(&job);
+        let job = job_doc(json!({ "payload": "{\"a\":", "payload_truncated": true,
+            "last_error": "boom", "last_error_truncated": false }));
+        let (text, _) = super::job(&reply(&job));
         assert!(text.contains("payload       {\"a\": …(cut)"), "{text}");
         assert!(text.contains("last_error    boom\n"), "{text}");
-        let (list, _) = jobs(&json!({ "jobs": [
-            { "id": 7, "state": "failed", "queue": "default", "kind": "noop", "attempts": 1,
-              "last_error": "bo", "last_error_truncated": true }
-        ]}));
+        let list = json!({ "jobs": [
+            job_doc(json!({ "last_error": "bo", "last_error_truncated": true }))
+        ]});
+        let (list, _) = jobs(&reply(&list));
         assert!(list.contains("last error: bo …(cut)"), "{list}");
-        let (dead, _) = failed(&json!({ "failed": [
-            { "id": 1, "failed_at": "t", "queue": "q", "kind": "k", "job_id": 7, "attempts": 1,
-              "exception": "e", "exception_truncated": true }
-        ]}));
+        let (dead, _) = failed(&reply(&json!({ "failed": [
+            { "id": 1, "uuid": "u", "connection": "database", "payload": "{}",
+              "failed_at": "2024-05-01T10:00:00Z", "queue": "q", "kind": "k", "job_id": 7,
+              "attempts": 1, "exception": "e", "exception_truncated": true }
+        ]})));
         assert!(dead.contains(": e …(cut)"), "{dead}");
+    }
+
+    #[test]
+    fn fields_are_shown_as_the_document_has_them() {
+        // Times as their RFC 3339 text, absent values left out, numbers bare.
+        let (text, _) = super::job(&reply(&job_doc(json!({ "max_attempts": 4 }))));
+        assert_eq!(
+            text,
+            "id            7\nkind          noop\nqueue         default\nstate         failed\n\
+             attempts      1\nmax_attempts  4\npayload       {}\n\
+             available_at  2024-05-01T10:00:00.123456Z\ncreated_at    2024-05-01T10:00:00Z\n"
+        );
+        let (line, _) = jobs(&reply(&json!({ "jobs": [job_doc(json!({}))] })));
+        assert_eq!(line, "7  failed    default   noop             attempts 1\n");
+        let (text, _) = restart(&reply(
+            &json!({ "path": "store", "state": null, "restart_count": null }),
+        ));
+        assert_eq!(text, "restarted store (now -, restart count null)\n");
     }
 }

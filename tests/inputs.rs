@@ -479,3 +479,135 @@ fn health_check_urls_are_redacted_in_the_report_and_the_log() {
         "{shop}"
     );
 }
+
+#[test]
+fn unknown_or_mistyped_parameters_are_refused_naming_them() {
+    let node = Node::start("rpc-typed", "", &[("CHOM_DEBUG_HOOKS", "1")]);
+    node.wait_ready();
+    // Issue 11's examples, over the socket as any client sends them.
+    let message = refused(
+        &node,
+        "jobs.enqueue",
+        json!({"kind": "noop", "bogus": 1}),
+        "bogus",
+    );
+    assert!(message.contains("unknown field"), "{message}");
+    refused(
+        &node,
+        "jobs.enqueue",
+        json!({"kind": "noop", "max_attempts": "x"}),
+        "max_attempts",
+    );
+    // Nothing was enqueued by either.
+    assert_eq!(ok(&node, "jobs.list", json!({}))["jobs"], json!([]));
+
+    // An unknown field is refused by every method group, also by methods without parameters.
+    let valid: &[(&str, Value)] = &[
+        ("status", json!({})),
+        ("tree", json!({})),
+        ("health", json!({})),
+        ("shutdown", json!({})),
+        ("restart", json!({"path": "edge/http"})),
+        ("jobs.enqueue", json!({"kind": "noop"})),
+        ("jobs.show", json!({"id": 1})),
+        ("jobs.list", json!({})),
+        ("jobs.kill_stuck", json!({})),
+        ("queue.stats", json!({})),
+        ("queue.pause", json!({"queue": "default"})),
+        ("queue.resume", json!({"queue": "default"})),
+        ("failed.list", json!({})),
+        ("failed.retry", json!({"all": true})),
+        ("failed.prune", json!({})),
+        ("failed.analyze", json!({})),
+        ("vps.list", json!({})),
+        ("vps.add", json!({"id": "web-1", "host": "10.0.0.1"})),
+        ("vps.remove", json!({"id": "web-1"})),
+        ("breaker.list", json!({})),
+        ("breaker.reset", json!({"vps": "web-1"})),
+        ("breaker.open", json!({"vps": "web-1"})),
+        ("breaker.close", json!({"vps": "web-1"})),
+        ("tenants.list", json!({})),
+        ("tenants.add", json!({"name": "acme"})),
+        ("sites.list", json!({})),
+        (
+            "sites.add",
+            json!({"tenant": 1, "vps": "web-1", "domain": "a.example"}),
+        ),
+        ("sites.provision", json!({"id": 1})),
+        ("debug.stall", json!({"duration": "1s"})),
+        ("debug.fault", json!({"path": "edge/http", "fault": "kill"})),
+        ("debug.inflate", json!({"bytes": 0})),
+        ("debug.vps_panic", json!({"vps": "web-1"})),
+    ];
+    for (method, params) in valid {
+        let mut params = params.clone();
+        params
+            .as_object_mut()
+            .unwrap()
+            .insert("colour".into(), json!("blue"));
+        refused(&node, method, params, "colour");
+    }
+    // A wrong type in each group is named too.
+    for (method, params, field) in [
+        ("restart", json!({"path": 5}), "path"),
+        ("jobs.list", json!({"state": 1}), "state"),
+        ("queue.pause", json!({"queue": ["default"]}), "queue"),
+        ("failed.prune", json!({"older_than": 3600}), "older_than"),
+        (
+            "vps.add",
+            json!({"id": "web-1", "host": "h", "port": "22"}),
+            "port",
+        ),
+        ("breaker.reset", json!({"vps": null}), "vps"),
+        ("tenants.add", json!({"name": "acme", "tier": 5}), "tier"),
+        (
+            "sites.add",
+            json!({"tenant": "1", "vps": "web-1", "domain": "a.example"}),
+            "tenant",
+        ),
+        ("debug.inflate", json!({"bytes": -1}), "bytes"),
+    ] {
+        refused(&node, method, params, field);
+    }
+    // Parameters are named: by position is refused, while no parameters (absent or `[]`)
+    // still means none.
+    refused(&node, "jobs.list", json!([50]), "named parameters");
+    ok(&node, "jobs.list", json!([]));
+    let line = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"queue.stats\"}\n";
+    let answer = raw_rpc(&node.socket, line);
+    assert!(answer["result"]["queues"].is_array(), "{answer}");
+    node.assert_running();
+}
+
+/// The admin RPC code reads parameters and replies through the typed API (`src/api`) only:
+/// no `params.get(...)` in the handlers and no `v["..."]` indexing in the printers.
+#[test]
+fn the_rpc_code_reads_no_untyped_parameters_or_replies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![
+        root.join("src/methods.rs"),
+        root.join("src/fleet_methods.rs"),
+        root.join("src/output.rs"),
+        root.join("src/cli.rs"),
+    ];
+    for dir in ["src/rpc", "src/api"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+    }
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("params.get(") || line.contains("v[\"") {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(files.len() >= 8, "{files:?}");
+    assert!(
+        found.is_empty(),
+        "untyped RPC access:\n{}",
+        found.join("\n")
+    );
+}

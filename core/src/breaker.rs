@@ -166,7 +166,7 @@ pub struct Transition {
 }
 
 /// What `chom breaker list` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerInfo {
     /// Current state.
     pub state: BreakerState,

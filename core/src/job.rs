@@ -107,7 +107,7 @@ pub struct Job {
 }
 
 /// Result of an enqueue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enqueued {
     /// The job's id (the existing job's when deduplicated).
     pub id: i64,

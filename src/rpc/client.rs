@@ -9,6 +9,7 @@ use tokio::net::UnixStream;
 
 use super::protocol::RpcError;
 use super::server::Limits;
+use crate::api::Method;
 
 /// Why a call did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,15 @@ impl ClientError {
     }
 }
 
-/// Call `method` on the node listening on `socket`.
+/// Send `request` to the node listening on `socket`, waiting as long as its method allows;
+/// the answer is the result document as the node sent it (`--json` prints it unchanged).
+pub async fn request<M: Method>(socket: &Path, request: &M) -> Result<Value, ClientError> {
+    let params = serde_json::to_value(request).expect("a request serializes");
+    call(socket, M::NAME, params, request.timeout()).await
+}
+
+/// Call `method` on the node listening on `socket` with untyped `params` (commands use
+/// [`request`]).
 pub async fn call(
     socket: &Path,
     method: &str,

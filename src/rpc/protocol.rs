@@ -115,14 +115,6 @@ pub fn failure(id: Value, error: RpcError) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": error })
 }
 
-/// Read a required string parameter.
-pub fn param_str<'a>(params: &'a Value, name: &str) -> Result<&'a str, RpcError> {
-    params
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| RpcError::invalid_params(format!("missing string parameter `{name}`")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,188 @@
+//! The node itself: `status`, `tree`, `restart`, `health`, `shutdown`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chom_actors::health::HealthReport;
+use chom_actors::tree::TreeSummary;
+use chom_core::breaker::BreakerState;
+use chom_core::limits;
+use chom_supervisors::SupervisorReport;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Method, invalid};
+use crate::rpc::protocol::RpcError;
+
+/// The longest actor path `restart` and the debug hooks accept, in characters.
+pub const MAX_PATH_CHARS: usize = 255;
+
+/// An actor path parameter: bounded, no control characters (an empty path is let through for
+/// the caller to judge).
+pub fn check_path(what: &str, path: &str) -> Result<(), RpcError> {
+    if path.is_empty() {
+        return Ok(());
+    }
+    limits::check_text(what, path, MAX_PATH_CHARS).map_err(invalid)
+}
+
+/// `status`: a summary of the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {}
+
+/// The answer to `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// The node's version.
+    pub version: String,
+    /// `node.name`.
+    pub node: String,
+    /// Process id.
+    pub pid: u32,
+    /// Seconds since the process started.
+    pub uptime_secs: u64,
+    /// When the process started (RFC 3339, seconds).
+    pub started_at: String,
+    /// Migrations applied and tree started.
+    pub ready: bool,
+    /// The bound HTTP address, once bound.
+    pub http: Option<String>,
+    /// The admin socket's path.
+    pub admin_socket: String,
+    /// `postgres` or `sqlite`, while the store runs.
+    pub database: Option<String>,
+    /// `memory` or `redis`, while the store runs.
+    pub cache: Option<String>,
+    /// Counts over the supervision tree.
+    pub tree: TreeSummary,
+    /// Resident memory, when readable.
+    pub memory_rss_bytes: Option<u64>,
+    /// The memory monitor's last sample (its own document; see [`MemoryPressure`]).
+    pub memory: Option<Value>,
+    /// Jobs waiting or running per queue (empty while the database is unreachable).
+    pub queues: BTreeMap<String, u64>,
+    /// The queues this node claims from now.
+    pub claiming: Vec<String>,
+    /// Servers whose breaker rejects calls.
+    pub open_breakers: Vec<OpenBreaker>,
+}
+
+/// The part of the memory monitor's sample `chom status` shows.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemoryPressure {
+    /// Pressure against the limit that applies, in percent.
+    pub pressure_percent: f64,
+    /// Which limit: `cgroup`, `max_rss` or `host`.
+    pub basis: String,
+    /// Where the monitor acts, in percent.
+    pub threshold_percent: Value,
+}
+
+impl StatusReply {
+    /// The memory pressure, when the monitor has sampled it.
+    pub fn memory_pressure(&self) -> Option<MemoryPressure> {
+        self.memory
+            .as_ref()
+            .and_then(|m| serde_json::from_value(m.clone()).ok())
+    }
+}
+
+/// A server whose breaker is open or forced open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenBreaker {
+    /// Server id.
+    pub vps: String,
+    /// `open` or `forced_open`.
+    pub state: BreakerState,
+    /// Why, when forced open.
+    pub reason: Option<String>,
+}
+
+impl Method for Status {
+    const NAME: &'static str = "status";
+    type Reply = StatusReply;
+}
+
+/// `tree`: the whole supervision tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tree {}
+
+impl Method for Tree {
+    const NAME: &'static str = "tree";
+    type Reply = SupervisorReport;
+}
+
+/// `restart`: restart one actor or subtree by path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// The actor's path as `chom tree` shows it (`store`, `edge/http`); surrounding '/' ignored.
+    pub path: String,
+}
+
+impl Restart {
+    /// The path without surrounding '/'.
+    pub fn actor_path(&self) -> &str {
+        self.path.trim_matches('/')
+    }
+}
+
+/// The answer to `restart`: the actor as it stands after the restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restarted {
+    /// The path restarted.
+    pub path: String,
+    /// Its state now, when the tree knows it.
+    pub state: Option<String>,
+    /// Its restart count now.
+    pub restart_count: Option<u64>,
+}
+
+impl Method for Restart {
+    const NAME: &'static str = "restart";
+    type Reply = Restarted;
+
+    /// Restarting a subtree waits for its children's shutdown timeouts.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(120)
+    }
+
+    fn validate(&self) -> Result<(), RpcError> {
+        check_path("path", &self.path)?;
+        if self.actor_path().is_empty() {
+            return Err(RpcError::invalid_params(
+                "path must name an actor or subtree, e.g. store or edge/http",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `health`: run every health check now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {}
+
+impl Method for Health {
+    const NAME: &'static str = "health";
+    type Reply = HealthReport;
+}
+
+/// `shutdown`: graceful shutdown (same as SIGTERM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shutdown {}
+
+/// The answer to `shutdown`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShuttingDown {
+    /// Always true.
+    pub shutting_down: bool,
+}
+
+impl Method for Shutdown {
+    const NAME: &'static str = "shutdown";
+    type Reply = ShuttingDown;
+}
