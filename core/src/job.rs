@@ -66,7 +66,7 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    /// Every kind, in the order `chom` documents them.
+    /// Every kind; the name lookups derive from this list.
     pub const ALL: [JobKind; 8] = [
         JobKind::Noop,
         JobKind::VpsExec,
