@@ -42,6 +42,85 @@ impl JobState {
     }
 }
 
+/// The job kinds this node knows. The name (`vps.exec`) is what is stored in `jobs.kind`,
+/// sent by `jobs.enqueue` and used as the key of a `[jobs."<kind>"]` policy table; it is
+/// spelled only in [`JobKind::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Does nothing (queue plumbing and benchmarks).
+    Noop,
+    /// Runs one `vpsmanager` command on a server.
+    VpsExec,
+    /// Creates a site on its server and marks it active.
+    SiteProvision,
+    /// Debug hooks only: appends "id node start" to a file.
+    DebugRecord,
+    /// Debug hooks only: sleeps.
+    DebugSleep,
+    /// Debug hooks only: fails (retryable or permanent).
+    DebugFail,
+    /// Debug hooks only: panics on every attempt.
+    DebugPanic,
+    /// Debug hooks only: panics on the first attempt, succeeds afterwards.
+    DebugPanicOnce,
+}
+
+impl JobKind {
+    /// Every kind; the name lookups derive from this list.
+    pub const ALL: [JobKind; 8] = [
+        JobKind::Noop,
+        JobKind::VpsExec,
+        JobKind::SiteProvision,
+        JobKind::DebugRecord,
+        JobKind::DebugSleep,
+        JobKind::DebugFail,
+        JobKind::DebugPanic,
+        JobKind::DebugPanicOnce,
+    ];
+
+    /// The kind's name on the wire and in the database.
+    pub const fn name(self) -> &'static str {
+        match self {
+            JobKind::Noop => "noop",
+            JobKind::VpsExec => "vps.exec",
+            JobKind::SiteProvision => "site.provision",
+            JobKind::DebugRecord => "debug.record",
+            JobKind::DebugSleep => "debug.sleep",
+            JobKind::DebugFail => "debug.fail",
+            JobKind::DebugPanic => "debug.panic",
+            JobKind::DebugPanicOnce => "debug.panic_once",
+        }
+    }
+
+    /// The kind named `name`, whether or not this node may run it.
+    pub fn from_name(name: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The kind named `name` if a node with debug hooks `debug_hooks` runs it.
+    pub fn available(name: &str, debug_hooks: bool) -> Option<JobKind> {
+        JobKind::from_name(name).filter(|k| debug_hooks || !k.is_debug())
+    }
+
+    /// Whether the kind exists only with debug hooks on (tests).
+    pub const fn is_debug(self) -> bool {
+        matches!(
+            self,
+            JobKind::DebugRecord
+                | JobKind::DebugSleep
+                | JobKind::DebugFail
+                | JobKind::DebugPanic
+                | JobKind::DebugPanicOnce
+        )
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A job to enqueue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
@@ -254,4 +333,33 @@ pub struct KindFailures {
     pub count: u64,
     /// The most recent error.
     pub last_error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_round_trip_and_are_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in JobKind::ALL {
+            assert_eq!(JobKind::from_name(kind.name()), Some(kind));
+            assert!(seen.insert(kind.name()), "{kind} named twice");
+        }
+        assert_eq!(JobKind::from_name("nope"), None);
+        assert_eq!(JobKind::from_name("debug.nope"), None);
+    }
+
+    #[test]
+    fn debug_kinds_are_the_debug_names_and_need_debug_hooks() {
+        for kind in JobKind::ALL {
+            assert_eq!(kind.is_debug(), kind.name().starts_with("debug."), "{kind}");
+            assert_eq!(JobKind::available(kind.name(), true), Some(kind));
+            assert_eq!(
+                JobKind::available(kind.name(), false).is_some(),
+                !kind.is_debug(),
+                "{kind}"
+            );
+        }
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::config::Config;
+use crate::job::JobKind;
 
 /// The effective policy of one kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,8 +29,8 @@ pub struct JobPolicy {
 
 /// Code defaults of the built-in kinds that differ from `[queue]` (SPEC.md "Jobs").
 pub fn builtin(kind: &str) -> (Option<&'static str>, Option<u32>, Option<Duration>) {
-    match kind {
-        "site.provision" => (Some("high"), Some(5), Some(Duration::from_secs(300))),
+    match JobKind::from_name(kind) {
+        Some(JobKind::SiteProvision) => (Some("high"), Some(5), Some(Duration::from_secs(300))),
         _ => (None, None, None),
     }
 }
@@ -93,6 +94,14 @@ pub enum AttemptOutcome {
         /// The limit it exceeded.
         limit: Duration,
     },
+    /// The attempt could not start for a reason outside the job (its server's bulkhead full,
+    /// its breaker open): it does not count, the job runs again after `after`.
+    Deferred {
+        /// Why it could not run now.
+        reason: String,
+        /// When trying again makes sense.
+        after: Duration,
+    },
 }
 
 /// What to do with the job after an attempt.
@@ -112,9 +121,17 @@ pub enum Decision {
         /// The error to record.
         error: String,
     },
+    /// Run it again after `delay` without counting the attempt.
+    Defer {
+        /// Wait before the next attempt.
+        delay: Duration,
+        /// The reason to record.
+        error: String,
+    },
 }
 
-/// Decide after attempt number `attempts` (1-based, as counted at claim) of `max_attempts`.
+/// Decide after attempt number `attempts` (1-based, as counted at claim) of `max_attempts`. A
+/// deferred attempt does not count, so it is deferred whatever the attempts.
 pub fn decide<R: Rng + ?Sized>(
     outcome: &AttemptOutcome,
     attempts: u32,
@@ -129,6 +146,12 @@ pub fn decide<R: Rng + ?Sized>(
             format!("timed out after {}", humantime::format_duration(*limit)),
             false,
         ),
+        AttemptOutcome::Deferred { reason, after } => {
+            return Decision::Defer {
+                delay: *after,
+                error: reason.clone(),
+            };
+        }
     };
     if permanent || attempts >= max_attempts {
         Decision::Fail { error }
@@ -221,6 +244,17 @@ mod tests {
             decide(&bad, 1, 3, &p, &mut rng),
             Decision::Fail {
                 error: "bad payload".into()
+            }
+        );
+        let deferred = AttemptOutcome::Deferred {
+            reason: "breaker open".into(),
+            after: Duration::from_secs(9),
+        };
+        assert_eq!(
+            decide(&deferred, 3, 3, &p, &mut rng),
+            Decision::Defer {
+                delay: Duration::from_secs(9),
+                error: "breaker open".into()
             }
         );
         let slow = AttemptOutcome::TimedOut {

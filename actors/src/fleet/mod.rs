@@ -1,19 +1,22 @@
 //! The fleet: one actor per VPS under the dynamic `fleet` supervisor, and the call path jobs
 //! use to run `vpsmanager` commands on them.
 //!
-//! A call ([`Fleet::exec`]) goes through, in order: the server's circuit breaker (an open
-//! breaker rejects at once, without touching the network), its bulkhead (at most
-//! `ssh.max_concurrent` commands at once; others wait up to `ssh.queue_timeout`), its
-//! persistent SSH session (opened on first use), and the command itself under
-//! `ssh.command_timeout`. Retries wrap all of it: each attempt is one breaker observation,
-//! attempts back off exponentially with full jitter, and they stop as soon as the breaker
-//! opens. A failure before the command started is always retried; a session lost
-//! mid-command only for commands listed in `ssh.idempotent_commands`.
+//! A call ([`Fleet::exec`]) is a composition of steps (`exec.rs`): retries around the
+//! server's circuit breaker (an open breaker rejects at once, without touching the network),
+//! its bulkhead (at most `ssh.max_concurrent` commands at once; others wait up to
+//! `ssh.queue_timeout`), its persistent SSH session (opened on first use), and the command
+//! itself under `ssh.command_timeout`. Each attempt is one breaker observation; attempts back
+//! off exponentially with full jitter, and they stop as soon as the breaker opens. A failure
+//! before the command started is always retried; a session lost mid-command only for
+//! commands listed in `ssh.idempotent_commands`. A failure is classified once (`failure.rs`);
+//! its metric label, breaker observation and the caller's error all come from that value.
 //!
 //! `fleet/inventory` keeps the running VPS actors in step with `vps_servers`: it upserts the
 //! config's `[[vps]]` entries at start, starts an actor per row and stops actors of removed
 //! rows, at start, on `chom vps add|remove`, and every 30 s (servers added by another node).
 
+mod exec;
+mod failure;
 pub mod inventory;
 pub mod vps;
 
@@ -21,17 +24,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chom_ssh::{ErrorClass, Output};
+use chom_core::breaker::Permit;
+
+use chom_ssh::{Output, Session};
 use ractor::ActorRef;
-use rand::Rng as _;
-use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::context::NodeContext;
-use vps::{Observation, VpsMsg, observation_for};
-
-/// Waiters allowed per server beyond the running commands; more are rejected at once.
-const MAX_WAITING: usize = 64;
+use exec::{Bulkhead, MAX_WAITING, Retry, outcome_label};
+use failure::Failure;
+use vps::{Observation, VpsMsg};
 
 /// Time to wait for a VPS actor that is being restarted before giving up on an attempt.
 const ACTOR_WAIT: Duration = Duration::from_secs(2);
@@ -44,14 +46,6 @@ pub struct Fleet {
     bulkheads: Mutex<HashMap<String, Arc<Bulkhead>>>,
     key: tokio::sync::Mutex<Option<Arc<chom_ssh::PrivateKey>>>,
     inventory: Mutex<Option<ActorRef<inventory::InventoryMsg>>>,
-}
-
-/// At most `ssh.max_concurrent` commands at once on one server. Kept here, not in the VPS
-/// actor, so that a restarted actor does not hand out a fresh set of slots while commands
-/// of the old one still run.
-struct Bulkhead {
-    slots: Arc<Semaphore>,
-    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// A command to run on a server.
@@ -170,12 +164,7 @@ impl Fleet {
             .lock()
             .expect("fleet lock")
             .entry(vps.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Bulkhead {
-                    slots: Arc::new(Semaphore::new(max)),
-                    waiting: Default::default(),
-                })
-            })
+            .or_insert_with(|| Arc::new(Bulkhead::new(max, MAX_WAITING)))
             .clone()
     }
 
@@ -192,7 +181,7 @@ impl Fleet {
 
     /// Wait briefly for the actor of `vps` (it may be restarting); `UnknownVps` when the
     /// inventory has no such server.
-    async fn live_actor(&self, vps: &str) -> Result<ActorRef<VpsMsg>, ExecError> {
+    async fn live_actor(&self, vps: &str) -> Result<ActorRef<VpsMsg>, Failure> {
         let deadline = Instant::now() + ACTOR_WAIT;
         loop {
             if let Some(actor) = self.actor(vps) {
@@ -204,12 +193,9 @@ impl Fleet {
                     None => true,
                 };
                 return Err(if known {
-                    ExecError::Rejected {
-                        reason: format!("vps `{vps}` is starting"),
-                        retry_in: Duration::from_secs(5),
-                    }
+                    Failure::Starting(vps.to_owned())
                 } else {
-                    ExecError::UnknownVps(vps.to_owned())
+                    Failure::UnknownVps(vps.to_owned())
                 });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -219,192 +205,111 @@ impl Fleet {
     /// Run a command on a server, with the breaker, bulkhead, retry and timeouts described
     /// in the module doc. A command that ran and exited non-zero is an `Ok` output: that is
     /// the command's failure, not the host's.
-    #[allow(clippy::too_many_lines, reason = "being split by issue 11")]
     pub async fn exec(&self, req: ExecRequest<'_>) -> Result<Output, ExecError> {
         let ssh = &self.ctx.config.ssh;
         let line = chom_ssh::command_line(&ssh.command_prefix, req.command, req.args)
             .map_err(|e| ExecError::InvalidCommand(e.to_string()))?;
-        let idempotent = ssh.idempotent_commands.iter().any(|c| c == req.command);
-        let attempts = ssh.retry_attempts.max(1);
-        let metrics = &self.ctx.metrics;
-        let mut last: Option<ExecError> = None;
-        for attempt in 1..=attempts {
-            if attempt > 1 {
-                tokio::time::sleep(retry_delay(ssh.retry_base, attempt - 1)).await;
-            }
-            let actor = self.live_actor(req.vps).await?;
-            let permit = match ractor::call!(actor, VpsMsg::Acquire) {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(rejection)) => {
-                    metrics.ssh_command(req.vps, "rejected", None);
-                    // Retries stop as soon as the breaker opens: the last real failure
-                    // stands (the job's policy decides), or, if nothing ran, run it later.
-                    return Err(last.unwrap_or_else(|| ExecError::Rejected {
-                        reason: format!("vps `{}`: {rejection}", req.vps),
-                        retry_in: rejection
-                            .retry_in
-                            .unwrap_or(self.ctx.config.breaker.open_timeout),
-                    }));
-                }
-                Err(_) => {
-                    last = Some(ExecError::Transport(format!(
-                        "vps `{}` actor stopped during the call",
-                        req.vps
-                    )));
-                    continue;
-                }
-            };
-            let bulkhead = self.bulkhead(req.vps);
-            let slot = match wait_for_slot(&bulkhead, ssh.queue_timeout).await {
-                Some(slot) => slot,
-                None => {
-                    let _ = actor.cast(VpsMsg::Observe(permit, Observation::Cancelled));
-                    metrics.ssh_command(req.vps, "rejected", None);
-                    return Err(ExecError::Rejected {
-                        reason: format!(
-                            "too many concurrent operations on {} (at most {} at once)",
-                            req.vps, ssh.max_concurrent
-                        ),
-                        retry_in: ssh.queue_timeout.max(Duration::from_secs(1)),
-                    });
-                }
-            };
-            let (session, generation) = match ractor::call!(actor, VpsMsg::Session) {
-                Ok(Ok(session)) => session,
-                Ok(Err(error)) => {
-                    // Counted before the breaker hears of it, so the metrics never lag it.
-                    if !matches!(error.class(), ErrorClass::Local) {
-                        metrics.ssh_command(req.vps, "transport_failed", None);
-                    }
-                    let _ = actor.cast(VpsMsg::Observe(permit, observation_for(&error, None)));
-                    match error.class() {
-                        ErrorClass::Transport { .. } | ErrorClass::Timeout => {
-                            debug!(vps = req.vps, attempt, %error, "ssh: could not open a session");
-                            last = Some(ExecError::Transport(error.to_string()));
-                            continue;
-                        }
-                        ErrorClass::Security => {
-                            return Err(ExecError::Security(error.to_string()));
-                        }
-                        ErrorClass::Local => return Err(ExecError::Local(error.to_string())),
-                    }
-                }
-                Err(_) => {
-                    last = Some(ExecError::Transport(format!(
-                        "vps `{}` actor stopped during the call",
-                        req.vps
-                    )));
-                    continue;
-                }
-            };
-            let started = Instant::now();
-            let result = session
-                .exec(&line, ssh.command_timeout, ssh.max_output as usize)
-                .await;
-            drop(slot);
-            let took = Some(started.elapsed());
-            match result {
-                Ok(output) => {
-                    let outcome = if output.success() {
-                        "ok"
-                    } else {
-                        "command_failed"
-                    };
-                    metrics.ssh_command(req.vps, outcome, took);
-                    let _ = actor.cast(VpsMsg::Observe(permit, Observation::Success));
-                    return Ok(output);
-                }
-                Err(error) => {
-                    let counted = match error.class() {
-                        ErrorClass::Transport { .. } => Some("transport_failed"),
-                        ErrorClass::Timeout => Some("command_failed"),
-                        ErrorClass::Security | ErrorClass::Local => None,
-                    };
-                    if let Some(outcome) = counted {
-                        metrics.ssh_command(req.vps, outcome, took);
-                    }
-                    let _ = actor.cast(VpsMsg::Observe(
-                        permit,
-                        observation_for(&error, Some(generation)),
-                    ));
-                    match error.class() {
-                        ErrorClass::Transport { started } => {
-                            let err = ExecError::Transport(error.to_string());
-                            if started && !idempotent {
-                                // It may have run: only the job's own policy may re-run it.
-                                return Err(err);
-                            }
-                            last = Some(err);
-                        }
-                        ErrorClass::Timeout => {
-                            return Err(ExecError::Timeout(ssh.command_timeout));
-                        }
-                        ErrorClass::Security => {
-                            return Err(ExecError::Security(error.to_string()));
-                        }
-                        ErrorClass::Local => return Err(ExecError::Local(error.to_string())),
-                    }
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| ExecError::Transport("no attempt was made".into())))
-    }
-}
-
-/// A bulkhead slot, waiting at most `limit`; `None` when the line is full or the wait ran out.
-async fn wait_for_slot(
-    bulkhead: &Bulkhead,
-    limit: Duration,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    use std::sync::atomic::Ordering;
-    if let Ok(slot) = bulkhead.slots.clone().try_acquire_owned() {
-        return Some(slot);
-    }
-    if bulkhead.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
-        bulkhead.waiting.fetch_sub(1, Ordering::SeqCst);
-        return None;
-    }
-    let slot = tokio::time::timeout(limit, bulkhead.slots.clone().acquire_owned()).await;
-    bulkhead.waiting.fetch_sub(1, Ordering::SeqCst);
-    slot.ok().and_then(Result::ok)
-}
-
-/// Delay before retry `n` (1-based): `base · 2^(n-1)` plus up to as much again of jitter.
-fn retry_delay(base: Duration, n: u32) -> Duration {
-    let exp = base.saturating_mul(1 << (n - 1).min(16));
-    let jitter = rand::rng().random_range(0.0..=1.0);
-    exp + exp.mul_f64(jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delays_double_with_bounded_jitter() {
-        let base = Duration::from_secs(1);
-        for n in 1..=4 {
-            let floor = base * (1 << (n - 1));
-            for _ in 0..100 {
-                let d = retry_delay(base, n);
-                assert!(d >= floor && d <= floor * 2, "retry {n}: {d:?}");
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn bulkhead_admits_max_then_times_out() {
-        let b = Bulkhead {
-            slots: Arc::new(Semaphore::new(2)),
-            waiting: Default::default(),
+        let retry = Retry {
+            attempts: ssh.retry_attempts,
+            base: ssh.retry_base,
+            idempotent: ssh.idempotent_commands.iter().any(|c| c == req.command),
         };
-        let a = wait_for_slot(&b, Duration::from_millis(10)).await;
-        let c = wait_for_slot(&b, Duration::from_millis(10)).await;
-        assert!(a.is_some() && c.is_some());
+        retry
+            .run(|attempt| self.attempt(req.vps, &line, attempt))
+            .await
+            .map_err(ExecError::from)
+    }
+
+    /// One attempt: the breaker's permit, the call under it, then the classified result
+    /// counted and, after that, reported to the breaker.
+    async fn attempt(&self, vps: &str, line: &str, attempt: u32) -> Result<Output, Failure> {
+        let actor = self.live_actor(vps).await?;
+        let permit = self.admit(&actor, vps).await?;
+        let called = self.call(&actor, vps, line, attempt).await;
+        if let Some(label) = outcome_label(&called.result) {
+            self.ctx.metrics.ssh_command(vps, label, called.took);
+        }
+        let observation = match &called.result {
+            Ok(_) => Some(Observation::Success),
+            Err(failure) => failure.observation(called.generation),
+        };
+        if let Some(observation) = observation {
+            let _ = actor.cast(VpsMsg::Observe(permit, observation));
+        }
+        called.result
+    }
+
+    /// Breaker admission: a permit, or the rejection (counted) without touching the network.
+    async fn admit(&self, actor: &ActorRef<VpsMsg>, vps: &str) -> Result<Permit, Failure> {
+        match ractor::call!(actor, VpsMsg::Acquire) {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(rejection)) => {
+                let open_timeout = self.ctx.config.breaker.open_timeout;
+                let failure = Failure::breaker_open(vps, &rejection, open_timeout);
+                self.ctx.metrics.ssh_command(vps, "rejected", None);
+                Err(failure)
+            }
+            Err(_) => Err(Failure::ActorStopped(vps.to_owned())),
+        }
+    }
+
+    /// Under a permit: a bulkhead slot, the session, and the command under its time limit.
+    async fn call(&self, actor: &ActorRef<VpsMsg>, vps: &str, line: &str, attempt: u32) -> Called {
+        let ssh = &self.ctx.config.ssh;
+        let Some(slot) = self.bulkhead(vps).enter(ssh.queue_timeout).await else {
+            return Called::before_command(Failure::busy(
+                vps,
+                ssh.max_concurrent,
+                ssh.queue_timeout,
+            ));
+        };
+        let (session, generation) = match session(actor, vps).await {
+            Ok(session) => session,
+            Err(failure) => {
+                if let Failure::Transport { message, .. } = &failure {
+                    debug!(vps, attempt, error = %message, "ssh: could not open a session");
+                }
+                return Called::before_command(failure);
+            }
+        };
         let started = Instant::now();
-        assert!(wait_for_slot(&b, Duration::from_millis(50)).await.is_none());
-        assert!(started.elapsed() >= Duration::from_millis(50));
-        drop(a);
-        assert!(wait_for_slot(&b, Duration::from_millis(10)).await.is_some());
+        let result = session
+            .exec(line, ssh.command_timeout, ssh.max_output as usize)
+            .await
+            .map_err(|e| Failure::from_ssh(&e));
+        drop(slot);
+        Called {
+            result,
+            generation: Some(generation),
+            took: Some(started.elapsed()),
+        }
+    }
+}
+
+/// The server's live session (its actor connects if needed) and its generation.
+async fn session(actor: &ActorRef<VpsMsg>, vps: &str) -> Result<(Session, u64), Failure> {
+    match ractor::call!(actor, VpsMsg::Session) {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err(error)) => Err(Failure::from_ssh(&error)),
+        Err(_) => Err(Failure::ActorStopped(vps.to_owned())),
+    }
+}
+
+/// How a call under a permit ended.
+struct Called {
+    result: Result<Output, Failure>,
+    /// The session the command ran on.
+    generation: Option<u64>,
+    /// How long the command took, when it was sent.
+    took: Option<Duration>,
+}
+
+impl Called {
+    fn before_command(failure: Failure) -> Called {
+        Called {
+            result: Err(failure),
+            generation: None,
+            took: None,
+        }
     }
 }

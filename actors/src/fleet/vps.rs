@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chom_core::breaker::{Breaker, BreakerInfo, BreakerSettings, Permit, Rejection, Snapshot};
 use chom_core::inventory::VpsServer;
-use chom_ssh::{ErrorClass, HostKeyCheck, Session, SshError, Target};
+use chom_ssh::{HostKeyCheck, Session, SshError, Target};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::{error, info, warn};
 
@@ -39,8 +39,9 @@ pub struct VpsState {
     generation: u64,
 }
 
-/// What a caller reports after using a permit.
-#[derive(Debug)]
+/// What a caller reports after using a permit (derived from the call's classified failure:
+/// `Failure::observation` in `fleet/failure.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
     /// The command ran (whatever its exit status).
     Success,
@@ -362,16 +363,5 @@ async fn load_snapshot(fleet: &Fleet, vps: &str) -> Option<Snapshot> {
             warn!(vps, %error, "cannot read breaker state from the cache; starting closed");
             None
         }
-    }
-}
-
-/// How an SSH error counts for the breaker.
-pub fn observation_for(error: &SshError, generation: Option<u64>) -> Observation {
-    match error.class() {
-        ErrorClass::Transport { .. } => Observation::TransportFailure { generation },
-        ErrorClass::Security => Observation::Security {
-            reason: error.to_string(),
-        },
-        ErrorClass::Timeout | ErrorClass::Local => Observation::Cancelled,
     }
 }

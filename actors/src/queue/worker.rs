@@ -19,7 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, error, warn};
 
 use super::QueueShared;
-use crate::jobs::{self, JobEnv, JobError};
+use crate::jobs::{self, JobEnv};
 
 /// A worker actor.
 pub struct WorkerActor;
@@ -166,27 +166,9 @@ async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Arc<Job
         }
         Err(elapsed) => Err(elapsed),
     };
-    if let Ok(Err(JobError::Defer { reason, after })) = result {
-        debug!(job = job.id, kind = %job.kind, %reason, retry_in = ?after, "queue: job deferred; its attempt does not count");
-        let available_at = chom_core::limits::saturating_after(chrono::Utc::now(), after);
-        let completion = Completion::Defer {
-            id: job.id,
-            error: reason,
-            available_at,
-        };
-        return finish(myself, state, completion);
-    }
     let outcome = match result {
         Ok(Ok(())) => AttemptOutcome::Succeeded,
-        Ok(Err(JobError::Retryable(error))) => AttemptOutcome::Failed {
-            error,
-            permanent: false,
-        },
-        Ok(Err(JobError::Permanent(error))) => AttemptOutcome::Failed {
-            error,
-            permanent: true,
-        },
-        Ok(Err(JobError::Defer { .. })) => unreachable!("handled above"),
+        Ok(Err(error)) => error.outcome(),
         Err(_) => AttemptOutcome::TimedOut { limit },
     };
     let completion = settle(&shared, &job, &outcome, started.elapsed());
@@ -259,13 +241,26 @@ fn settle(shared: &QueueShared, job: &Job, outcome: &AttemptOutcome, ran: Durati
     let max = job.max_attempts.unwrap_or(policy.max_attempts);
     let decision = decide(outcome, job.attempts, max, &policy, &mut rand::rng());
     let label = match (&decision, outcome) {
-        (_, AttemptOutcome::TimedOut { .. }) => "timed_out",
-        (Decision::Complete, _) => "completed",
-        (Decision::Retry { .. }, _) => "retried",
-        (Decision::Fail { .. }, _) => "failed",
+        // Not an attempt: nothing ran.
+        (Decision::Defer { .. }, _) => None,
+        (_, AttemptOutcome::TimedOut { .. }) => Some("timed_out"),
+        (Decision::Complete, _) => Some("completed"),
+        (Decision::Retry { .. }, _) => Some("retried"),
+        (Decision::Fail { .. }, _) => Some("failed"),
     };
-    ctx.metrics.job_attempt(&job.queue, &job.kind, label, ran);
+    if let Some(label) = label {
+        ctx.metrics.job_attempt(&job.queue, &job.kind, label, ran);
+    }
     match decision {
+        Decision::Defer { delay, error } => {
+            debug!(job = job.id, kind = %job.kind, reason = %error, retry_in = ?delay, "queue: job deferred; its attempt does not count");
+            let available_at = chom_core::limits::saturating_after(chrono::Utc::now(), delay);
+            Completion::Defer {
+                id: job.id,
+                error,
+                available_at,
+            }
+        }
         Decision::Complete => Completion::Completed { id: job.id },
         Decision::Retry { delay, error } => {
             debug!(job = job.id, kind = %job.kind, attempt = job.attempts, %error, retry_in = ?delay, "queue: attempt failed; will retry");

@@ -1,0 +1,109 @@
+//! `site.provision` (`{"site": ID}`): runs `site:create DOMAIN TYPE` on the site's server and
+//! marks the site active; when its attempts run out, the final-failure hook marks it failed
+//! with the reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chom_core::inventory::SiteStatus;
+use serde::Deserialize;
+use tracing::{error, info, warn};
+
+use super::payload::Lenient;
+use super::vps_exec::command_result;
+use super::{JobEnv, JobError, fleet};
+use crate::context::NodeContext;
+use crate::fleet::ExecRequest;
+
+/// The payload of `site.provision`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "Fields")]
+pub struct SiteProvision {
+    /// Site id.
+    pub site: i64,
+}
+
+#[derive(Deserialize)]
+struct Fields {
+    #[serde(default)]
+    site: Lenient<i64>,
+}
+
+impl TryFrom<Fields> for SiteProvision {
+    type Error = String;
+
+    fn try_from(fields: Fields) -> Result<Self, String> {
+        Ok(SiteProvision {
+            site: fields
+                .site
+                .required("site.provision needs `site` (a site id)")?,
+        })
+    }
+}
+
+/// Create the site and mark it active (nothing to do when it already is).
+pub(super) async fn run(job: &SiteProvision, env: &JobEnv<'_>) -> Result<(), JobError> {
+    let id = job.site;
+    let fleet = fleet(env)?;
+    let backends = fleet
+        .ctx
+        .backends()
+        .ok_or_else(|| JobError::Retryable("the store is not running".into()))?;
+    let limit = Duration::from_secs(10);
+    let site = chom_store::with_timeout(limit, backends.store.site(id))
+        .await
+        .map_err(|e| JobError::Retryable(e.to_string()))?
+        .ok_or_else(|| JobError::Permanent(format!("no site {id}")))?;
+    if site.status == SiteStatus::Active {
+        return Ok(());
+    }
+    let args = [site.domain.clone(), site.site_type.clone()];
+    let output = fleet
+        .exec(ExecRequest {
+            vps: &site.vps_id,
+            command: "site:create",
+            args: &args,
+        })
+        .await?;
+    command_result(&site.vps_id, "site:create", &output)?;
+    chom_store::with_timeout(
+        limit,
+        backends.store.set_site_status(id, SiteStatus::Active, None),
+    )
+    .await
+    .map_err(|e| JobError::Retryable(format!("site created but not marked active: {e}")))?;
+    info!(site = id, domain = %site.domain, vps = %site.vps_id, "site provisioned");
+    Ok(())
+}
+
+/// Mark the site failed with `error`, in the background: the worker must not wait on the
+/// database here; a few tries, then a loud log line.
+pub(super) fn on_final_failure(ctx: &Arc<NodeContext>, job: &SiteProvision, error: &str) {
+    let (ctx, site, error) = (ctx.clone(), job.site, error.to_owned());
+    tokio::spawn(async move { mark_site_failed(&ctx, site, &error).await });
+}
+
+async fn mark_site_failed(ctx: &NodeContext, site: i64, reason: &str) {
+    for attempt in 1..=5u32 {
+        let result = match ctx.backends() {
+            Some(b) => chom_store::with_timeout(
+                Duration::from_secs(10),
+                b.store
+                    .set_site_status(site, SiteStatus::Failed, Some(reason)),
+            )
+            .await
+            .map_err(|e| e.to_string()),
+            None => Err("the store is not running".to_owned()),
+        };
+        match result {
+            Ok(_) => {
+                warn!(site, %reason, "site provisioning failed for good; site marked failed");
+                return;
+            }
+            Err(error) if attempt == 5 => {
+                error!(site, %error, %reason, "cannot mark the site failed; set it by hand");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await,
+        }
+    }
+}
