@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chom_actors::context::{Backends, NodeContext};
+use chom_actors::monitors::health;
 use chom_actors::queue::reaper;
-use chom_actors::{health, tree};
+use chom_actors::tree;
 use chom_core::job::{JobFilter, JobState, NewJob};
 use chom_core::limits::{self, LimitError};
 use chom_core::policy::JobPolicy;
@@ -75,9 +76,9 @@ impl Dispatch for NodeRpc {
                         RpcError::invalid_params("`bytes` does not fit this platform")
                     })?;
                     if bytes == 0 {
-                        chom_actors::memory::deflate();
+                        chom_actors::monitors::memory::deflate();
                     } else {
-                        chom_actors::memory::inflate(bytes);
+                        chom_actors::monitors::memory::inflate(bytes);
                     }
                     Ok(json!({ "inflated": bytes, "rss_bytes": chom_actors::sys::rss_bytes() }))
                 }

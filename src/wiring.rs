@@ -26,19 +26,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chom_actors::backends::{StoreActor, StoreArgs};
 use chom_actors::context::NodeContext;
 use chom_actors::fleet::Fleet;
 use chom_actors::fleet::inventory::{InventoryActor, InventoryArgs};
-use chom_actors::health_actor::{HealthActor, HealthArgs};
-use chom_actors::memory::{MemoryActor, MemoryArgs};
 use chom_actors::metrics::Metrics;
+use chom_actors::monitors::health_actor::{HealthActor, HealthArgs};
+use chom_actors::monitors::memory::{MemoryActor, MemoryArgs};
+use chom_actors::monitors::watchdog::{WatchdogActor, WatchdogArgs};
 use chom_actors::queue::QueueShared;
 use chom_actors::queue::completer::{CompleterActor, CompleterArgs};
 use chom_actors::queue::dispatcher::{DispatcherActor, DispatcherArgs};
 use chom_actors::queue::reaper::{ReaperActor, ReaperArgs};
 use chom_actors::queue::worker::{WorkerActor, WorkerArgs};
-use chom_actors::store_actor::{StoreActor, StoreArgs};
-use chom_actors::watchdog::{WatchdogActor, WatchdogArgs};
 use chom_core::config::SupervisionConfig;
 use chom_supervisors::{
     Backoff, ChildSpec, Intensity, Observer, Shutdown, StartCtx, Strategy, SupervisorArgs,

@@ -52,7 +52,7 @@ pub struct NodeContext {
     /// The fleet's shared state (jobs reach the VPS actors through it).
     pub fleet: OnceLock<Arc<crate::fleet::Fleet>>,
     /// The last report of `monitors/health` and when it was made (served by `/health`).
-    health: std::sync::Mutex<Option<(Instant, crate::health::HealthReport)>>,
+    health: std::sync::Mutex<Option<(Instant, crate::monitors::health::HealthReport)>>,
     restart_requested: std::sync::atomic::AtomicBool,
     memory: std::sync::Mutex<Option<serde_json::Value>>,
     /// The address the HTTP listener actually bound (`http.listen` may ask for port 0).
@@ -103,7 +103,7 @@ impl NodeContext {
 
     /// The backends currently published by the store actor, if it is running.
     /// Keep the health actor's latest report.
-    pub fn set_health_report(&self, report: crate::health::HealthReport) {
+    pub fn set_health_report(&self, report: crate::monitors::health::HealthReport) {
         *self.health.lock().expect("health lock") = Some((Instant::now(), report));
     }
 
@@ -111,7 +111,7 @@ impl NodeContext {
     pub fn cached_health(
         &self,
         max_age: std::time::Duration,
-    ) -> Option<crate::health::HealthReport> {
+    ) -> Option<crate::monitors::health::HealthReport> {
         self.health
             .lock()
             .expect("health lock")

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use chom_actors::cache::Cache;
 use chom_actors::context::{Backends, NodeContext};
-use chom_actors::health::{self, CheckStatus};
+use chom_actors::monitors::health::{self, CheckStatus};
 use chom_core::config::Config;
 use chom_core::inventory::{NewSite, Tier, VpsServer};
 use chom_core::job::{Completion, JobState, NewJob};

@@ -27,7 +27,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chom_actors::context::NodeContext;
-use chom_actors::health::{self, HealthReport};
+use chom_actors::monitors::health::{self, HealthReport};
 use chom_core::config::HttpConfig;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};

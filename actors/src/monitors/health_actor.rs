@@ -20,7 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{error, info, warn};
 
 use crate::context::NodeContext;
-use crate::health::{self, CheckStatus, HealthReport};
+use crate::monitors::health::{self, CheckStatus, HealthReport};
 use crate::sys::ShellOutcome;
 
 /// The actor.
