@@ -51,7 +51,7 @@ async fn vps_list(ctx: &NodeContext) -> Result<Value, RpcError> {
     let servers = store::with_timeout(STORE_TIMEOUT, b.store.vps_list())
         .await
         .map_err(store_err)?;
-    let running = ctx.fleet.get().map(|f| f.running()).unwrap_or_default();
+    let running = ctx.fleet.running();
     let rows: Vec<Value> = servers
         .into_iter()
         .map(|v| {
@@ -141,18 +141,12 @@ async fn vps_remove(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError
 }
 
 async fn reconcile(ctx: &NodeContext) -> Result<(), RpcError> {
-    let fleet = ctx
-        .fleet
-        .get()
-        .ok_or_else(|| RpcError::failed("the fleet is not running"))?;
+    let fleet = &ctx.fleet;
     fleet.reconcile().await.map_err(RpcError::failed)
 }
 
 async fn infos(ctx: &NodeContext) -> Result<Vec<VpsInfo>, RpcError> {
-    let fleet = ctx
-        .fleet
-        .get()
-        .ok_or_else(|| RpcError::failed("the fleet is not running"))?;
+    let fleet = &ctx.fleet;
     let mut out = Vec::new();
     for id in fleet.running() {
         if let Some(actor) = fleet.actor(&id)
@@ -171,9 +165,7 @@ async fn breaker_list(ctx: &NodeContext) -> Result<Value, RpcError> {
 /// Servers whose breaker is open or forced open (for `status`). The exported states say
 /// which; only those actors are asked for the reason, so `status` stays cheap on a large fleet.
 pub async fn open_breakers(ctx: &NodeContext) -> Vec<Value> {
-    let Some(fleet) = ctx.fleet.get() else {
-        return Vec::new();
-    };
+    let fleet = &ctx.fleet;
     let mut out = Vec::new();
     for (service, state) in ctx.metrics.breaker_states() {
         if !state.is_open() {
@@ -199,10 +191,7 @@ async fn breaker_command(
     command: BreakerCommand,
 ) -> Result<Value, RpcError> {
     let id = param_vps_id(params, "vps")?;
-    let fleet = ctx
-        .fleet
-        .get()
-        .ok_or_else(|| RpcError::failed("the fleet is not running"))?;
+    let fleet = &ctx.fleet;
     let actor = fleet
         .actor(id)
         .ok_or_else(|| RpcError::failed(format!("no running vps `{id}` (see `chom vps list`)")))?;
@@ -219,8 +208,7 @@ fn vps_panic(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
     let id = param_vps_id(params, "vps")?;
     let actor = ctx
         .fleet
-        .get()
-        .and_then(|f| f.actor(id))
+        .actor(id)
         .ok_or_else(|| RpcError::failed(format!("no running vps `{id}`")))?;
     actor
         .cast(VpsMsg::Panic)

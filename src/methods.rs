@@ -54,8 +54,10 @@ impl Dispatch for NodeRpc {
                 "status" => status(&ctx).await,
                 "tree" => tree(&ctx).await,
                 "restart" => restart(&ctx, &params).await,
-                "health" => Ok(serde_json::to_value(health::run_checks(&ctx).await)
-                    .expect("report serializes")),
+                "health" => Ok(
+                    serde_json::to_value(health::run_checks(&ctx.checks()).await)
+                        .expect("report serializes"),
+                ),
                 "shutdown" => shutdown(&ctx),
                 "jobs.enqueue" => jobs_enqueue(&ctx, &params).await,
                 "jobs.show" => jobs_show(&ctx, &params).await,
@@ -120,10 +122,7 @@ async fn status(ctx: &NodeContext) -> Result<Value, RpcError> {
         "memory_rss_bytes": chom_actors::sys::rss_bytes(),
         "memory": ctx.memory_status(),
         "queues": queue_sizes(ctx).await,
-        "claiming": match ctx.queue.get() {
-            Some(q) => q.active_queues().await,
-            None => Vec::new(),
-        },
+        "claiming": ctx.queue.active_queues().await,
         "open_breakers": crate::fleet_methods::open_breakers(ctx).await,
     }))
 }
@@ -375,9 +374,7 @@ fn check_queue(ctx: &NodeContext, queue: &str) -> Result<(), RpcError> {
 }
 
 pub(crate) fn wake_dispatcher(ctx: &NodeContext) {
-    if let Some(q) = ctx.queue.get() {
-        q.wake_for_new_jobs();
-    }
+    ctx.queue.wake_for_new_jobs();
 }
 
 async fn jobs_enqueue(ctx: &NodeContext, params: &Value) -> Result<Value, RpcError> {
@@ -486,7 +483,7 @@ async fn jobs_kill_stuck(ctx: &NodeContext, params: &Value) -> Result<Value, Rpc
     let older_than = opt_duration(params, "older_than", limits::MAX_DURATION)?
         .unwrap_or(ctx.config.queue.stuck_after);
     let b = backends(ctx)?;
-    let ids = reaper::kill_stuck(ctx, &b, older_than)
+    let ids = reaper::kill_stuck(&ctx.queue.ctx, &b, older_than)
         .await
         .map_err(store_err)?;
     Ok(json!({ "killed": ids, "older_than": humantime::format_duration(older_than).to_string() }))
@@ -531,9 +528,7 @@ async fn queue_pause(ctx: &NodeContext, params: &Value, pause: bool) -> Result<V
     store::with_timeout(STORE_TIMEOUT, op)
         .await
         .map_err(store_err)?;
-    if let Some(q) = ctx.queue.get() {
-        q.invalidate_paused();
-    }
+    ctx.queue.invalidate_paused();
     tracing::info!(
         queue,
         paused = pause,
@@ -585,7 +580,9 @@ async fn failed_prune(ctx: &NodeContext, params: &Value) -> Result<Value, RpcErr
 
 async fn failed_analyze(ctx: &NodeContext) -> Result<Value, RpcError> {
     let b = backends(ctx)?;
-    let kinds = reaper::analyze(ctx, &b).await.map_err(store_err)?;
+    let kinds = reaper::analyze(&ctx.queue.ctx, &b)
+        .await
+        .map_err(store_err)?;
     let list: Vec<Value> = kinds
         .into_iter()
         .map(|(k, flagged)| json!({ "kind": k.kind, "count": k.count, "last_error": k.last_error, "flagged": flagged }))

@@ -22,7 +22,7 @@ use chom_core::inventory::SiteStatus;
 use serde_json::Value;
 use tracing::{error, info, warn};
 
-use crate::context::NodeContext;
+use crate::backends::PublishedBackends;
 use crate::fleet::{ExecError, ExecRequest, Fleet};
 
 /// Why a job attempt failed.
@@ -53,8 +53,8 @@ pub struct JobEnv<'a> {
     pub node: &'a str,
     /// Whether the debug kinds are available.
     pub debug_hooks: bool,
-    /// The node (fleet and store access); `None` in unit tests of the pure kinds.
-    pub ctx: Option<&'a Arc<NodeContext>>,
+    /// The fleet (and, through it, the store); `None` in unit tests of the pure kinds.
+    pub fleet: Option<&'a Arc<Fleet>>,
 }
 
 /// Kinds this node can run.
@@ -78,16 +78,21 @@ pub async fn run(kind: &str, payload: &str, env: &JobEnv<'_>) -> Result<(), JobE
 
 /// Per-kind hook run once when a job fails for good (after its last attempt, or at once for a
 /// permanent error): `site.provision` marks its site failed with the reason.
-pub fn on_final_failure(ctx: &Arc<NodeContext>, kind: &str, payload: &str, error: &str) {
-    let debug_hooks = ctx.debug_hooks;
+pub fn on_final_failure(
+    backends: &PublishedBackends,
+    debug_hooks: bool,
+    kind: &str,
+    payload: &str,
+    error: &str,
+) {
     if kind == "site.provision"
         && let Some(site) = serde_json::from_str::<Value>(payload)
             .ok()
             .and_then(|p| p.get("site").and_then(Value::as_i64))
     {
-        let (ctx, error) = (ctx.clone(), error.to_owned());
+        let (backends, error) = (backends.clone(), error.to_owned());
         // The worker must not wait on the database here; a few tries, then a loud log line.
-        tokio::spawn(async move { mark_site_failed(&ctx, site, &error).await });
+        tokio::spawn(async move { mark_site_failed(&backends, site, &error).await });
     }
     if debug_hooks && kind.starts_with("debug.") {
         // Tests observe the hook through a file named in the payload.
@@ -102,9 +107,9 @@ pub fn on_final_failure(ctx: &Arc<NodeContext>, kind: &str, payload: &str, error
     }
 }
 
-async fn mark_site_failed(ctx: &NodeContext, site: i64, reason: &str) {
+async fn mark_site_failed(backends: &PublishedBackends, site: i64, reason: &str) {
     for attempt in 1..=5u32 {
-        let result = match ctx.backends() {
+        let result = match backends.current() {
             Some(b) => chom_store::with_timeout(
                 Duration::from_secs(10),
                 b.store
@@ -128,8 +133,7 @@ async fn mark_site_failed(ctx: &NodeContext, site: i64, reason: &str) {
 }
 
 fn fleet<'a>(env: &'a JobEnv<'_>) -> Result<&'a Arc<Fleet>, JobError> {
-    env.ctx
-        .and_then(|ctx| ctx.fleet.get())
+    env.fleet
         .ok_or_else(|| JobError::Retryable("the fleet is not running on this node".into()))
 }
 
@@ -334,7 +338,7 @@ mod tests {
             id: 1,
             node: "n",
             debug_hooks: debug,
-            ctx: None,
+            fleet: None,
         }
     }
 

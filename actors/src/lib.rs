@@ -7,6 +7,7 @@ pub mod backends;
 pub mod cache;
 pub mod context;
 pub mod fleet;
+pub mod handles;
 pub mod identity;
 pub mod jobs;
 pub mod metrics;

@@ -394,7 +394,7 @@ async fn fresh_report(routes: &Routes) -> HealthReport {
     {
         return report.clone();
     }
-    let report = health::run_checks(&routes.ctx).await;
+    let report = health::run_checks(&routes.ctx.checks()).await;
     *last = Some((Instant::now(), report.clone()));
     report
 }
