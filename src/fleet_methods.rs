@@ -49,7 +49,7 @@ impl Handle for vps::List {
         let servers = store::with_timeout(STORE_TIMEOUT, b.store.vps_list())
             .await
             .map_err(store_err)?;
-        let running = ctx.fleet.get().map(|f| f.running()).unwrap_or_default();
+        let running = ctx.fleet.running();
         let vps = servers
             .into_iter()
             .map(|server| vps::ServerRow {
@@ -106,18 +106,12 @@ impl Handle for vps::Remove {
 }
 
 async fn reconcile(ctx: &NodeContext) -> Result<(), RpcError> {
-    let fleet = ctx
-        .fleet
-        .get()
-        .ok_or_else(|| RpcError::failed("the fleet is not running"))?;
+    let fleet = &ctx.fleet;
     fleet.reconcile().await.map_err(RpcError::failed)
 }
 
 async fn infos(ctx: &NodeContext) -> Result<Vec<VpsInfo>, RpcError> {
-    let fleet = ctx
-        .fleet
-        .get()
-        .ok_or_else(|| RpcError::failed("the fleet is not running"))?;
+    let fleet = &ctx.fleet;
     let mut out = Vec::new();
     for id in fleet.running() {
         if let Some(actor) = fleet.actor(&id)
@@ -139,9 +133,7 @@ impl Handle for breaker::List {
 /// Servers whose breaker is open or forced open (for `status`). The exported states say
 /// which; only those actors are asked for the reason, so `status` stays cheap on a large fleet.
 pub async fn open_breakers(ctx: &NodeContext) -> Vec<OpenBreaker> {
-    let Some(fleet) = ctx.fleet.get() else {
-        return Vec::new();
-    };
+    let fleet = &ctx.fleet;
     let mut out = Vec::new();
     for (service, state) in ctx.metrics.breaker_states() {
         if !state.is_open() {
@@ -188,10 +180,7 @@ async fn breaker_command(
     id: &str,
     command: BreakerCommand,
 ) -> Result<breaker::ServerBreaker, RpcError> {
-    let fleet = ctx
-        .fleet
-        .get()
-        .ok_or_else(|| RpcError::failed("the fleet is not running"))?;
+    let fleet = &ctx.fleet;
     let actor = fleet
         .actor(id)
         .ok_or_else(|| RpcError::failed(format!("no running vps `{id}` (see `chom vps list`)")))?;
@@ -209,8 +198,7 @@ impl Handle for debug::VpsPanic {
         let id = self.vps;
         let actor = ctx
             .fleet
-            .get()
-            .and_then(|f| f.actor(&id))
+            .actor(&id)
             .ok_or_else(|| RpcError::failed(format!("no running vps `{id}`")))?;
         actor
             .cast(VpsMsg::Panic)

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chom_actors::context::{Backends, NodeContext};
+use chom_actors::monitors::health;
 use chom_actors::queue::reaper;
-use chom_actors::{health, tree};
+use chom_actors::tree;
 use chom_core::job::{Enqueued, Job, JobFilter, NewJob};
 use chom_core::limits;
 use chom_core::policy::JobPolicy;
@@ -123,10 +124,7 @@ impl Handle for api::node::Status {
             memory_rss_bytes: chom_actors::sys::rss_bytes(),
             memory: ctx.memory_status(),
             queues: queue_sizes(ctx).await,
-            claiming: match ctx.queue.get() {
-                Some(q) => q.active_queues().await,
-                None => Vec::new(),
-            },
+            claiming: ctx.queue.active_queues().await,
             open_breakers: crate::fleet_methods::open_breakers(ctx).await,
         })
     }
@@ -175,7 +173,7 @@ impl Handle for api::node::Restart {
 
 impl Handle for api::node::Health {
     async fn handle(self, ctx: &NodeContext) -> Result<health::HealthReport, RpcError> {
-        Ok(health::run_checks(ctx).await)
+        Ok(health::run_checks(&ctx.checks()).await)
     }
 }
 
@@ -272,9 +270,9 @@ impl Handle for api::debug::Inflate {
     async fn handle(self, _: &NodeContext) -> Result<api::debug::Inflated, RpcError> {
         let bytes = usize::try_from(self.bytes.unwrap_or(0)).expect("validated to fit");
         if bytes == 0 {
-            chom_actors::memory::deflate();
+            chom_actors::monitors::memory::deflate();
         } else {
-            chom_actors::memory::inflate(bytes);
+            chom_actors::monitors::memory::inflate(bytes);
         }
         Ok(api::debug::Inflated {
             inflated: bytes,
@@ -317,9 +315,7 @@ fn check_queue(ctx: &NodeContext, queue: &str) -> Result<(), RpcError> {
 }
 
 pub(crate) fn wake_dispatcher(ctx: &NodeContext) {
-    if let Some(q) = ctx.queue.get() {
-        q.wake_for_new_jobs();
-    }
+    ctx.queue.wake_for_new_jobs();
 }
 
 impl Handle for api::jobs::Enqueue {
@@ -387,7 +383,7 @@ impl Handle for api::jobs::KillStuck {
             .older_than
             .map_or(ctx.config.queue.stuck_after, |d| d.0);
         let b = backends(ctx)?;
-        let killed = reaper::kill_stuck(ctx, &b, older_than)
+        let killed = reaper::kill_stuck(&ctx.queue.ctx, &b, older_than)
             .await
             .map_err(store_err)?;
         Ok(api::jobs::Killed {
@@ -451,9 +447,7 @@ async fn queue_pause(
     store::with_timeout(STORE_TIMEOUT, op)
         .await
         .map_err(store_err)?;
-    if let Some(q) = ctx.queue.get() {
-        q.invalidate_paused();
-    }
+    ctx.queue.invalidate_paused();
     tracing::info!(
         queue,
         paused = pause,
@@ -516,7 +510,9 @@ impl Handle for api::failed::Prune {
 impl Handle for api::failed::Analyze {
     async fn handle(self, ctx: &NodeContext) -> Result<api::failed::Analysis, RpcError> {
         let b = backends(ctx)?;
-        let kinds = reaper::analyze(ctx, &b).await.map_err(store_err)?;
+        let kinds = reaper::analyze(&ctx.queue.ctx, &b)
+            .await
+            .map_err(store_err)?;
         Ok(api::failed::Analysis {
             window: "24h".to_owned(),
             threshold: ctx.config.queue.analyze_threshold,

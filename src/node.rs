@@ -15,18 +15,19 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use chom_actors::context::NodeContext;
+use chom_actors::handles::{EXIT_RESTART, NodeInfo, Readiness};
 use chom_actors::identity::{self, IdentityError, Instance, NodeLock};
 use chom_actors::notify::notify;
 use chom_core::config::Config;
-use chom_supervisors::Supervisor;
-use ractor::Actor;
+use chom_supervisors::{Supervisor, SupervisorArgs, SupervisorMsg};
+use ractor::{Actor, ActorRef};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::wiring::{self, Listeners, NodeObserver};
+use crate::wiring::{self, Assembly, Listeners, NodeObserver};
 
 /// Exit status when the root supervisor gave up (EX_SOFTWARE): systemd restarts the node.
 pub const EXIT_ROOT_GAVE_UP: u8 = 70;
@@ -73,96 +74,179 @@ fn tokio_stream_from(
 
 /// Run the node until `signals` or an admin `shutdown` tell it to stop or its root gives up;
 /// returns the exit status.
-#[allow(clippy::too_many_lines, reason = "being split by issue 11")]
 pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<u8> {
-    crate::edge::raise_fd_limit(&config);
     let config = Arc::new(config);
+    let bound = bind(&config)?;
+    let (info, instance) = identify(&config);
+    // Decided now when the database answers (a second live node of this name is refused before
+    // anything starts); otherwise in the background, with claims held back until then.
+    let first_try = claim_name(&config, &instance).await?;
+    if info.debug_hooks {
+        warn!("debug hooks enabled (CHOM_DEBUG_HOOKS=1): fault-injection RPCs are served");
+    }
+    let Assembly {
+        node,
+        observer,
+        root,
+    } = wiring::assemble(config.clone(), info, bound.listeners.clone());
+    let (name_lost_tx, mut name_lost) = oneshot::channel();
+    let keeper = NameKeeper::start(node.clone(), instance, first_try, name_lost_tx);
+    let Some((root, mut root_done)) = start_tree(&node, root).await else {
+        return Ok(EXIT_ROOT_GAVE_UP);
+    };
+    let ready = tokio::spawn(announce_ready(node.readiness.clone()));
+
+    let stopped = tokio::select! {
+        lost = &mut name_lost => Stopped::NameLost(lost),
+        name = signals.next() => Stopped::Requested(name),
+        _ = node.shutdown_requested() => Stopped::Requested("admin shutdown"),
+        _ = &mut root_done => Stopped::RootExited,
+    };
+    ready.abort();
+    match stopped {
+        Stopped::NameLost(lost) => Err(name_taken(&node, &root, lost).await),
+        Stopped::RootExited => Ok(root_gave_up(&node, &observer)),
+        Stopped::Requested(reason) => Ok(shut_down(&node, &root, keeper, signals, reason).await),
+    }
+}
+
+/// What `chom node` holds for its whole life: the data dir's lock, the admin socket (removed
+/// at exit) and the listeners the edge actors serve.
+struct Bound {
+    _lock: File,
+    _socket_cleanup: RemoveOnDrop,
+    listeners: Listeners,
+}
+
+/// Claim the data dir and the admin socket, so two nodes can never share either, and bind
+/// HTTP: once, before the tree, so restarting an edge actor never gives up an address.
+fn bind(config: &Config) -> anyhow::Result<Bound> {
+    crate::edge::raise_fd_limit(config);
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let _lock = lock_data_dir(data_dir)?;
-    let (admin, _socket_cleanup) = bind_admin_socket(&config.admin.socket)?;
-    let admin = Arc::new(admin);
-    let http = Arc::new(
-        std::net::TcpListener::bind(config.http.listen)
-            .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?,
-    );
+    let lock = lock_data_dir(data_dir)?;
+    let (admin, socket_cleanup) = bind_admin_socket(&config.admin.socket)?;
+    let http = std::net::TcpListener::bind(config.http.listen)
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    Ok(Bound {
+        _lock: lock,
+        _socket_cleanup: socket_cleanup,
+        listeners: Listeners {
+            http: Arc::new(http),
+            admin: Arc::new(admin),
+        },
+    })
+}
 
+/// Who this node is, and this process's claim on its name.
+fn identify(config: &Config) -> (NodeInfo, Instance) {
     let node_name = if config.node.name.is_empty() {
         chom_actors::sys::hostname()
     } else {
         config.node.name.clone()
     };
     let instance = Instance::current(&node_name);
-    // Decided now when the database answers (a second live node of this name is refused before
-    // anything starts); otherwise in the background, with claims held back until then.
-    let first_try = claim_name(&config, &instance).await?;
     let debug_hooks = std::env::var("CHOM_DEBUG_HOOKS").is_ok_and(|v| v == "1");
-    if debug_hooks {
-        warn!("debug hooks enabled (CHOM_DEBUG_HOOKS=1): fault-injection RPCs are served");
-    }
-    let ctx = Arc::new(NodeContext::new(
-        config.clone(),
-        node_name.clone(),
-        crate::VERSION,
-        debug_hooks,
-    ));
-    let (name_lost_tx, mut name_lost) = oneshot::channel();
-    let keeper = NameKeeper::start(ctx.clone(), instance, first_try, name_lost_tx);
-    let observer = Arc::new(NodeObserver::new(ctx.metrics.clone()));
-    if let Ok(addr) = http.local_addr() {
-        let _ = ctx.http_addr.set(addr);
-    }
-    let args = wiring::root(ctx.clone(), Listeners { http, admin }, observer.clone());
+    (
+        NodeInfo::new(node_name, crate::VERSION, debug_hooks),
+        instance,
+    )
+}
 
+/// Spawn the root supervisor; `None` when the tree failed to start.
+async fn start_tree(
+    node: &NodeContext,
+    args: SupervisorArgs,
+) -> Option<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>)> {
     let (root, root_done) = match Actor::spawn(None, Supervisor, args).await {
         Ok(started) => started,
         Err(error) => {
             error!(%error, "supervision tree failed to start");
-            return Ok(EXIT_ROOT_GAVE_UP);
+            return None;
         }
     };
-    ctx.set_root(root.clone());
-    ctx.set_tree_started();
-    info!(node = %node_name, version = crate::VERSION, http = %config.http.listen,
+    node.tree_root.set(root.clone());
+    node.readiness.set_tree_started();
+    let config = &node.config;
+    info!(node = %node.node_name, version = crate::VERSION, http = %config.http.listen,
           admin = %config.admin.socket.display(), "node started; waiting for migrations");
+    Some((root, root_done))
+}
 
-    let ready_ctx = ctx.clone();
-    let ready = tokio::spawn(async move {
-        ready_ctx.wait_ready().await;
-        info!("node ready");
-        notify(&[NotifyState::Ready, NotifyState::Status("ready")]);
-    });
+/// READY=1 once migrations ran, the tree started and the name is held.
+async fn announce_ready(readiness: Readiness) {
+    readiness.wait_ready().await;
+    info!("node ready");
+    notify(&[NotifyState::Ready, NotifyState::Status("ready")]);
+}
 
-    let mut root_done = root_done;
-    let reason = tokio::select! {
-        lost = &mut name_lost => {
-            ready.abort();
-            let why = lost.map_or_else(|_| "node name keeper stopped".to_owned(), |e: IdentityError| e.to_string());
-            error!(exit = 1, error = %why, "refusing to run: this node's name is held by another live node");
-            notify(&[NotifyState::Stopping, NotifyState::Status("node name taken")]);
-            // Nothing was claimed under the name (claims wait for it), so nothing is released.
-            if root.stop_and_wait(Some("node name taken".into()), Some(config.node.shutdown_timeout)).await.is_err() {
-                root.kill();
-            }
-            ctx.metrics.shutdown();
-            return Err(anyhow::anyhow!(why));
-        }
-        name = signals.next() => name,
-        _ = ctx.shutdown_requested() => "admin shutdown",
-        _ = &mut root_done => {
-            ready.abort();
-            notify(&[NotifyState::Stopping, NotifyState::Status("root supervisor gave up")]);
-            if let Some(chain) = observer.root_gave_up() {
-                error!(exit = EXIT_ROOT_GAVE_UP, chain = %chain, "root supervisor gave up; exiting so systemd restarts the node");
-            } else {
-                error!(exit = EXIT_ROOT_GAVE_UP, "root supervisor stopped unexpectedly; exiting so systemd restarts the node");
-            }
-            ctx.metrics.shutdown();
-            return Ok(EXIT_ROOT_GAVE_UP);
-        }
-    };
-    ready.abort();
+/// Why the node stops.
+enum Stopped {
+    /// Another live node holds the name (or the keeper stopped).
+    NameLost(Result<IdentityError, oneshot::error::RecvError>),
+    /// A signal or the admin `shutdown`: drain and exit.
+    Requested(&'static str),
+    /// The root supervisor exited (gave up).
+    RootExited,
+}
+
+/// The name is taken: stop the tree and refuse to run (exit 1).
+async fn name_taken(
+    node: &NodeContext,
+    root: &ActorRef<SupervisorMsg>,
+    lost: Result<IdentityError, oneshot::error::RecvError>,
+) -> anyhow::Error {
+    let why = lost.map_or_else(
+        |_| "node name keeper stopped".to_owned(),
+        |e: IdentityError| e.to_string(),
+    );
+    error!(exit = 1, error = %why, "refusing to run: this node's name is held by another live node");
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("node name taken"),
+    ]);
+    // Nothing was claimed under the name (claims wait for it), so nothing is released.
+    let timeout = Some(node.config.node.shutdown_timeout);
+    if root
+        .stop_and_wait(Some("node name taken".into()), timeout)
+        .await
+        .is_err()
+    {
+        root.kill();
+    }
+    node.metrics.shutdown();
+    anyhow::anyhow!(why)
+}
+
+/// The root supervisor gave up: exit 70 so systemd restarts the node.
+fn root_gave_up(node: &NodeContext, observer: &NodeObserver) -> u8 {
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("root supervisor gave up"),
+    ]);
+    if let Some(chain) = observer.root_gave_up() {
+        error!(exit = EXIT_ROOT_GAVE_UP, chain = %chain, "root supervisor gave up; exiting so systemd restarts the node");
+    } else {
+        error!(
+            exit = EXIT_ROOT_GAVE_UP,
+            "root supervisor stopped unexpectedly; exiting so systemd restarts the node"
+        );
+    }
+    node.metrics.shutdown();
+    EXIT_ROOT_GAVE_UP
+}
+
+/// The graceful stop: stop the tree within `node.shutdown_timeout`, release leftover jobs,
+/// give the name back, wait for operators' commands; 0, or 75 when a restart was asked for.
+async fn shut_down(
+    node: &NodeContext,
+    root: &ActorRef<SupervisorMsg>,
+    keeper: NameKeeper,
+    mut signals: Signals,
+    reason: &'static str,
+) -> u8 {
+    let config = &node.config;
     let shutdown_started = std::time::Instant::now();
     info!(reason, timeout = ?config.node.shutdown_timeout, "shutting down");
     notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
@@ -184,27 +268,25 @@ pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<u8> {
             root.kill();
         }
     }
-    release_leftovers(&ctx).await;
+    release_leftovers(node).await;
     // The name is given back only after this node's jobs were: until then they are its own.
     keeper.stop().await;
     // An operator's command still running (e.g. a PHP-FPM restart) is not cut short by the exit.
-    ctx.wait_operator_commands(
-        config
-            .node
-            .shutdown_timeout
-            .saturating_sub(shutdown_started.elapsed()),
-    )
-    .await;
-    ctx.metrics.shutdown();
-    if ctx.restart_requested() {
+    let left = config
+        .node
+        .shutdown_timeout
+        .saturating_sub(shutdown_started.elapsed());
+    node.lifecycle.wait_operator_commands(left).await;
+    node.metrics.shutdown();
+    if node.lifecycle.restart_requested() {
         warn!(
-            exit = chom_actors::context::EXIT_RESTART,
+            exit = EXIT_RESTART,
             "node stopped to be restarted (memory near its limit)"
         );
-        return Ok(chom_actors::context::EXIT_RESTART);
+        return EXIT_RESTART;
     }
     info!("node stopped");
-    Ok(0)
+    0
 }
 
 /// Jobs still reserved by this node after the tree stopped (their workers were killed at the
@@ -418,10 +500,8 @@ async fn keep_name(
         }
     }
     info!(node = %instance.name, instance = %instance.id, "node name held on the database");
-    ctx.set_identity_held();
-    if let Some(queue) = ctx.queue.get() {
-        queue.wake_for_new_jobs();
-    }
+    ctx.readiness.set_identity_held();
+    ctx.queue.wake_for_new_jobs();
     let Some(NodeLock::Postgres(mut pg)) = lock else {
         // A file lock cannot be lost while the process lives: hold it until cancelled.
         let _held = lock;

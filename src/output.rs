@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use chom_actors::health::{HealthReport, Overall};
+use chom_actors::monitors::health::{HealthReport, Overall};
 use chom_core::inventory::Tenant;
 use chom_core::job::{Enqueued, Job};
 use chom_core::limits::escape_control;

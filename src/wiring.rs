@@ -3,14 +3,14 @@
 //! ```text
 //! root (rest_for_one)
 //! ├── store               database pool + cache client
+//! ├── fleet (dynamic one_for_one)
+//! │   ├── inventory       keeps one vps actor per row of vps_servers
+//! │   └── vps:<id>        SSH session + circuit breaker of one server (added at run time)
 //! ├── queue (one_for_one)
 //! │   ├── completer       batched writes of job results
 //! │   ├── worker:1..N     one job at a time each
 //! │   ├── dispatcher      batched claims, LISTEN/NOTIFY + polling
 //! │   └── reaper          rescue, stuck jobs, pruning, dead-letter analysis
-//! ├── fleet (dynamic one_for_one)
-//! │   ├── inventory       keeps one vps actor per row of vps_servers
-//! │   └── vps:<id>        SSH session + circuit breaker of one server (added at run time)
 //! ├── monitors (one_for_one)
 //! │   ├── health          periodic checks, cached for /health, remediation
 //! │   ├── memory          RSS / cgroup / host memory; recycle workers, then exit 75
@@ -22,24 +22,31 @@
 //!
 //! rest_for_one at the root: a restarted store means rebuilt pools, and everything started
 //! after it is restarted too, so no actor keeps using what the old store owned.
+//!
+//! [`assemble`] is the one place the node is put together, in dependency order: the handles
+//! (`chom_actors::handles`, the published backends, the health and memory cells), the fleet's
+//! shared state, the queue's (whose workers call the fleet), the edges' aggregate
+//! (`NodeContext`), then the tree's specs. Each actor's `Args` get exactly the handles it
+//! uses; only the edges get the aggregate.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use chom_actors::backends::{PublishedBackends, StoreActor, StoreArgs};
 use chom_actors::context::NodeContext;
-use chom_actors::fleet::Fleet;
 use chom_actors::fleet::inventory::{InventoryActor, InventoryArgs};
-use chom_actors::health_actor::{HealthActor, HealthArgs};
-use chom_actors::memory::{MemoryActor, MemoryArgs};
+use chom_actors::fleet::{Fleet, FleetContext};
+use chom_actors::handles::{NodeInfo, Readiness, StartFaults};
 use chom_actors::metrics::Metrics;
-use chom_actors::queue::QueueShared;
+use chom_actors::monitors::health_actor::{HealthActor, HealthArgs};
+use chom_actors::monitors::memory::{MemoryActor, MemoryArgs};
+use chom_actors::monitors::watchdog::{StatusSources, WatchdogActor, WatchdogArgs};
 use chom_actors::queue::completer::{CompleterActor, CompleterArgs};
 use chom_actors::queue::dispatcher::{DispatcherActor, DispatcherArgs};
 use chom_actors::queue::reaper::{ReaperActor, ReaperArgs};
 use chom_actors::queue::worker::{WorkerActor, WorkerArgs};
-use chom_actors::store_actor::{StoreActor, StoreArgs};
-use chom_actors::watchdog::{WatchdogActor, WatchdogArgs};
-use chom_core::config::SupervisionConfig;
+use chom_actors::queue::{QueueContext, QueueShared};
+use chom_core::config::{Config, SupervisionConfig};
 use chom_supervisors::{
     Backoff, ChildSpec, Intensity, Observer, Shutdown, StartCtx, Strategy, SupervisorArgs,
     SupervisorSpec,
@@ -114,26 +121,93 @@ impl Observer for NodeObserver {
     }
 }
 
+/// The node, put together and not started yet.
+pub struct Assembly {
+    /// Every handle, the fleet and the queue: what the edges and `chom node` hold.
+    pub node: Arc<NodeContext>,
+    /// Records supervision events; says why the root gave up.
+    pub observer: Arc<NodeObserver>,
+    /// The root supervisor's arguments: the whole tree's specs.
+    pub root: SupervisorArgs,
+}
+
+/// Put the node together, in dependency order: the handles (each owning one concern), then
+/// the fleet (which needs only handles), then the queue's shared state (whose workers call
+/// the fleet), then the tree's specs, each actor given exactly the handles it uses. Nothing
+/// is started here.
+pub fn assemble(config: Arc<Config>, info: NodeInfo, listeners: Listeners) -> Assembly {
+    // The handles.
+    let metrics = Metrics::new(info.version);
+    let published = PublishedBackends::default();
+    let readiness = Readiness::default();
+    // The fleet.
+    let fleet = Fleet::new(FleetContext {
+        config: config.clone(),
+        metrics: metrics.clone(),
+        published: published.clone(),
+        readiness: readiness.clone(),
+    });
+    // The queue's shared state.
+    let queue = QueueShared::new(
+        QueueContext {
+            config: config.clone(),
+            metrics: metrics.clone(),
+            published: published.clone(),
+            readiness: readiness.clone(),
+            node_name: info.node_name.clone(),
+            debug_hooks: info.debug_hooks,
+        },
+        config.queue.workers as usize,
+    );
+    let http_addr = OnceLock::new();
+    if let Ok(addr) = listeners.http.local_addr() {
+        let _ = http_addr.set(addr);
+    }
+    let node = Arc::new(NodeContext {
+        config,
+        node_name: info.node_name,
+        version: info.version,
+        started_at: info.started_at,
+        started_wall: info.started_wall,
+        debug_hooks: info.debug_hooks,
+        metrics,
+        http_addr,
+        published,
+        readiness,
+        tree_root: Default::default(),
+        faults: Default::default(),
+        lifecycle: Default::default(),
+        health: Default::default(),
+        memory: Default::default(),
+        fleet,
+        queue,
+    });
+    // The tree.
+    let observer = Arc::new(NodeObserver::new(node.metrics.clone()));
+    let root = root(&node, listeners, observer.clone());
+    Assembly {
+        node,
+        observer,
+        root,
+    }
+}
+
 /// The root supervisor's arguments.
-pub fn root(
-    ctx: Arc<NodeContext>,
+fn root(
+    node: &Arc<NodeContext>,
     listeners: Listeners,
     observer: Arc<NodeObserver>,
 ) -> SupervisorArgs {
-    let sup = &ctx.config.supervision;
-    let shared = QueueShared::new(ctx.clone(), ctx.config.queue.workers as usize);
-    let _ = ctx.queue.set(shared.clone());
-    let fleet_shared = Fleet::new(ctx.clone());
-    let _ = ctx.fleet.set(fleet_shared.clone());
+    let sup = &node.config.supervision;
     let children = vec![
-        store(ctx.clone()),
+        store(node),
         // The fleet before the queue: workers call the fleet (vps.exec), so rest_for_one
         // restarts the queue when the fleet goes, a queue failure leaves the SSH sessions
         // alone, and on the way down the workers finish against a live fleet.
-        fleet(fleet_shared, observer.clone(), sup),
-        queue(&ctx, shared, observer.clone(), sup),
-        monitors(ctx.clone(), observer.clone(), sup),
-        edge(ctx.clone(), listeners, observer.clone(), sup),
+        fleet(node.fleet.clone(), observer.clone(), sup),
+        queue(node, observer.clone(), sup),
+        monitors(node, observer.clone(), sup),
+        edge(node, listeners, observer.clone(), sup),
     ];
     SupervisorArgs {
         path: String::new(),
@@ -167,16 +241,16 @@ fn spec(
 }
 
 /// A leaf actor started with fresh arguments on every (re)start. The start honours
-/// start failures injected with `debug.fault`, which live in the context so that they survive
-/// the restart of the whole subtree (a child that "fails forever").
-fn leaf<A, F>(ctx: &Arc<NodeContext>, id: &str, actor: fn() -> A, args: F) -> ChildSpec
+/// start failures injected with `debug.fault`, which live outside the supervisors so that
+/// they survive the restart of the whole subtree (a child that "fails forever").
+fn leaf<A, F>(faults: &StartFaults, id: &str, actor: fn() -> A, args: F) -> ChildSpec
 where
     A: Actor,
     F: Fn() -> A::Arguments + Send + Sync + 'static,
 {
-    let ctx = ctx.clone();
+    let faults = faults.clone();
     ChildSpec::worker(id, move |start: StartCtx| {
-        let injected = ctx.take_start_failure(&start.path);
+        let injected = faults.take(&start.path);
         let args = args();
         async move {
             if injected {
@@ -190,34 +264,29 @@ where
     })
 }
 
-fn store(ctx: Arc<NodeContext>) -> ChildSpec {
-    let args_ctx = ctx.clone();
-    leaf(
-        &ctx,
-        "store",
-        || StoreActor,
-        move || StoreArgs {
-            ctx: args_ctx.clone(),
-        },
-    )
-    // Closing pools waits for connections in use; bounded in the actor itself too.
-    .shutdown(Shutdown::Timeout(Duration::from_secs(10)))
+fn store(node: &NodeContext) -> ChildSpec {
+    let args = StoreArgs {
+        config: node.config.clone(),
+        node: node.info(),
+        backends: node.published.clone(),
+        readiness: node.readiness.clone(),
+    };
+    leaf(&node.faults, "store", || StoreActor, move || args.clone())
+        // Closing pools waits for connections in use; bounded in the actor itself too.
+        .shutdown(Shutdown::Timeout(Duration::from_secs(10)))
 }
 
 /// `queue` (one_for_one): completer first and reaper last, so that a shutdown (reverse order)
 /// stops maintenance and claims first, lets the workers finish their jobs, and stops the
 /// completer only after it wrote their results.
-fn queue(
-    ctx: &Arc<NodeContext>,
-    shared: Arc<QueueShared>,
-    observer: Arc<NodeObserver>,
-    sup: &SupervisionConfig,
-) -> ChildSpec {
+fn queue(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionConfig) -> ChildSpec {
+    let faults = &node.faults;
+    let shared = &node.queue;
     let mut children = Vec::new();
     let s = shared.clone();
     children.push(
         leaf(
-            ctx,
+            faults,
             "completer",
             || CompleterActor,
             move || CompleterArgs { shared: s.clone() },
@@ -226,17 +295,18 @@ fn queue(
     );
     // A worker finishes its current job when stopped; jobs still running when the node's
     // shutdown timeout expires are released for retry by `node::run`.
-    let grace = ctx.config.node.shutdown_timeout;
+    let grace = node.config.node.shutdown_timeout;
     for index in 0..shared.workers() {
-        let s = shared.clone();
+        let (s, fleet) = (shared.clone(), node.fleet.clone());
         children.push(
             leaf(
-                ctx,
+                faults,
                 &format!("worker:{}", index + 1),
                 || WorkerActor,
                 move || WorkerArgs {
                     shared: s.clone(),
                     index,
+                    fleet: fleet.clone(),
                 },
             )
             .shutdown(Shutdown::Timeout(grace)),
@@ -244,14 +314,14 @@ fn queue(
     }
     let s = shared.clone();
     children.push(leaf(
-        ctx,
+        faults,
         "dispatcher",
         || DispatcherActor,
         move || DispatcherArgs { shared: s.clone() },
     ));
-    let s = shared;
+    let s = shared.clone();
     children.push(leaf(
-        ctx,
+        faults,
         "reaper",
         || ReaperActor,
         move || ReaperArgs { shared: s.clone() },
@@ -277,39 +347,44 @@ fn fleet(fleet: Arc<Fleet>, observer: Arc<NodeObserver>, sup: &SupervisionConfig
     subtree("fleet", Strategy::OneForOne, vec![inventory], observer, sup)
 }
 
-fn monitors(
-    ctx: Arc<NodeContext>,
-    observer: Arc<NodeObserver>,
-    sup: &SupervisionConfig,
-) -> ChildSpec {
-    let health_ctx = ctx.clone();
+fn monitors(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionConfig) -> ChildSpec {
+    let health_args = HealthArgs {
+        checks: node.checks(),
+        cache: node.health.clone(),
+    };
     let health = leaf(
-        &ctx,
+        &node.faults,
         "health",
         || HealthActor,
-        move || HealthArgs {
-            ctx: health_ctx.clone(),
-        },
+        move || health_args.clone(),
     );
-    let memory_ctx = ctx.clone();
+    let memory_args = MemoryArgs {
+        config: node.config.memory.clone(),
+        status: node.memory.clone(),
+        metrics: node.metrics.clone(),
+        lifecycle: node.lifecycle.clone(),
+        queue: node.queue.clone(),
+    };
     let memory = leaf(
-        &ctx,
+        &node.faults,
         "memory",
         || MemoryActor,
-        move || MemoryArgs {
-            ctx: memory_ctx.clone(),
-        },
+        move || memory_args.clone(),
     );
-    let watchdog_period = sd_notify::watchdog_enabled();
-    let args_ctx = ctx.clone();
+    let watchdog_args = WatchdogArgs {
+        status: StatusSources {
+            root: node.tree_root.clone(),
+            readiness: node.readiness.clone(),
+            queue: node.queue.clone(),
+            metrics: node.metrics.clone(),
+        },
+        watchdog: sd_notify::watchdog_enabled(),
+    };
     let watchdog = leaf(
-        &ctx,
+        &node.faults,
         "watchdog",
         || WatchdogActor,
-        move || WatchdogArgs {
-            ctx: args_ctx.clone(),
-            watchdog: watchdog_period,
-        },
+        move || watchdog_args.clone(),
     );
     subtree(
         "monitors",
@@ -320,29 +395,30 @@ fn monitors(
     )
 }
 
+/// The edges get the whole node: they are its control surface.
 fn edge(
-    ctx: Arc<NodeContext>,
+    node: &Arc<NodeContext>,
     listeners: Listeners,
     observer: Arc<NodeObserver>,
     sup: &SupervisionConfig,
 ) -> ChildSpec {
-    let (http_ctx, http_listener) = (ctx.clone(), listeners.http.clone());
+    let (http_node, http_listener) = (node.clone(), listeners.http.clone());
     let http = leaf(
-        &ctx,
+        &node.faults,
         "http",
         || HttpActor,
         move || HttpArgs {
-            ctx: http_ctx.clone(),
+            ctx: http_node.clone(),
             listener: http_listener.clone(),
         },
     );
-    let (admin_ctx, admin_listener) = (ctx.clone(), listeners.admin);
+    let (admin_node, admin_listener) = (node.clone(), listeners.admin);
     let admin = leaf(
-        &ctx,
+        &node.faults,
         "admin",
         || AdminActor,
         move || AdminArgs {
-            ctx: admin_ctx.clone(),
+            ctx: admin_node.clone(),
             listener: admin_listener.clone(),
         },
     );

@@ -13,10 +13,10 @@
 //! - on SQLite, with an exclusive lock on a file beside the database (`<file>.node.lock`): one
 //!   node per database file, whatever data dir or name it was started with.
 //!
-//! Nothing here claims or releases jobs; the dispatcher waits for [`NodeContext::identity_held`]
+//! Nothing here claims or releases jobs; the dispatcher waits for [`Readiness::identity_held`]
 //! before it does.
 //!
-//! [`NodeContext::identity_held`]: crate::context::NodeContext::identity_held
+//! [`Readiness::identity_held`]: crate::handles::Readiness::identity_held
 
 use std::fs::File;
 use std::io::Write as _;

@@ -3,18 +3,16 @@
 //! Dependencies point one way: `chom-core` (pure) -> this crate -> the `chom` binary.
 //! `chom-supervisors` knows nothing of this crate; actors here are supervised by it.
 
+pub mod backends;
 pub mod cache;
 pub mod context;
 pub mod fleet;
-pub mod health;
-pub mod health_actor;
+pub mod handles;
 pub mod identity;
 pub mod jobs;
-pub mod memory;
 pub mod metrics;
+pub mod monitors;
 pub mod notify;
 pub mod queue;
-pub mod store_actor;
 pub mod sys;
 pub mod tree;
-pub mod watchdog;

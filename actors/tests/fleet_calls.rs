@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chom_actors::context::NodeContext;
 use chom_actors::fleet::vps::{VpsActor, VpsArgs};
-use chom_actors::fleet::{ExecError, ExecRequest, Fleet};
+use chom_actors::fleet::{ExecError, ExecRequest, Fleet, FleetContext};
+use chom_actors::metrics::Metrics;
 use chom_core::config::Config;
 use chom_core::inventory::VpsServer;
 use chom_testkit::Sshd;
 use ractor::Actor;
 
-fn context(sshd: &Sshd) -> Arc<NodeContext> {
+fn config(sshd: &Sshd) -> Config {
     let mut config = Config::default();
     config.ssh.user = sshd.user();
     config.ssh.private_key = sshd.ed25519_key();
@@ -25,28 +25,21 @@ fn context(sshd: &Sshd) -> Arc<NodeContext> {
     config.ssh.retry_attempts = 1;
     config.breaker.failure_threshold = 5;
     config.breaker.open_timeout = Duration::from_secs(60);
-    Arc::new(NodeContext::new(
-        Arc::new(config),
-        "test".into(),
-        "0",
-        false,
-    ))
+    config
 }
 
 async fn start(sshd: &Sshd) -> Arc<Fleet> {
-    let fleet = Fleet::new(context(sshd));
-    start_server(&fleet, sshd, "web-1").await;
-    fleet
+    start_with(sshd, config(sshd)).await
 }
 
+/// A fleet alone: no store running, so only the servers started here exist.
 async fn start_with(sshd: &Sshd, config: Config) -> Arc<Fleet> {
-    let ctx = Arc::new(NodeContext::new(
-        Arc::new(config),
-        "test".into(),
-        "0",
-        false,
-    ));
-    let fleet = Fleet::new(ctx);
+    let fleet = Fleet::new(FleetContext {
+        config: Arc::new(config),
+        metrics: Metrics::new("0"),
+        published: Default::default(),
+        readiness: Default::default(),
+    });
     start_server(&fleet, sshd, "web-1").await;
     fleet
 }
@@ -153,7 +146,7 @@ async fn an_open_breaker_rejects_in_under_a_millisecond_without_touching_the_net
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_sshd_hits_the_command_and_connect_timeouts() {
     let sshd = Sshd::start();
-    let mut ctx = (*context(&sshd).config).clone();
+    let mut ctx = config(&sshd);
     ctx.ssh.command_timeout = Duration::from_millis(800);
     ctx.ssh.connect_timeout = Duration::from_millis(600);
     ctx.ssh.keepalive_interval = Duration::from_secs(30);

@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use chom_actors::backends::Backends;
 use chom_actors::cache::Cache;
-use chom_actors::context::{Backends, NodeContext};
-use chom_actors::health::{self, CheckStatus};
+use chom_actors::metrics::Metrics;
+use chom_actors::monitors::health::{self, CheckStatus, Checks};
 use chom_core::config::Config;
 use chom_core::inventory::{NewSite, Tier, VpsServer};
 use chom_core::job::{Completion, JobState, NewJob};
@@ -125,12 +126,18 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
     let store = store::open(&config.database).expect("open");
     store.migrate().await.expect("migrate");
     // The node's `/health` database check, over this store.
-    let ctx = NodeContext::new(Arc::new(config), "node-a".to_owned(), "test", false);
-    ctx.publish_backends(Some(Backends {
+    let ctx = Checks {
+        config: Arc::new(config),
+        metrics: Metrics::new("test"),
+        published: Default::default(),
+        readiness: Default::default(),
+        root: Default::default(),
+    };
+    ctx.published.publish(Some(Backends {
         store: store.clone(),
         cache: Cache::open(&ctx.config.cache).expect("memory cache"),
     }));
-    ctx.set_migrated();
+    ctx.readiness.set_migrated();
     assert_eq!(database_check(&ctx).await, CheckStatus::Ok);
     store.probe_write().await.expect("probe with space");
     let tenant = store.create_tenant("before", Tier::Starter).await.unwrap();
@@ -256,7 +263,7 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
     );
     assert!(texts(&raw, "SELECT domain FROM sites").await.is_empty());
     raw.close().await;
-    ctx.publish_backends(None);
+    ctx.published.publish(None);
     store.close().await;
 }
 
@@ -271,7 +278,7 @@ async fn texts(pool: &sqlx::SqlitePool, sql: &'static str) -> BTreeSet<String> {
 }
 
 /// The status of the `database` check of `/health`.
-async fn database_check(ctx: &NodeContext) -> CheckStatus {
+async fn database_check(ctx: &Checks) -> CheckStatus {
     health::run_checks(ctx).await.checks["database"].status
 }
 

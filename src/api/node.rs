@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chom_actors::health::HealthReport;
+use chom_actors::monitors::health::HealthReport;
 use chom_actors::tree::TreeSummary;
 use chom_core::breaker::BreakerState;
 use chom_core::limits;

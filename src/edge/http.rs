@@ -27,7 +27,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chom_actors::context::NodeContext;
-use chom_actors::health::{self, HealthReport};
+use chom_actors::monitors::health::{self, HealthReport};
 use chom_core::config::HttpConfig;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -394,7 +394,7 @@ async fn fresh_report(routes: &Routes) -> HealthReport {
     {
         return report.clone();
     }
-    let report = health::run_checks(&routes.ctx).await;
+    let report = health::run_checks(&routes.ctx.checks()).await;
     *last = Some((Instant::now(), report.clone()));
     report
 }

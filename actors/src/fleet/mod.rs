@@ -30,7 +30,11 @@ use chom_ssh::{Output, Session};
 use ractor::ActorRef;
 use tracing::debug;
 
-use crate::context::NodeContext;
+use chom_core::config::Config;
+
+use crate::backends::{Backends, PublishedBackends};
+use crate::handles::Readiness;
+use crate::metrics::Metrics;
 use exec::{Bulkhead, MAX_WAITING, Retry, outcome_label};
 use failure::Failure;
 use vps::{Observation, VpsMsg};
@@ -38,10 +42,35 @@ use vps::{Observation, VpsMsg};
 /// Time to wait for a VPS actor that is being restarted before giving up on an attempt.
 const ACTOR_WAIT: Duration = Duration::from_secs(2);
 
+/// What the fleet uses of the node: built by the wiring from the node's handles.
+#[derive(Clone)]
+pub struct FleetContext {
+    /// `ssh`, `breaker` and the config's `[[vps]]` entries.
+    pub config: Arc<Config>,
+    /// SSH command, breaker and inventory metrics.
+    pub metrics: Metrics,
+    /// The store's backends (the inventory, breaker snapshots' servers).
+    pub published: PublishedBackends,
+    /// Whether migrations ran (the inventory waits for them).
+    pub readiness: Readiness,
+}
+
+impl FleetContext {
+    /// The store's backends, while the store actor runs.
+    pub fn backends(&self) -> Option<Backends> {
+        self.published.current()
+    }
+
+    /// Whether migrations have been applied.
+    pub fn migrated(&self) -> bool {
+        self.readiness.migrated()
+    }
+}
+
 /// What the fleet's actors and callers share.
 pub struct Fleet {
-    /// The node's context.
-    pub ctx: Arc<NodeContext>,
+    /// What the fleet uses of the node.
+    pub ctx: FleetContext,
     actors: Mutex<HashMap<String, ActorRef<VpsMsg>>>,
     bulkheads: Mutex<HashMap<String, Arc<Bulkhead>>>,
     key: tokio::sync::Mutex<Option<Arc<chom_ssh::PrivateKey>>>,
@@ -92,7 +121,7 @@ pub enum ExecError {
 
 impl Fleet {
     /// Shared state for a node.
-    pub fn new(ctx: Arc<NodeContext>) -> Arc<Fleet> {
+    pub fn new(ctx: FleetContext) -> Arc<Fleet> {
         Arc::new(Fleet {
             ctx,
             actors: Mutex::default(),

@@ -21,7 +21,7 @@ use std::time::Duration;
 use chom_core::job::JobKind;
 use chom_core::policy::AttemptOutcome;
 
-use crate::context::NodeContext;
+use crate::backends::PublishedBackends;
 use crate::fleet::{ExecError, Fleet};
 
 pub use debug::{DebugJob, Fail, Panic, PanicOnce, Record, Sleep};
@@ -95,7 +95,7 @@ pub struct JobEnv<'a> {
     /// Whether the debug kinds are available.
     pub debug_hooks: bool,
     /// The node (fleet and store access); `None` in unit tests of the pure kinds.
-    pub ctx: Option<&'a Arc<NodeContext>>,
+    pub fleet: Option<&'a Arc<Fleet>>,
 }
 
 /// Kinds this node can run.
@@ -116,19 +116,24 @@ pub async fn run(kind: &str, payload: &str, env: &JobEnv<'_>) -> Result<(), JobE
 /// Per-kind hook run once when a job fails for good (after its last attempt, or at once for a
 /// permanent error): `site.provision` marks its site failed with the reason; a debug job
 /// writes the reason to its `hook_file`.
-pub fn on_final_failure(ctx: &Arc<NodeContext>, kind: &str, payload: &str, error: &str) {
-    if let Ok(Job::SiteProvision(job)) = Job::parse(kind, payload, ctx.debug_hooks) {
-        site_provision::on_final_failure(ctx, &job, error);
+pub fn on_final_failure(
+    backends: &PublishedBackends,
+    debug_hooks: bool,
+    kind: &str,
+    payload: &str,
+    error: &str,
+) {
+    if let Ok(Job::SiteProvision(job)) = Job::parse(kind, payload, debug_hooks) {
+        site_provision::on_final_failure(backends, &job, error);
     }
     // Tests observe the hook through the file.
-    if let Some(path) = debug::hook_file(kind, payload, ctx.debug_hooks) {
+    if let Some(path) = debug::hook_file(kind, payload, debug_hooks) {
         let _ = std::fs::write(path, error);
     }
 }
 
 fn fleet<'a>(env: &'a JobEnv<'_>) -> Result<&'a Arc<Fleet>, JobError> {
-    env.ctx
-        .and_then(|ctx| ctx.fleet.get())
+    env.fleet
         .ok_or_else(|| JobError::Retryable("the fleet is not running on this node".into()))
 }
 
@@ -209,7 +214,7 @@ mod tests {
             id: 1,
             node: "n",
             debug_hooks: debug,
-            ctx: None,
+            fleet: None,
         }
     }
 

@@ -2,7 +2,6 @@
 //! marks the site active; when its attempts run out, the final-failure hook marks it failed
 //! with the reason.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chom_core::inventory::SiteStatus;
@@ -12,7 +11,7 @@ use tracing::{error, info, warn};
 use super::payload::Lenient;
 use super::vps_exec::command_result;
 use super::{JobEnv, JobError, fleet};
-use crate::context::NodeContext;
+use crate::backends::PublishedBackends;
 use crate::fleet::ExecRequest;
 
 /// The payload of `site.provision`.
@@ -78,14 +77,14 @@ pub(super) async fn run(job: &SiteProvision, env: &JobEnv<'_>) -> Result<(), Job
 
 /// Mark the site failed with `error`, in the background: the worker must not wait on the
 /// database here; a few tries, then a loud log line.
-pub(super) fn on_final_failure(ctx: &Arc<NodeContext>, job: &SiteProvision, error: &str) {
-    let (ctx, site, error) = (ctx.clone(), job.site, error.to_owned());
-    tokio::spawn(async move { mark_site_failed(&ctx, site, &error).await });
+pub(super) fn on_final_failure(backends: &PublishedBackends, job: &SiteProvision, error: &str) {
+    let (backends, site, error) = (backends.clone(), job.site, error.to_owned());
+    tokio::spawn(async move { mark_site_failed(&backends, site, &error).await });
 }
 
-async fn mark_site_failed(ctx: &NodeContext, site: i64, reason: &str) {
+async fn mark_site_failed(backends: &PublishedBackends, site: i64, reason: &str) {
     for attempt in 1..=5u32 {
-        let result = match ctx.backends() {
+        let result = match backends.current() {
             Some(b) => chom_store::with_timeout(
                 Duration::from_secs(10),
                 b.store

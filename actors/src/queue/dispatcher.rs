@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::QueueShared;
 use super::worker::WorkerMsg;
-use crate::context::AbortOnDrop;
+use crate::handles::AbortOnDrop;
 use chom_store as store;
 
 /// The dispatcher actor.
@@ -216,7 +216,7 @@ const SPLIT_CLAIM: usize = 256;
 /// priority, so the result is that of one claim of the same size. If one half fails, the
 /// jobs the other half claimed are kept (they are reserved by now) and the error is logged.
 async fn claim(
-    backends: &crate::context::Backends,
+    backends: &crate::backends::Backends,
     node: &str,
     queues: &[String],
     want: usize,
@@ -248,7 +248,7 @@ async fn claim(
 /// lowest buffered jobs (their attempt restored).
 async fn displace(
     shared: &QueueShared,
-    backends: &crate::context::Backends,
+    backends: &crate::backends::Backends,
     queues: &[String],
 ) -> Result<(), store::StoreError> {
     let Some(lowest) = shared.lowest_buffered() else {

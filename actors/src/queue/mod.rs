@@ -27,12 +27,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chom_core::config::Config;
 use chom_core::job::{Completion, Job};
 use chom_core::policy::JobPolicy;
 use ractor::ActorRef;
 use tokio::sync::Notify;
 
-use crate::context::NodeContext;
+use crate::backends::{Backends, PublishedBackends};
+use crate::handles::Readiness;
+use crate::metrics::Metrics;
 
 /// Largest ready buffer (and so about the largest claim). A claim takes tens of milliseconds
 /// on a busy machine: the buffer must cover that at tens of thousands of short jobs a second
@@ -63,10 +66,44 @@ pub struct Slot {
     pub crash: Option<String>,
 }
 
+/// What the queue uses of the node: built by the wiring from the node's handles.
+#[derive(Clone)]
+pub struct QueueContext {
+    /// `queue` (and the job kinds' retry policies).
+    pub config: Arc<Config>,
+    /// Job and queue metrics.
+    pub metrics: Metrics,
+    /// The store's backends (claims, completions, maintenance).
+    pub published: PublishedBackends,
+    /// Migrations applied and the node name held: nothing is claimed or released before.
+    pub readiness: Readiness,
+    /// The name jobs are reserved under.
+    pub node_name: String,
+    /// Whether the `debug.*` job kinds run (`CHOM_DEBUG_HOOKS=1`).
+    pub debug_hooks: bool,
+}
+
+impl QueueContext {
+    /// The store's backends, while the store actor runs.
+    pub fn backends(&self) -> Option<Backends> {
+        self.published.current()
+    }
+
+    /// Whether migrations have been applied.
+    pub fn migrated(&self) -> bool {
+        self.readiness.migrated()
+    }
+
+    /// Whether this process holds its node name (see [`Readiness::identity_held`]).
+    pub fn identity_held(&self) -> bool {
+        self.readiness.identity_held()
+    }
+}
+
 /// What the queue actors share.
 pub struct QueueShared {
-    /// The node's context.
-    pub ctx: Arc<NodeContext>,
+    /// What the queue uses of the node.
+    pub ctx: QueueContext,
     slots: Vec<Mutex<Slot>>,
     notify: Notify,
     wake_pending: AtomicBool,
@@ -89,16 +126,17 @@ pub struct QueueShared {
 
 impl QueueShared {
     /// Shared state for `workers` workers.
-    pub fn new(ctx: Arc<NodeContext>, workers: usize) -> Arc<Self> {
+    pub fn new(ctx: QueueContext, workers: usize) -> Arc<Self> {
+        let buckets = ctx.config.queue.queues.len() + 1;
         Arc::new(QueueShared {
-            ctx: ctx.clone(),
+            ctx,
             slots: (0..workers).map(|_| Mutex::new(Slot::default())).collect(),
             notify: Notify::new(),
             wake_pending: AtomicBool::new(false),
             maybe_more: AtomicBool::new(true),
             new_jobs: AtomicBool::new(true),
             // One bucket per configured queue, in priority order, plus one for any other queue.
-            ready: Mutex::new(vec![VecDeque::new(); ctx.config.queue.queues.len() + 1]),
+            ready: Mutex::new(vec![VecDeque::new(); buckets]),
             finished: AtomicU64::new(0),
             rate: Mutex::new((Instant::now(), 0, 0.0)),
             dispatcher: Mutex::new(None),

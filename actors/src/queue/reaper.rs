@@ -16,7 +16,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, error, info, warn};
 
 use super::QueueShared;
-use crate::context::Backends;
+use crate::backends::Backends;
 use chom_store::{self as store, StoreError};
 
 const TICK: Duration = Duration::from_secs(5);
@@ -154,7 +154,7 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
 /// Fail jobs reserved longer than `older_than` (also `chom jobs kill-stuck`, which refuses
 /// values above `limits::MAX_DURATION` first). An age reaching before the epoch matches no job.
 pub async fn kill_stuck(
-    ctx: &crate::context::NodeContext,
+    ctx: &super::QueueContext,
     b: &Backends,
     older_than: Duration,
 ) -> Result<Vec<i64>, StoreError> {
@@ -172,7 +172,7 @@ pub async fn kill_stuck(
 
 /// Dead-letter analysis over 24 h; returns every kind with its count and whether it is flagged.
 pub async fn analyze(
-    ctx: &crate::context::NodeContext,
+    ctx: &super::QueueContext,
     b: &Backends,
 ) -> Result<Vec<(chom_core::job::KindFailures, bool)>, StoreError> {
     let since = Utc::now() - chrono::Duration::hours(24);

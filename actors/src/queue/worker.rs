@@ -19,6 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, error, warn};
 
 use super::QueueShared;
+use crate::fleet::Fleet;
 use crate::jobs::{self, JobEnv};
 
 /// A worker actor.
@@ -30,12 +31,15 @@ pub struct WorkerArgs {
     pub shared: Arc<QueueShared>,
     /// This worker's slot (0-based; its path is `queue/worker:{index+1}`).
     pub index: usize,
+    /// The fleet the jobs' commands run on (`vps.exec`, `site.provision`).
+    pub fleet: Arc<Fleet>,
 }
 
 /// Running state.
 pub struct WorkerState {
     shared: Arc<QueueShared>,
     index: usize,
+    fleet: Arc<Fleet>,
     done: u32,
     born: Instant,
 }
@@ -56,7 +60,11 @@ impl Actor for WorkerActor {
         myself: ActorRef<WorkerMsg>,
         args: WorkerArgs,
     ) -> Result<WorkerState, ActorProcessingErr> {
-        let WorkerArgs { shared, index } = args;
+        let WorkerArgs {
+            shared,
+            index,
+            fleet,
+        } = args;
         let (leftover, crash) = {
             let mut slot = shared.slot(index);
             slot.worker = Some(myself);
@@ -90,6 +98,7 @@ impl Actor for WorkerActor {
         Ok(WorkerState {
             shared,
             index,
+            fleet,
             done: 0,
             born: Instant::now(),
         })
@@ -152,7 +161,7 @@ async fn run(myself: &ActorRef<WorkerMsg>, state: &mut WorkerState, job: Arc<Job
         id: job.id,
         node: &ctx.node_name,
         debug_hooks: ctx.debug_hooks,
-        ctx: Some(ctx),
+        fleet: Some(&state.fleet),
     };
     let started = Instant::now();
     let attempt = AssertUnwindSafe(jobs::run(&job.kind, &job.payload, &env)).catch_unwind();
@@ -273,7 +282,13 @@ fn settle(shared: &QueueShared, job: &Job, outcome: &AttemptOutcome, ran: Durati
         }
         Decision::Fail { error } => {
             error!(job = job.id, kind = %job.kind, attempts = job.attempts, %error, "queue: job failed for good; moved to failed_jobs");
-            jobs::on_final_failure(ctx, &job.kind, &job.payload, &error);
+            jobs::on_final_failure(
+                &ctx.published,
+                ctx.debug_hooks,
+                &job.kind,
+                &job.payload,
+                &error,
+            );
             Completion::Fail { id: job.id, error }
         }
     }

@@ -11,29 +11,57 @@
 //! alone never makes the node exit: other processes may be the ones using it. An operator
 //! command (`memory.action`, e.g. the plan's PHP-FPM restart) runs beside the recycle.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use chom_core::config::MemoryConfig;
 use chom_supervisors::RECYCLE;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::{error, warn};
 
-use crate::context::NodeContext;
+use crate::handles::Lifecycle;
+use crate::metrics::Metrics;
+use crate::queue::QueueShared;
 use crate::sys::ShellOutcome;
 
 /// The actor.
 pub struct MemoryActor;
 
 /// Start-up arguments.
+#[derive(Clone)]
 pub struct MemoryArgs {
-    /// The node's context.
-    pub ctx: Arc<NodeContext>,
+    /// `memory`: interval, limits, threshold, the operator's action.
+    pub config: MemoryConfig,
+    /// Where each sample is kept for `chom status`.
+    pub status: MemoryStatus,
+    /// `chom_memory_actions_total`.
+    pub metrics: Metrics,
+    /// The drain-and-exit-75 request, and the operator's commands the node waits for.
+    pub lifecycle: Lifecycle,
+    /// The workers recycled under pressure.
+    pub queue: Arc<QueueShared>,
 }
 
 /// Running state.
 pub struct MemoryState {
-    ctx: Arc<NodeContext>,
+    args: MemoryArgs,
     policy: MemoryPolicy,
+}
+
+/// The memory monitor's last sample, for `chom status`. Cloning shares the same sample.
+#[derive(Clone, Default)]
+pub struct MemoryStatus(Arc<Mutex<Option<Value>>>);
+
+impl MemoryStatus {
+    /// Keep the latest sample.
+    pub fn set(&self, status: Value) {
+        *self.0.lock().expect("memory lock") = Some(status);
+    }
+
+    /// The latest sample, once one was taken.
+    pub fn get(&self) -> Option<Value> {
+        self.0.lock().expect("memory lock").clone()
+    }
 }
 
 /// Messages.
@@ -210,12 +238,9 @@ impl Actor for MemoryActor {
         args: MemoryArgs,
     ) -> Result<MemoryState, ActorProcessingErr> {
         myself.send_message(MemoryMsg::Tick)?;
-        let m = &args.ctx.config.memory;
+        let m = &args.config;
         let policy = MemoryPolicy::new(m.threshold_percent, m.consecutive);
-        Ok(MemoryState {
-            ctx: args.ctx,
-            policy,
-        })
+        Ok(MemoryState { args, policy })
     }
 
     async fn handle(
@@ -227,7 +252,7 @@ impl Actor for MemoryActor {
         match message {
             MemoryMsg::Tick => {
                 tick(state);
-                myself.send_after(state.ctx.config.memory.interval, || MemoryMsg::Tick);
+                myself.send_after(state.args.config.interval, || MemoryMsg::Tick);
             }
         }
         Ok(())
@@ -235,20 +260,20 @@ impl Actor for MemoryActor {
 }
 
 fn tick(state: &mut MemoryState) {
-    let ctx = &state.ctx;
+    let args = &state.args;
     let s = sample();
-    let (percent, basis) = s.pressure(ctx.config.memory.max_rss);
+    let (percent, basis) = s.pressure(args.config.max_rss);
     let action = state.policy.observe(percent, basis.hard());
-    ctx.set_memory_status(json!({
+    args.status.set(json!({
         "rss_bytes": s.rss,
         "cgroup_current_bytes": s.cgroup_current,
         "cgroup_max_bytes": s.cgroup_max,
         "host_total_bytes": s.host_total,
         "host_available_bytes": s.host_available,
-        "max_rss_bytes": (ctx.config.memory.max_rss > 0).then_some(ctx.config.memory.max_rss),
+        "max_rss_bytes": (args.config.max_rss > 0).then_some(args.config.max_rss),
         "pressure_percent": (percent * 10.0).round() / 10.0,
         "basis": basis.as_str(),
-        "threshold_percent": ctx.config.memory.threshold_percent,
+        "threshold_percent": args.config.threshold_percent,
     }));
     match action {
         MemoryAction::None => {}
@@ -257,17 +282,18 @@ fn tick(state: &mut MemoryState) {
                 percent,
                 basis = basis.as_str(),
                 rss = s.rss,
-                threshold = ctx.config.memory.threshold_percent,
+                threshold = args.config.threshold_percent,
                 "memory: above the threshold; recycling the workers"
             );
-            ctx.metrics.memory_action("recycle");
-            recycle_workers(ctx);
-            let command = ctx.config.memory.action.trim().to_owned();
+            args.metrics.memory_action("recycle");
+            recycle_workers(&args.queue);
+            let command = args.config.action.trim().to_owned();
             if !command.is_empty() {
-                ctx.metrics.memory_action("command");
+                args.metrics.memory_action("command");
                 // Not awaited here: a slow service restart must not delay the next sample. The
                 // node waits for it before exiting (a restart may follow within a second).
-                ctx.spawn_operator_command(async move { run_action(&command).await });
+                args.lifecycle
+                    .spawn_operator_command(async move { run_action(&command).await });
             }
         }
         MemoryAction::Restart => {
@@ -277,8 +303,8 @@ fn tick(state: &mut MemoryState) {
                 rss = s.rss,
                 "memory: still near the limit after recycling the workers; draining and exiting so a fresh process starts before the OOM killer acts"
             );
-            ctx.metrics.memory_action("restart");
-            ctx.request_restart();
+            args.metrics.memory_action("restart");
+            args.lifecycle.request_restart();
         }
     }
 }
@@ -297,10 +323,7 @@ async fn run_action(command: &str) {
 
 /// Stop every worker with the `recycle` reason: each finishes its current job first, and its
 /// supervisor starts a fresh one (counted as a recycle, not a failure).
-fn recycle_workers(ctx: &NodeContext) {
-    let Some(queue) = ctx.queue.get() else {
-        return;
-    };
+fn recycle_workers(queue: &QueueShared) {
     for i in 0..queue.workers() {
         if let Some(worker) = queue.slot(i).worker.clone() {
             worker.stop(Some(RECYCLE.to_owned()));

@@ -5,17 +5,19 @@
 //! either makes the node `unhealthy` (HTTP 503); any other problem makes it `degraded`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use chom_core::breaker::BreakerState;
-use chom_core::config::redact_url;
+use chom_core::config::{Config, redact_url};
 use chom_core::job::QueueStats;
 
-use crate::context::NodeContext;
-use crate::metrics::CheckLevel;
+use crate::backends::PublishedBackends;
+use crate::handles::{Readiness, TreeRoot};
+use crate::metrics::{CheckLevel, Metrics};
 use crate::sys::ShellOutcome;
 use crate::{sys, tree};
 
@@ -124,8 +126,45 @@ impl HealthReport {
     }
 }
 
+/// What the checks look at: the `/health` document is made from these handles alone.
+#[derive(Clone)]
+pub struct Checks {
+    /// `health` (limits, operator checks), `node.data_dir`, `queue`, `observability`.
+    pub config: Arc<Config>,
+    /// Where the results are recorded, and the breaker states the `fleet` check reads.
+    pub metrics: Metrics,
+    /// The store's backends (`database`, `cache`, `queue` checks).
+    pub published: PublishedBackends,
+    /// Whether migrations ran (before that, `database` is a round trip and `queue` waits).
+    pub readiness: Readiness,
+    /// The tree the `supervision` check fetches.
+    pub root: TreeRoot,
+}
+
+/// The last report of `monitors/health` and when it was made, served by `/health` so that a
+/// scrape costs no database query. Cloning shares the same report.
+#[derive(Clone, Default)]
+pub struct HealthCache(Arc<Mutex<Option<(Instant, HealthReport)>>>);
+
+impl HealthCache {
+    /// Keep the health actor's latest report.
+    pub fn set(&self, report: HealthReport) {
+        *self.0.lock().expect("health lock") = Some((Instant::now(), report));
+    }
+
+    /// The health actor's latest report, if it is younger than `max_age`.
+    pub fn get(&self, max_age: Duration) -> Option<HealthReport> {
+        self.0
+            .lock()
+            .expect("health lock")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() <= max_age)
+            .map(|(_, r)| r.clone())
+    }
+}
+
 /// Run every check now (concurrently) and record the results in the metrics.
-pub async fn run_checks(ctx: &NodeContext) -> HealthReport {
+pub async fn run_checks(ctx: &Checks) -> HealthReport {
     let limit = ctx.config.health.check_timeout;
     let fleet = check_fleet(ctx);
     let (database, cache, disk, supervision, queue, observability) = tokio::join!(
@@ -185,12 +224,12 @@ fn millis(d: Duration) -> f64 {
 /// migrations are applied there is nothing to write to, and a plain round trip is the check.
 ///
 /// [`Store::probe_write`]: chom_store::Store::probe_write
-async fn check_database(ctx: &NodeContext, limit: Duration) -> CheckResult {
-    let Some(backends) = ctx.backends() else {
+async fn check_database(ctx: &Checks, limit: Duration) -> CheckResult {
+    let Some(backends) = ctx.published.current() else {
         return CheckResult::error("store actor is not running", json!({}));
     };
     let backend = backends.store.backend().as_str();
-    if !ctx.migrated() {
+    if !ctx.readiness.migrated() {
         return match chom_store::with_timeout(limit, backends.store.ping()).await {
             Ok(latency) => CheckResult::warning(
                 "reachable, migrations not applied yet",
@@ -210,8 +249,8 @@ async fn check_database(ctx: &NodeContext, limit: Duration) -> CheckResult {
     }
 }
 
-async fn check_cache(ctx: &NodeContext) -> CheckResult {
-    let Some(backends) = ctx.backends() else {
+async fn check_cache(ctx: &Checks) -> CheckResult {
+    let Some(backends) = ctx.published.current() else {
         return CheckResult::error("store actor is not running", json!({}));
     };
     let backend = backends.cache.kind();
@@ -223,7 +262,7 @@ async fn check_cache(ctx: &NodeContext) -> CheckResult {
     }
 }
 
-fn check_disk(ctx: &NodeContext) -> CheckResult {
+fn check_disk(ctx: &Checks) -> CheckResult {
     let dir = &ctx.config.node.data_dir;
     match sys::disk_usage(dir) {
         Ok(usage) => {
@@ -249,8 +288,8 @@ fn check_disk(ctx: &NodeContext) -> CheckResult {
     }
 }
 
-async fn check_queue(ctx: &NodeContext) -> CheckResult {
-    let Some(backends) = ctx.backends().filter(|_| ctx.migrated()) else {
+async fn check_queue(ctx: &Checks) -> CheckResult {
+    let Some(backends) = ctx.published.current().filter(|_| ctx.readiness.migrated()) else {
         return CheckResult::error("database not ready", json!({}));
     };
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
@@ -363,7 +402,7 @@ static OBSERVABILITY: std::sync::Mutex<Option<(String, std::time::Instant, Check
 
 /// Prometheus' `/-/healthy` within `observability.timeout`. Never worse than a warning: the
 /// node's work does not depend on its observers.
-async fn check_observability(ctx: &NodeContext) -> CheckResult {
+async fn check_observability(ctx: &Checks) -> CheckResult {
     let cfg = &ctx.config.observability;
     let base = cfg.prometheus_url.trim_end_matches('/');
     if base.is_empty() {
@@ -394,7 +433,7 @@ async fn check_observability(ctx: &NodeContext) -> CheckResult {
 
 /// Warning while any server's circuit breaker is open (from the states the VPS actors
 /// export, so the check costs nothing however large the fleet).
-fn check_fleet(ctx: &NodeContext) -> CheckResult {
+fn check_fleet(ctx: &Checks) -> CheckResult {
     let states = ctx.metrics.breaker_states();
     let open: Vec<&str> = states
         .iter()
@@ -416,8 +455,8 @@ fn check_fleet(ctx: &NodeContext) -> CheckResult {
     }
 }
 
-async fn check_supervision(ctx: &NodeContext, limit: Duration) -> CheckResult {
-    let Some(root) = ctx.root() else {
+async fn check_supervision(ctx: &Checks, limit: Duration) -> CheckResult {
+    let Some(root) = ctx.root.get() else {
         return CheckResult::error("supervision tree not started", json!({}));
     };
     match tree::fetch(root, limit).await {

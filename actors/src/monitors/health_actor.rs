@@ -11,7 +11,6 @@
 //! taking the place of the restart.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chom_core::remediation::{Action, RemediationPolicy, Remediator};
@@ -19,22 +18,25 @@ use chom_supervisors::SupervisorMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{error, info, warn};
 
-use crate::context::NodeContext;
-use crate::health::{self, CheckStatus, HealthReport};
+use crate::monitors::health::{self, CheckStatus, Checks, HealthCache, HealthReport};
 use crate::sys::ShellOutcome;
 
 /// The actor.
 pub struct HealthActor;
 
 /// Start-up arguments.
+#[derive(Clone)]
 pub struct HealthArgs {
-    /// The node's context.
-    pub ctx: Arc<NodeContext>,
+    /// What the checks look at (and the root, through which remediation restarts actors).
+    pub checks: Checks,
+    /// Where each round's report is kept for `/health`.
+    pub cache: HealthCache,
 }
 
 /// Running state.
 pub struct HealthState {
-    ctx: Arc<NodeContext>,
+    checks: Checks,
+    cache: HealthCache,
     remediators: HashMap<String, Remediator>,
 }
 
@@ -64,7 +66,8 @@ impl Actor for HealthActor {
     ) -> Result<HealthState, ActorProcessingErr> {
         myself.send_message(HealthMsg::Tick)?;
         Ok(HealthState {
-            ctx: args.ctx,
+            checks: args.checks,
+            cache: args.cache,
             remediators: HashMap::new(),
         })
     }
@@ -79,9 +82,9 @@ impl Actor for HealthActor {
             HealthMsg::Tick => {
                 // Until the node is ready (migrations applied) a report would only say so and
                 // go stale at once: check again soon instead of caching it.
-                let next = if state.ctx.ready() {
+                let next = if state.checks.readiness.ready() {
                     tick(state).await;
-                    state.ctx.config.health.interval
+                    state.checks.config.health.interval
                 } else {
                     Duration::from_millis(200)
                 };
@@ -94,7 +97,7 @@ impl Actor for HealthActor {
     }
 }
 
-fn policy(ctx: &NodeContext) -> RemediationPolicy {
+fn policy(ctx: &Checks) -> RemediationPolicy {
     let h = &ctx.config.health;
     RemediationPolicy {
         failures_before: h.failures_before_restart,
@@ -105,7 +108,7 @@ fn policy(ctx: &NodeContext) -> RemediationPolicy {
 }
 
 async fn tick(state: &mut HealthState) {
-    let ctx = state.ctx.clone();
+    let ctx = state.checks.clone();
     let mut report = health::run_checks(&ctx).await;
     let now = Instant::now();
     let policy = policy(&ctx);
@@ -159,7 +162,7 @@ async fn tick(state: &mut HealthState) {
         }
     }
     let report = HealthReport::from_checks(report.checks);
-    ctx.set_health_report(report);
+    state.cache.set(report);
 }
 
 /// How a failing check is healed.
@@ -188,8 +191,8 @@ async fn run_remediation(check: &str, command: &str) {
     }
 }
 
-async fn restart(ctx: &NodeContext, path: &str) {
-    let Some(root) = ctx.root() else {
+async fn restart(ctx: &Checks, path: &str) {
+    let Some(root) = ctx.root.get() else {
         return;
     };
     let result = ractor::call_t!(

@@ -13,24 +13,27 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sd_notify::NotifyState;
 use tracing::{info, warn};
 
-use crate::context::NodeContext;
+use crate::handles::{Readiness, TreeRoot};
+use crate::metrics::Metrics;
 use crate::notify::notify;
+use crate::queue::QueueShared;
 use crate::tree;
 
 /// The watchdog actor.
 pub struct WatchdogActor;
 
 /// Start-up arguments.
+#[derive(Clone)]
 pub struct WatchdogArgs {
-    /// The node's shared context.
-    pub ctx: Arc<NodeContext>,
+    /// What the liveness round trip and the STATUS= line read.
+    pub status: StatusSources,
     /// systemd's watchdog period (`WATCHDOG_USEC`), when systemd asked for pings.
     pub watchdog: Option<Duration>,
 }
 
 /// What the actor holds while running.
 pub struct WatchdogState {
-    ctx: Arc<NodeContext>,
+    status: StatusSources,
     ping_watchdog: bool,
     interval: Duration,
     healthy: bool,
@@ -59,7 +62,7 @@ impl Actor for WatchdogActor {
         let interval = args.watchdog.map_or(STATUS_INTERVAL, |p| p / 2);
         myself.send_message(WatchdogMsg::Tick)?;
         Ok(WatchdogState {
-            ctx: args.ctx,
+            status: args.status,
             ping_watchdog: args.watchdog.is_some(),
             interval,
             healthy: true,
@@ -82,7 +85,7 @@ impl Actor for WatchdogActor {
 async fn tick(myself: &ActorRef<WatchdogMsg>, state: &mut WatchdogState) {
     // The round trip must finish well within the period, or the ping would arrive late anyway.
     let timeout = (state.interval / 2).min(Duration::from_secs(5));
-    match liveness(&state.ctx, timeout).await {
+    match liveness(&state.status, timeout).await {
         Ok(status) => {
             if !state.healthy {
                 info!("watchdog: supervision tree answers again; resuming WATCHDOG=1");
@@ -106,9 +109,22 @@ async fn tick(myself: &ActorRef<WatchdogMsg>, state: &mut WatchdogState) {
     myself.send_after(state.interval, || WatchdogMsg::Tick);
 }
 
+/// What the watchdog reads: the tree it pings and what the STATUS= line summarizes.
+#[derive(Clone)]
+pub struct StatusSources {
+    /// The root supervisor the round trip starts at.
+    pub root: TreeRoot,
+    /// `ready` or `starting`.
+    pub readiness: Readiness,
+    /// The workers running.
+    pub queue: Arc<QueueShared>,
+    /// Open breakers and the queue's size.
+    pub metrics: Metrics,
+}
+
 /// One liveness round trip; on success, the STATUS= line.
-async fn liveness(ctx: &NodeContext, timeout: Duration) -> Result<String, String> {
-    let root = ctx.root().ok_or("tree not started")?;
+async fn liveness(sources: &StatusSources, timeout: Duration) -> Result<String, String> {
+    let root = sources.root.get().ok_or("tree not started")?;
     let deadline_ms = (timeout * 2).as_millis() as u64;
     ractor::call_t!(
         root,
@@ -117,28 +133,25 @@ async fn liveness(ctx: &NodeContext, timeout: Duration) -> Result<String, String
     )
     .map_err(|e| format!("root supervisor: {e}"))??;
     let report = tree::fetch(root, timeout).await?;
-    Ok(status_line(ctx, &tree::summarize(&report)))
+    Ok(status_line(sources, &tree::summarize(&report)))
 }
 
 /// `ready; 3/3 workers; 0 open breakers; queue 12; 25/25 actors running; 0 restarts`, or
 /// `starting; ...` before migrations ran.
-pub fn status_line(ctx: &NodeContext, summary: &tree::TreeSummary) -> String {
-    let phase = if ctx.ready() {
+pub fn status_line(sources: &StatusSources, summary: &tree::TreeSummary) -> String {
+    let phase = if sources.readiness.ready() {
         "ready"
     } else {
         "starting (waiting for database migrations)"
     };
-    let workers = ctx
-        .queue
-        .get()
-        .map_or((0, 0), |q| (q.running_workers(), q.workers()));
-    let open = ctx
+    let workers = (sources.queue.running_workers(), sources.queue.workers());
+    let open = sources
         .metrics
         .breaker_states()
         .iter()
         .filter(|(_, s)| s.is_open())
         .count();
-    let queue = ctx
+    let queue = sources
         .metrics
         .queue_total()
         .map_or_else(|| "?".to_owned(), |n| n.to_string());
