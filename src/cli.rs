@@ -699,8 +699,7 @@ async fn migrate(cli: &Cli, config: &Config) -> u8 {
     crate::logging::init_client();
     let outcome = async {
         let store = chom_store::open(&config.database)?;
-        let limit = config.database.connect_timeout.max(Duration::from_secs(1)) * 6;
-        chom_store::with_timeout(limit, store.migrate()).await?;
+        store.migrate().await?;
         store.close().await;
         Ok::<_, chom_store::StoreError>(store.backend())
     }

@@ -8,12 +8,11 @@ use chom_actors::fleet::vps::{BreakerCommand, VpsInfo, VpsMsg, snapshot_key};
 use chom_core::inventory::{NewSite, Tenant, VpsServer};
 use chom_core::job::NewJob;
 use chom_core::policy::JobPolicy;
-use chom_store as store;
 use serde_json::{Value, json};
 
 use crate::api::node::OpenBreaker;
 use crate::api::{self, Method, breaker, debug, sites, tenants, vps};
-use crate::methods::{Handle, STORE_TIMEOUT, backends, run, store_err, wake_dispatcher};
+use crate::methods::{Handle, backends, run, store_err, wake_dispatcher};
 use crate::rpc::protocol::RpcError;
 
 /// The fleet's methods; `None` when `method` is not one of them.
@@ -46,9 +45,7 @@ const ACTOR_TIMEOUT_MS: u64 = 5_000;
 impl Handle for vps::List {
     async fn handle(self, ctx: &NodeContext) -> Result<vps::Servers, RpcError> {
         let b = backends(ctx)?;
-        let servers = store::with_timeout(STORE_TIMEOUT, b.store.vps_list())
-            .await
-            .map_err(store_err)?;
+        let servers = b.store.vps_list().await.map_err(store_err)?;
         let running = ctx.fleet.running();
         let vps = servers
             .into_iter()
@@ -77,9 +74,7 @@ impl Handle for vps::Add {
             source: "admin".to_owned(),
         };
         let b = backends(ctx)?;
-        store::with_timeout(STORE_TIMEOUT, b.store.add_vps(&server))
-            .await
-            .map_err(store_err)?;
+        b.store.add_vps(&server).await.map_err(store_err)?;
         reconcile(ctx).await?;
         Ok(vps::Added {
             vps: server,
@@ -92,9 +87,7 @@ impl Handle for vps::Remove {
     async fn handle(self, ctx: &NodeContext) -> Result<vps::Removed, RpcError> {
         let id = self.id;
         let b = backends(ctx)?;
-        let removed = store::with_timeout(STORE_TIMEOUT, b.store.remove_vps(&id))
-            .await
-            .map_err(store_err)?;
+        let removed = b.store.remove_vps(&id).await.map_err(store_err)?;
         if !removed {
             return Err(RpcError::failed(format!("no vps `{id}`")));
         }
@@ -213,9 +206,7 @@ impl Handle for debug::VpsPanic {
 impl Handle for tenants::List {
     async fn handle(self, ctx: &NodeContext) -> Result<tenants::Tenants, RpcError> {
         let b = backends(ctx)?;
-        let tenants = store::with_timeout(STORE_TIMEOUT, b.store.tenants())
-            .await
-            .map_err(store_err)?;
+        let tenants = b.store.tenants().await.map_err(store_err)?;
         Ok(tenants::Tenants { tenants })
     }
 }
@@ -223,12 +214,10 @@ impl Handle for tenants::List {
 impl Handle for tenants::Add {
     async fn handle(self, ctx: &NodeContext) -> Result<Tenant, RpcError> {
         let b = backends(ctx)?;
-        store::with_timeout(
-            STORE_TIMEOUT,
-            b.store.create_tenant(&self.name, self.tier()),
-        )
-        .await
-        .map_err(store_err)
+        b.store
+            .create_tenant(&self.name, self.tier())
+            .await
+            .map_err(store_err)
     }
 }
 
@@ -236,9 +225,7 @@ impl Handle for sites::List {
     async fn handle(self, ctx: &NodeContext) -> Result<sites::Sites, RpcError> {
         let tenant = self.tenant.map(api::Id::get);
         let b = backends(ctx)?;
-        let sites = store::with_timeout(STORE_TIMEOUT, b.store.sites(tenant))
-            .await
-            .map_err(store_err)?;
+        let sites = b.store.sites(tenant).await.map_err(store_err)?;
         Ok(sites::Sites { sites })
     }
 }
@@ -253,9 +240,7 @@ impl Handle for sites::Add {
             domain: self.domain,
         };
         let b = backends(ctx)?;
-        let site = store::with_timeout(STORE_TIMEOUT, b.store.create_site(&new))
-            .await
-            .map_err(store_err)?;
+        let site = b.store.create_site(&new).await.map_err(store_err)?;
         let job = if provision {
             Some(enqueue_provision(ctx, site.id).await?)
         } else {
@@ -269,7 +254,8 @@ impl Handle for sites::Provision {
     async fn handle(self, ctx: &NodeContext) -> Result<sites::Provisioning, RpcError> {
         let id = self.id.get();
         let b = backends(ctx)?;
-        store::with_timeout(STORE_TIMEOUT, b.store.site(id))
+        b.store
+            .site(id)
             .await
             .map_err(store_err)?
             .ok_or_else(|| RpcError::failed(format!("no site {id}")))?;
@@ -292,9 +278,7 @@ async fn enqueue_provision(ctx: &NodeContext, site: i64) -> Result<i64, RpcError
         unique_key: Some(format!("site.provision:{site}")),
     };
     let b = backends(ctx)?;
-    let enqueued = store::with_timeout(STORE_TIMEOUT, b.store.enqueue(&job))
-        .await
-        .map_err(store_err)?;
+    let enqueued = b.store.enqueue(&job).await.map_err(store_err)?;
     wake_dispatcher(ctx);
     Ok(enqueued.id)
 }

@@ -283,9 +283,6 @@ impl Handle for api::debug::Inflate {
 
 // === jobs, queues, dead letters ===
 
-/// Database operations from the admin socket get this long.
-pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(30);
-
 pub(crate) fn backends(ctx: &NodeContext) -> Result<Backends, RpcError> {
     if !ctx.migrated() {
         return Err(RpcError::failed(
@@ -339,9 +336,7 @@ impl Handle for api::jobs::Enqueue {
             unique_key: self.unique_key,
         };
         let b = backends(ctx)?;
-        let enqueued = store::with_timeout(STORE_TIMEOUT, b.store.enqueue(&job))
-            .await
-            .map_err(store_err)?;
+        let enqueued = b.store.enqueue(&job).await.map_err(store_err)?;
         wake_dispatcher(ctx);
         Ok(enqueued)
     }
@@ -351,14 +346,11 @@ impl Handle for api::jobs::Show {
     async fn handle(self, ctx: &NodeContext) -> Result<Job, RpcError> {
         let id = self.id.get();
         let b = backends(ctx)?;
-        store::with_timeout(STORE_TIMEOUT, b.store.job(id))
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| {
-                RpcError::failed(format!(
-                    "no job with id {id} (completed jobs are kept for queue.retention)"
-                ))
-            })
+        b.store.job(id).await.map_err(store_err)?.ok_or_else(|| {
+            RpcError::failed(format!(
+                "no job with id {id} (completed jobs are kept for queue.retention)"
+            ))
+        })
     }
 }
 
@@ -370,9 +362,7 @@ impl Handle for api::jobs::List {
             queue: self.queue,
         };
         let b = backends(ctx)?;
-        let jobs = store::with_timeout(STORE_TIMEOUT, b.store.jobs(&filter))
-            .await
-            .map_err(store_err)?;
+        let jobs = b.store.jobs(&filter).await.map_err(store_err)?;
         Ok(api::jobs::Jobs { jobs })
     }
 }
@@ -398,6 +388,8 @@ async fn queue_sizes(ctx: &NodeContext) -> std::collections::BTreeMap<String, u6
     let Ok(b) = backends(ctx) else {
         return Default::default();
     };
+    // `status` answers quickly even when the database is slow: 5 s of its own, not the
+    // store's limit for statistics.
     match store::with_timeout(
         Duration::from_secs(5),
         b.store.queue_stats(&ctx.config.queue.queues),
@@ -412,10 +404,11 @@ async fn queue_sizes(ctx: &NodeContext) -> std::collections::BTreeMap<String, u6
 impl Handle for api::queue::Stats {
     async fn handle(self, ctx: &NodeContext) -> Result<api::queue::QueueStatsReply, RpcError> {
         let b = backends(ctx)?;
-        let queues =
-            store::with_timeout(STORE_TIMEOUT, b.store.queue_stats(&ctx.config.queue.queues))
-                .await
-                .map_err(store_err)?;
+        let queues = b
+            .store
+            .queue_stats(&ctx.config.queue.queues)
+            .await
+            .map_err(store_err)?;
         Ok(api::queue::QueueStatsReply { queues })
     }
 }
@@ -444,9 +437,7 @@ async fn queue_pause(
     } else {
         b.store.resume_queue(&queue)
     };
-    store::with_timeout(STORE_TIMEOUT, op)
-        .await
-        .map_err(store_err)?;
+    op.await.map_err(store_err)?;
     ctx.queue.invalidate_paused();
     tracing::info!(
         queue,
@@ -464,9 +455,7 @@ impl Handle for api::failed::List {
     async fn handle(self, ctx: &NodeContext) -> Result<api::failed::Failed, RpcError> {
         let limit = api::list_limit(self.limit);
         let b = backends(ctx)?;
-        let failed = store::with_timeout(STORE_TIMEOUT, b.store.failed_jobs(limit))
-            .await
-            .map_err(store_err)?;
+        let failed = b.store.failed_jobs(limit).await.map_err(store_err)?;
         Ok(api::failed::Failed { failed })
     }
 }
@@ -475,9 +464,7 @@ impl Handle for api::failed::Retry {
     async fn handle(self, ctx: &NodeContext) -> Result<api::failed::Retried, RpcError> {
         let target = self.target();
         let b = backends(ctx)?;
-        let ids = store::with_timeout(STORE_TIMEOUT, b.store.retry_failed(target))
-            .await
-            .map_err(store_err)?;
+        let ids = b.store.retry_failed(target).await.map_err(store_err)?;
         if let (Some(id), true) = (target, ids.is_empty()) {
             return Err(RpcError::failed(format!("no failed job with id {id}")));
         }
@@ -497,9 +484,7 @@ impl Handle for api::failed::Prune {
         let cutoff =
             limits::cutoff_before(chrono::Utc::now(), "older_than", older_than).map_err(invalid)?;
         let b = backends(ctx)?;
-        let pruned = store::with_timeout(STORE_TIMEOUT, b.store.prune_failed(cutoff))
-            .await
-            .map_err(store_err)?;
+        let pruned = b.store.prune_failed(cutoff).await.map_err(store_err)?;
         Ok(api::failed::Pruned {
             pruned,
             older_than: humantime::format_duration(older_than).to_string(),

@@ -296,6 +296,7 @@ async fn release_leftovers(ctx: &NodeContext) {
     if !ctx.migrated() || !ctx.identity_held() {
         return;
     }
+    // Part of the shutdown's budget, shorter than the store's own limit.
     let limit = std::time::Duration::from_secs(5);
     let release = async {
         let store = chom_store::open(&ctx.config.database)?;

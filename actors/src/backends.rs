@@ -113,7 +113,6 @@ impl Actor for StoreActor {
         let backends = Backends { store, cache };
         args.backends.publish(Some(backends.clone()));
         let migration = tokio::spawn(migrate_until_done(
-            args.config,
             args.node,
             args.readiness,
             backends.clone(),
@@ -157,15 +156,9 @@ impl Actor for StoreActor {
 
 /// Apply migrations, retrying with capped exponential backoff until they succeed, then record
 /// the node in the `nodes` table (once it holds its name) the same way.
-async fn migrate_until_done(
-    config: Arc<Config>,
-    node: NodeInfo,
-    readiness: Readiness,
-    backends: Backends,
-) {
-    let limit = config.database.connect_timeout.max(Duration::from_secs(1)) * 6;
+async fn migrate_until_done(node: NodeInfo, readiness: Readiness, backends: Backends) {
     until_ok("store: migrations not applied yet", || {
-        store::with_timeout(limit, backends.store.migrate())
+        backends.store.migrate()
     })
     .await;
     info!(
@@ -186,7 +179,7 @@ async fn migrate_until_done(
     // would rescue its running jobs.
     until_ok(
         "store: could not record this node in the nodes table",
-        || store::with_timeout(limit, backends.store.register_node(&record)),
+        || backends.store.register_node(&record),
     )
     .await;
 }

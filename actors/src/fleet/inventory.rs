@@ -117,17 +117,15 @@ async fn reconcile(state: &mut InventoryState) -> Result<(), String> {
     }
     let backends = ctx.backends().ok_or("the store is not running")?;
     let store = &backends.store;
-    let limit = Duration::from_secs(10);
     if !state.config_upserted {
         let entries: Vec<VpsServer> = ctx.config.vps.iter().map(VpsServer::from_config).collect();
-        chom_store::with_timeout(limit, store.upsert_config_vps(&entries))
+        store
+            .upsert_config_vps(&entries)
             .await
             .map_err(|e| e.to_string())?;
         state.config_upserted = true;
     }
-    let rows = chom_store::with_timeout(limit, store.vps_list())
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows = store.vps_list().await.map_err(|e| e.to_string())?;
     let wanted: HashMap<String, VpsServer> = rows.into_iter().map(|v| (v.id.clone(), v)).collect();
 
     let gone: Vec<String> = state
@@ -151,7 +149,7 @@ async fn reconcile(state: &mut InventoryState) -> Result<(), String> {
             None => start(state, server).await?,
         }
     }
-    if let Ok((tenants, sites)) = chom_store::with_timeout(limit, store.inventory_counts()).await {
+    if let Ok((tenants, sites)) = store.inventory_counts().await {
         ctx.metrics.set_inventory(tenants, sites);
     }
     Ok(())

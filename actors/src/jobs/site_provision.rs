@@ -48,8 +48,9 @@ pub(super) async fn run(job: &SiteProvision, env: &JobEnv<'_>) -> Result<(), Job
         .ctx
         .backends()
         .ok_or_else(|| JobError::Retryable("the store is not running".into()))?;
-    let limit = Duration::from_secs(10);
-    let site = chom_store::with_timeout(limit, backends.store.site(id))
+    let site = backends
+        .store
+        .site(id)
         .await
         .map_err(|e| JobError::Retryable(e.to_string()))?
         .ok_or_else(|| JobError::Permanent(format!("no site {id}")))?;
@@ -65,12 +66,11 @@ pub(super) async fn run(job: &SiteProvision, env: &JobEnv<'_>) -> Result<(), Job
         })
         .await?;
     command_result(&site.vps_id, "site:create", &output)?;
-    chom_store::with_timeout(
-        limit,
-        backends.store.set_site_status(id, SiteStatus::Active, None),
-    )
-    .await
-    .map_err(|e| JobError::Retryable(format!("site created but not marked active: {e}")))?;
+    backends
+        .store
+        .set_site_status(id, SiteStatus::Active, None)
+        .await
+        .map_err(|e| JobError::Retryable(format!("site created but not marked active: {e}")))?;
     info!(site = id, domain = %site.domain, vps = %site.vps_id, "site provisioned");
     Ok(())
 }
@@ -85,13 +85,11 @@ pub(super) fn on_final_failure(backends: &PublishedBackends, job: &SiteProvision
 async fn mark_site_failed(backends: &PublishedBackends, site: i64, reason: &str) {
     for attempt in 1..=5u32 {
         let result = match backends.current() {
-            Some(b) => chom_store::with_timeout(
-                Duration::from_secs(10),
-                b.store
-                    .set_site_status(site, SiteStatus::Failed, Some(reason)),
-            )
-            .await
-            .map_err(|e| e.to_string()),
+            Some(b) => b
+                .store
+                .set_site_status(site, SiteStatus::Failed, Some(reason))
+                .await
+                .map_err(|e| e.to_string()),
             None => Err("the store is not running".to_owned()),
         };
         match result {

@@ -229,6 +229,7 @@ async fn check_database(ctx: &Checks, limit: Duration) -> CheckResult {
         return CheckResult::error("store actor is not running", json!({}));
     };
     let backend = backends.store.backend().as_str();
+    // `health.check_timeout` is this check's own budget, shorter than the store's limits.
     if !ctx.readiness.migrated() {
         return match chom_store::with_timeout(limit, backends.store.ping()).await {
             Ok(latency) => CheckResult::warning(

@@ -155,7 +155,7 @@ async fn write(shared: &QueueShared) -> Result<usize, store::StoreError> {
     }
     let started = Instant::now();
     let one = |b: Vec<Completion>| async {
-        match store::with_timeout(Duration::from_secs(10), backends.store.complete(&b)).await {
+        match backends.store.complete(&b).await {
             Ok(()) => Ok(b.len()),
             Err(error) => Err((b, error)),
         }

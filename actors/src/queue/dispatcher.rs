@@ -102,7 +102,7 @@ async fn waker(shared: Arc<QueueShared>) {
     loop {
         if listener.is_none() && Instant::now() >= next_listen && shared.ctx.migrated() {
             if let Some(b) = shared.ctx.backends() {
-                match store::with_timeout(Duration::from_secs(5), b.store.listen()).await {
+                match b.store.listen().await {
                     Ok(stream) => listener = stream,
                     Err(error) => {
                         warn!(%error, "queue: cannot LISTEN for new jobs; polling meanwhile")
@@ -143,10 +143,9 @@ async fn claim_round(state: &mut DispatcherState) {
     let Some(backends) = ctx.backends() else {
         return;
     };
-    let limit = Duration::from_secs(10);
     if !state.released_own {
         // Jobs this node held when it died (SIGKILL, OOM) go back to pending before we claim.
-        match store::with_timeout(limit, backends.store.release_node(&ctx.node_name)).await {
+        match backends.store.release_node(&ctx.node_name).await {
             Ok(n) => {
                 if n > 0 {
                     info!(
@@ -175,7 +174,7 @@ async fn claim_round(state: &mut DispatcherState) {
     };
     if want > 0 {
         let started = Instant::now();
-        let jobs = match claim(&backends, &ctx.node_name, &queues, want, limit).await {
+        let jobs = match claim(&backends, &ctx.node_name, &queues, want).await {
             Ok(jobs) => jobs,
             Err(error) => return log_error(state, &error.to_string()),
         };
@@ -220,9 +219,8 @@ async fn claim(
     node: &str,
     queues: &[String],
     want: usize,
-    limit: Duration,
 ) -> Result<Vec<chom_core::job::Job>, store::StoreError> {
-    let one = |n: usize| store::with_timeout(limit, backends.store.claim(node, queues, n as u32));
+    let one = |n: usize| backends.store.claim(node, queues, n as u32);
     if want < SPLIT_CLAIM || backends.store.backend() != store::Backend::Postgres {
         // (SQLite has one writer: two statements would only queue behind each other.)
         return one(want).await;
@@ -270,11 +268,7 @@ async fn displace(
     }
     let n = shared.ready_len().min(shared.prefetch()) as u32;
     let ctx = &shared.ctx;
-    let jobs = store::with_timeout(
-        Duration::from_secs(10),
-        backends.store.claim(&ctx.node_name, &higher, n),
-    )
-    .await?;
+    let jobs = backends.store.claim(&ctx.node_name, &higher, n).await?;
     if jobs.is_empty() {
         return Ok(());
     }

@@ -407,11 +407,7 @@ impl QueueShared {
             Some((at, list)) if at.elapsed() < max_age => list,
             _ => {
                 let fresh = match self.ctx.backends() {
-                    Some(b) => {
-                        chom_store::with_timeout(Duration::from_secs(5), b.store.paused_queues())
-                            .await
-                            .ok()
-                    }
+                    Some(b) => b.store.paused_queues().await.ok(),
                     None => None,
                 };
                 match fresh {

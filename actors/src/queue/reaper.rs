@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use super::QueueShared;
 use crate::backends::Backends;
-use chom_store::{self as store, StoreError};
+use chom_store::StoreError;
 
 const TICK: Duration = Duration::from_secs(5);
 
@@ -93,18 +93,16 @@ impl Actor for ReaperActor {
 async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
     let ctx = &state.shared.ctx;
     let q = &ctx.config.queue;
-    let limit = Duration::from_secs(10);
     let now = Utc::now();
-    store::with_timeout(limit, b.store.heartbeat(&ctx.node_name)).await?;
+    b.store.heartbeat(&ctx.node_name).await?;
 
-    let stats = store::with_timeout(limit, b.store.queue_stats(&q.queues)).await?;
+    let stats = b.store.queue_stats(&q.queues).await?;
     ctx.metrics
         .set_queue_sizes(stats.iter().map(|s| (s.queue.clone(), s.size())));
-    let failed = store::with_timeout(
-        limit,
-        b.store.failed_since(now - chrono::Duration::hours(1)),
-    )
-    .await?;
+    let failed = b
+        .store
+        .failed_since(now - chrono::Duration::hours(1))
+        .await?;
     ctx.metrics.set_failed_last_hour(failed);
 
     // Config durations are bounded when the config loads; the saturating arithmetic is the
@@ -117,8 +115,10 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
     let since = state
         .rescued_all
         .then(|| saturating_before(cutoff, q.stuck_after.saturating_add(q.stuck_check_interval)));
-    let rescued =
-        store::with_timeout(limit, b.store.rescue_expired(cutoff, since, &ctx.node_name)).await?;
+    let rescued = b
+        .store
+        .rescue_expired(cutoff, since, &ctx.node_name)
+        .await?;
     state.rescued_all = true;
     if rescued > 0 {
         warn!(
@@ -142,8 +142,7 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
     {
         state.last_prune = Some(Instant::now());
         let cutoff = saturating_before(now, q.retention);
-        let pruned =
-            store::with_timeout(Duration::from_secs(60), b.store.prune_jobs(cutoff)).await?;
+        let pruned = b.store.prune_jobs(cutoff).await?;
         if pruned > 0 {
             info!(jobs = pruned, "queue: pruned finished jobs past retention");
         }
@@ -159,11 +158,7 @@ pub async fn kill_stuck(
     older_than: Duration,
 ) -> Result<Vec<i64>, StoreError> {
     let cutoff = saturating_before(Utc::now(), older_than);
-    let ids = store::with_timeout(
-        Duration::from_secs(30),
-        b.store.kill_stuck(cutoff, STUCK_REASON),
-    )
-    .await?;
+    let ids = b.store.kill_stuck(cutoff, STUCK_REASON).await?;
     if !ids.is_empty() {
         error!(jobs = ?ids, older_than = %humantime::format_duration(older_than), node = %ctx.node_name, "queue: killed stuck jobs; moved to failed_jobs");
     }
@@ -176,8 +171,7 @@ pub async fn analyze(
     b: &Backends,
 ) -> Result<Vec<(chom_core::job::KindFailures, bool)>, StoreError> {
     let since = Utc::now() - chrono::Duration::hours(24);
-    let kinds =
-        store::with_timeout(Duration::from_secs(30), b.store.failures_by_kind(since)).await?;
+    let kinds = b.store.failures_by_kind(since).await?;
     let threshold = u64::from(ctx.config.queue.analyze_threshold);
     Ok(kinds
         .into_iter()
