@@ -123,12 +123,12 @@ impl Handle for breaker::List {
     }
 }
 
-/// Servers whose breaker is open or forced open (for `status`). The exported states say
-/// which; only those actors are asked for the reason, so `status` stays cheap on a large fleet.
+/// Servers whose breaker is open or forced open (for `status`). The breaker board says which;
+/// only those actors are asked for the reason, so `status` stays cheap on a large fleet.
 pub async fn open_breakers(ctx: &NodeContext) -> Vec<OpenBreaker> {
     let fleet = &ctx.fleet;
     let mut out = Vec::new();
-    for (service, state) in ctx.metrics.breaker_states() {
+    for (service, state) in fleet.ctx.breakers.states() {
         if !state.is_open() {
             continue;
         }

@@ -146,6 +146,7 @@ pub fn assemble(config: Arc<Config>, info: NodeInfo, listeners: Listeners) -> As
         metrics: metrics.clone(),
         published: published.clone(),
         readiness: readiness.clone(),
+        breakers: Default::default(),
     });
     // The queue's shared state.
     let queue = QueueShared::new(
@@ -377,6 +378,7 @@ fn monitors(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionCo
             readiness: node.readiness.clone(),
             queue: node.queue.clone(),
             metrics: node.metrics.clone(),
+            breakers: node.fleet.ctx.breakers.clone(),
         },
         watchdog: sd_notify::watchdog_enabled(),
     };

@@ -79,6 +79,7 @@ impl NodeContext {
         Checks {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
+            breakers: self.fleet.ctx.breakers.clone(),
             published: self.published.clone(),
             readiness: self.readiness.clone(),
             root: self.tree_root.clone(),

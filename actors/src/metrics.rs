@@ -302,17 +302,6 @@ impl Metrics {
             .insert(service.to_owned(), state);
     }
 
-    /// The last exported state of every breaker, by service.
-    pub fn breaker_states(&self) -> Vec<(String, BreakerState)> {
-        self.inner
-            .breakers
-            .lock()
-            .expect("breakers lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
-    }
-
     /// Forget a breaker (its VPS was removed).
     pub fn remove_breaker(&self, service: &str) {
         self.inner

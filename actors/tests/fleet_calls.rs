@@ -39,6 +39,7 @@ async fn start_with(sshd: &Sshd, config: Config) -> Arc<Fleet> {
         metrics: Metrics::new("0"),
         published: Default::default(),
         readiness: Default::default(),
+        breakers: Default::default(),
     });
     start_server(&fleet, sshd, "web-1").await;
     fleet

@@ -129,6 +129,7 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
     let ctx = Checks {
         config: Arc::new(config),
         metrics: Metrics::new("test"),
+        breakers: Default::default(),
         published: Default::default(),
         readiness: Default::default(),
         root: Default::default(),

@@ -199,11 +199,9 @@ async fn stop(state: &mut InventoryState, id: &str) -> Result<(), String> {
         Ok(()) | Err(SupervisorError::NoSuchChild(_)) => {
             state.started.remove(id);
             state.fleet.forget(id);
-            state
-                .fleet
-                .ctx
-                .metrics
-                .remove_breaker(&chom_core::inventory::vps_service(id));
+            let service = chom_core::inventory::vps_service(id);
+            state.fleet.ctx.breakers.remove(&service);
+            state.fleet.ctx.metrics.remove_breaker(&service);
             Ok(())
         }
         Err(error) => Err(format!("cannot stop the actor of vps `{id}`: {error}")),

@@ -15,6 +15,7 @@
 //! config's `[[vps]]` entries at start, starts an actor per row and stops actors of removed
 //! rows, at start, on `chom vps add|remove`, and every 30 s (servers added by another node).
 
+pub mod breakers;
 mod exec;
 mod failure;
 pub mod inventory;
@@ -53,6 +54,8 @@ pub struct FleetContext {
     pub published: PublishedBackends,
     /// Whether migrations ran (the inventory waits for them).
     pub readiness: Readiness,
+    /// Where the VPS actors keep their breaker states for the rest of the node.
+    pub breakers: breakers::BreakerBoard,
 }
 
 impl FleetContext {

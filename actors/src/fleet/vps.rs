@@ -316,12 +316,9 @@ async fn changed(state: &VpsState) {
 }
 
 fn publish(state: &VpsState) {
-    let now = Instant::now();
-    state
-        .fleet
-        .ctx
-        .metrics
-        .set_breaker(&service(state), state.breaker.state(now));
+    let (service, breaker) = (service(state), state.breaker.state(Instant::now()));
+    state.fleet.ctx.breakers.set(&service, breaker);
+    state.fleet.ctx.metrics.set_breaker(&service, breaker);
 }
 
 /// Cache key of a server's breaker snapshot.

@@ -131,8 +131,10 @@ impl HealthReport {
 pub struct Checks {
     /// `health` (limits, operator checks), `node.data_dir`, `queue`, `observability`.
     pub config: Arc<Config>,
-    /// Where the results are recorded, and the breaker states the `fleet` check reads.
+    /// Where the results are recorded.
     pub metrics: Metrics,
+    /// The servers' breaker states (the `fleet` check).
+    pub breakers: crate::fleet::breakers::BreakerBoard,
     /// The store's backends (`database`, `cache`, `queue` checks).
     pub published: PublishedBackends,
     /// Whether migrations ran (before that, `database` is a round trip and `queue` waits).
@@ -433,9 +435,9 @@ async fn check_observability(ctx: &Checks) -> CheckResult {
 }
 
 /// Warning while any server's circuit breaker is open (from the states the VPS actors
-/// export, so the check costs nothing however large the fleet).
+/// keep on the board, so the check costs nothing however large the fleet).
 fn check_fleet(ctx: &Checks) -> CheckResult {
-    let states = ctx.metrics.breaker_states();
+    let states = ctx.breakers.states();
     let open: Vec<&str> = states
         .iter()
         .filter(|(_, s)| s.is_open())

@@ -118,8 +118,10 @@ pub struct StatusSources {
     pub readiness: Readiness,
     /// The workers running.
     pub queue: Arc<QueueShared>,
-    /// Open breakers and the queue's size.
+    /// The queue's size.
     pub metrics: Metrics,
+    /// Open breakers.
+    pub breakers: crate::fleet::breakers::BreakerBoard,
 }
 
 /// One liveness round trip; on success, the STATUS= line.
@@ -145,12 +147,7 @@ pub fn status_line(sources: &StatusSources, summary: &tree::TreeSummary) -> Stri
         "starting (waiting for database migrations)"
     };
     let workers = (sources.queue.running_workers(), sources.queue.workers());
-    let open = sources
-        .metrics
-        .breaker_states()
-        .iter()
-        .filter(|(_, s)| s.is_open())
-        .count();
+    let open = sources.breakers.open_count();
     let queue = sources
         .metrics
         .queue_total()
