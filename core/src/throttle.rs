@@ -36,6 +36,12 @@ impl Throttle {
         self.reported_at = Some(now);
         Some(std::mem::take(&mut self.held))
     }
+
+    /// Start over (the condition ended): the next occurrence is reported at once.
+    pub fn reset(&mut self) {
+        self.reported_at = None;
+        self.held = 0;
+    }
 }
 
 #[cfg(test)]
@@ -53,6 +59,13 @@ mod tests {
         assert_eq!(t.note(at(29_999)), None);
         assert_eq!(t.note(at(30_000)), Some(3));
         assert_eq!(t.note(at(90_000)), Some(1));
+        t.note(at(90_001));
+        t.reset();
+        assert_eq!(
+            t.note(at(90_002)),
+            Some(1),
+            "reported at once, the held one forgotten"
+        );
     }
 
     proptest! {

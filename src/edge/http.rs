@@ -29,6 +29,7 @@ use axum::routing::get;
 use chom_actors::context::NodeContext;
 use chom_actors::monitors::health::{self, HealthReport};
 use chom_core::config::HttpConfig;
+use chom_core::throttle::Throttle;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -155,7 +156,8 @@ pub async fn serve(
         .keep_alive(true);
     let service = TowerToHyperService::new(app);
     let mut connections = JoinSet::new();
-    let mut refused = Refusals::default();
+    // Refused connections are logged at most once per interval, with how many there were.
+    let mut refused = Throttle::new(REFUSAL_LOG_INTERVAL);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -177,7 +179,13 @@ pub async fn serve(
             // refused client learns why, and the node holds nothing for it.
             let _ = stream.try_write(BUSY);
             drop(stream);
-            refused.note(limits.max_connections);
+            if let Some(refused) = refused.note(std::time::Instant::now()) {
+                warn!(
+                    refused,
+                    max_connections = limits.max_connections,
+                    "http: connection limit reached; refusing connections (http.max_connections)"
+                );
+            }
             continue;
         }
         connections.spawn(connection(
@@ -189,32 +197,6 @@ pub async fn serve(
         ));
     }
     while connections.join_next().await.is_some() {}
-}
-
-/// Counts refused connections and logs them at most once per [`REFUSAL_LOG_INTERVAL`].
-#[derive(Default)]
-struct Refusals {
-    since_log: u64,
-    logged_at: Option<Instant>,
-}
-
-impl Refusals {
-    fn note(&mut self, max: usize) {
-        self.since_log += 1;
-        let now = Instant::now();
-        if self
-            .logged_at
-            .is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL)
-        {
-            warn!(
-                refused = self.since_log,
-                max_connections = max,
-                "http: connection limit reached; refusing connections (http.max_connections)"
-            );
-            self.since_log = 0;
-            self.logged_at = Some(now);
-        }
-    }
 }
 
 /// Serve one connection until the client or hyper closes it, it stays idle for `idle`, or

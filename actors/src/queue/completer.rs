@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::QueueShared;
 use chom_core::backoff::Doubling;
 use chom_core::job::Completion;
+use chom_core::throttle::Throttle;
 use chom_store as store;
 
 /// Largest batch written in one transaction.
@@ -41,7 +42,8 @@ pub struct CompleterState {
     retry_pace: Doubling,
     /// The last write failed (a success after it is logged once).
     failing: bool,
-    last_error_log: Option<Instant>,
+    /// Write failures, logged once per 30 s while they last.
+    write_errors: Throttle,
 }
 
 /// Messages.
@@ -69,7 +71,7 @@ impl Actor for CompleterActor {
             shared: args.shared,
             retry_pace: Doubling::new(Duration::from_millis(100), Duration::from_secs(5)),
             failing: false,
-            last_error_log: None,
+            write_errors: Throttle::new(Duration::from_secs(30)),
         })
     }
 
@@ -121,12 +123,8 @@ async fn flush(myself: &ActorRef<CompleterMsg>, state: &mut CompleterState) {
             }
         }
         Err(error) => {
-            if state
-                .last_error_log
-                .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
-            {
-                warn!(%error, pending = state.shared.pending_completions(), "queue: cannot record job results; keeping them and retrying");
-                state.last_error_log = Some(Instant::now());
+            if let Some(failures) = state.write_errors.note(Instant::now()) {
+                warn!(%error, failures, pending = state.shared.pending_completions(), "queue: cannot record job results; keeping them and retrying");
             }
             state.failing = true;
             let delay = state.retry_pace.next_delay();

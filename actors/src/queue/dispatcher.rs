@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chom_core::throttle::Throttle;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
@@ -28,7 +29,9 @@ pub struct DispatcherArgs {
 pub struct DispatcherState {
     shared: Arc<QueueShared>,
     released_own: bool,
-    last_error_log: Option<Instant>,
+    /// Claim failures, logged once per 30 s while they last.
+    claim_errors: Throttle,
+    failing: bool,
     _waker: AbortOnDrop,
 }
 
@@ -59,7 +62,8 @@ impl Actor for DispatcherActor {
         Ok(DispatcherState {
             shared,
             released_own: false,
-            last_error_log: None,
+            claim_errors: Throttle::new(Duration::from_secs(30)),
+            failing: false,
             _waker: AbortOnDrop(waker),
         })
     }
@@ -188,7 +192,8 @@ async fn claim_round(state: &mut DispatcherState) {
             return log_error(state, &error.to_string());
         }
     }
-    if state.last_error_log.take().is_some() {
+    if std::mem::take(&mut state.failing) {
+        state.claim_errors.reset();
         info!("queue: claims work again");
     }
     for index in idle {
@@ -309,12 +314,9 @@ fn hand_over(shared: &QueueShared, index: usize, job: chom_core::job::Job) -> Ha
 }
 
 fn log_error(state: &mut DispatcherState, error: &str) {
+    state.failing = true;
     // Once per 30 s while the database is unreachable, not once per poll.
-    if state
-        .last_error_log
-        .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
-    {
-        warn!(%error, "queue: cannot claim jobs; retrying");
-        state.last_error_log = Some(Instant::now());
+    if let Some(failures) = state.claim_errors.note(Instant::now()) {
+        warn!(%error, failures, "queue: cannot claim jobs; retrying");
     }
 }
