@@ -164,7 +164,7 @@ impl Handle for api::node::Restart {
             .map_err(RpcError::failed)?;
         let child = tree::find(&report, &path);
         Ok(api::node::Restarted {
-            state: child.map(|c| c.state.clone()),
+            state: child.map(|c| c.state),
             restart_count: child.map(|c| c.restart_count),
             path,
         })
@@ -216,7 +216,7 @@ async fn supervisor_at(
         .await
         .map_err(RpcError::failed)?;
     match tree::find(&report, path) {
-        Some(child) if child.kind == "supervisor" => {}
+        Some(child) if child.kind == chom_supervisors::ChildKind::Supervisor => {}
         Some(_) => {
             return Err(RpcError::invalid_params(format!(
                 "{path} is not a supervisor"

@@ -124,7 +124,8 @@ fn render_children(children: &[ChildReport], prefix: &str, out: &mut String) {
         let _ = write!(
             out,
             "{prefix}{branch}{label:<width$} {:<10} restarts {}",
-            child.state, child.restart_count
+            child.state.as_str(),
+            child.restart_count
         );
         if child.recycles > 0 {
             let _ = write!(out, ", recycled {}", child.recycles);
@@ -151,7 +152,7 @@ pub fn restart(v: &Restarted) -> (String, u8) {
         format!(
             "restarted {} (now {}, restart count {})\n",
             v.path,
-            or_dash(v.state.as_deref()),
+            or_dash(v.state.map(|s| s.as_str())),
             text(&v.restart_count)
         ),
         0,

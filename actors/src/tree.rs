@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chom_supervisors::{ChildReport, SupervisorMsg, SupervisorReport};
+use chom_supervisors::{ChildReport, ChildStatus, Restart, SupervisorMsg, SupervisorReport};
 use ractor::ActorRef;
 
 /// Counts over every actor in the tree (supervisors included, the root excluded).
@@ -38,9 +38,9 @@ fn walk(children: &[ChildReport], summary: &mut TreeSummary) {
     for child in children {
         summary.actors += 1;
         summary.restarts += child.restart_count;
-        if child.state == "running" {
+        if child.state == ChildStatus::Running {
             summary.running += 1;
-        } else if child.restart == "permanent" {
+        } else if child.restart == Restart::Permanent {
             summary.not_running.push(child.path.clone());
         }
         if let Some(sub) = &child.children {

@@ -135,7 +135,7 @@ pub struct Restarted {
     /// The path restarted.
     pub path: String,
     /// Its state now, when the tree knows it.
-    pub state: Option<String>,
+    pub state: Option<chom_supervisors::ChildStatus>,
     /// Its restart count now.
     pub restart_count: Option<u64>,
 }

@@ -10,10 +10,13 @@ use crate::report::{ChildReport, FailureReport};
 use crate::spec::{ChildSpec, Shutdown, StartCtx, child_path};
 use crate::supervisor::SupervisorMsg;
 
-/// Lifecycle state of a child, as reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ChildStatus {
+/// Lifecycle state of a child, as reported (lowercase on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChildStatus {
+    /// Its start function is running.
     Starting,
+    /// Started and running.
     Running,
     /// Waiting for a scheduled restart.
     Restarting,
@@ -24,7 +27,8 @@ pub(crate) enum ChildStatus {
 }
 
 impl ChildStatus {
-    fn as_str(self) -> &'static str {
+    /// Lowercase name, as reported.
+    pub fn as_str(self) -> &'static str {
         match self {
             ChildStatus::Starting => "starting",
             ChildStatus::Running => "running",
@@ -125,9 +129,9 @@ impl Child {
         ChildReport {
             id: self.spec.id.clone(),
             path: self.path.clone(),
-            kind: self.spec.kind.as_str().to_owned(),
-            restart: self.spec.restart.as_str().to_owned(),
-            state: self.status.as_str().to_owned(),
+            kind: self.spec.kind,
+            restart: self.spec.restart,
+            state: self.status,
             restart_count: self.restart_count,
             recycles: self.recycles,
             last_failure: self.last_failure.clone(),

@@ -53,6 +53,7 @@ mod spec;
 mod supervisor;
 
 pub use backoff::{Backoff, BackoffState};
+pub use child::ChildStatus;
 pub use error::SupervisorError;
 pub use exit::{ExitKind, RECYCLE, SHUTDOWN, classify_reason};
 pub use intensity::{Intensity, IntensityTracker, Verdict};

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::child::ChildStatus;
+use crate::spec::{ChildKind, Restart};
+
 /// One supervisor and its children.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SupervisorReport {
@@ -22,12 +25,12 @@ pub struct ChildReport {
     /// Full path in the tree.
     pub path: String,
     /// `worker` or `supervisor`.
-    pub kind: String,
+    pub kind: ChildKind,
     /// `permanent`, `transient` or `temporary`.
-    pub restart: String,
+    pub restart: Restart,
     /// `starting`, `running`, `restarting` (waiting for its restart delay), `stopped`
     /// (exited and not restarted) or `failed` (crashed and not restarted).
-    pub state: String,
+    pub state: ChildStatus,
     /// Restarts so far (after failures, with a failed sibling, or manual); not recycles.
     pub restart_count: u64,
     /// Planned replacements so far (exits with reason `"recycle"`).

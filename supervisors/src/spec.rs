@@ -38,7 +38,8 @@ impl Strategy {
 }
 
 /// When a child is restarted after it exits (OTP meaning).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Restart {
     /// Always restarted, even after a normal exit.
     Permanent,
@@ -83,7 +84,8 @@ pub enum Shutdown {
 }
 
 /// What a child is, which decides its default shutdown and how it is reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ChildKind {
     /// Any actor doing work.
     Worker,

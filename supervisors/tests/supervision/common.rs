@@ -290,7 +290,10 @@ pub async fn tree(sup: &ActorRef<SupervisorMsg>) -> SupervisorReport {
 
 /// State string of the child at `path` in a fresh report.
 pub async fn state_of(sup: &ActorRef<SupervisorMsg>, path: &str) -> Option<String> {
-    tree(sup).await.child(path).map(|c| c.state.clone())
+    tree(sup)
+        .await
+        .child(path)
+        .map(|c| c.state.as_str().to_owned())
 }
 
 pub async fn restart(sup: &ActorRef<SupervisorMsg>, path: &str) -> Result<(), SupervisorError> {

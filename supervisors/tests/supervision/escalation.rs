@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use chom_supervisors::{
-    Backoff, ChildSpec, Fault, Intensity, Strategy, SupervisorMsg, SupervisorSpec, start_supervisor,
+    Backoff, ChildSpec, ChildStatus, Fault, Intensity, Strategy, SupervisorMsg, SupervisorSpec,
+    start_supervisor,
 };
 
 use crate::common::*;
@@ -95,7 +96,7 @@ async fn injected_permanent_start_failure_escalates_and_the_parent_recovers_the_
     );
     let report = tree(&sup).await;
     assert_eq!(report.child("mid").unwrap().restart_count, 1);
-    assert_eq!(report.child("mid/w").unwrap().state, "running");
+    assert_eq!(report.child("mid/w").unwrap().state, ChildStatus::Running);
     sup.stop(None);
     handle.await.unwrap();
 }

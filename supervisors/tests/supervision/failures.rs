@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chom_supervisors::{Backoff, Intensity, Restart, Strategy, SupervisorSpec, start_supervisor};
+use chom_supervisors::{
+    Backoff, ChildStatus, Intensity, Restart, Strategy, SupervisorSpec, start_supervisor,
+};
 
 use crate::common::*;
 
@@ -35,7 +37,7 @@ async fn crash_restarts_only_that_child(crash: ProbeMsg, reason: &str) {
     let report = tree(&sup).await;
     let a_report = report.child("a").unwrap();
     assert_eq!(a_report.restart_count, 1);
-    assert_eq!(a_report.state, "running");
+    assert_eq!(a_report.state, ChildStatus::Running);
     let failure = a_report.last_failure.as_ref().expect("failure recorded");
     assert!(failure.reason.contains(reason), "{failure:?}");
     assert!(failure.at_unix_ms > 0);
