@@ -8,17 +8,18 @@ use serde::{Deserialize, Serialize};
 use super::{Method, check_vps_id};
 use crate::rpc::protocol::RpcError;
 
-/// One server's breaker and session, as `chom breaker list` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServerBreaker {
-    /// Server id.
-    pub vps: String,
-    /// `host:port`.
-    pub address: String,
-    /// Whether a session is open.
-    pub connected: bool,
-    /// The breaker.
-    pub breaker: BreakerInfo,
+reply! {
+    /// One server's breaker and session, as `chom breaker list` shows it.
+    ServerBreaker {
+        /// Server id.
+        pub vps: String,
+        /// `host:port`.
+        pub address: String,
+        /// Whether a session is open.
+        pub connected: bool,
+        /// The breaker.
+        pub breaker: BreakerInfo,
+    }
 }
 
 impl From<VpsInfo> for ServerBreaker {
@@ -32,21 +33,17 @@ impl From<VpsInfo> for ServerBreaker {
     }
 }
 
-/// `breaker.list`: every running server's breaker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct List {}
-
-/// The answer to `breaker.list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Breakers {
-    /// One row per running server.
-    pub breakers: Vec<ServerBreaker>,
+request! {
+    /// `breaker.list`: every running server's breaker.
+    List("breaker.list") -> Breakers {}
 }
 
-impl Method for List {
-    const NAME: &'static str = "breaker.list";
-    type Reply = Breakers;
+reply! {
+    /// The answer to `breaker.list`.
+    Breakers {
+        /// One row per running server.
+        pub breakers: Vec<ServerBreaker>,
+    }
 }
 
 /// The operator actions on one breaker share their parameters and answer.

@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::node::check_path;
-use super::{HumanDuration, Method, check_duration, check_vps_id, invalid};
+use super::{HumanDuration, check_duration, check_vps_id, invalid};
 use crate::rpc::protocol::RpcError;
 
 /// The longest `debug.stall`.
@@ -15,15 +13,20 @@ pub const MAX_STALL: Duration = Duration::from_secs(3600);
 /// The most `debug.inflate` may allocate (the memory tests need a few hundred MB).
 pub const MAX_INFLATE_BYTES: u64 = 4 << 30;
 
-/// `debug.stall`: make a supervisor's mailbox unresponsive for a while (watchdog tests).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Stall {
-    /// The supervisor's path; absent or empty = the root.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// How long (at most an hour).
-    pub duration: HumanDuration,
+request! {
+    /// `debug.stall`: make a supervisor's mailbox unresponsive for a while (watchdog tests).
+    Stall("debug.stall") -> Stalled {
+        /// The supervisor's path; absent or empty = the root.
+        pub path: Option<String>,
+        /// How long (at most an hour).
+        pub duration: HumanDuration,
+    }
+    impl {
+        fn validate(&self) -> Result<(), RpcError> {
+            check_path("path", self.path.as_deref().unwrap_or(""))?;
+            check_duration("duration", Some(self.duration), MAX_STALL)
+        }
+    }
 }
 
 impl Stall {
@@ -33,33 +36,35 @@ impl Stall {
     }
 }
 
-/// The answer to `debug.stall`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Stalled {
-    /// The supervisor stalled (`root` for the root).
-    pub stalled: String,
-    /// For how long.
-    pub for_ms: u64,
-}
-
-impl Method for Stall {
-    const NAME: &'static str = "debug.stall";
-    type Reply = Stalled;
-
-    fn validate(&self) -> Result<(), RpcError> {
-        check_path("path", self.path.as_deref().unwrap_or(""))?;
-        check_duration("duration", Some(self.duration), MAX_STALL)
+reply! {
+    /// The answer to `debug.stall`.
+    Stalled {
+        /// The supervisor stalled (`root` for the root).
+        pub stalled: String,
+        /// For how long.
+        pub for_ms: u64,
     }
 }
 
-/// `debug.fault`: crash an actor, or make its starts fail (escalation tests).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fault {
-    /// The actor's path.
-    pub path: String,
-    /// `kill`, `fail_forever` or `fail_starts:N`.
-    pub fault: String,
+request! {
+    /// `debug.fault`: crash an actor, or make its starts fail (escalation tests).
+    Fault("debug.fault") -> Injected {
+        /// The actor's path.
+        pub path: String,
+        /// `kill`, `fail_forever` or `fail_starts:N`.
+        pub fault: String,
+    }
+    impl {
+        fn validate(&self) -> Result<(), RpcError> {
+            check_path("path", &self.path)?;
+            if self.kind().is_none() {
+                return Err(RpcError::invalid_params(
+                    "fault must be kill, fail_forever or fail_starts:N",
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// What [`Fault`] asks for.
@@ -90,83 +95,62 @@ impl Fault {
     }
 }
 
-/// The answer to `debug.fault`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Injected {
-    /// The actor's path.
-    pub path: String,
-    /// Always true.
-    pub injected: bool,
+reply! {
+    /// The answer to `debug.fault`.
+    Injected {
+        /// The actor's path.
+        pub path: String,
+        /// Always true.
+        pub injected: bool,
+    }
 }
 
-impl Method for Fault {
-    const NAME: &'static str = "debug.fault";
-    type Reply = Injected;
-
-    fn validate(&self) -> Result<(), RpcError> {
-        check_path("path", &self.path)?;
-        if self.kind().is_none() {
-            return Err(RpcError::invalid_params(
-                "fault must be kill, fail_forever or fail_starts:N",
-            ));
+request! {
+    /// `debug.inflate`: hold `bytes` of memory (0 frees it; memory tests).
+    Inflate("debug.inflate") -> Inflated {
+        /// Bytes to hold, at most 4 GiB.
+        pub bytes: Option<u64>,
+    }
+    impl {
+        fn validate(&self) -> Result<(), RpcError> {
+            let bytes = self.bytes.unwrap_or(0);
+            chom_core::limits::check_count("bytes", bytes, 0, MAX_INFLATE_BYTES).map_err(invalid)?;
+            usize::try_from(bytes)
+                .map(|_| ())
+                .map_err(|_| RpcError::invalid_params("`bytes` does not fit this platform"))
         }
-        Ok(())
     }
 }
 
-/// `debug.inflate`: hold `bytes` of memory (0 frees it; memory tests).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Inflate {
-    /// Bytes to hold, at most 4 GiB.
-    #[serde(default)]
-    pub bytes: Option<u64>,
-}
-
-/// The answer to `debug.inflate`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Inflated {
-    /// Bytes held now.
-    pub inflated: usize,
-    /// Resident memory after the allocation.
-    pub rss_bytes: Option<u64>,
-}
-
-impl Method for Inflate {
-    const NAME: &'static str = "debug.inflate";
-    type Reply = Inflated;
-
-    fn validate(&self) -> Result<(), RpcError> {
-        let bytes = self.bytes.unwrap_or(0);
-        chom_core::limits::check_count("bytes", bytes, 0, MAX_INFLATE_BYTES).map_err(invalid)?;
-        usize::try_from(bytes)
-            .map(|_| ())
-            .map_err(|_| RpcError::invalid_params("`bytes` does not fit this platform"))
+reply! {
+    /// The answer to `debug.inflate`.
+    Inflated {
+        /// Bytes held now.
+        pub inflated: usize,
+        /// Resident memory after the allocation.
+        pub rss_bytes: Option<u64>,
     }
 }
 
-/// `debug.vps_panic`: make a server's actor panic (fleet supervision tests).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VpsPanic {
-    /// Server id.
-    pub vps: String,
+request! {
+    /// `debug.vps_panic`: make a server's actor panic (fleet supervision tests).
+    VpsPanic("debug.vps_panic") -> Panicked {
+        /// Server id.
+        pub vps: String,
+    }
+    impl {
+        fn validate(&self) -> Result<(), RpcError> {
+            check_vps_id("vps", &self.vps)
+        }
+    }
 }
 
-/// The answer to `debug.vps_panic`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Panicked {
-    /// Server id.
-    pub vps: String,
-    /// Always true.
-    pub panicked: bool,
-}
-
-impl Method for VpsPanic {
-    const NAME: &'static str = "debug.vps_panic";
-    type Reply = Panicked;
-
-    fn validate(&self) -> Result<(), RpcError> {
-        check_vps_id("vps", &self.vps)
+reply! {
+    /// The answer to `debug.vps_panic`.
+    Panicked {
+        /// Server id.
+        pub vps: String,
+        /// Always true.
+        pub panicked: bool,
     }
 }

@@ -18,6 +18,50 @@
 //! it; a line in SPEC.md "Admin RPC". Wire names and types are SPEC.md's: a reply field once
 //! published keeps its name and type.
 
+/// Declares a method's request type: the struct, refusing unknown fields by construction, and
+/// its [`Method`] impl with the wire name and reply type, plus the `timeout` or `validate`
+/// given after `impl`:
+///
+/// ```text
+/// request! {
+///     /// `queue.pause`: stop claiming from a queue.
+///     Pause("queue.pause") -> Paused {
+///         /// One of `queue.queues`.
+///         pub queue: String,
+///     }
+///     impl {
+///         fn validate(&self) -> Result<(), RpcError> { .. }
+///     }
+/// }
+/// ```
+macro_rules! request {
+    (
+        $(#[$meta:meta])*
+        $name:ident($wire:literal) -> $reply:ty { $($field:tt)* }
+        $(impl { $($item:tt)* })?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name { $($field)* }
+
+        impl $crate::api::Method for $name {
+            const NAME: &'static str = $wire;
+            type Reply = $reply;
+            $($($item)*)?
+        }
+    };
+}
+
+/// Declares a method's reply type (what the node sends, what the client decodes).
+macro_rules! reply {
+    ($(#[$meta:meta])* $name:ident { $($field:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+        pub struct $name { $($field)* }
+    };
+}
+
 pub mod breaker;
 pub mod debug;
 pub mod failed;

@@ -8,10 +8,10 @@ use chom_actors::tree::TreeSummary;
 use chom_core::breaker::BreakerState;
 use chom_core::limits;
 use chom_supervisors::SupervisorReport;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Method, invalid};
+use super::invalid;
 use crate::rpc::protocol::RpcError;
 
 /// The longest actor path `restart` and the debug hooks accept, in characters.
@@ -26,46 +26,47 @@ pub fn check_path(what: &str, path: &str) -> Result<(), RpcError> {
     limits::check_text(what, path, MAX_PATH_CHARS).map_err(invalid)
 }
 
-/// `status`: a summary of the node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Status {}
+request! {
+    /// `status`: a summary of the node.
+    Status("status") -> StatusReply {}
+}
 
-/// The answer to `status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusReply {
-    /// The node's version.
-    pub version: String,
-    /// `node.name`.
-    pub node: String,
-    /// Process id.
-    pub pid: u32,
-    /// Seconds since the process started.
-    pub uptime_secs: u64,
-    /// When the process started (RFC 3339, seconds).
-    pub started_at: String,
-    /// Migrations applied and tree started.
-    pub ready: bool,
-    /// The bound HTTP address, once bound.
-    pub http: Option<String>,
-    /// The admin socket's path.
-    pub admin_socket: String,
-    /// `postgres` or `sqlite`, while the store runs.
-    pub database: Option<String>,
-    /// `memory` or `redis`, while the store runs.
-    pub cache: Option<String>,
-    /// Counts over the supervision tree.
-    pub tree: TreeSummary,
-    /// Resident memory, when readable.
-    pub memory_rss_bytes: Option<u64>,
-    /// The memory monitor's last sample (its own document; see [`MemoryPressure`]).
-    pub memory: Option<Value>,
-    /// Jobs waiting or running per queue (empty while the database is unreachable).
-    pub queues: BTreeMap<String, u64>,
-    /// The queues this node claims from now.
-    pub claiming: Vec<String>,
-    /// Servers whose breaker rejects calls.
-    pub open_breakers: Vec<OpenBreaker>,
+reply! {
+    /// The answer to `status`.
+    StatusReply {
+        /// The node's version.
+        pub version: String,
+        /// `node.name`.
+        pub node: String,
+        /// Process id.
+        pub pid: u32,
+        /// Seconds since the process started.
+        pub uptime_secs: u64,
+        /// When the process started (RFC 3339, seconds).
+        pub started_at: String,
+        /// Migrations applied and tree started.
+        pub ready: bool,
+        /// The bound HTTP address, once bound.
+        pub http: Option<String>,
+        /// The admin socket's path.
+        pub admin_socket: String,
+        /// `postgres` or `sqlite`, while the store runs.
+        pub database: Option<String>,
+        /// `memory` or `redis`, while the store runs.
+        pub cache: Option<String>,
+        /// Counts over the supervision tree.
+        pub tree: TreeSummary,
+        /// Resident memory, when readable.
+        pub memory_rss_bytes: Option<u64>,
+        /// The memory monitor's last sample (its own document; see [`MemoryPressure`]).
+        pub memory: Option<Value>,
+        /// Jobs waiting or running per queue (empty while the database is unreachable).
+        pub queues: BTreeMap<String, u64>,
+        /// The queues this node claims from now.
+        pub claiming: Vec<String>,
+        /// Servers whose breaker rejects calls.
+        pub open_breakers: Vec<OpenBreaker>,
+    }
 }
 
 /// The part of the memory monitor's sample `chom status` shows.
@@ -88,38 +89,45 @@ impl StatusReply {
     }
 }
 
-/// A server whose breaker is open or forced open.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OpenBreaker {
-    /// Server id.
-    pub vps: String,
-    /// `open` or `forced_open`.
-    pub state: BreakerState,
-    /// Why, when forced open.
-    pub reason: Option<String>,
+reply! {
+    /// A server whose breaker is open or forced open.
+    OpenBreaker {
+        /// Server id.
+        pub vps: String,
+        /// `open` or `forced_open`.
+        pub state: BreakerState,
+        /// Why, when forced open.
+        pub reason: Option<String>,
+    }
 }
 
-impl Method for Status {
-    const NAME: &'static str = "status";
-    type Reply = StatusReply;
+request! {
+    /// `tree`: the whole supervision tree.
+    Tree("tree") -> SupervisorReport {}
 }
 
-/// `tree`: the whole supervision tree.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tree {}
+request! {
+    /// `restart`: restart one actor or subtree by path.
+    Restart("restart") -> Restarted {
+        /// The actor's path as `chom tree` shows it (`store`, `edge/http`); surrounding '/' ignored.
+        pub path: String,
+    }
+    impl {
+        /// Restarting a subtree waits for its children's shutdown timeouts.
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(120)
+        }
 
-impl Method for Tree {
-    const NAME: &'static str = "tree";
-    type Reply = SupervisorReport;
-}
-
-/// `restart`: restart one actor or subtree by path.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Restart {
-    /// The actor's path as `chom tree` shows it (`store`, `edge/http`); surrounding '/' ignored.
-    pub path: String,
+        fn validate(&self) -> Result<(), RpcError> {
+            check_path("path", &self.path)?;
+            if self.actor_path().is_empty() {
+                return Err(RpcError::invalid_params(
+                    "path must name an actor or subtree, e.g. store or edge/http",
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 impl Restart {
@@ -129,60 +137,32 @@ impl Restart {
     }
 }
 
-/// The answer to `restart`: the actor as it stands after the restart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Restarted {
-    /// The path restarted.
-    pub path: String,
-    /// Its state now, when the tree knows it.
-    pub state: Option<chom_supervisors::ChildStatus>,
-    /// Its restart count now.
-    pub restart_count: Option<u64>,
-}
-
-impl Method for Restart {
-    const NAME: &'static str = "restart";
-    type Reply = Restarted;
-
-    /// Restarting a subtree waits for its children's shutdown timeouts.
-    fn timeout(&self) -> Duration {
-        Duration::from_secs(120)
-    }
-
-    fn validate(&self) -> Result<(), RpcError> {
-        check_path("path", &self.path)?;
-        if self.actor_path().is_empty() {
-            return Err(RpcError::invalid_params(
-                "path must name an actor or subtree, e.g. store or edge/http",
-            ));
-        }
-        Ok(())
+reply! {
+    /// The answer to `restart`: the actor as it stands after the restart.
+    Restarted {
+        /// The path restarted.
+        pub path: String,
+        /// Its state now, when the tree knows it.
+        pub state: Option<chom_supervisors::ChildStatus>,
+        /// Its restart count now.
+        pub restart_count: Option<u64>,
     }
 }
 
-/// `health`: run every health check now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Health {}
-
-impl Method for Health {
-    const NAME: &'static str = "health";
-    type Reply = HealthReport;
+request! {
+    /// `health`: run every health check now.
+    Health("health") -> HealthReport {}
 }
 
-/// `shutdown`: graceful shutdown (same as SIGTERM).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Shutdown {}
-
-/// The answer to `shutdown`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShuttingDown {
-    /// Always true.
-    pub shutting_down: bool,
+request! {
+    /// `shutdown`: graceful shutdown (same as SIGTERM).
+    Shutdown("shutdown") -> ShuttingDown {}
 }
 
-impl Method for Shutdown {
-    const NAME: &'static str = "shutdown";
-    type Reply = ShuttingDown;
+reply! {
+    /// The answer to `shutdown`.
+    ShuttingDown {
+        /// Always true.
+        pub shutting_down: bool,
+    }
 }

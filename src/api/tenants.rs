@@ -2,68 +2,58 @@
 
 use chom_core::inventory::{Tenant, Tier};
 use chom_core::limits::{self, MAX_NAME_CHARS};
-use serde::{Deserialize, Serialize};
 
-use super::{Method, echo, invalid};
+use super::{echo, invalid};
 use crate::rpc::protocol::RpcError;
 
-/// `tenants.list`: every tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct List {}
-
-/// The answer to `tenants.list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Tenants {
-    /// Every tenant.
-    pub tenants: Vec<Tenant>,
+request! {
+    /// `tenants.list`: every tenant.
+    List("tenants.list") -> Tenants {}
 }
 
-impl Method for List {
-    const NAME: &'static str = "tenants.list";
-    type Reply = Tenants;
+reply! {
+    /// The answer to `tenants.list`.
+    Tenants {
+        /// Every tenant.
+        pub tenants: Vec<Tenant>,
+    }
 }
 
-/// `tenants.add`: create a tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Add {
-    /// Unique name (at most 200 characters, no control characters, not blank).
-    pub name: String,
-    /// `starter`, `pro` or `enterprise` (default `starter`). Text, not [`Tier`], so that the
-    /// CLI passes it through and the node's message names the tiers.
-    #[serde(default)]
-    pub tier: Option<String>,
+request! {
+    /// `tenants.add`: create a tenant.
+    Add("tenants.add") -> Tenant {
+        /// Unique name (at most 200 characters, no control characters, not blank).
+        pub name: String,
+        /// `starter`, `pro` or `enterprise` (default `starter`). Text, not [`Tier`], so that the
+        /// CLI passes it through and the node's message names the tiers.
+        pub tier: Option<String>,
+    }
+    impl {
+        fn validate(&self) -> Result<(), RpcError> {
+            // Characters, not bytes: a name in Greek or Japanese gets the same room as one in English.
+            limits::check_text("name", &self.name, MAX_NAME_CHARS).map_err(invalid)?;
+            if self.name.trim().is_empty() {
+                return Err(RpcError::invalid_params("`name` must not be blank"));
+            }
+            if let Some(t) = &self.tier
+                && Tier::parse(t).is_none()
+            {
+                return Err(RpcError::invalid_params(format!(
+                    "`tier`: unknown tier `{}` (starter, pro or enterprise)",
+                    echo(t)
+                )));
+            }
+            Ok(())
+        }
+    }
 }
 
 impl Add {
-    /// The tier after [`Method::validate`].
+    /// The tier after [`Method::validate`](super::Method::validate).
     pub fn tier(&self) -> Tier {
         self.tier
             .as_deref()
             .and_then(Tier::parse)
             .unwrap_or(Tier::Starter)
-    }
-}
-
-impl Method for Add {
-    const NAME: &'static str = "tenants.add";
-    type Reply = Tenant;
-
-    fn validate(&self) -> Result<(), RpcError> {
-        // Characters, not bytes: a name in Greek or Japanese gets the same room as one in English.
-        limits::check_text("name", &self.name, MAX_NAME_CHARS).map_err(invalid)?;
-        if self.name.trim().is_empty() {
-            return Err(RpcError::invalid_params("`name` must not be blank"));
-        }
-        if let Some(t) = &self.tier
-            && Tier::parse(t).is_none()
-        {
-            return Err(RpcError::invalid_params(format!(
-                "`tier`: unknown tier `{}` (starter, pro or enterprise)",
-                echo(t)
-            )));
-        }
-        Ok(())
     }
 }

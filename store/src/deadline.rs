@@ -27,6 +27,9 @@ use futures::stream::BoxStream;
 
 use crate::{Backend, Inventory, NodeRecord, Store, StoreError, with_timeout};
 
+/// What every store operation answers.
+type Answer<T> = Result<T, StoreError>;
+
 /// The limit of each class of operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
@@ -61,17 +64,11 @@ impl Deadlined {
         Deadlined { inner, limits }
     }
 
-    async fn quick<T>(
-        &self,
-        op: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    async fn quick<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Answer<T> {
         with_timeout(self.limits.quick, op).await
     }
 
-    async fn bulk<T>(
-        &self,
-        op: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    async fn bulk<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Answer<T> {
         with_timeout(self.limits.bulk, op).await
     }
 }
@@ -81,16 +78,16 @@ impl Store for Deadlined {
     fn backend(&self) -> Backend {
         self.inner.backend()
     }
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn migrate(&self) -> Answer<()> {
         with_timeout(self.limits.migrate, self.inner.migrate()).await
     }
-    async fn ping(&self) -> Result<Duration, StoreError> {
+    async fn ping(&self) -> Answer<Duration> {
         self.quick(self.inner.ping()).await
     }
-    async fn probe_write(&self) -> Result<Duration, StoreError> {
+    async fn probe_write(&self) -> Answer<Duration> {
         self.quick(self.inner.probe_write()).await
     }
-    async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+    async fn register_node(&self, node: &NodeRecord) -> Answer<()> {
         self.quick(self.inner.register_node(node)).await
     }
     async fn close(&self) {
@@ -98,39 +95,34 @@ impl Store for Deadlined {
         // operation's limit.
         self.inner.close().await;
     }
-    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
+    async fn enqueue(&self, job: &NewJob) -> Answer<Enqueued> {
         self.quick(self.inner.enqueue(job)).await
     }
-    async fn claim(
-        &self,
-        node: &str,
-        queues: &[String],
-        limit: u32,
-    ) -> Result<Vec<Job>, StoreError> {
+    async fn claim(&self, node: &str, queues: &[String], limit: u32) -> Answer<Vec<Job>> {
         self.quick(self.inner.claim(node, queues, limit)).await
     }
-    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
+    async fn complete(&self, batch: &[Completion]) -> Answer<()> {
         self.quick(self.inner.complete(batch)).await
     }
-    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+    async fn job(&self, id: i64) -> Answer<Option<Job>> {
         self.quick(self.inner.job(id)).await
     }
-    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+    async fn jobs(&self, filter: &JobFilter) -> Answer<Vec<Job>> {
         self.bulk(self.inner.jobs(filter)).await
     }
-    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>, StoreError> {
+    async fn queue_stats(&self, queues: &[String]) -> Answer<Vec<QueueStats>> {
         self.bulk(self.inner.queue_stats(queues)).await
     }
-    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
+    async fn pause_queue(&self, queue: &str) -> Answer<()> {
         self.quick(self.inner.pause_queue(queue)).await
     }
-    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError> {
+    async fn resume_queue(&self, queue: &str) -> Answer<()> {
         self.quick(self.inner.resume_queue(queue)).await
     }
-    async fn paused_queues(&self) -> Result<Vec<String>, StoreError> {
+    async fn paused_queues(&self) -> Answer<Vec<String>> {
         self.quick(self.inner.paused_queues()).await
     }
-    async fn release_node(&self, node: &str) -> Result<u64, StoreError> {
+    async fn release_node(&self, node: &str) -> Answer<u64> {
         self.quick(self.inner.release_node(node)).await
     }
     async fn rescue_expired(
@@ -138,76 +130,69 @@ impl Store for Deadlined {
         cutoff: DateTime<Utc>,
         since: Option<DateTime<Utc>>,
         except_node: &str,
-    ) -> Result<u64, StoreError> {
+    ) -> Answer<u64> {
         self.bulk(self.inner.rescue_expired(cutoff, since, except_node))
             .await
     }
-    async fn kill_stuck(
-        &self,
-        cutoff: DateTime<Utc>,
-        reason: &str,
-    ) -> Result<Vec<i64>, StoreError> {
+    async fn kill_stuck(&self, cutoff: DateTime<Utc>, reason: &str) -> Answer<Vec<i64>> {
         self.bulk(self.inner.kill_stuck(cutoff, reason)).await
     }
-    async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Answer<u64> {
         self.bulk(self.inner.prune_jobs(cutoff)).await
     }
-    async fn heartbeat(&self, node: &str) -> Result<(), StoreError> {
+    async fn heartbeat(&self, node: &str) -> Answer<()> {
         self.quick(self.inner.heartbeat(node)).await
     }
-    async fn failed_jobs(&self, limit: u32) -> Result<Vec<FailedJob>, StoreError> {
+    async fn failed_jobs(&self, limit: u32) -> Answer<Vec<FailedJob>> {
         self.bulk(self.inner.failed_jobs(limit)).await
     }
-    async fn retry_failed(&self, id: Option<i64>) -> Result<Vec<i64>, StoreError> {
+    async fn retry_failed(&self, id: Option<i64>) -> Answer<Vec<i64>> {
         self.bulk(self.inner.retry_failed(id)).await
     }
-    async fn prune_failed(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn prune_failed(&self, cutoff: DateTime<Utc>) -> Answer<u64> {
         self.bulk(self.inner.prune_failed(cutoff)).await
     }
-    async fn failures_by_kind(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<KindFailures>, StoreError> {
+    async fn failures_by_kind(&self, since: DateTime<Utc>) -> Answer<Vec<KindFailures>> {
         self.bulk(self.inner.failures_by_kind(since)).await
     }
-    async fn failed_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn failed_since(&self, since: DateTime<Utc>) -> Answer<u64> {
         self.bulk(self.inner.failed_since(since)).await
     }
-    async fn listen(&self) -> Result<Option<BoxStream<'static, ()>>, StoreError> {
+    async fn listen(&self) -> Answer<Option<BoxStream<'static, ()>>> {
         self.quick(self.inner.listen()).await
     }
 }
 
 #[async_trait]
 impl Inventory for Deadlined {
-    async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Result<(), StoreError> {
+    async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Answer<()> {
         self.quick(self.inner.upsert_config_vps(servers)).await
     }
-    async fn add_vps(&self, vps: &VpsServer) -> Result<(), StoreError> {
+    async fn add_vps(&self, vps: &VpsServer) -> Answer<()> {
         self.quick(self.inner.add_vps(vps)).await
     }
-    async fn remove_vps(&self, id: &str) -> Result<bool, StoreError> {
+    async fn remove_vps(&self, id: &str) -> Answer<bool> {
         self.quick(self.inner.remove_vps(id)).await
     }
-    async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError> {
+    async fn vps_list(&self) -> Answer<Vec<VpsServer>> {
         self.quick(self.inner.vps_list()).await
     }
-    async fn vps(&self, id: &str) -> Result<Option<VpsServer>, StoreError> {
+    async fn vps(&self, id: &str) -> Answer<Option<VpsServer>> {
         self.quick(self.inner.vps(id)).await
     }
-    async fn create_tenant(&self, name: &str, tier: Tier) -> Result<Tenant, StoreError> {
+    async fn create_tenant(&self, name: &str, tier: Tier) -> Answer<Tenant> {
         self.quick(self.inner.create_tenant(name, tier)).await
     }
-    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+    async fn tenants(&self) -> Answer<Vec<Tenant>> {
         self.quick(self.inner.tenants()).await
     }
-    async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError> {
+    async fn create_site(&self, site: &NewSite) -> Answer<Site> {
         self.quick(self.inner.create_site(site)).await
     }
-    async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError> {
+    async fn sites(&self, tenant_id: Option<i64>) -> Answer<Vec<Site>> {
         self.quick(self.inner.sites(tenant_id)).await
     }
-    async fn site(&self, id: i64) -> Result<Option<Site>, StoreError> {
+    async fn site(&self, id: i64) -> Answer<Option<Site>> {
         self.quick(self.inner.site(id)).await
     }
     async fn set_site_status(
@@ -215,11 +200,11 @@ impl Inventory for Deadlined {
         id: i64,
         status: SiteStatus,
         reason: Option<&str>,
-    ) -> Result<bool, StoreError> {
+    ) -> Answer<bool> {
         self.quick(self.inner.set_site_status(id, status, reason))
             .await
     }
-    async fn inventory_counts(&self) -> Result<(u64, u64), StoreError> {
+    async fn inventory_counts(&self) -> Answer<(u64, u64)> {
         self.quick(self.inner.inventory_counts()).await
     }
 }

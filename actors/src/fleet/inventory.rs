@@ -112,10 +112,10 @@ impl Actor for InventoryActor {
 async fn reconcile(state: &mut InventoryState) -> Result<(), String> {
     let fleet = state.fleet.clone();
     let ctx = &fleet.ctx;
-    if !ctx.migrated() {
+    if !ctx.readiness.migrated() {
         return Err("the database is not migrated yet".into());
     }
-    let backends = ctx.backends().ok_or("the store is not running")?;
+    let backends = ctx.published.current().ok_or("the store is not running")?;
     let store = &backends.store;
     if !state.config_upserted {
         let entries: Vec<VpsServer> = ctx.config.vps.iter().map(VpsServer::from_config).collect();

@@ -33,7 +33,7 @@ use tracing::debug;
 
 use chom_core::config::Config;
 
-use crate::backends::{Backends, PublishedBackends};
+use crate::backends::PublishedBackends;
 use crate::handles::Readiness;
 use crate::metrics::Metrics;
 use exec::{Bulkhead, MAX_WAITING, Retry, outcome_label};
@@ -56,18 +56,6 @@ pub struct FleetContext {
     pub readiness: Readiness,
     /// Where the VPS actors keep their breaker states for the rest of the node.
     pub breakers: breakers::BreakerBoard,
-}
-
-impl FleetContext {
-    /// The store's backends, while the store actor runs.
-    pub fn backends(&self) -> Option<Backends> {
-        self.published.current()
-    }
-
-    /// Whether migrations have been applied.
-    pub fn migrated(&self) -> bool {
-        self.readiness.migrated()
-    }
 }
 
 /// What the fleet's actors and callers share.
@@ -220,7 +208,7 @@ impl Fleet {
                 return Ok(actor);
             }
             if Instant::now() >= deadline {
-                let known = match self.ctx.backends() {
+                let known = match self.ctx.published.current() {
                     Some(b) => b.store.vps(vps).await.ok().flatten().is_some(),
                     None => true,
                 };

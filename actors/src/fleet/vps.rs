@@ -327,7 +327,7 @@ pub fn snapshot_key(vps: &str) -> String {
 }
 
 async fn save_snapshot(state: &VpsState) {
-    let Some(backends) = state.fleet.ctx.backends() else {
+    let Some(backends) = state.fleet.ctx.published.current() else {
         return;
     };
     let snapshot = state.breaker.snapshot(Instant::now(), chrono::Utc::now());
@@ -346,7 +346,7 @@ async fn save_snapshot(state: &VpsState) {
 }
 
 async fn load_snapshot(fleet: &Fleet, vps: &str) -> Option<Snapshot> {
-    let backends = fleet.ctx.backends()?;
+    let backends = fleet.ctx.published.current()?;
     match backends.cache.get(&snapshot_key(vps)).await {
         Ok(Some(json)) => match Snapshot::from_json(&json) {
             Ok(snapshot) => Some(snapshot),

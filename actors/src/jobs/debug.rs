@@ -37,11 +37,10 @@ pub struct Record {
     pub ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct RecordFields {
-    #[serde(default)]
     file: Lenient<String>,
-    #[serde(default)]
     ms: Lenient<u64>,
 }
 
@@ -64,9 +63,9 @@ pub struct Sleep {
     pub ms: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct SleepFields {
-    #[serde(default)]
     ms: Lenient<u64>,
 }
 
@@ -88,11 +87,10 @@ pub struct Fail {
     pub permanent: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct FailFields {
-    #[serde(default)]
     error: Lenient<String>,
-    #[serde(default)]
     permanent: Lenient<bool>,
 }
 
@@ -114,9 +112,9 @@ pub struct Panic {
     pub file: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct PanicFields {
-    #[serde(default)]
     file: Lenient<String>,
 }
 
@@ -136,9 +134,9 @@ pub struct PanicOnce {
     pub marker: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct PanicOnceFields {
-    #[serde(default)]
     marker: Lenient<String>,
 }
 

@@ -22,9 +22,9 @@ pub struct SiteProvision {
     pub site: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct Fields {
-    #[serde(default)]
     site: Lenient<i64>,
 }
 
@@ -46,7 +46,8 @@ pub(super) async fn run(job: &SiteProvision, env: &JobEnv<'_>) -> Result<(), Job
     let fleet = fleet(env)?;
     let backends = fleet
         .ctx
-        .backends()
+        .published
+        .current()
         .ok_or_else(|| JobError::Retryable("the store is not running".into()))?;
     let site = backends
         .store

@@ -21,13 +21,11 @@ pub struct VpsExec {
     pub args: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct Fields {
-    #[serde(default)]
     vps: Lenient<String>,
-    #[serde(default)]
     command: Lenient<String>,
-    #[serde(default)]
     args: Option<Value>,
 }
 

@@ -139,7 +139,7 @@ async fn flush(myself: &ActorRef<CompleterMsg>, state: &mut CompleterState) {
 /// the two halves hold different jobs, so they cannot conflict, and each half that fails goes
 /// back on its own.
 async fn write(shared: &QueueShared) -> Result<usize, store::StoreError> {
-    let Some(backends) = shared.ctx.backends() else {
+    let Some(backends) = shared.ctx.published.current() else {
         return if shared.pending_completions() == 0 {
             Ok(0)
         } else {

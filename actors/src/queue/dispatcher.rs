@@ -104,8 +104,8 @@ async fn waker(shared: Arc<QueueShared>) {
     let mut listener: Option<futures::stream::BoxStream<'static, ()>> = None;
     let mut next_listen = Instant::now();
     loop {
-        if listener.is_none() && Instant::now() >= next_listen && shared.ctx.migrated() {
-            if let Some(b) = shared.ctx.backends() {
+        if listener.is_none() && Instant::now() >= next_listen && shared.ctx.readiness.migrated() {
+            if let Some(b) = shared.ctx.published.current() {
                 match b.store.listen().await {
                     Ok(stream) => listener = stream,
                     Err(error) => {
@@ -141,10 +141,10 @@ async fn claim_round(state: &mut DispatcherState) {
     let ctx = &shared.ctx;
     // Until this process holds its name, jobs reserved under that name may be another live
     // node's: neither release nor claim them.
-    if !ctx.migrated() || !ctx.identity_held() {
+    if !ctx.readiness.migrated() || !ctx.readiness.identity_held() {
         return;
     }
-    let Some(backends) = ctx.backends() else {
+    let Some(backends) = ctx.published.current() else {
         return;
     };
     if !state.released_own {

@@ -33,7 +33,7 @@ use chom_core::policy::JobPolicy;
 use ractor::ActorRef;
 use tokio::sync::Notify;
 
-use crate::backends::{Backends, PublishedBackends};
+use crate::backends::PublishedBackends;
 use crate::handles::Readiness;
 use crate::metrics::Metrics;
 
@@ -81,23 +81,6 @@ pub struct QueueContext {
     pub node_name: String,
     /// Whether the `debug.*` job kinds run (`CHOM_DEBUG_HOOKS=1`).
     pub debug_hooks: bool,
-}
-
-impl QueueContext {
-    /// The store's backends, while the store actor runs.
-    pub fn backends(&self) -> Option<Backends> {
-        self.published.current()
-    }
-
-    /// Whether migrations have been applied.
-    pub fn migrated(&self) -> bool {
-        self.readiness.migrated()
-    }
-
-    /// Whether this process holds its node name (see [`Readiness::identity_held`]).
-    pub fn identity_held(&self) -> bool {
-        self.readiness.identity_held()
-    }
 }
 
 /// What the queue actors share.
@@ -406,7 +389,7 @@ impl QueueShared {
         let paused = match cached {
             Some((at, list)) if at.elapsed() < max_age => list,
             _ => {
-                let fresh = match self.ctx.backends() {
+                let fresh = match self.ctx.published.current() {
                     Some(b) => b.store.paused_queues().await.ok(),
                     None => None,
                 };

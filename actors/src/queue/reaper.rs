@@ -78,8 +78,10 @@ impl Actor for ReaperActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ReaperMsg::Tick => {
-                if let (true, Some(b)) = (state.shared.ctx.migrated(), state.shared.ctx.backends())
-                    && let Err(error) = tick(state, &b).await
+                if let (true, Some(b)) = (
+                    state.shared.ctx.readiness.migrated(),
+                    state.shared.ctx.published.current(),
+                ) && let Err(error) = tick(state, &b).await
                 {
                     debug!(%error, "queue: maintenance skipped");
                 }
