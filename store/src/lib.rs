@@ -5,6 +5,40 @@
 //! lazily: building a store never touches the network, so the node starts (and reports the
 //! database as down on `/health`) even when the database is unreachable.
 
+/// Decoders of the statistics rows, the same on both backends: sqlx's row types differ per
+/// database, so a macro keeps one copy. The backend module provides `text_column_value`.
+macro_rules! stats_decoders {
+    ($row:ty) => {
+        /// One row of `QUEUE_COUNTS`: the queue and its counts.
+        fn queue_counts_from_row(row: &$row) -> Result<(String, Counts), sqlx::Error> {
+            Ok((
+                text_column_value(row, "queue")?,
+                Counts {
+                    ready: rows::count(row.try_get("ready")?),
+                    delayed: rows::count(row.try_get("delayed")?),
+                    reserved: rows::count(row.try_get("reserved")?),
+                    completed: rows::count(row.try_get("completed")?),
+                    failed: rows::count(row.try_get("failed")?),
+                },
+            ))
+        }
+
+        /// One row of `FAILURES_BY_KIND`.
+        fn kind_failures_from_row(row: &$row) -> Result<KindFailures, sqlx::Error> {
+            Ok(KindFailures {
+                kind: text_column_value(row, "kind")?,
+                count: rows::count(row.try_get("failures")?),
+                last_error: rows::preview(
+                    row.try_get("last_error")?,
+                    None,
+                    Some(limits::PREVIEW_BYTES),
+                )
+                .0,
+            })
+        }
+    };
+}
+
 mod deadline;
 mod inventory;
 mod postgres;

@@ -318,6 +318,13 @@ fn failed_from_row(row: &PgRow) -> Result<FailedJob, sqlx::Error> {
     rows::failed_from_row(row, parts)
 }
 
+/// A text column (SQLite's counterpart reads odd stored values leniently).
+fn text_column_value(row: &PgRow, column: &str) -> Result<String, sqlx::Error> {
+    row.try_get(column)
+}
+
+stats_decoders!(PgRow);
+
 fn affected(result: sqlx::postgres::PgQueryResult) -> u64 {
     result.rows_affected()
 }
@@ -499,18 +506,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get::<String, _>("queue")?,
-                    Counts {
-                        ready: rows::count(row.try_get("ready")?),
-                        delayed: rows::count(row.try_get("delayed")?),
-                        reserved: rows::count(row.try_get("reserved")?),
-                        completed: rows::count(row.try_get("completed")?),
-                        failed: rows::count(row.try_get("failed")?),
-                    },
-                ))
-            })
+            .map(queue_counts_from_row)
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let paused = self.paused_queues().await?;
         Ok(rows::merge_stats(queues, counted, &paused))
@@ -646,18 +642,7 @@ impl Store for PgStore {
             .await?;
         Ok(rows
             .iter()
-            .map(|row| {
-                Ok(KindFailures {
-                    kind: row.try_get("kind")?,
-                    count: rows::count(row.try_get("failures")?),
-                    last_error: rows::preview(
-                        row.try_get("last_error")?,
-                        None,
-                        Some(limits::PREVIEW_BYTES),
-                    )
-                    .0,
-                })
-            })
+            .map(kind_failures_from_row)
             .collect::<Result<_, sqlx::Error>>()?)
     }
 

@@ -284,6 +284,8 @@ fn text_column_value(row: &SqliteRow, column: &str) -> Result<String, sqlx::Erro
     Ok(lossy_text(row.try_get(column)?))
 }
 
+stats_decoders!(SqliteRow);
+
 fn opt_text_column_value(row: &SqliteRow, column: &str) -> Result<Option<String>, sqlx::Error> {
     Ok(row.try_get::<Option<Vec<u8>>, _>(column)?.map(lossy_text))
 }
@@ -578,18 +580,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| {
-                Ok((
-                    text_column_value(row, "queue")?,
-                    Counts {
-                        ready: rows::count(row.try_get("ready")?),
-                        delayed: rows::count(row.try_get("delayed")?),
-                        reserved: rows::count(row.try_get("reserved")?),
-                        completed: rows::count(row.try_get("completed")?),
-                        failed: rows::count(row.try_get("failed")?),
-                    },
-                ))
-            })
+            .map(queue_counts_from_row)
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let paused = self.paused_queues().await?;
         Ok(rows::merge_stats(queues, counted, &paused))
@@ -752,18 +743,7 @@ impl Store for SqliteStore {
             .await?;
         Ok(rows
             .iter()
-            .map(|row| {
-                Ok(KindFailures {
-                    kind: text_column_value(row, "kind")?,
-                    count: rows::count(row.try_get("failures")?),
-                    last_error: rows::preview(
-                        row.try_get("last_error")?,
-                        None,
-                        Some(limits::PREVIEW_BYTES),
-                    )
-                    .0,
-                })
-            })
+            .map(kind_failures_from_row)
             .collect::<Result<_, sqlx::Error>>()?)
     }
 
