@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chom_supervisors::{ChildSpec, Observer, SupervisorError, SupervisorMsg, SupervisorReport};
+use chom_supervisors::{
+    ChildSpec, Observer, SupervisorError, SupervisorMsg, SupervisorReport, SupervisorSpec,
+    start_supervisor,
+};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
 
@@ -316,4 +319,14 @@ pub async fn poke(sup: &ActorRef<SupervisorMsg>, path: &str, msg: ProbeMsg) {
 /// The reference of the descendant supervisor at `path`.
 pub async fn sub(sup: &ActorRef<SupervisorMsg>, path: &str) -> ActorRef<SupervisorMsg> {
     lookup(sup, path).await.expect("subtree running").into()
+}
+
+/// A root supervisor (no parent) at `path`, started.
+pub async fn started(
+    path: &str,
+    spec: SupervisorSpec,
+) -> (ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>) {
+    start_supervisor(path, spec, None)
+        .await
+        .expect("supervisor starts")
 }

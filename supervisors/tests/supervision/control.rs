@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use chom_supervisors::{
     Backoff, ChildSpec, Fault, Intensity, Strategy, SupervisorError, SupervisorMsg,
-    SupervisorReport, SupervisorSpec, start_supervisor,
+    SupervisorReport, SupervisorSpec,
 };
 use ractor::ActorRef;
 
@@ -34,9 +34,7 @@ async fn ping(sup: &ActorRef<SupervisorMsg>, timeout: Duration) -> Result<(), St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_by_path_replaces_only_that_child_and_skips_intensity() {
     let (log, rec) = (new_log(), Recorder::new());
-    let (sup, handle) = start_supervisor("", node_like(&log, &rec), None)
-        .await
-        .unwrap();
+    let (sup, handle) = started("", node_like(&log, &rec)).await;
     let w1 = id_of(&sup, "queue/worker:1").await;
     let w2 = id_of(&sup, "queue/worker:2").await;
     let queue = id_of(&sup, "queue").await;
@@ -84,9 +82,7 @@ async fn restart_by_path_replaces_only_that_child_and_skips_intensity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tree_reports_the_whole_tree() {
     let (log, rec) = (new_log(), Recorder::new());
-    let (sup, handle) = start_supervisor("", node_like(&log, &rec), None)
-        .await
-        .unwrap();
+    let (sup, handle) = started("", node_like(&log, &rec)).await;
 
     let report = tree(&sup).await;
     assert_eq!(report.path, "");
@@ -136,7 +132,7 @@ async fn ping_answers_and_names_a_stalled_descendant() {
     let root = SupervisorSpec::new(Strategy::OneForOne)
         .child(calm("a", &log))
         .child(ChildSpec::subtree("mid", mid));
-    let (sup, handle) = start_supervisor("", root, None).await.unwrap();
+    let (sup, handle) = started("", root).await;
     let timeout = Duration::from_millis(200);
 
     assert_eq!(ping(&sup, timeout).await, Ok(()));
@@ -171,7 +167,7 @@ async fn lookup_and_inject_kill_reach_descendants() {
         .observer(rec.clone())
         .child(calm("worker:1", &log));
     let root = SupervisorSpec::new(Strategy::OneForOne).child(ChildSpec::subtree("queue", queue));
-    let (sup, handle) = start_supervisor("", root, None).await.unwrap();
+    let (sup, handle) = started("", root).await;
     assert!(lookup(&sup, "queue/nope").await.is_none());
     assert!(lookup(&sup, "nope/worker:1").await.is_none());
     let w = id_of(&sup, "queue/worker:1").await;

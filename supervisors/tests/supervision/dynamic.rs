@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use chom_supervisors::{
-    ChildSpec, Restart, SupervisorError, SupervisorMsg, SupervisorSpec, start_supervisor,
-};
+use chom_supervisors::{ChildSpec, Restart, SupervisorError, SupervisorMsg, SupervisorSpec};
 use ractor::ActorRef;
 
 use crate::common::*;
@@ -26,9 +24,7 @@ async fn ids(sup: &ActorRef<SupervisorMsg>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_remove_and_max_children() {
     let log = new_log();
-    let (sup, handle) = start_supervisor("fleet", SupervisorSpec::dynamic(2), None)
-        .await
-        .unwrap();
+    let (sup, handle) = started("fleet", SupervisorSpec::dynamic(2)).await;
 
     assert_eq!(add(&sup, calm("vps:1", &log)).await, Ok(()));
     assert_eq!(
@@ -74,9 +70,7 @@ async fn add_remove_and_max_children() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_that_are_not_restarted_are_forgotten() {
     let log = new_log();
-    let (sup, handle) = start_supervisor("fleet", SupervisorSpec::dynamic(10), None)
-        .await
-        .unwrap();
+    let (sup, handle) = started("fleet", SupervisorSpec::dynamic(10)).await;
     add(&sup, calm("temp", &log).restart(Restart::Temporary))
         .await
         .unwrap();

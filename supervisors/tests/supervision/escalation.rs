@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use chom_supervisors::{
     Backoff, ChildSpec, ChildStatus, Fault, Intensity, Strategy, SupervisorMsg, SupervisorSpec,
-    start_supervisor,
 };
 
 use crate::common::*;
@@ -20,7 +19,7 @@ fn quick(max_restarts: u32, rec: &std::sync::Arc<Recorder>) -> SupervisorSpec {
 async fn a_child_that_fails_forever_makes_its_supervisor_give_up() {
     let (log, rec) = (new_log(), Recorder::new());
     let spec = quick(3, &rec).child(probe("w", &log, &Script::crash_loop()));
-    let (_sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (_sup, handle) = started("", spec).await;
 
     tokio::time::timeout(DEADLINE, handle)
         .await
@@ -45,7 +44,7 @@ async fn nested_escalation_restarts_the_subtree_then_reaches_the_root() {
     let (log, rec) = (new_log(), Recorder::new());
     let mid = quick(1, &rec).child(probe("w", &log, &Script::crash_loop()));
     let root = quick(2, &rec).child(ChildSpec::subtree("mid", mid));
-    let (_sup, handle) = start_supervisor("", root, None).await.unwrap();
+    let (_sup, handle) = started("", root).await;
 
     tokio::time::timeout(DEADLINE, handle)
         .await
@@ -71,7 +70,7 @@ async fn injected_permanent_start_failure_escalates_and_the_parent_recovers_the_
     let (log, rec) = (new_log(), Recorder::new());
     let mid = quick(2, &rec).child(calm("w", &log));
     let root = quick(5, &rec).child(ChildSpec::subtree("mid", mid));
-    let (sup, handle) = start_supervisor("", root, None).await.unwrap();
+    let (sup, handle) = started("", root).await;
     let mid_id = id_of(&sup, "mid").await;
     let w = id_of(&sup, "mid/w").await;
 

@@ -23,7 +23,7 @@ async fn crash_restarts_only_that_child(crash: ProbeMsg, reason: &str) {
     let spec = one_for_one(&rec)
         .child(calm("a", &log))
         .child(calm("b", &log));
-    let (sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (sup, handle) = started("", spec).await;
     let (a, b) = (id_of(&sup, "a").await, id_of(&sup, "b").await);
 
     poke(&sup, "a", crash).await;
@@ -73,7 +73,7 @@ async fn err_from_handle_restarts_child() {
 async fn kill_restarts_child() {
     let (log, rec) = (new_log(), Recorder::new());
     let spec = one_for_one(&rec).child(calm("a", &log));
-    let (sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (sup, handle) = started("", spec).await;
     let a = lookup(&sup, "a").await.unwrap();
 
     a.kill();
@@ -96,7 +96,7 @@ async fn normal_stop_restarts_only_permanent_children() {
         .child(calm("trans", &log).restart(Restart::Transient))
         .child(calm("temp", &log).restart(Restart::Temporary))
         .child(calm("trans_crash", &log).restart(Restart::Transient));
-    let (sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (sup, handle) = started("", spec).await;
     let perm = id_of(&sup, "perm").await;
     let trans_crash = id_of(&sup, "trans_crash").await;
 
@@ -159,7 +159,7 @@ async fn recycle_is_neither_a_restart_nor_counted_in_intensity() {
         .intensity(Intensity::new(0, Duration::from_secs(10)))
         .child(calm("w", &log).restart(Restart::Transient))
         .child(calm("temp", &log).restart(Restart::Temporary));
-    let (sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (sup, handle) = started("", spec).await;
 
     for _ in 0..3 {
         let w = id_of(&sup, "w").await;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chom_supervisors::{Backoff, Intensity, Shutdown, Strategy, SupervisorSpec, start_supervisor};
+use chom_supervisors::{Backoff, Intensity, Shutdown, Strategy, SupervisorSpec};
 
 use crate::common::*;
 
@@ -15,7 +15,7 @@ async fn stopping_the_supervisor_stops_children_in_reverse_start_order() {
         .child(calm("a", &log))
         .child(calm("b", &log))
         .child(calm("c", &log));
-    let (sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (sup, handle) = started("", spec).await;
 
     sup.stop_and_wait(None, Some(DEADLINE)).await.unwrap();
     handle.await.unwrap();
@@ -38,7 +38,7 @@ async fn nested_supervisors_stop_depth_first_in_reverse_order() {
         .child(calm("a", &log))
         .child(chom_supervisors::ChildSpec::subtree("mid", inner))
         .child(calm("c", &log));
-    let (sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (sup, handle) = started("", spec).await;
     clear(&log);
 
     sup.stop_and_wait(None, Some(DEADLINE)).await.unwrap();
@@ -58,7 +58,7 @@ async fn escalation_stops_children_in_reverse_start_order() {
         .child(calm("a", &log))
         .child(calm("b", &log))
         .child(calm("c", &log));
-    let (_sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (_sup, handle) = started("", spec).await;
 
     tokio::time::timeout(DEADLINE, handle)
         .await
@@ -80,7 +80,7 @@ async fn timeout_shutdown_kills_a_child_whose_post_stop_hangs() {
         .child(calm("a", &log))
         .child(probe("brutal", &log, &Arc::default()).shutdown(Shutdown::BrutalKill))
         .child(probe("hangs", &log, &hangs).shutdown(Shutdown::Timeout(limit)));
-    let (sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (sup, handle) = started("", spec).await;
     let hanging = lookup(&sup, "hangs").await.unwrap();
 
     let started = tokio::time::Instant::now();

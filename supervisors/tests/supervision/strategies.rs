@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chom_supervisors::{Backoff, Intensity, Restart, Strategy, SupervisorSpec, start_supervisor};
+use chom_supervisors::{Backoff, Intensity, Restart, Strategy, SupervisorSpec};
 
 use crate::common::*;
 
@@ -19,9 +19,7 @@ fn spec(strategy: Strategy, log: &Log) -> SupervisorSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_for_all_stops_the_others_in_reverse_then_restarts_all_in_order() {
     let log = new_log();
-    let (sup, handle) = start_supervisor("", spec(Strategy::OneForAll, &log), None)
-        .await
-        .unwrap();
+    let (sup, handle) = started("", spec(Strategy::OneForAll, &log)).await;
     let mut ids = Vec::new();
     for id in ["a", "b", "c", "d"] {
         ids.push(id_of(&sup, id).await);
@@ -50,9 +48,7 @@ async fn one_for_all_stops_the_others_in_reverse_then_restarts_all_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_for_one_restarts_the_child_and_those_started_after_it() {
     let log = new_log();
-    let (sup, handle) = start_supervisor("", spec(Strategy::RestForOne, &log), None)
-        .await
-        .unwrap();
+    let (sup, handle) = started("", spec(Strategy::RestForOne, &log)).await;
     let (a, d) = (id_of(&sup, "a").await, id_of(&sup, "d").await);
     clear(&log);
 
@@ -82,7 +78,7 @@ async fn group_restart_does_not_bring_back_temporary_siblings() {
         .backoff(Backoff::none())
         .child(calm("a", &log))
         .child(calm("temp", &log).restart(Restart::Temporary));
-    let (sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (sup, handle) = started("", spec).await;
     let a = id_of(&sup, "a").await;
 
     poke(&sup, "a", ProbeMsg::Fail).await;

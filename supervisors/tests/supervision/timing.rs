@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chom_supervisors::{Backoff, Intensity, Strategy, SupervisorSpec, start_supervisor};
+use chom_supervisors::{Backoff, Intensity, Strategy, SupervisorSpec};
 use tokio::time::Instant;
 
 use crate::common::*;
@@ -42,7 +42,7 @@ async fn crash_loop_restarts_back_off_exponentially_then_reset_after_a_stable_ru
         .observer(rec.clone())
         .child(probe("w", &log, &script));
     let t0 = Instant::now();
-    let (sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (sup, handle) = started("", spec).await;
 
     until("six starts", || async {
         rec.count(|e| matches!(e, Ev::Started(_))) >= 6
@@ -84,7 +84,7 @@ async fn failed_restarts_are_retried_with_backoff() {
         .backoff(backoff())
         .observer(rec.clone())
         .child(probe("w", &log, &script));
-    let (sup, handle) = start_supervisor("", spec, None).await.unwrap();
+    let (sup, handle) = started("", spec).await;
     let w = id_of(&sup, "w").await;
 
     script.fail_starts.store(2, Ordering::SeqCst);
