@@ -17,6 +17,22 @@ use serde_json::{Value, json};
 
 const DEBUG: &[(&str, &str)] = &[("CHOM_DEBUG_HOOKS", "1")];
 
+/// The job's last error mentions `text`.
+fn assert_last_error(job: &Value, text: &str) {
+    let error = job["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(text),
+        "last error should mention {text:?}: {job}"
+    );
+}
+
+impl PgRig {
+    /// `n` `debug.record` jobs on `queue` writing to the rig's side file, each sleeping `ms`.
+    fn insert(&self, queue: &str, n: u32, ms: u64) {
+        insert_records(&self.db.url, queue, n, &self.file, ms);
+    }
+}
+
 fn insert_records(url: &str, queue: &str, n: u32, file: &std::path::Path, ms: u64) {
     pg_exec(
         url,
@@ -47,7 +63,7 @@ fn two_nodes_drain_10000_jobs_each_exactly_once() {
     let (a, b) = (rig.start("node-a", 8, ""), rig.start("node-b", 8, ""));
     a.wait_ready();
     b.wait_ready();
-    insert_records(&db.url, "default", 10_000, file, 0);
+    rig.insert("default", 10_000, 0);
     wait_for(Duration::from_secs(180), "10,000 jobs completed", || {
         (pg_i64(
             &db.url,
@@ -75,9 +91,8 @@ fn two_nodes_drain_10000_jobs_each_exactly_once() {
 fn sigkill_mid_run_loses_nothing() {
     let rig = PgRig::new("sigkill");
     let (db, file) = (&rig.db, &rig.file);
-    let mut node = rig.start("node-k", 16, "");
-    node.wait_ready();
-    insert_records(&db.url, "default", 2_000, file, 10);
+    let mut node = rig.ready("node-k", 16, "");
+    rig.insert("default", 2_000, 10);
     wait_for(Duration::from_secs(60), "some jobs to run", || {
         (executions(file).len() >= 300).then_some(())
     });
@@ -154,13 +169,7 @@ fn panics_timeouts_and_bad_payloads_end_where_their_policy_says() {
     );
     let job = node.wait_job_state(panicky, "completed", Duration::from_secs(30));
     assert_eq!(job["attempts"], 2, "{job}");
-    assert!(
-        job["last_error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("worker crashed"),
-        "{job}"
-    );
+    assert_last_error(&job, "worker crashed");
     let tree = node.rpc("tree", json!({}))["result"].clone();
     let restarts: u64 = tree_nodes(&tree)
         .iter()
@@ -175,13 +184,7 @@ fn panics_timeouts_and_bad_payloads_end_where_their_policy_says() {
     let job = node.wait_job_state(slow, "failed", Duration::from_secs(30));
     let took = started.elapsed();
     assert_eq!(job["attempts"], 3, "{job}");
-    assert!(
-        job["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("timed out after 200ms"),
-        "{job}"
-    );
+    assert_last_error(&job, "timed out after 200ms");
     // 3 attempts of 200 ms and two waits of 700 ms.
     assert!(
         took >= Duration::from_millis(2000),
@@ -205,13 +208,7 @@ fn panics_timeouts_and_bad_payloads_end_where_their_policy_says() {
     let bad_id = pg_i64(&db.url, "SELECT max(id) FROM jobs");
     let job = node.wait_job_state(bad_id, "failed", Duration::from_secs(30));
     assert_eq!(job["attempts"], 1, "{job}");
-    assert!(
-        job["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("not valid JSON"),
-        "{job}"
-    );
+    assert_last_error(&job, "not valid JSON");
 
     // Retrying from the dead letters enqueues it again.
     let out = chom(
@@ -333,7 +330,7 @@ fn strict_priority_across_the_five_queues() {
 #[test]
 fn pause_stops_claims_on_every_node_until_resumed() {
     let rig = PgRig::new("pause");
-    let (db, file) = (&rig.db, &rig.file);
+    let db = &rig.db;
     let (a, b) = (rig.start("node-a", 2, ""), rig.start("node-b", 2, ""));
     a.wait_ready();
     b.wait_ready();
@@ -350,8 +347,8 @@ fn pause_stops_claims_on_every_node_until_resumed() {
             },
         );
     }
-    insert_records(&db.url, "default", 20, file, 0);
-    insert_records(&db.url, "critical", 20, file, 0);
+    rig.insert("default", 20, 0);
+    rig.insert("critical", 20, 0);
     wait_for(Duration::from_secs(30), "critical jobs to complete", || {
         (pg_i64(
             &db.url,
@@ -508,8 +505,7 @@ fn cli_enqueue_show_list_unique_key_and_delay_on_sqlite() {
 fn jobs_running_at_the_shutdown_timeout_are_released_for_retry() {
     let rig = PgRig::new("shutdown");
     let db = &rig.db;
-    let mut node = rig.start("node-s", 1, "[node]\nshutdown_timeout = \"1s\"\n");
-    node.wait_ready();
+    let mut node = rig.ready("node-s", 1, "[node]\nshutdown_timeout = \"1s\"\n");
     let id = node.rpc(
         "jobs.enqueue",
         json!({"kind": "debug.sleep", "payload": {"ms": 30000}}),
@@ -577,8 +573,7 @@ fn workers_recycle_after_max_jobs_without_counting_as_failures() {
 #[test]
 fn stuck_jobs_are_killed_with_the_reason_and_stay_failed() {
     let rig = PgRig::new("stuck");
-    let node = rig.start("node-t", 1, "");
-    node.wait_ready();
+    let node = rig.ready("node-t", 1, "");
     let id = node.rpc(
         "jobs.enqueue",
         json!({"kind": "debug.sleep", "payload": {"ms": 1500}}),
@@ -621,10 +616,9 @@ fn stuck_jobs_are_killed_with_the_reason_and_stay_failed() {
 #[test]
 fn a_dead_nodes_jobs_are_rescued_by_another_node() {
     let rig = PgRig::new("rescue");
-    let (db, file) = (&rig.db, &rig.file);
-    let mut a = rig.start("node-a", 4, "");
-    a.wait_ready();
-    insert_records(&db.url, "default", 40, file, 3000);
+    let db = &rig.db;
+    let mut a = rig.ready("node-a", 4, "");
+    rig.insert("default", 40, 3000);
     wait_for(Duration::from_secs(20), "node a to hold jobs", || {
         (pg_i64(
             &db.url,
@@ -635,8 +629,7 @@ fn a_dead_nodes_jobs_are_rescued_by_another_node() {
     a.signal(Signal::KILL);
     a.wait_exit(Duration::from_secs(10));
     // Node b never restarts node a; it takes a's jobs once a stops heartbeating for retry_after.
-    let b = rig.start("node-b", 8, "[queue]\nretry_after = \"6s\"\n");
-    b.wait_ready();
+    let b = rig.ready("node-b", 8, "[queue]\nretry_after = \"6s\"\n");
     wait_for(
         Duration::from_secs(60),
         "all 40 jobs completed by node b",
@@ -661,8 +654,7 @@ fn a_dead_nodes_jobs_are_rescued_by_another_node() {
 fn graceful_shutdown_gives_back_claimed_jobs_without_using_an_attempt() {
     let rig = PgRig::new("graceful");
     let db = &rig.db;
-    let mut node = rig.start("node-g", 1, "");
-    node.wait_ready();
+    let mut node = rig.ready("node-g", 1, "");
     for _ in 0..5 {
         node.rpc(
             "jobs.enqueue",

@@ -408,6 +408,13 @@ impl PgRig {
         }
     }
 
+    /// [`PgRig::start`], then wait until the node is ready.
+    pub fn ready(&self, name: &str, workers: u32, more: &str) -> Node {
+        let node = self.start(name, workers, more);
+        node.wait_ready();
+        node
+    }
+
     /// Start node `name` on the database with `workers` workers, `more` config and the debug
     /// hooks on; the caller waits for it to be ready (so several nodes start at once).
     pub fn start(&self, name: &str, workers: u32, more: &str) -> Node {
