@@ -34,7 +34,7 @@ pub async fn dispatch(
         sites::List::NAME => run::<sites::List>(ctx, params).await,
         sites::Add::NAME => run::<sites::Add>(ctx, params).await,
         sites::Provision::NAME => run::<sites::Provision>(ctx, params).await,
-        debug::VpsPanic::NAME if ctx.debug_hooks => run::<debug::VpsPanic>(ctx, params).await,
+        debug::VpsPanic::NAME if ctx.info.debug_hooks => run::<debug::VpsPanic>(ctx, params).await,
         _ => return None,
     })
 }

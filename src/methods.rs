@@ -80,9 +80,15 @@ impl Dispatch for NodeRpc {
                 failed::Retry::NAME => run::<failed::Retry>(ctx, params).await,
                 failed::Prune::NAME => run::<failed::Prune>(ctx, params).await,
                 failed::Analyze::NAME => run::<failed::Analyze>(ctx, params).await,
-                debug::Stall::NAME if ctx.debug_hooks => run::<debug::Stall>(ctx, params).await,
-                debug::Fault::NAME if ctx.debug_hooks => run::<debug::Fault>(ctx, params).await,
-                debug::Inflate::NAME if ctx.debug_hooks => run::<debug::Inflate>(ctx, params).await,
+                debug::Stall::NAME if ctx.info.debug_hooks => {
+                    run::<debug::Stall>(ctx, params).await
+                }
+                debug::Fault::NAME if ctx.info.debug_hooks => {
+                    run::<debug::Fault>(ctx, params).await
+                }
+                debug::Inflate::NAME if ctx.info.debug_hooks => {
+                    run::<debug::Inflate>(ctx, params).await
+                }
                 other => match crate::fleet_methods::dispatch(ctx, other, params).await {
                     Some(result) => result,
                     None => Err(RpcError::new(
@@ -107,11 +113,11 @@ impl Handle for api::node::Status {
             .map_err(RpcError::failed)?;
         let backends = ctx.backends();
         Ok(api::node::StatusReply {
-            version: ctx.version.to_owned(),
-            node: ctx.node_name.clone(),
+            version: ctx.info.version.to_owned(),
+            node: ctx.info.node_name.clone(),
             pid: std::process::id(),
-            uptime_secs: ctx.started_at.elapsed().as_secs(),
-            started_at: chrono::DateTime::<chrono::Utc>::from(ctx.started_wall)
+            uptime_secs: ctx.info.started_at.elapsed().as_secs(),
+            started_at: chrono::DateTime::<chrono::Utc>::from(ctx.info.started_wall)
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             ready: ctx.ready(),
             http: ctx.http_addr.get().map(|a| a.to_string()),
@@ -317,7 +323,7 @@ pub(crate) fn wake_dispatcher(ctx: &NodeContext) {
 
 impl Handle for api::jobs::Enqueue {
     async fn handle(self, ctx: &NodeContext) -> Result<Enqueued, RpcError> {
-        if !chom_actors::jobs::known_kind(&self.kind, ctx.debug_hooks) {
+        if !chom_actors::jobs::known_kind(&self.kind, ctx.info.debug_hooks) {
             return Err(RpcError::invalid_params(format!(
                 "unknown job kind `{}`",
                 self.kind

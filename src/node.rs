@@ -169,7 +169,7 @@ async fn start_tree(
     node.tree_root.set(root.clone());
     node.readiness.set_tree_started();
     let config = &node.config;
-    info!(node = %node.node_name, version = crate::VERSION, http = %config.http.listen,
+    info!(node = %node.info.node_name, version = crate::VERSION, http = %config.http.listen,
           admin = %config.admin.socket.display(), "node started; waiting for migrations");
     Some((root, root_done))
 }
@@ -300,7 +300,7 @@ async fn release_leftovers(ctx: &NodeContext) {
     let limit = std::time::Duration::from_secs(5);
     let release = async {
         let store = chom_store::open(&ctx.config.database)?;
-        let n = chom_store::with_timeout(limit, store.release_node(&ctx.node_name)).await;
+        let n = chom_store::with_timeout(limit, store.release_node(&ctx.info.node_name)).await;
         store.close().await;
         n
     };

@@ -166,11 +166,7 @@ pub fn assemble(config: Arc<Config>, info: NodeInfo, listeners: Listeners) -> As
     }
     let node = Arc::new(NodeContext {
         config,
-        node_name: info.node_name,
-        version: info.version,
-        started_at: info.started_at,
-        started_wall: info.started_wall,
-        debug_hooks: info.debug_hooks,
+        info,
         metrics,
         http_addr,
         published,
@@ -268,7 +264,7 @@ where
 fn store(node: &NodeContext) -> ChildSpec {
     let args = StoreArgs {
         config: node.config.clone(),
-        node: node.info(),
+        node: node.info.clone(),
         backends: node.published.clone(),
         readiness: node.readiness.clone(),
     };

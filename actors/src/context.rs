@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use chom_core::config::Config;
 use chom_supervisors::SupervisorMsg;
@@ -28,16 +28,8 @@ use crate::queue::QueueShared;
 pub struct NodeContext {
     /// The resolved configuration.
     pub config: Arc<Config>,
-    /// `node.name`, or the host name when that is empty.
-    pub node_name: String,
-    /// The node's version (the binary's package version).
-    pub version: &'static str,
-    /// When the node process started (monotonic, for uptime).
-    pub started_at: Instant,
-    /// When the node process started (wall clock, for display).
-    pub started_wall: SystemTime,
-    /// Whether the fault-injection RPCs (`debug.*`) are served (`CHOM_DEBUG_HOOKS=1`).
-    pub debug_hooks: bool,
+    /// Name, version, start times, debug hooks.
+    pub info: NodeInfo,
     /// Every metric instrument.
     pub metrics: Metrics,
     /// The address the HTTP listener actually bound (`http.listen` may ask for port 0).
@@ -63,17 +55,6 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
-    /// Who the node is.
-    pub fn info(&self) -> NodeInfo {
-        NodeInfo {
-            node_name: self.node_name.clone(),
-            version: self.version,
-            started_at: self.started_at,
-            started_wall: self.started_wall,
-            debug_hooks: self.debug_hooks,
-        }
-    }
-
     /// What the health checks look at (`health`, `/health?fresh=true`).
     pub fn checks(&self) -> Checks {
         Checks {
