@@ -477,12 +477,7 @@ port = {sshd_port}
 
     /// Enqueue one job besides the stream; it is accounted for like the stream's.
     fn enqueue(&self, kind: &str, payload: Value) -> i64 {
-        let r = self
-            .node
-            .rpc("jobs.enqueue", json!({ "kind": kind, "payload": payload }));
-        let id = r["result"]["id"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("enqueue {kind}: {r}"));
+        let id = self.node.enqueue(kind, payload);
         let stream = self.stream.as_ref().expect("stream running");
         stream.acked.lock().unwrap().push(id);
         id

@@ -48,14 +48,19 @@ fn add_vps(node: &Node, id: &str, sshd: &Sshd) {
     assert!(r.get("error").is_none(), "vps.add: {r}");
 }
 
+/// A ready node whose fleet has one server, `web-1`, served by `sshd`.
+fn node_with_web1(sshd: &Sshd, tag: &str, more: &str, env: &[(&str, &str)]) -> Node {
+    let node = Node::start(tag, &fleet_extra(sshd, more), env);
+    node.wait_ready();
+    add_vps(&node, "web-1", sshd);
+    node
+}
+
 fn enqueue_exec(node: &Node, vps: &str, command: &str, args: Value) -> i64 {
-    let r = node.rpc(
-        "jobs.enqueue",
-        json!({ "kind": "vps.exec", "payload": { "vps": vps, "command": command, "args": args } }),
-    );
-    r["result"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("enqueue: {r}"))
+    node.enqueue(
+        "vps.exec",
+        json!({ "vps": vps, "command": command, "args": args }),
+    )
 }
 
 /// The breaker of `vps` as `breaker.list` shows it (waiting for its actor to be started).
@@ -78,9 +83,7 @@ fn breaker_state(node: &Node, vps: &str) -> Value {
 #[test]
 fn hostile_arguments_arrive_as_one_literal_argument_each() {
     let sshd = Sshd::start();
-    let node = Node::start("fleet-quote", &fleet_extra(&sshd, ""), &[]);
-    node.wait_ready();
-    add_vps(&node, "web-1", &sshd);
+    let node = node_with_web1(&sshd, "fleet-quote", "", &[]);
     let marker = std::env::temp_dir().join(format!("pwned-{}", rand_suffix()));
     let hostile = format!("x'; touch {}; echo '", marker.display());
     let args = json!([hostile, "$(reboot)", "`id`", "a b\nc", "--flag=\"q\""]);
@@ -102,9 +105,7 @@ fn hostile_arguments_arrive_as_one_literal_argument_each() {
 #[test]
 fn bad_command_names_fail_the_job_at_once() {
     let sshd = Sshd::start();
-    let node = Node::start("fleet-badcmd", &fleet_extra(&sshd, ""), &[]);
-    node.wait_ready();
-    add_vps(&node, "web-1", &sshd);
+    let node = node_with_web1(&sshd, "fleet-badcmd", "", &[]);
     let id = enqueue_exec(&node, "web-1", "site:create; reboot", json!([]));
     let job = node.wait_job_state(id, "failed", Duration::from_secs(30));
     assert_eq!(job["attempts"], 1, "{job}");
@@ -156,9 +157,7 @@ fn bad_command_names_fail_the_job_at_once() {
 fn ten_concurrent_jobs_on_one_vps_never_run_more_than_three_at_once() {
     let sshd = Sshd::start();
     sshd.fake().set_sleep(Duration::from_millis(400));
-    let node = Node::start("fleet-bulkhead", &fleet_extra(&sshd, ""), &[]);
-    node.wait_ready();
-    add_vps(&node, "web-1", &sshd);
+    let node = node_with_web1(&sshd, "fleet-bulkhead", "", &[]);
     let ids: Vec<i64> = (0..10)
         .map(|i| enqueue_exec(&node, "web-1", "backup:run", json!([i.to_string()])))
         .collect();
@@ -187,13 +186,8 @@ fn ten_concurrent_jobs_on_one_vps_never_run_more_than_three_at_once() {
 #[test]
 fn dead_sshd_opens_the_breaker_and_a_trial_call_closes_it_when_back() {
     let sshd = Sshd::start();
-    let extra = fleet_extra(
-        &sshd,
-        "\n[breaker]\nfailure_threshold = 5\nopen_timeout = \"3s\"\n",
-    );
-    let node = Node::start("fleet-breaker", &extra, &[]);
-    node.wait_ready();
-    add_vps(&node, "web-1", &sshd);
+    let breaker = "[breaker]\nfailure_threshold = 5\nopen_timeout = \"3s\"";
+    let node = node_with_web1(&sshd, "fleet-breaker", breaker, &[]);
     // A first command opens the session; then the host dies.
     let first = enqueue_exec(&node, "web-1", "site:list", json!([]));
     node.wait_job_state(first, "completed", Duration::from_secs(30));
@@ -267,9 +261,7 @@ fn dead_sshd_opens_the_breaker_and_a_trial_call_closes_it_when_back() {
 #[test]
 fn changed_host_key_is_refused_forces_the_breaker_open_and_is_not_retried() {
     let sshd = Sshd::start();
-    let node = Node::start("fleet-hostkey", &fleet_extra(&sshd, ""), &[]);
-    node.wait_ready();
-    add_vps(&node, "web-1", &sshd);
+    let node = node_with_web1(&sshd, "fleet-hostkey", "", &[]);
     sshd.rotate_host_key();
     let id = enqueue_exec(&node, "web-1", "site:list", json!([]));
     let job = node.wait_job_state(id, "failed", Duration::from_secs(30));
@@ -295,9 +287,7 @@ fn changed_host_key_is_refused_forces_the_breaker_open_and_is_not_retried() {
 #[test]
 fn a_panicking_vps_actor_is_restarted_and_its_in_flight_job_retried() {
     let sshd = Sshd::start();
-    let node = Node::start("fleet-panic", &fleet_extra(&sshd, ""), DEBUG);
-    node.wait_ready();
-    add_vps(&node, "web-1", &sshd);
+    let node = node_with_web1(&sshd, "fleet-panic", "", DEBUG);
     sshd.fake().set_sleep(Duration::from_secs(3));
     let id = enqueue_exec(&node, "web-1", "site:create", json!(["a.example.com"]));
     wait_for(Duration::from_secs(30), "the command to run", || {
@@ -343,15 +333,7 @@ fn an_open_breaker_stays_open_across_a_node_restart_with_redis() {
     // A fresh node (its own database; the server comes from [[vps]]) reads the breaker back.
     let node = Node::start("fleet-redis-2", &extra, &[]);
     node.wait_ready();
-    let b = wait_for(Duration::from_secs(30), "vps actor after restart", || {
-        let r = node.rpc("breaker.list", json!({}));
-        r["result"]["breakers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|b| b["vps"] == vps.as_str())
-            .cloned()
-    });
+    let b = breaker_state(&node, &vps);
     assert_eq!(b["breaker"]["state"], "open", "{b}");
     // Remove the server, which also deletes its key from the shared cache.
     let r = node.rpc("vps.remove", json!({ "id": vps }));
@@ -361,9 +343,7 @@ fn an_open_breaker_stays_open_across_a_node_restart_with_redis() {
 #[test]
 fn tenants_sites_and_site_provision() {
     let sshd = Sshd::start();
-    let node = Node::start("fleet-sites", &fleet_extra(&sshd, ""), &[]);
-    node.wait_ready();
-    add_vps(&node, "web-1", &sshd);
+    let node = node_with_web1(&sshd, "fleet-sites", "", &[]);
     let tenant = node.rpc("tenants.add", json!({ "name": "acme", "tier": "pro" }));
     let tenant_id = tenant["result"]["id"].as_i64().unwrap();
     let added = node.rpc(
@@ -426,10 +406,12 @@ fn tenants_sites_and_site_provision() {
 fn operators_force_a_breaker_open_and_jobs_wait_without_using_attempts() {
     let sshd = Sshd::start();
     // Rejected jobs come back after the open period; keep it short.
-    let extra = fleet_extra(&sshd, "\n[breaker]\nopen_timeout = \"2s\"\n");
-    let node = Node::start("fleet-operator", &extra, &[]);
-    node.wait_ready();
-    add_vps(&node, "web-1", &sshd);
+    let node = node_with_web1(
+        &sshd,
+        "fleet-operator",
+        "[breaker]\nopen_timeout = \"2s\"",
+        &[],
+    );
     let r = node.rpc("breaker.open", json!({ "vps": "web-1" }));
     assert_eq!(r["result"]["breaker"]["state"], "forced_open", "{r}");
     let id = enqueue_exec(&node, "web-1", "site:list", json!([]));

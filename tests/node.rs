@@ -498,12 +498,7 @@ fn a_second_live_node_with_the_same_name_on_postgres_is_refused_and_its_jobs_kep
     first.wait_ready();
     let side = first.dir.path().join("executions");
     // debug.record writes its line when it ends: 4 s of running to be refused in.
-    let id = first.rpc(
-        "jobs.enqueue",
-        json!({ "kind": "debug.record", "payload": { "file": side, "ms": 4000 } }),
-    )["result"]["id"]
-        .as_i64()
-        .unwrap();
+    let id = first.enqueue("debug.record", json!({ "file": side, "ms": 4000 }));
     first.wait_job_state(id, "reserved", Duration::from_secs(30));
     // Same default name (the host name), another data dir: refused while the first lives.
     let dir = TempDir::new("samename-b");
@@ -564,15 +559,7 @@ fn a_second_signal_exits_at_once_during_a_slow_shutdown() {
     wait_for(Duration::from_secs(10), "shutdown to begin", || {
         node.log_text().contains("shutting down").then_some(())
     });
-    let second = Instant::now();
-    node.signal(Signal::INT);
-    let status = node.wait_exit(Duration::from_secs(5));
-    assert_eq!(status.code(), Some(1), "{}", node.log_text());
-    assert!(
-        second.elapsed() < Duration::from_secs(3),
-        "second signal took {:?}",
-        second.elapsed()
-    );
+    node.signal_exits(Signal::INT, 1, Duration::from_secs(3));
     assert!(
         node.log_text().contains("second signal"),
         "{}",

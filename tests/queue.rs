@@ -64,13 +64,7 @@ fn two_nodes_drain_10000_jobs_each_exactly_once() {
     a.wait_ready();
     b.wait_ready();
     rig.insert("default", 10_000, 0);
-    wait_for(Duration::from_secs(180), "10,000 jobs completed", || {
-        (pg_i64(
-            &db.url,
-            "SELECT count(*) FROM jobs WHERE state = 'completed'",
-        ) == 10_000)
-            .then_some(())
-    });
+    wait_jobs(&db.url, "state = 'completed'", 10_000, None);
     let runs = executions(file);
     let (before, ids) = executed_ids(file);
     assert_eq!(
@@ -113,18 +107,7 @@ fn sigkill_mid_run_loses_nothing() {
         log,
         socket: node.socket.clone(),
     };
-    wait_for(
-        Duration::from_secs(120),
-        "all 2,000 jobs completed after the restart",
-        || {
-            restarted.assert_running();
-            (pg_i64(
-                &db.url,
-                "SELECT count(*) FROM jobs WHERE state = 'completed'",
-            ) == 2_000)
-                .then_some(())
-        },
-    );
+    wait_jobs(&db.url, "state = 'completed'", 2_000, Some(&restarted));
     assert_eq!(
         pg_i64(
             &db.url,
@@ -157,10 +140,7 @@ fn panics_timeouts_and_bad_payloads_end_where_their_policy_says() {
     );
     let node = Node::start("policy", &extra, DEBUG);
     node.wait_ready();
-    let enqueue = |kind: &str, payload: Value| -> i64 {
-        let r = node.rpc("jobs.enqueue", json!({"kind": kind, "payload": payload}));
-        r["result"]["id"].as_i64().unwrap_or_else(|| panic!("{r}"))
-    };
+    let enqueue = |kind: &str, payload: Value| node.enqueue(kind, payload);
 
     // A worker that panics mid-job is restarted and the job retried.
     let panicky = enqueue(
@@ -260,15 +240,7 @@ fn postgres_stopped_for_10s_heals_and_every_job_completes() {
     std::thread::sleep(left); // the outage itself lasts 10 s; nothing is awaited here
     node.assert_running();
     pg.start_again();
-    wait_for(
-        Duration::from_secs(120),
-        "every job to complete after the database returned",
-        || {
-            node.assert_running();
-            (pg_i64(&url, "SELECT count(*) FROM jobs WHERE state = 'completed'") == 600)
-                .then_some(())
-        },
-    );
+    wait_jobs(&url, "state = 'completed'", 600, Some(&node));
     let (_, ids) = executed_ids(&file);
     assert_eq!(ids.len(), 600);
     let (code, _) = wait_for(Duration::from_secs(30), "/health to recover", || {
@@ -290,13 +262,7 @@ fn strict_priority_across_the_five_queues() {
     }
     let node = Node::start("priority", &pg_node_extra(&db.url, "node-q", 4, ""), DEBUG);
     node.wait_ready();
-    wait_for(Duration::from_secs(60), "200 jobs", || {
-        (pg_i64(
-            &db.url,
-            "SELECT count(*) FROM jobs WHERE state = 'completed'",
-        ) == 200)
-            .then_some(())
-    });
+    wait_jobs(&db.url, "state = 'completed'", 200, None);
     let order: Vec<i64> = executions(&file).into_iter().map(|(id, _)| id).collect();
     // Ids were inserted queue by queue: batch 1-40, low 41-80, default 81-120, high 121-160, critical 161-200.
     let first_id = pg_i64(&db.url, "SELECT min(id) FROM jobs");
@@ -349,13 +315,12 @@ fn pause_stops_claims_on_every_node_until_resumed() {
     }
     rig.insert("default", 20, 0);
     rig.insert("critical", 20, 0);
-    wait_for(Duration::from_secs(30), "critical jobs to complete", || {
-        (pg_i64(
-            &db.url,
-            "SELECT count(*) FROM jobs WHERE queue = 'critical' AND state = 'completed'",
-        ) == 20)
-            .then_some(())
-    });
+    wait_jobs(
+        &db.url,
+        "queue = 'critical' AND state = 'completed'",
+        20,
+        None,
+    );
     // Two more poll rounds on both nodes: default stays untouched.
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
@@ -369,13 +334,7 @@ fn pause_stops_claims_on_every_node_until_resumed() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let stats = b.rpc("queue.stats", json!({}))["result"]["queues"].clone();
-    let default = stats
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "default")
-        .unwrap()
-        .clone();
+    let default = queue_row(&stats, "default");
     assert_eq!(
         (default["paused"].as_bool(), default["ready"].as_u64()),
         (Some(true), Some(20)),
@@ -383,16 +342,11 @@ fn pause_stops_claims_on_every_node_until_resumed() {
     );
     let out = chom(Some(&b.config), &["queue", "resume", "default"], &[]);
     assert!(out.status.success(), "{out:?}");
-    wait_for(
-        Duration::from_secs(30),
-        "default jobs to complete after resume",
-        || {
-            (pg_i64(
-                &db.url,
-                "SELECT count(*) FROM jobs WHERE queue = 'default' AND state = 'completed'",
-            ) == 20)
-                .then_some(())
-        },
+    wait_jobs(
+        &db.url,
+        "queue = 'default' AND state = 'completed'",
+        20,
+        None,
     );
 }
 
@@ -450,13 +404,7 @@ fn cli_enqueue_show_list_unique_key_and_delay_on_sqlite() {
         "{list}"
     );
     let stats: Value = serde_json::from_str(&run(&["queue", "stats", "--json"])).unwrap();
-    let default = stats["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == "default")
-        .unwrap()
-        .clone();
+    let default = queue_row(&stats["queues"], "default");
     assert_eq!(default["delayed"], 1, "{stats}");
     // Bad input gets clear errors.
     let out = chom(
@@ -506,22 +454,9 @@ fn jobs_running_at_the_shutdown_timeout_are_released_for_retry() {
     let rig = PgRig::new("shutdown");
     let db = &rig.db;
     let mut node = rig.ready("node-s", 1, "[node]\nshutdown_timeout = \"1s\"\n");
-    let id = node.rpc(
-        "jobs.enqueue",
-        json!({"kind": "debug.sleep", "payload": {"ms": 30000}}),
-    )["result"]["id"]
-        .as_i64()
-        .unwrap();
+    let id = node.enqueue("debug.sleep", json!({"ms": 30000}));
     node.wait_job_state(id, "reserved", Duration::from_secs(10));
-    let stopping = Instant::now();
-    node.signal(Signal::TERM);
-    let status = node.wait_exit(Duration::from_secs(20));
-    assert_eq!(status.code(), Some(0), "{}", node.log_text());
-    assert!(
-        stopping.elapsed() < Duration::from_secs(10),
-        "shutdown took {:?}",
-        stopping.elapsed()
-    );
+    node.signal_exits(Signal::TERM, 0, Duration::from_secs(10));
     // Back to pending with its attempt counted, no longer held by the node.
     assert_eq!(
         pg_i64(
@@ -574,12 +509,7 @@ fn workers_recycle_after_max_jobs_without_counting_as_failures() {
 fn stuck_jobs_are_killed_with_the_reason_and_stay_failed() {
     let rig = PgRig::new("stuck");
     let node = rig.ready("node-t", 1, "");
-    let id = node.rpc(
-        "jobs.enqueue",
-        json!({"kind": "debug.sleep", "payload": {"ms": 1500}}),
-    )["result"]["id"]
-        .as_i64()
-        .unwrap();
+    let id = node.enqueue("debug.sleep", json!({"ms": 1500}));
     node.wait_job_state(id, "reserved", Duration::from_secs(10));
     let out = chom(
         Some(&node.config),
@@ -605,9 +535,7 @@ fn stuck_jobs_are_killed_with_the_reason_and_stay_failed() {
             .map(|_| ())
         },
     );
-    let later = node.rpc("jobs.enqueue", json!({"kind": "noop"}))["result"]["id"]
-        .as_i64()
-        .unwrap();
+    let later = node.enqueue("noop", Value::Null);
     node.wait_job_state(later, "completed", Duration::from_secs(10));
     let job = node.rpc("jobs.show", json!({"id": id}))["result"].clone();
     assert_eq!(job["state"], "failed", "{job}");
@@ -630,18 +558,7 @@ fn a_dead_nodes_jobs_are_rescued_by_another_node() {
     a.wait_exit(Duration::from_secs(10));
     // Node b never restarts node a; it takes a's jobs once a stops heartbeating for retry_after.
     let b = rig.ready("node-b", 8, "[queue]\nretry_after = \"6s\"\n");
-    wait_for(
-        Duration::from_secs(60),
-        "all 40 jobs completed by node b",
-        || {
-            b.assert_running();
-            (pg_i64(
-                &db.url,
-                "SELECT count(*) FROM jobs WHERE state = 'completed'",
-            ) == 40)
-                .then_some(())
-        },
-    );
+    wait_jobs(&db.url, "state = 'completed'", 40, Some(&b));
     // The reaper logs after its rescue commits; its jobs may complete before that line.
     wait_for(Duration::from_secs(10), "the rescue logged", || {
         b.log_text()
@@ -662,17 +579,7 @@ fn graceful_shutdown_gives_back_claimed_jobs_without_using_an_attempt() {
         );
     }
     // One job running and one claimed into the ready buffer, not started.
-    wait_for(
-        Duration::from_secs(10),
-        "a running and a buffered job",
-        || {
-            (pg_i64(
-                &db.url,
-                "SELECT count(*) FROM jobs WHERE state = 'reserved'",
-            ) == 2)
-                .then_some(())
-        },
-    );
+    wait_jobs(&db.url, "state = 'reserved'", 2, None);
     node.signal(Signal::TERM);
     assert_eq!(
         node.wait_exit(Duration::from_secs(30)).code(),

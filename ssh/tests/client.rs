@@ -4,7 +4,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chom_ssh::{
-    ClientConfig, ErrorClass, HostKeyCheck, Session, SshError, Target, command_line, load_key,
+    ClientConfig, ErrorClass, HostKeyCheck, Output, Session, SshError, Target, command_line,
+    load_key,
 };
 use chom_testkit::Sshd;
 use chom_testkit::eventually;
@@ -27,13 +28,22 @@ fn config(key: &Path, connect_timeout: Duration) -> ClientConfig {
     }
 }
 
+/// Connect to `sshd` with `cfg`, its host key checked against its known_hosts.
+async fn try_connect(sshd: &Sshd, cfg: &ClientConfig) -> Result<Session, SshError> {
+    let known = HostKeyCheck::KnownHosts(sshd.known_hosts());
+    Session::connect(&target(sshd, known), cfg).await
+}
+
 async fn connect(sshd: &Sshd) -> Session {
-    Session::connect(
-        &target(sshd, HostKeyCheck::KnownHosts(sshd.known_hosts())),
-        &config(&sshd.ed25519_key(), Duration::from_secs(10)),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("connect: {e}\n{}", sshd.log()))
+    let cfg = config(&sshd.ed25519_key(), Duration::from_secs(10));
+    try_connect(sshd, &cfg)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}\n{}", sshd.log()))
+}
+
+/// Run `true` on the session (a probe of whether it still serves commands).
+async fn run_true(s: &Session) -> Result<Output, SshError> {
+    s.exec("true", Duration::from_secs(10), 64).await
 }
 
 fn fake_line(sshd: &Sshd, name: &str, args: &[String]) -> String {
@@ -44,12 +54,9 @@ fn fake_line(sshd: &Sshd, name: &str, args: &[String]) -> String {
 async fn connect_without_keepalive(sshd: &Sshd) -> Session {
     let mut cfg = config(&sshd.ed25519_key(), Duration::from_secs(10));
     cfg.keepalive_interval = None;
-    Session::connect(
-        &target(sshd, HostKeyCheck::KnownHosts(sshd.known_hosts())),
-        &cfg,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("connect: {e}\n{}", sshd.log()))
+    try_connect(sshd, &cfg)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}\n{}", sshd.log()))
 }
 
 fn assert_within(took: Duration, low: Duration, high: Duration) {
@@ -63,29 +70,21 @@ fn assert_within(took: Duration, low: Duration, high: Duration) {
 async fn exec_captures_output_exit_status_and_json() {
     let sshd = Sshd::start();
     let s = connect(&sshd).await;
+    let line = fake_line(&sshd, "site:list", &[]);
+    let site_list = async |s: &Session| {
+        s.exec(&line, Duration::from_secs(10), 1 << 20)
+            .await
+            .unwrap()
+    };
     sshd.fake().set_stdout(r#"{"ok": true, "sites": 3}"#);
     sshd.fake().set_stderr("a warning");
-    let out = s
-        .exec(
-            &fake_line(&sshd, "site:list", &[]),
-            Duration::from_secs(10),
-            1 << 20,
-        )
-        .await
-        .unwrap();
+    let out = site_list(&s).await;
     assert!(out.success());
     assert_eq!(out.json.as_ref().unwrap()["sites"], 3);
     assert_eq!(out.stderr, "a warning");
     sshd.fake().set_exit(7);
     sshd.fake().set_stdout("not json");
-    let out = s
-        .exec(
-            &fake_line(&sshd, "site:list", &[]),
-            Duration::from_secs(10),
-            1 << 20,
-        )
-        .await
-        .unwrap();
+    let out = site_list(&s).await;
     assert_eq!(out.exit_status, Some(7));
     assert!(!out.success());
     assert_eq!(out.json, None);
@@ -101,7 +100,7 @@ async fn rsa_keys_authenticate_too() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
-    let out = s.exec("true", Duration::from_secs(10), 1024).await.unwrap();
+    let out = run_true(&s).await.unwrap();
     assert!(out.success());
 }
 
@@ -196,12 +195,7 @@ async fn a_slow_command_times_out_and_its_channel_is_closed() {
     assert!(err.to_string().contains("500ms"), "{err}");
     // The session still serves other commands.
     sshd.fake().set_sleep(Duration::ZERO);
-    assert!(
-        s.exec("true", Duration::from_secs(10), 1024)
-            .await
-            .unwrap()
-            .success()
-    );
+    assert!(run_true(&s).await.unwrap().success());
 }
 
 #[tokio::test]
@@ -232,31 +226,20 @@ async fn killed_sshd_loses_the_session_and_refuses_connections_until_restarted()
         s.is_closed()
     })
     .await;
-    let err = s
-        .exec("true", Duration::from_secs(10), 64)
-        .await
-        .unwrap_err();
+    let err = run_true(&s).await.unwrap_err();
     assert!(
         matches!(err, SshError::SessionLost { started: false, .. }),
         "{err}"
     );
-    let err = Session::connect(
-        &target(&sshd, HostKeyCheck::KnownHosts(sshd.known_hosts())),
-        &config(&sshd.ed25519_key(), Duration::from_secs(5)),
-    )
-    .await
-    .expect_err("connect must fail");
+    let err = try_connect(&sshd, &config(&sshd.ed25519_key(), Duration::from_secs(5)))
+        .await
+        .expect_err("connect must fail");
     assert!(matches!(err, SshError::Connect { .. }), "{err}");
     assert_eq!(err.class(), ErrorClass::Transport { started: false });
     sshd.fake().set_sleep(Duration::ZERO);
     sshd.restart();
     let s = connect(&sshd).await;
-    assert!(
-        s.exec("true", Duration::from_secs(10), 64)
-            .await
-            .unwrap()
-            .success()
-    );
+    assert!(run_true(&s).await.unwrap().success());
 }
 
 #[tokio::test]
@@ -265,12 +248,9 @@ async fn frozen_sshd_times_out_connects_at_the_connect_limit() {
     sshd.freeze();
     let limit = Duration::from_millis(500);
     let started = Instant::now();
-    let err = Session::connect(
-        &target(&sshd, HostKeyCheck::KnownHosts(sshd.known_hosts())),
-        &config(&sshd.ed25519_key(), limit),
-    )
-    .await
-    .expect_err("connect must time out");
+    let err = try_connect(&sshd, &config(&sshd.ed25519_key(), limit))
+        .await
+        .expect_err("connect must time out");
     assert_within(started.elapsed(), limit, limit + Duration::from_secs(2));
     assert!(
         matches!(err, SshError::ConnectTimeout { limit: l, .. } if l == limit),
@@ -336,12 +316,7 @@ async fn keepalives_notice_a_frozen_host() {
     let sshd = Sshd::start();
     let mut cfg = config(&sshd.ed25519_key(), Duration::from_secs(10));
     cfg.keepalive_interval = Some(Duration::from_millis(200));
-    let s = Session::connect(
-        &target(&sshd, HostKeyCheck::KnownHosts(sshd.known_hosts())),
-        &cfg,
-    )
-    .await
-    .unwrap();
+    let s = try_connect(&sshd, &cfg).await.unwrap();
     assert!(!s.is_closed());
     sshd.freeze();
     // 3 unanswered keep-alives at 200 ms: closed after about a second.
@@ -352,10 +327,7 @@ async fn keepalives_notice_a_frozen_host() {
     )
     .await;
     let started = Instant::now();
-    let err = s
-        .exec("true", Duration::from_secs(10), 64)
-        .await
-        .unwrap_err();
+    let err = run_true(&s).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(
         matches!(err, SshError::SessionLost { started: false, .. }),
@@ -374,10 +346,7 @@ async fn close_ends_the_session() {
         other.is_closed()
     })
     .await;
-    let err = other
-        .exec("true", Duration::from_secs(10), 64)
-        .await
-        .unwrap_err();
+    let err = run_true(&other).await.unwrap_err();
     assert_eq!(
         err.class(),
         ErrorClass::Transport { started: false },
@@ -401,12 +370,9 @@ async fn refused_keys_and_missing_key_files_are_reported_as_such() {
         .status()
         .unwrap();
     assert!(status.success());
-    let err = Session::connect(
-        &target(&sshd, HostKeyCheck::KnownHosts(sshd.known_hosts())),
-        &config(&stranger, Duration::from_secs(10)),
-    )
-    .await
-    .expect_err("an unknown key must be refused");
+    let err = try_connect(&sshd, &config(&stranger, Duration::from_secs(10)))
+        .await
+        .expect_err("an unknown key must be refused");
     assert!(matches!(err, SshError::Auth { .. }), "{err}");
     assert_eq!(err.class(), ErrorClass::Transport { started: false });
     assert!(
@@ -456,12 +422,7 @@ async fn host_keys_are_checked() {
     let s = Session::connect(&target(&sshd, HostKeyCheck::Pinned(new)), &cfg)
         .await
         .unwrap();
-    assert!(
-        s.exec("true", Duration::from_secs(10), 64)
-            .await
-            .unwrap()
-            .success()
-    );
+    assert!(run_true(&s).await.unwrap().success());
 }
 
 /// Arguments built from pieces that mean something to a shell, mixed with arbitrary text.

@@ -243,6 +243,16 @@ impl Node {
         }
     }
 
+    /// Send `sig` and wait for the process to exit with `code` within `within`.
+    pub fn signal_exits(&mut self, sig: rustix::process::Signal, code: i32, within: Duration) {
+        let sent = Instant::now();
+        self.signal(sig);
+        let status = self.wait_exit(within + Duration::from_secs(10));
+        assert_eq!(status.code(), Some(code), "{}", self.log_text());
+        let took = sent.elapsed();
+        assert!(took < within, "exit after {sig:?} took {took:?}");
+    }
+
     pub fn assert_running(&self) {
         if let Some(child) = &self.child {
             // try_wait needs &mut; read the process state instead (an exited, unreaped child is
@@ -475,6 +485,20 @@ where
 }
 
 /// One integer from a query (e.g. a count).
+/// Wait until `n` rows of `jobs` match `filter` (an SQL condition); with `alive`, that node
+/// must stay up meanwhile, so a crash fails the test at once rather than at the deadline. The
+/// deadline (3 minutes) only catches a hang: no test times its queue with it.
+pub fn wait_jobs(url: &str, filter: &str, n: i64, alive: Option<&Node>) {
+    let sql = format!("SELECT count(*) FROM jobs WHERE {filter}");
+    let limit = Duration::from_secs(180);
+    wait_for(limit, &format!("{n} jobs where {filter}"), || {
+        if let Some(node) = alive {
+            node.assert_running();
+        }
+        (pg_i64(url, &sql) == n).then_some(())
+    });
+}
+
 pub fn pg_i64(url: &str, sql: &str) -> i64 {
     block_on(async {
         use sqlx::Connection;
@@ -541,6 +565,16 @@ pub fn pg_node_extra(url: &str, name: &str, workers: u32, more: &str) -> String 
 }
 
 /// Every actor report in a `tree` result, depth first.
+/// The row of `queue` in a `queue.stats` result's `queues` array.
+pub fn queue_row(queues: &Value, queue: &str) -> Value {
+    let rows = queues
+        .as_array()
+        .unwrap_or_else(|| panic!("no queues: {queues}"));
+    let row = rows.iter().find(|q| q["queue"] == queue);
+    row.unwrap_or_else(|| panic!("no queue {queue}: {queues}"))
+        .clone()
+}
+
 pub fn tree_nodes(tree: &Value) -> Vec<Value> {
     fn go(children: &Value, out: &mut Vec<Value>) {
         for c in children.as_array().into_iter().flatten() {
@@ -574,6 +608,14 @@ pub fn executed_ids(path: &Path) -> (usize, Vec<i64>) {
 }
 
 impl Node {
+    /// Enqueue a job of `kind` with `payload`; returns its id (panics with the reply if refused).
+    pub fn enqueue(&self, kind: &str, payload: Value) -> i64 {
+        let r = self.rpc("jobs.enqueue", json!({ "kind": kind, "payload": payload }));
+        r["result"]["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("enqueue {kind}: {r}"))
+    }
+
     /// Wait until job `id` is in `state`; returns its `jobs.show` document.
     pub fn wait_job_state(&self, id: i64, state: &str, limit: Duration) -> Value {
         wait_for(limit, &format!("job {id} to be {state}"), || {
