@@ -318,29 +318,24 @@ fn malformed_rpc_gets_a_jsonrpc_error_and_the_socket_keeps_serving() {
     let node = Node::start("rpc", "", &[]);
     node.wait_serving();
     let mut bad = BufReader::new(UnixStream::connect(&node.socket).unwrap());
-    bad.get_mut().write_all(b"this is not json\n").unwrap();
-    let mut line = String::new();
-    bad.read_line(&mut line).unwrap();
-    let err: Value = serde_json::from_str(&line).unwrap();
+    // One line out, one reply back, on the same connection.
+    let mut exchange = |request: &[u8]| -> Value {
+        bad.get_mut().write_all(request).unwrap();
+        let mut line = String::new();
+        bad.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    let err = exchange(b"this is not json\n");
     assert_eq!(err["error"]["code"], -32700, "{err}");
     // Another client is served meanwhile, and so is the same connection afterwards.
     assert!(node.rpc("status", json!({}))["result"]["version"].is_string());
-    bad.get_mut()
-        .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"nope\",\"id\":7}\n")
-        .unwrap();
-    line.clear();
-    bad.read_line(&mut line).unwrap();
-    let unknown: Value = serde_json::from_str(&line).unwrap();
+    let unknown = exchange(b"{\"jsonrpc\":\"2.0\",\"method\":\"nope\",\"id\":7}\n");
     assert_eq!(
         (unknown["error"]["code"].as_i64(), unknown["id"].as_i64()),
         (Some(-32601), Some(7))
     );
-    bad.get_mut()
-        .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"restart\",\"params\":{},\"id\":8}\n")
-        .unwrap();
-    line.clear();
-    bad.read_line(&mut line).unwrap();
-    let invalid: Value = serde_json::from_str(&line).unwrap();
+    let invalid =
+        exchange(b"{\"jsonrpc\":\"2.0\",\"method\":\"restart\",\"params\":{},\"id\":8}\n");
     assert_eq!(invalid["error"]["code"], -32602, "{invalid}");
     // An oversized line (> 1 MiB) closes only that connection.
     let mut big = UnixStream::connect(&node.socket).unwrap();
@@ -425,30 +420,20 @@ fn an_admin_socket_path_naming_a_regular_file_is_refused_and_the_file_kept() {
     let db = node.dir.path().join("var/chom.db");
     let before = std::fs::metadata(&db).expect("database file").len();
     assert!(before > 0);
-    // Pointed at the database itself: the config is refused before anything is touched.
-    let (code, log) = refused_start(
-        &node.config,
-        node.dir.path(),
-        &[("CHOM_ADMIN_SOCKET", db.to_str().unwrap())],
-    );
-    assert_eq!(code, Some(78), "{log}");
-    assert!(
-        log.contains("admin.socket") && log.contains("the database file"),
-        "{log}"
-    );
-    // Pointed at any other file that is not a socket: the node refuses, the file stays.
     let notes = node.dir.path().join("var/notes.txt");
     std::fs::write(&notes, "keep me").unwrap();
-    let (code, log) = refused_start(
-        &node.config,
-        node.dir.path(),
-        &[("CHOM_ADMIN_SOCKET", notes.to_str().unwrap())],
-    );
-    assert_eq!(code, Some(1), "{log}");
-    assert!(
-        log.contains("is not a socket") && log.contains("regular file"),
-        "{log}"
-    );
+    // Pointed at the database itself, the config is refused before anything is touched (78);
+    // at any other file that is not a socket, the node refuses (1) and the file stays.
+    let cases = [
+        (&db, 78, ["admin.socket", "the database file"]),
+        (&notes, 1, ["is not a socket", "regular file"]),
+    ];
+    for (path, want, says) in cases {
+        let env = [("CHOM_ADMIN_SOCKET", path.to_str().unwrap())];
+        let (code, log) = refused_start(&node.config, node.dir.path(), &env);
+        assert_eq!(code, Some(want), "{}: {log}", path.display());
+        assert!(says.iter().all(|s| log.contains(s)), "{log}");
+    }
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "keep me");
     assert_eq!(
         std::fs::metadata(&db).expect("database kept").len(),
