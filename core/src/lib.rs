@@ -1,6 +1,7 @@
 //! Pure domain types and state machines of the CHOM node: configuration (parsed and
 //! validated from text; the binary reads the files), input bounds, jobs and their retry
-//! policy, the circuit breaker, remediation, retry pacing and log throttling. No IO: every
+//! policy, the circuit breaker, remediation, retry pacing, log throttling and the
+//! observability query policy (live, probe or cache). No IO: every
 //! input, the time included, is handed in.
 
 #![warn(missing_docs)]
@@ -11,6 +12,7 @@ pub mod config;
 pub mod inventory;
 pub mod job;
 pub mod limits;
+pub mod observe;
 pub mod policy;
 pub mod remediation;
 pub mod throttle;
