@@ -131,3 +131,65 @@ fn every_alert_has_severity_summary_description_and_a_runbook_section() {
         );
     }
 }
+
+/// Every PromQL expression of the dashboard, with its panel's title.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(deploy("grafana/dashboards/chom-node.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(dash["uid"], "chom-node");
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap().to_owned();
+            // One datasource, the provisioned one: a uid typo shows as an empty panel.
+            assert_eq!(target["datasource"]["uid"], "chom-prometheus", "{title}");
+            out.push((title, target["expr"].as_str().unwrap().to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_queries_parse_and_cover_what_an_operator_watches() {
+    let provisioned = yaml(&deploy("grafana/provisioning/datasources/chom.yml"));
+    let uids: Vec<&str> = provisioned["datasources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["uid"].as_str())
+        .collect();
+    assert!(uids.contains(&"chom-prometheus"), "{uids:?}");
+    let queries = dashboard_queries();
+    // promtool parses PromQL when it checks rules: each query as a recording rule.
+    let dir = std::env::temp_dir().join(format!("chom-dash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules: Vec<String> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, (_, expr))| format!("      - record: dashboard:q{i}\n        expr: {expr:?}\n"))
+        .collect();
+    let file = format!(
+        "groups:\n  - name: dashboard\n    rules:\n{}",
+        rules.concat()
+    );
+    std::fs::write(dir.join("dashboard.rules.yml"), file).unwrap();
+    let checked = run_ok(&dir, "promtool", &["check", "rules", "dashboard.rules.yml"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(checked.contains("SUCCESS"), "{checked}");
+    let all: String = queries.iter().map(|(_, e)| e.as_str()).collect();
+    for metric in [
+        "chom_queue_size",
+        "chom_jobs_total",
+        "chom_job_duration_seconds_bucket",
+        "chom_job_wait_seconds_bucket",
+        "chom_circuit_breaker_open",
+        "chom_health_check_status",
+        "chom_actor_restarts_total",
+        "chom_supervisor_escalations_total",
+        "chom_memory_rss_bytes",
+        "chom_ssh_commands_total",
+        "chom_observability_queries_total",
+    ] {
+        assert!(all.contains(metric), "no panel shows {metric}");
+    }
+}
