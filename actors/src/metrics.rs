@@ -13,7 +13,9 @@ use opentelemetry::KeyValue;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _, ObservableGauge};
+use opentelemetry::metrics::{
+    AsyncInstrument, Counter, Histogram, Meter, MeterProvider as _, ObservableGauge,
+};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder as _, TextEncoder};
 
@@ -89,155 +91,132 @@ impl Metrics {
         let provider = SdkMeterProvider::builder().with_reader(exporter).build();
         let meter = provider.meter("chom");
 
-        let actor_restarts = meter
-            .u64_counter("chom_actor_restarts_total")
-            .with_description("Actor restarts by supervisors (failures and manual restarts)")
-            .build();
-        let escalations = meter
-            .u64_counter("chom_supervisor_escalations_total")
-            .with_description("Supervisors that exceeded their restart intensity and gave up")
-            .build();
-        let jobs = meter
-            .u64_counter("chom_jobs_total")
-            .with_description("Job attempts by outcome: completed, retried, failed, timed_out")
-            .build();
-        let job_duration = meter
-            .f64_histogram("chom_job_duration_seconds")
-            .with_description("Time one job attempt ran")
-            .with_boundaries(SECONDS_BUCKETS.to_vec())
-            .build();
-        let job_wait = meter
-            .f64_histogram("chom_job_wait_seconds")
-            .with_description("Time from a job being available to its attempt starting")
-            .with_boundaries(SECONDS_BUCKETS.to_vec())
-            .build();
-        let kinds_flagged = meter
-            .u64_counter("chom_failed_job_kinds_flagged_total")
-            .with_description("Dead-letter analyses that flagged a job kind for too many failures")
-            .build();
-        let ssh_commands = meter
-            .u64_counter("chom_ssh_commands_total")
-            .with_description(
-                "SSH command attempts by outcome: ok, command_failed, transport_failed, rejected",
-            )
-            .build();
-        let ssh_duration = meter
-            .f64_histogram("chom_ssh_command_duration_seconds")
-            .with_description("Time one SSH command took, from request to exit")
-            .with_boundaries(SECONDS_BUCKETS.to_vec())
-            .build();
-        let remediations = meter
-            .u64_counter("chom_health_remediations_total")
-            .with_description("Remediations by health check and outcome: restarted, exhausted")
-            .build();
-        let memory_actions = meter
-            .u64_counter("chom_memory_actions_total")
-            .with_description("Actions of the memory monitor: recycle (workers), restart (node)")
-            .build();
+        let actor_restarts = counter(
+            &meter,
+            "chom_actor_restarts_total",
+            "Actor restarts by supervisors (failures and manual restarts)",
+        );
+        let escalations = counter(
+            &meter,
+            "chom_supervisor_escalations_total",
+            "Supervisors that exceeded their restart intensity and gave up",
+        );
+        let jobs = counter(
+            &meter,
+            "chom_jobs_total",
+            "Job attempts by outcome: completed, retried, failed, timed_out",
+        );
+        let job_duration = seconds_histogram(
+            &meter,
+            "chom_job_duration_seconds",
+            "Time one job attempt ran",
+        );
+        let job_wait = seconds_histogram(
+            &meter,
+            "chom_job_wait_seconds",
+            "Time from a job being available to its attempt starting",
+        );
+        let kinds_flagged = counter(
+            &meter,
+            "chom_failed_job_kinds_flagged_total",
+            "Dead-letter analyses that flagged a job kind for too many failures",
+        );
+        let ssh_commands = counter(
+            &meter,
+            "chom_ssh_commands_total",
+            "SSH command attempts by outcome: ok, command_failed, transport_failed, rejected",
+        );
+        let ssh_duration = seconds_histogram(
+            &meter,
+            "chom_ssh_command_duration_seconds",
+            "Time one SSH command took, from request to exit",
+        );
+        let remediations = counter(
+            &meter,
+            "chom_health_remediations_total",
+            "Remediations by health check and outcome: restarted, exhausted",
+        );
+        let memory_actions = counter(
+            &meter,
+            "chom_memory_actions_total",
+            "Actions of the memory monitor: recycle (workers), restart (node)",
+        );
         let breakers: Arc<Mutex<BTreeMap<String, BreakerState>>> = Arc::default();
-        let (open_view, state_view) = (breakers.clone(), breakers.clone());
         let inventory = Arc::new(Mutex::new(None::<(i64, i64)>));
-        let (tenants_view, sites_view) = (inventory.clone(), inventory.clone());
         let queue_sizes: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
-        let queue_view = queue_sizes.clone();
         let failed_last_hour = Arc::new(AtomicI64::new(-1));
-        let failed_view = failed_last_hour.clone();
         let health: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
-        let health_view = health.clone();
         let version = version.to_owned();
         let gauges = vec![
-            meter
-                .i64_observable_gauge("chom_circuit_breaker_open")
-                .with_description("1 while a circuit breaker is open (or forced open), else 0")
-                .with_callback(move |o| {
-                    for (service, state) in open_view.lock().expect("breakers lock").iter() {
-                        o.observe(
-                            i64::from(state.is_open()),
-                            &[KeyValue::new("service", service.clone())],
-                        );
+            breaker_gauge(
+                &meter,
+                "chom_circuit_breaker_open",
+                "1 while a circuit breaker is open (or forced open), else 0",
+                breakers.clone(),
+                |o, service, state| o.observe(i64::from(state.is_open()), &[service]),
+            ),
+            breaker_gauge(
+                &meter,
+                "chom_circuit_breaker_state",
+                "1 for the current state of each circuit breaker, 0 for the others",
+                breakers.clone(),
+                |o, service, state| {
+                    for candidate in BreakerState::ALL {
+                        let labels = [service.clone(), KeyValue::new("state", candidate.as_str())];
+                        o.observe(i64::from(candidate == state), &labels);
                     }
-                })
-                .build(),
-            meter
-                .i64_observable_gauge("chom_circuit_breaker_state")
-                .with_description(
-                    "1 for the current state of each circuit breaker, 0 for the others",
-                )
-                .with_callback(move |o| {
-                    for (service, state) in state_view.lock().expect("breakers lock").iter() {
-                        for candidate in BreakerState::ALL {
-                            o.observe(
-                                i64::from(candidate == *state),
-                                &[
-                                    KeyValue::new("service", service.clone()),
-                                    KeyValue::new("state", candidate.as_str()),
-                                ],
-                            );
-                        }
-                    }
-                })
-                .build(),
-            meter
-                .i64_observable_gauge("chom_active_tenants")
-                .with_description("Tenants with status active")
-                .with_callback(move |o| {
-                    if let Some((tenants, _)) = *tenants_view.lock().expect("inventory lock") {
-                        o.observe(tenants, &[]);
-                    }
-                })
-                .build(),
-            meter
-                .i64_observable_gauge("chom_active_sites")
-                .with_description("Active sites of active tenants")
-                .with_callback(move |o| {
-                    if let Some((_, sites)) = *sites_view.lock().expect("inventory lock") {
-                        o.observe(sites, &[]);
-                    }
-                })
-                .build(),
-            meter
-                .i64_observable_gauge("chom_queue_size")
-                .with_description("Jobs waiting or running per queue")
-                .with_callback(move |o| {
-                    for (queue, size) in queue_view.lock().expect("queue sizes lock").iter() {
-                        o.observe(*size, &[KeyValue::new("queue", queue.clone())]);
-                    }
-                })
-                .build(),
-            meter
-                .i64_observable_gauge("chom_failed_jobs_last_hour")
-                .with_description("Rows added to failed_jobs in the last hour")
-                .with_callback(move |o| {
+                },
+            ),
+            inventory_gauge(
+                &meter,
+                "chom_active_tenants",
+                "Tenants with status active",
+                inventory.clone(),
+                |(tenants, _)| tenants,
+            ),
+            inventory_gauge(
+                &meter,
+                "chom_active_sites",
+                "Active sites of active tenants",
+                inventory.clone(),
+                |(_, sites)| sites,
+            ),
+            labelled_gauge(
+                &meter,
+                "chom_queue_size",
+                "Jobs waiting or running per queue",
+                "queue",
+                queue_sizes.clone(),
+            ),
+            reading_gauge(
+                &meter,
+                "chom_failed_jobs_last_hour",
+                "Rows added to failed_jobs in the last hour",
+                {
+                    let failed = failed_last_hour.clone();
                     // -1 until the first reading: export nothing rather than a made-up zero.
-                    let v = failed_view.load(Ordering::Relaxed);
-                    if v >= 0 {
-                        o.observe(v, &[]);
-                    }
-                })
-                .build(),
-            meter
-                .i64_observable_gauge("chom_health_check_status")
-                .with_description("Last result of each health check: 0 ok, 1 warning, 2 error")
-                .with_callback(move |o| {
-                    for (check, level) in health_view.lock().expect("health lock").iter() {
-                        o.observe(*level, &[KeyValue::new("check", check.clone())]);
-                    }
-                })
-                .build(),
-            meter
-                .i64_observable_gauge("chom_memory_rss_bytes")
-                .with_description("Resident set size of the node process")
-                .with_callback(|o| {
-                    if let Some(rss) = crate::sys::rss_bytes() {
-                        o.observe(rss as i64, &[]);
-                    }
-                })
-                .build(),
-            meter
-                .i64_observable_gauge("chom_build_info")
-                .with_description("Always 1; the version label names the running build")
-                .with_callback(move |o| o.observe(1, &[KeyValue::new("version", version.clone())]))
-                .build(),
+                    move || Some(failed.load(Ordering::Relaxed)).filter(|v| *v >= 0)
+                },
+            ),
+            labelled_gauge(
+                &meter,
+                "chom_health_check_status",
+                "Last result of each health check: 0 ok, 1 warning, 2 error",
+                "check",
+                health.clone(),
+            ),
+            reading_gauge(
+                &meter,
+                "chom_memory_rss_bytes",
+                "Resident set size of the node process",
+                || crate::sys::rss_bytes().map(|rss| rss as i64),
+            ),
+            gauge(
+                &meter,
+                "chom_build_info",
+                "Always 1; the version label names the running build",
+                move |o| o.observe(1, &[KeyValue::new("version", version.clone())]),
+            ),
         ];
         Metrics {
             inner: Arc::new(Inner {
@@ -409,6 +388,99 @@ impl Metrics {
     pub fn shutdown(&self) {
         let _ = self.inner.provider.shutdown();
     }
+}
+
+/// A counter named `name` on `/metrics`.
+fn counter(meter: &Meter, name: &'static str, description: &'static str) -> Counter<u64> {
+    meter
+        .u64_counter(name)
+        .with_description(description)
+        .build()
+}
+
+/// A histogram of durations in seconds over [`SECONDS_BUCKETS`].
+fn seconds_histogram(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+) -> Histogram<f64> {
+    meter
+        .f64_histogram(name)
+        .with_description(description)
+        .with_boundaries(SECONDS_BUCKETS.to_vec())
+        .build()
+}
+
+/// A gauge whose series `observe` reports at each scrape.
+fn gauge(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    observe: impl Fn(&dyn AsyncInstrument<i64>) + Send + Sync + 'static,
+) -> ObservableGauge<i64> {
+    meter
+        .i64_observable_gauge(name)
+        .with_description(description)
+        .with_callback(observe)
+        .build()
+}
+
+/// A gauge of one unlabelled series, absent while `read` has no value.
+fn reading_gauge(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    read: impl Fn() -> Option<i64> + Send + Sync + 'static,
+) -> ObservableGauge<i64> {
+    gauge(meter, name, description, move |o| {
+        if let Some(value) = read() {
+            o.observe(value, &[]);
+        }
+    })
+}
+
+/// A gauge of one of the inventory counts, absent until they are first read.
+fn inventory_gauge(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    inventory: Arc<Mutex<Option<(i64, i64)>>>,
+    count: fn((i64, i64)) -> i64,
+) -> ObservableGauge<i64> {
+    reading_gauge(meter, name, description, move || {
+        inventory.lock().expect("inventory lock").map(count)
+    })
+}
+
+/// A gauge with one series per entry of `values`, its key as the `label` label.
+fn labelled_gauge(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    label: &'static str,
+    values: Arc<Mutex<BTreeMap<String, i64>>>,
+) -> ObservableGauge<i64> {
+    gauge(meter, name, description, move |o| {
+        for (key, value) in values.lock().expect("gauge values lock").iter() {
+            o.observe(*value, &[KeyValue::new(label, key.clone())]);
+        }
+    })
+}
+
+/// A gauge over every circuit breaker: `observe` reports the series of one breaker, given
+/// its `service` label and its state.
+fn breaker_gauge(
+    meter: &Meter,
+    name: &'static str,
+    description: &'static str,
+    breakers: Arc<Mutex<BTreeMap<String, BreakerState>>>,
+    observe: fn(&dyn AsyncInstrument<i64>, KeyValue, BreakerState),
+) -> ObservableGauge<i64> {
+    gauge(meter, name, description, move |o| {
+        for (service, state) in breakers.lock().expect("breakers lock").iter() {
+            observe(o, KeyValue::new("service", service.clone()), *state);
+        }
+    })
 }
 
 /// `queue/worker:2` -> `queue/worker`, `fleet/vps:7` -> `fleet/vps`: one series per kind of

@@ -537,13 +537,32 @@ mod tests {
         b.on_failure(p, now)
     }
 
+    /// `n` failures `every` apart from `t0`, none of which changes the state.
+    fn fail_quietly(b: &mut Breaker, t0: Instant, n: u32, every: Duration) {
+        for i in 0..n {
+            assert_eq!(fail(b, t0 + every * i), None, "failure {i}");
+        }
+    }
+
+    /// Five failures at `now`: what opens a closed breaker with the default settings.
+    fn trip(b: &mut Breaker, now: Instant) {
+        for _ in 0..5 {
+            fail(b, now);
+        }
+    }
+
+    /// A breaker with the default settings, just opened at `now`.
+    fn opened(now: Instant) -> Breaker {
+        let mut b = Breaker::new(seed());
+        trip(&mut b, now);
+        b
+    }
+
     #[test]
     fn five_failures_within_five_minutes_open_it() {
         let t0 = Instant::now();
         let mut b = Breaker::new(seed());
-        for i in 0..4 {
-            assert_eq!(fail(&mut b, t0 + Duration::from_secs(i * 60)), None);
-        }
+        fail_quietly(&mut b, t0, 4, Duration::from_secs(60));
         assert_eq!(b.info(t0 + Duration::from_secs(240)).failures, 4);
         let t = fail(&mut b, t0 + Duration::from_secs(299));
         assert_eq!(
@@ -563,20 +582,15 @@ mod tests {
     fn failures_outside_the_window_do_not_count() {
         let t0 = Instant::now();
         let mut b = Breaker::new(seed());
-        for i in 0..10 {
-            // One every 80 s: never 5 inside 5 minutes.
-            assert_eq!(fail(&mut b, t0 + Duration::from_secs(i * 80)), None);
-        }
+        // One every 80 s: never 5 inside 5 minutes.
+        fail_quietly(&mut b, t0, 10, Duration::from_secs(80));
         assert_eq!(b.state(t0), BreakerState::Closed);
     }
 
     #[test]
     fn one_trial_after_the_open_period_and_success_closes() {
         let t0 = Instant::now();
-        let mut b = Breaker::new(seed());
-        for _ in 0..5 {
-            fail(&mut b, t0);
-        }
+        let mut b = opened(t0);
         assert!(b.try_acquire(t0 + Duration::from_secs(59)).is_err());
         let t1 = t0 + Duration::from_secs(60);
         let trial = b.try_acquire(t1).expect("trial");
@@ -597,10 +611,7 @@ mod tests {
     #[test]
     fn failed_trials_reopen_with_a_doubling_period_capped_at_max_open() {
         let t0 = Instant::now();
-        let mut b = Breaker::new(seed());
-        for _ in 0..5 {
-            fail(&mut b, t0);
-        }
+        let mut b = opened(t0);
         let mut now = t0;
         let mut periods = Vec::new();
         for _ in 0..6 {
@@ -613,19 +624,14 @@ mod tests {
         assert_eq!(periods, vec![60, 120, 240, 480, 600, 600]);
         // Closing resets the growth.
         b.close(now);
-        for _ in 0..5 {
-            fail(&mut b, now);
-        }
+        trip(&mut b, now);
         assert_eq!(b.info(now).open_remaining_ms, Some(60_000));
     }
 
     #[test]
     fn cancel_gives_the_trial_slot_back() {
         let t0 = Instant::now();
-        let mut b = Breaker::new(seed());
-        for _ in 0..5 {
-            fail(&mut b, t0);
-        }
+        let mut b = opened(t0);
         let t1 = t0 + Duration::from_secs(60);
         let trial = b.try_acquire(t1).unwrap();
         assert!(b.try_acquire(t1).is_err());
@@ -643,9 +649,7 @@ mod tests {
         assert_eq!(r.retry_in, None);
         assert!(r.to_string().contains("host key mismatch"));
         b.disable(t0);
-        for _ in 0..50 {
-            assert_eq!(fail(&mut b, t0), None);
-        }
+        fail_quietly(&mut b, t0, 50, Duration::ZERO);
         assert_eq!(b.state(t0), BreakerState::Disabled);
         b.reset(t0);
         assert_eq!(b.state(t0), BreakerState::Closed);
@@ -656,9 +660,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Breaker::new(seed());
         let old = b.try_acquire(t0).unwrap();
-        for _ in 0..5 {
-            fail(&mut b, t0);
-        }
+        trip(&mut b, t0);
         let t1 = t0 + Duration::from_secs(60);
         let _trial = b.try_acquire(t1).unwrap();
         // A success of a call admitted while closed does not close the half-open breaker.
@@ -670,10 +672,7 @@ mod tests {
     fn snapshot_survives_a_restart_later_in_wall_time() {
         let t0 = Instant::now();
         let w0 = Utc::now();
-        let mut b = Breaker::new(seed());
-        for _ in 0..5 {
-            fail(&mut b, t0);
-        }
+        let b = opened(t0);
         let json = serde_json::to_string(&b.snapshot(t0, w0)).unwrap();
         let snap = Snapshot::from_json(&json).unwrap();
         // Another process, 20 s later, with its own monotonic clock.

@@ -217,52 +217,66 @@ mod tests {
     fn decisions() {
         let p = policy(&[1, 2], false);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        assert_eq!(
-            decide(&AttemptOutcome::Succeeded, 1, 3, &p, &mut rng),
-            Decision::Complete
-        );
-        let failed = AttemptOutcome::Failed {
-            error: "x".into(),
-            permanent: false,
+        let failed = |error: &str, permanent| AttemptOutcome::Failed {
+            error: error.into(),
+            permanent,
         };
-        assert_eq!(
-            decide(&failed, 1, 3, &p, &mut rng),
-            Decision::Retry {
-                delay: Duration::from_secs(1),
-                error: "x".into()
-            }
-        );
-        assert_eq!(
-            decide(&failed, 3, 3, &p, &mut rng),
-            Decision::Fail { error: "x".into() }
-        );
-        let bad = AttemptOutcome::Failed {
-            error: "bad payload".into(),
-            permanent: true,
+        let retry = |secs, error: &str| Decision::Retry {
+            delay: Duration::from_secs(secs),
+            error: error.into(),
         };
-        assert_eq!(
-            decide(&bad, 1, 3, &p, &mut rng),
-            Decision::Fail {
-                error: "bad payload".into()
-            }
-        );
-        let deferred = AttemptOutcome::Deferred {
-            reason: "breaker open".into(),
-            after: Duration::from_secs(9),
+        let fail = |error: &str| Decision::Fail {
+            error: error.into(),
         };
-        assert_eq!(
-            decide(&deferred, 3, 3, &p, &mut rng),
-            Decision::Defer {
-                delay: Duration::from_secs(9),
-                error: "breaker open".into()
-            }
-        );
-        let slow = AttemptOutcome::TimedOut {
-            limit: Duration::from_millis(500),
-        };
-        assert!(
-            matches!(decide(&slow, 2, 3, &p, &mut rng), Decision::Retry { delay, .. } if delay == Duration::from_secs(2))
-        );
+        // (case, outcome, attempts of 3, decision)
+        let cases = [
+            (
+                "succeeded",
+                AttemptOutcome::Succeeded,
+                1,
+                Decision::Complete,
+            ),
+            (
+                "failed, attempts left",
+                failed("x", false),
+                1,
+                retry(1, "x"),
+            ),
+            ("failed, none left", failed("x", false), 3, fail("x")),
+            (
+                "permanent",
+                failed("bad payload", true),
+                1,
+                fail("bad payload"),
+            ),
+            (
+                "deferred, none left",
+                AttemptOutcome::Deferred {
+                    reason: "breaker open".into(),
+                    after: Duration::from_secs(9),
+                },
+                3,
+                Decision::Defer {
+                    delay: Duration::from_secs(9),
+                    error: "breaker open".into(),
+                },
+            ),
+            (
+                "timed out",
+                AttemptOutcome::TimedOut {
+                    limit: Duration::from_millis(500),
+                },
+                2,
+                retry(2, "timed out after 500ms"),
+            ),
+        ];
+        for (case, outcome, attempts, expected) in cases {
+            assert_eq!(
+                decide(&outcome, attempts, 3, &p, &mut rng),
+                expected,
+                "{case}"
+            );
+        }
     }
 
     proptest! {

@@ -171,17 +171,22 @@ mod tests {
             })
     }
 
-    #[test]
-    fn none_never_waits() {
-        let mut rng = SmallRng::seed_from_u64(1);
+    /// `n` failures in a row of incarnations that never ran, from a fresh state: the state
+    /// after them and the delay each got.
+    fn failures(b: &Backoff, n: usize, seed: u64) -> (BackoffState, Vec<Duration>) {
+        let mut rng = SmallRng::seed_from_u64(seed);
         let mut state = BackoffState::new();
         let now = Instant::now();
-        for _ in 0..100 {
-            assert_eq!(
-                state.on_failure(&Backoff::none(), None, now, &mut rng),
-                Duration::ZERO
-            );
-        }
+        let delays = (0..n)
+            .map(|_| state.on_failure(b, None, now, &mut rng))
+            .collect();
+        (state, delays)
+    }
+
+    #[test]
+    fn none_never_waits() {
+        let (_, delays) = failures(&Backoff::none(), 100, 1);
+        assert_eq!(delays, vec![Duration::ZERO; 100]);
     }
 
     #[test]
@@ -193,12 +198,7 @@ mod tests {
             reset_after: ms(5_000),
             immediate: 1,
         };
-        let mut rng = SmallRng::seed_from_u64(7);
-        let mut state = BackoffState::new();
-        let now = Instant::now();
-        let delays: Vec<_> = (0..7)
-            .map(|_| state.on_failure(&b, None, now, &mut rng))
-            .collect();
+        let (_, delays) = failures(&b, 7, 7);
         let expected = [0, 100, 200, 400, 800, 1_000, 1_000].map(ms);
         assert_eq!(delays, expected);
     }
@@ -219,12 +219,9 @@ mod tests {
     proptest! {
         /// Immediate failures never wait; every other delay lies in `[min, max * (1 + jitter)]`.
         #[test]
-        fn delay_bounds(b in policy(), seed in any::<u64>(), failures in 1usize..40) {
-            let mut rng = SmallRng::seed_from_u64(seed);
-            let mut state = BackoffState::new();
-            let now = Instant::now();
-            for k in 0..failures {
-                let d = state.on_failure(&b, None, now, &mut rng);
+        fn delay_bounds(b in policy(), seed in any::<u64>(), n in 1usize..40) {
+            let (_, delays) = failures(&b, n, seed);
+            for (k, d) in delays.into_iter().enumerate() {
                 if (k as u64) < u64::from(b.immediate) {
                     prop_assert_eq!(d, Duration::ZERO);
                 } else {
@@ -243,17 +240,14 @@ mod tests {
         /// A child that ran at least `reset_after` starts from the first failure again;
         /// one that ran less keeps counting.
         #[test]
-        fn resets_after_stable_period(b in policy(), seed in any::<u64>(), failures in 1u32..20) {
+        fn resets_after_stable_period(b in policy(), seed in any::<u64>(), n in 1u32..20) {
+            let (mut state, _) = failures(&b, n as usize, seed);
             let mut rng = SmallRng::seed_from_u64(seed);
-            let mut state = BackoffState::new();
             let start = Instant::now();
-            for _ in 0..failures {
-                state.on_failure(&b, None, start, &mut rng);
-            }
             let mut short = state;
             if let Some(brief) = b.reset_after.checked_sub(ms(1)) {
                 short.on_failure(&b, Some(start), start + brief, &mut rng);
-                prop_assert_eq!(short.consecutive(), failures + 1);
+                prop_assert_eq!(short.consecutive(), n + 1);
             }
             let d = state.on_failure(&b, Some(start), start + b.reset_after, &mut rng);
             prop_assert_eq!(state.consecutive(), 1);

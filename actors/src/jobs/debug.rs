@@ -6,9 +6,8 @@ use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
 use chom_core::job::JobKind;
-use serde::Deserialize;
 
-use super::payload::{Lenient, as_object};
+use super::payload::{Fields, Payload};
 use super::{JobEnv, JobError};
 
 /// A debug job with its payload.
@@ -28,8 +27,7 @@ pub enum DebugJob {
 
 /// `debug.record`: append "id node start_unix_micros" to `file` (a side table of executions
 /// for exactly-once checks and pickup-latency measurements), after sleeping `ms`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "RecordFields")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     /// The file appended to.
     pub file: String,
@@ -37,49 +35,32 @@ pub struct Record {
     pub ms: Option<u64>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RecordFields {
-    file: Lenient<String>,
-    ms: Lenient<u64>,
-}
-
-impl TryFrom<RecordFields> for Record {
-    type Error = String;
-
-    fn try_from(fields: RecordFields) -> Result<Self, String> {
+impl Payload for Record {
+    fn read(fields: &Fields) -> Result<Self, String> {
         Ok(Record {
-            file: fields.file.required("debug.record needs `file`")?,
-            ms: fields.ms.0,
+            file: fields.required("file", "debug.record needs `file`")?,
+            ms: fields.get("ms"),
         })
     }
 }
 
 /// `debug.sleep`: sleep `ms` (1000 when not given).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(from = "SleepFields")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sleep {
     /// Milliseconds.
     pub ms: u64,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct SleepFields {
-    ms: Lenient<u64>,
-}
-
-impl From<SleepFields> for Sleep {
-    fn from(fields: SleepFields) -> Self {
-        Sleep {
-            ms: fields.ms.0.unwrap_or(1000),
-        }
+impl Payload for Sleep {
+    fn read(fields: &Fields) -> Result<Self, String> {
+        Ok(Sleep {
+            ms: fields.get("ms").unwrap_or(1000),
+        })
     }
 }
 
 /// `debug.fail`: fail with `error`, permanently when `permanent` is true.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(from = "FailFields")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Fail {
     /// The error ("failed on purpose" when not given).
     pub error: String,
@@ -87,85 +68,55 @@ pub struct Fail {
     pub permanent: bool,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct FailFields {
-    error: Lenient<String>,
-    permanent: Lenient<bool>,
-}
-
-impl From<FailFields> for Fail {
-    fn from(fields: FailFields) -> Self {
-        Fail {
-            error: fields.error.0.unwrap_or_else(|| "failed on purpose".into()),
-            permanent: fields.permanent.0 == Some(true),
-        }
+impl Payload for Fail {
+    fn read(fields: &Fields) -> Result<Self, String> {
+        Ok(Fail {
+            error: fields
+                .get("error")
+                .unwrap_or_else(|| "failed on purpose".into()),
+            permanent: fields.get("permanent") == Some(true),
+        })
     }
 }
 
 /// `debug.panic`: panic on every attempt, a job that crashes whichever worker runs it
 /// (recording its start in `file` first, when given).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(from = "PanicFields")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Panic {
     /// Where to record the start.
     pub file: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct PanicFields {
-    file: Lenient<String>,
-}
-
-impl From<PanicFields> for Panic {
-    fn from(fields: PanicFields) -> Self {
-        Panic {
-            file: fields.file.0,
-        }
+impl Payload for Panic {
+    fn read(fields: &Fields) -> Result<Self, String> {
+        Ok(Panic {
+            file: fields.get("file"),
+        })
     }
 }
 
 /// `debug.panic_once`: panic the first time (creating `marker`), succeed afterwards.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "PanicOnceFields")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PanicOnce {
     /// The file whose creation marks the first attempt.
     pub marker: String,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct PanicOnceFields {
-    marker: Lenient<String>,
-}
-
-impl TryFrom<PanicOnceFields> for PanicOnce {
-    type Error = String;
-
-    fn try_from(fields: PanicOnceFields) -> Result<Self, String> {
+impl Payload for PanicOnce {
+    fn read(fields: &Fields) -> Result<Self, String> {
         Ok(PanicOnce {
-            marker: fields.marker.required("debug.panic_once needs `marker`")?,
+            marker: fields.required("marker", "debug.panic_once needs `marker`")?,
         })
     }
 }
 
-/// What every debug payload may carry, read apart from the kind's own fields so that the
+/// The file the final-failure hook writes for a debug job, if it names one (`hook_file`,
+/// which every debug payload may carry). Read apart from the kind's own fields, so that the
 /// hook runs even for a payload the kind refused.
-#[derive(Deserialize)]
-struct Hook {
-    #[serde(default)]
-    hook_file: Lenient<String>,
-}
-
-/// The file the final-failure hook writes for a debug job, if it names one.
 pub(super) fn hook_file(kind: &str, payload: &str, debug_hooks: bool) -> Option<String> {
     JobKind::available(kind, debug_hooks).filter(|k| k.is_debug())?;
     let value = serde_json::from_str(payload).ok()?;
-    serde_json::from_value::<Hook>(as_object(value))
-        .ok()?
-        .hook_file
-        .0
+    Fields::of(value).get("hook_file")
 }
 
 /// Run one attempt.

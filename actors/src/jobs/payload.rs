@@ -7,8 +7,7 @@
 
 use chom_core::job::JobKind;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::JobError;
 use super::debug::DebugJob;
@@ -37,7 +36,7 @@ impl Job {
             .map_err(|e| JobError::Permanent(format!("payload is not valid JSON: {e}")))?;
         let kind = JobKind::available(kind, debug_hooks)
             .ok_or_else(|| JobError::Permanent(format!("unknown job kind `{kind}`")))?;
-        let fields = as_object(value);
+        let fields = &Fields::of(value);
         Ok(match kind {
             JobKind::Noop => Job::Noop,
             JobKind::VpsExec => Job::VpsExec(typed(fields)?),
@@ -51,42 +50,39 @@ impl Job {
     }
 }
 
-/// `value` if it is an object, else an object without fields (serde would otherwise read a
-/// JSON array positionally into a struct).
-pub(super) fn as_object(value: Value) -> Value {
-    match value {
-        Value::Object(_) => value,
-        _ => Value::Object(serde_json::Map::new()),
+/// A kind's payload struct, read from the payload's fields.
+pub(super) trait Payload: Sized {
+    /// The payload, or why the kind cannot run with these fields (the job's permanent error).
+    fn read(fields: &Fields) -> Result<Self, String>;
+}
+
+fn typed<T: Payload>(fields: &Fields) -> Result<T, JobError> {
+    T::read(fields).map_err(JobError::Permanent)
+}
+
+/// A payload's fields. A field reads as absent when it is missing, null or not of the type
+/// asked for.
+pub(super) struct Fields(Map<String, Value>);
+
+impl Fields {
+    /// The fields of `value` if it is an object, else none (an array is not read
+    /// positionally).
+    pub fn of(value: Value) -> Fields {
+        match value {
+            Value::Object(map) => Fields(map),
+            _ => Fields(Map::new()),
+        }
     }
-}
 
-/// The payload struct `T` from an object. A `from_value` error carries no position, so its
-/// text is exactly the payload type's own message.
-pub(super) fn typed<T: DeserializeOwned>(fields: Value) -> Result<T, JobError> {
-    serde_json::from_value(fields).map_err(|e| JobError::Permanent(e.to_string()))
-}
-
-/// A payload field that reads as `None` when absent, null or not a `T`.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Lenient<T>(pub Option<T>);
-
-impl<T> Default for Lenient<T> {
-    fn default() -> Self {
-        Lenient(None)
+    /// Field `name` as a `T`, if it is one.
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
+        let value = self.0.get(name).filter(|value| !value.is_null())?;
+        T::deserialize(value).ok()
     }
-}
 
-impl<T> Lenient<T> {
-    /// The value, or `message` as the error.
-    pub fn required(self, message: &str) -> Result<T, String> {
-        self.0.ok_or_else(|| message.to_owned())
-    }
-}
-
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(deserializer)?;
-        Ok(Lenient(serde_json::from_value(value).ok()))
+    /// Field `name` as a `T`, or `message` as the error.
+    pub fn required<T: DeserializeOwned>(&self, name: &str, message: &str) -> Result<T, String> {
+        self.get(name).ok_or_else(|| message.to_owned())
     }
 }
 

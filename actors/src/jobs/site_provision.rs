@@ -5,37 +5,25 @@
 use std::time::Duration;
 
 use chom_core::inventory::SiteStatus;
-use serde::Deserialize;
 use tracing::{error, info, warn};
 
-use super::payload::Lenient;
+use super::payload::{Fields, Payload};
 use super::vps_exec::command_result;
 use super::{JobEnv, JobError, fleet};
 use crate::backends::PublishedBackends;
 use crate::fleet::ExecRequest;
 
 /// The payload of `site.provision`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "Fields")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SiteProvision {
     /// Site id.
     pub site: i64,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Fields {
-    site: Lenient<i64>,
-}
-
-impl TryFrom<Fields> for SiteProvision {
-    type Error = String;
-
-    fn try_from(fields: Fields) -> Result<Self, String> {
+impl Payload for SiteProvision {
+    fn read(fields: &Fields) -> Result<Self, String> {
         Ok(SiteProvision {
-            site: fields
-                .site
-                .required("site.provision needs `site` (a site id)")?,
+            site: fields.required("site", "site.provision needs `site` (a site id)")?,
         })
     }
 }

@@ -2,16 +2,14 @@
 //! command on a server; a non-zero exit is a retryable failure with the command's stderr as
 //! the reason.
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::payload::Lenient;
+use super::payload::{Fields, Payload};
 use super::{JobEnv, JobError, fleet};
 use crate::fleet::ExecRequest;
 
 /// The payload of `vps.exec`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "Fields")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VpsExec {
     /// Server id.
     pub vps: String,
@@ -21,24 +19,12 @@ pub struct VpsExec {
     pub args: Vec<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Fields {
-    vps: Lenient<String>,
-    command: Lenient<String>,
-    args: Option<Value>,
-}
-
-impl TryFrom<Fields> for VpsExec {
-    type Error = String;
-
-    fn try_from(fields: Fields) -> Result<Self, String> {
+impl Payload for VpsExec {
+    fn read(fields: &Fields) -> Result<Self, String> {
         Ok(VpsExec {
-            vps: fields.vps.required("vps.exec needs `vps` (a server id)")?,
-            command: fields
-                .command
-                .required("vps.exec needs `command` (e.g. site:create)")?,
-            args: args(fields.args)?,
+            vps: fields.required("vps", "vps.exec needs `vps` (a server id)")?,
+            command: fields.required("command", "vps.exec needs `command` (e.g. site:create)")?,
+            args: args(fields.get("args"))?,
         })
     }
 }

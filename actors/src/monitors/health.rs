@@ -493,25 +493,24 @@ mod tests {
     #[test]
     fn overall_status_follows_critical_checks() {
         use CheckStatus::*;
-        let all_ok = HealthReport::from_checks(checks(&[("database", Ok), ("cache", Ok)]));
-        assert_eq!(
-            (all_ok.status, all_ok.http_status()),
-            (Overall::Healthy, 200)
-        );
-        let cache_down = HealthReport::from_checks(checks(&[("database", Ok), ("cache", Error)]));
-        assert_eq!(
-            (cache_down.status, cache_down.http_status()),
-            (Overall::Degraded, 200)
-        );
-        let db_warn = HealthReport::from_checks(checks(&[("database", Warning)]));
-        assert_eq!(db_warn.status, Overall::Degraded);
-        let db_down = HealthReport::from_checks(checks(&[("database", Error), ("cache", Ok)]));
-        assert_eq!(
-            (db_down.status, db_down.http_status()),
-            (Overall::Unhealthy, 503)
-        );
-        let sup_down = HealthReport::from_checks(checks(&[("supervision", Error)]));
-        assert_eq!(sup_down.status, Overall::Unhealthy);
+        use Overall::{Degraded, Healthy, Unhealthy};
+        // (checks, overall status, HTTP status of /health)
+        type Case = (&'static [(&'static str, CheckStatus)], Overall, u16);
+        let cases: [Case; 5] = [
+            (&[("database", Ok), ("cache", Ok)], Healthy, 200),
+            (&[("database", Ok), ("cache", Error)], Degraded, 200),
+            (&[("database", Warning)], Degraded, 200),
+            (&[("database", Error), ("cache", Ok)], Unhealthy, 503),
+            (&[("supervision", Error)], Unhealthy, 503),
+        ];
+        for (list, status, http_status) in cases {
+            let report = HealthReport::from_checks(checks(list));
+            assert_eq!(
+                (report.status, report.http_status()),
+                (status, http_status),
+                "{list:?}"
+            );
+        }
     }
 
     #[test]
