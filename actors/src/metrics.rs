@@ -47,6 +47,8 @@ struct Inner {
     job_wait: Histogram<f64>,
     queue_sizes: Arc<Mutex<BTreeMap<String, i64>>>,
     failed_last_hour: Arc<AtomicI64>,
+    dead_letters: Arc<Mutex<BTreeMap<String, i64>>>,
+    memory_limit: Arc<AtomicI64>,
     kinds_flagged: Counter<u64>,
     ssh_commands: Counter<u64>,
     remediations: Counter<u64>,
@@ -88,6 +90,13 @@ impl Metrics {
             .scope_info_enabled(false)
             .build()
             .expect("a fresh registry accepts the exporter");
+        // The standard process_* series (start time, CPU, resident memory, open and max fds):
+        // dashboards and the NodeRestarted alert read them under their usual names.
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("a fresh registry accepts the process collector");
         let provider = SdkMeterProvider::builder().with_reader(exporter).build();
         let meter = provider.meter("chom");
 
@@ -145,6 +154,8 @@ impl Metrics {
         let inventory = Arc::new(Mutex::new(None::<(i64, i64)>));
         let queue_sizes: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
         let failed_last_hour = Arc::new(AtomicI64::new(-1));
+        let dead_letters: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+        let memory_limit = Arc::new(AtomicI64::new(-1));
         let health: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
         let version = version.to_owned();
         let gauges = vec![
@@ -205,6 +216,22 @@ impl Metrics {
                 "check",
                 health.clone(),
             ),
+            labelled_gauge(
+                &meter,
+                "chom_dead_letters_last_day",
+                "Rows added to failed_jobs in the last 24 hours, per job kind (dead-letter analysis)",
+                "kind",
+                dead_letters.clone(),
+            ),
+            reading_gauge(
+                &meter,
+                "chom_memory_limit_bytes",
+                "The memory limit the memory monitor measures against (memory.max_rss or the cgroup's memory.max); absent when only host memory bounds the node",
+                {
+                    let limit = memory_limit.clone();
+                    move || Some(limit.load(Ordering::Relaxed)).filter(|v| *v >= 0)
+                },
+            ),
             reading_gauge(
                 &meter,
                 "chom_memory_rss_bytes",
@@ -230,6 +257,8 @@ impl Metrics {
                 job_wait,
                 queue_sizes,
                 failed_last_hour,
+                dead_letters,
+                memory_limit,
                 kinds_flagged,
                 ssh_commands,
                 remediations,
@@ -361,6 +390,19 @@ impl Metrics {
     }
 
     /// Record the number of failed_jobs rows of the last hour.
+    /// Replace the dead letters of the last 24 hours per kind (kinds without any drop out).
+    pub fn set_dead_letters(&self, by_kind: impl IntoIterator<Item = (String, u64)>) {
+        let mut map = self.inner.dead_letters.lock().expect("dead letters lock");
+        map.clear();
+        map.extend(by_kind.into_iter().map(|(k, n)| (k, n as i64)));
+    }
+
+    /// Record the memory limit in force (`None`: only host memory bounds the node).
+    pub fn set_memory_limit(&self, bytes: Option<u64>) {
+        let v = bytes.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        self.inner.memory_limit.store(v, Ordering::Relaxed);
+    }
+
     pub fn set_failed_last_hour(&self, n: u64) {
         self.inner
             .failed_last_hour
@@ -529,6 +571,30 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("chom_memory_rss_bytes "), "{text}");
+        // Absent until known, then the value.
+        assert!(!text.contains("chom_memory_limit_bytes "), "{text}");
+        m.set_memory_limit(Some(500_000_000));
+        m.set_dead_letters([("vps.exec".to_owned(), 6)]);
+        let text = m.render();
+        assert!(text.contains("chom_memory_limit_bytes 500000000"), "{text}");
+        assert!(
+            text.contains("chom_dead_letters_last_day{kind=\"vps.exec\"} 6"),
+            "{text}"
+        );
+        m.set_dead_letters([]);
+        assert!(
+            !m.render().contains("chom_dead_letters_last_day{"),
+            "{text}"
+        );
+        for name in [
+            "process_start_time_seconds",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+        ] {
+            assert!(text.contains(&format!("\n{name} ")), "no {name}: {text}");
+        }
         assert!(!text.contains("otel_scope"), "{text}");
         assert!(!text.contains("target_info"), "{text}");
         assert!(!text.contains("_total_total"), "{text}");

@@ -112,6 +112,15 @@ impl Basis {
 }
 
 impl Sample {
+    /// The limit that bounds the node: `max_rss` if set, else the cgroup's `memory.max`.
+    pub fn limit(&self, max_rss: u64) -> Option<u64> {
+        if max_rss > 0 {
+            Some(max_rss)
+        } else {
+            self.cgroup_max
+        }
+    }
+
     /// Percent of the tightest applicable limit in use, and which limit that is.
     pub fn pressure(&self, max_rss: u64) -> (f64, Basis) {
         let pct = |used: u64, limit: u64| used as f64 * 100.0 / limit.max(1) as f64;
@@ -263,6 +272,7 @@ fn tick(state: &mut MemoryState) {
     let args = &state.args;
     let s = sample();
     let (percent, basis) = s.pressure(args.config.max_rss);
+    args.metrics.set_memory_limit(s.limit(args.config.max_rss));
     let action = state.policy.observe(percent, basis.hard());
     args.status.set(json!({
         "rss_bytes": s.rss,

@@ -174,6 +174,8 @@ pub async fn analyze(
 ) -> Result<Vec<(chom_core::job::KindFailures, bool)>, StoreError> {
     let since = Utc::now() - chrono::Duration::hours(24);
     let kinds = b.store.failures_by_kind(since).await?;
+    ctx.metrics
+        .set_dead_letters(kinds.iter().map(|k| (k.kind.clone(), k.count)));
     let threshold = u64::from(ctx.config.queue.analyze_threshold);
     Ok(kinds
         .into_iter()
