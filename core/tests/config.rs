@@ -948,3 +948,29 @@ fn counts_and_names_have_upper_bounds() {
         "queue.queues[0]",
     );
 }
+
+#[test]
+fn webhook_tokens_are_checked_and_never_printed() {
+    let e = only_error(
+        "[observability]\nwebhook_token = \"short\"\n",
+        "observability.webhook_token",
+    );
+    assert!(e.message.contains("16 to 256"), "{e}");
+    let e = only_error(
+        "[observability]\nwebhook_token = \"has a space in it, sixteen+\"\n",
+        "observability.webhook_token",
+    );
+    assert!(e.message.contains("visible ASCII"), "{e}");
+    let secret = "s3cr3t-t0ken-0123456789";
+    let config = parse(&format!("[observability]\nwebhook_token = \"{secret}\"\n"));
+    assert_eq!(config.observability.webhook_token, secret);
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains(secret), "{shown}");
+    assert!(shown.contains("webhook_token = \"***\""), "{shown}");
+    // Empty (off) stays empty, so an operator sees it is not set.
+    assert!(
+        Config::default()
+            .to_redacted_toml()
+            .contains("webhook_token = \"\"")
+    );
+}

@@ -124,7 +124,8 @@ impl Config {
     }
 
     /// The resolved config as TOML with secrets (passwords in `database.url` / `cache.url` /
-    /// observability URLs / `[[health.checks]] url`, secret query parameters) replaced by
+    /// observability URLs / `[[health.checks]] url`, secret query parameters,
+    /// `observability.webhook_token`) replaced by
     /// `***`; it parses back.
     pub fn to_redacted_toml(&self) -> String {
         let mut config = self.clone();
@@ -145,6 +146,9 @@ impl Config {
         .chain(checks)
         {
             *url = redact_url(url);
+        }
+        if !config.observability.webhook_token.is_empty() {
+            config.observability.webhook_token = REDACTED.to_owned();
         }
         toml::to_string(&config).expect("every Config serializes to TOML")
     }

@@ -587,12 +587,22 @@ pub struct ObservabilityConfig {
     pub alertmanager_url: String,
     /// Grafana base URL, or empty.
     pub grafana_url: String,
-    /// Limit of one query to any of them.
+    /// Limit of the reachability probe (and of an alert push or a log batch).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// How long a query result is cached (and served, flagged stale, while the service is down).
+    /// How long a reachability verdict is trusted before the next probe.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// Limit of one PromQL query to Prometheus.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// How long a successful query result is kept, and served flagged as cached while the
+    /// observability host is unreachable.
+    #[serde(with = "humantime_serde")]
+    pub result_ttl: Duration,
+    /// Bearer token Alertmanager must send to `POST /webhooks/alertmanager`; empty = the
+    /// webhook is off (404). A secret: redacted by `chom config check`.
+    pub webhook_token: String,
 }
 
 impl Default for ObservabilityConfig {
@@ -604,6 +614,9 @@ impl Default for ObservabilityConfig {
             grafana_url: String::new(),
             timeout: secs(2),
             cache_ttl: secs(30),
+            query_timeout: secs(15),
+            result_ttl: secs(300),
+            webhook_token: String::new(),
         }
     }
 }

@@ -643,6 +643,30 @@ fn observability(c: &Config, v: &mut Checker<'_>) {
     }
     v.span("observability.timeout", o.timeout, MAX_IO_TIMEOUT);
     v.at_most("observability.cache_ttl", o.cache_ttl, MAX_INTERVAL);
+    v.span(
+        "observability.query_timeout",
+        o.query_timeout,
+        MAX_IO_TIMEOUT,
+    );
+    v.span("observability.result_ttl", o.result_ttl, MAX_INTERVAL);
+    if let Err(message) = webhook_token(&o.webhook_token) {
+        v.fail("observability.webhook_token", message);
+    }
+}
+
+/// A bearer token: empty (off), or 16 to 256 visible ASCII characters (what fits an HTTP
+/// header unquoted; short ones are guessable).
+fn webhook_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Ok(());
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII characters (no spaces or control characters)".into());
+    }
+    match token.len() {
+        16..=256 => Ok(()),
+        n => Err(format!("must be 16 to 256 characters long, not {n}")),
+    }
 }
 
 fn http_url(url: &str) -> Result<(), String> {
