@@ -141,8 +141,30 @@ macro_rules! decoders {
 /// current time (`timestamptz` on PostgreSQL, unix milliseconds on SQLite) and the transaction
 /// opener (SQLite takes the write lock at once: `BEGIN IMMEDIATE`) differ.
 macro_rules! inventory {
-    ($store:ty, $row:ty, now = $now:expr, begin = $begin:expr) => {
-        decoders!($row);
+    ($store:ty, $db:ty, now = $now:expr, begin = $begin:expr) => {
+        decoders!(<$db as sqlx::Database>::Row);
+
+        type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
+        type Decoder<T> = fn(&<$db as sqlx::Database>::Row) -> Result<T, sqlx::Error>;
+
+        /// Every row `query` returns, decoded.
+        async fn all<T>(
+            pool: &sqlx::Pool<$db>,
+            query: Query<'_>,
+            decode: Decoder<T>,
+        ) -> Result<Vec<T>, StoreError> {
+            let rows = query.fetch_all(pool).await?;
+            Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
+        }
+
+        /// The row `query` returns, if any, decoded.
+        async fn optional<T>(
+            pool: &sqlx::Pool<$db>,
+            query: Query<'_>,
+            decode: Decoder<T>,
+        ) -> Result<Option<T>, StoreError> {
+            Ok(query.fetch_optional(pool).await?.as_ref().map(decode).transpose()?)
+        }
 
         #[async_trait]
         impl Inventory for $store {
@@ -203,19 +225,13 @@ macro_rules! inventory {
 
             async fn vps_list(&self) -> Result<Vec<VpsServer>, StoreError> {
                 let sql = format!("SELECT {VPS_COLUMNS} FROM vps_servers ORDER BY id");
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.iter().map(vps_from_row).collect::<Result<_, _>>()?)
+                all(&self.pool, sqlx::query(sqlx::AssertSqlSafe(sql)), vps_from_row).await
             }
 
             async fn vps(&self, id: &str) -> Result<Option<VpsServer>, StoreError> {
                 let sql = format!("SELECT {VPS_COLUMNS} FROM vps_servers WHERE id = $1");
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.as_ref().map(vps_from_row).transpose()?)
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+                optional(&self.pool, query, vps_from_row).await
             }
 
             async fn create_tenant(&self, name: &str, tier: Tier) -> Result<Tenant, StoreError> {
@@ -236,10 +252,7 @@ macro_rules! inventory {
 
             async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
                 let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id");
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
+                all(&self.pool, sqlx::query(sqlx::AssertSqlSafe(sql)), tenant_from_row).await
             }
 
             async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError> {
@@ -270,20 +283,14 @@ macro_rules! inventory {
                     "SELECT {SITE_COLUMNS} FROM sites
                      WHERE (CAST($1 AS BIGINT) IS NULL OR tenant_id = $1) ORDER BY id"
                 );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(tenant_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.iter().map(site_from_row).collect::<Result<_, _>>()?)
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
+                all(&self.pool, query, site_from_row).await
             }
 
             async fn site(&self, id: i64) -> Result<Option<Site>, StoreError> {
                 let sql = format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = $1");
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.as_ref().map(site_from_row).transpose()?)
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+                optional(&self.pool, query, site_from_row).await
             }
 
             async fn set_site_status(
@@ -317,12 +324,7 @@ macro_rules! inventory {
 mod pg {
     use super::*;
 
-    inventory!(
-        PgStore,
-        sqlx::postgres::PgRow,
-        now = "now()",
-        begin = "BEGIN"
-    );
+    inventory!(PgStore, sqlx::Postgres, now = "now()", begin = "BEGIN");
 }
 
 mod lite {
@@ -330,7 +332,7 @@ mod lite {
 
     inventory!(
         SqliteStore,
-        sqlx::sqlite::SqliteRow,
+        sqlx::Sqlite,
         now = "CAST(strftime('%s', 'now') AS INTEGER) * 1000",
         begin = "BEGIN IMMEDIATE"
     );

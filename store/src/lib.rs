@@ -39,6 +39,9 @@ macro_rules! stats_decoders {
     };
 }
 
+#[macro_use]
+mod store_impl;
+
 mod deadline;
 mod inventory;
 mod postgres;
@@ -227,6 +230,15 @@ pub fn open(cfg: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
         DatabaseKind::Postgres => Arc::new(PgStore::open(&cfg.url, cfg)?),
     };
     Ok(Arc::new(Deadlined::new(inner, Deadlines::for_config(cfg))))
+}
+
+/// Pool options both backends build their lazy pool from: the configured size and acquire
+/// timeout, and [`release_clean`] on every connection returned.
+fn pool_options<DB: sqlx::Database>(cfg: &DatabaseConfig) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .acquire_timeout(cfg.connect_timeout)
+        .after_release(|conn, _| Box::pin(release_clean(conn)))
 }
 
 /// The pools' `after_release` check: a connection still inside a transaction is closed

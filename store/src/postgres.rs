@@ -18,12 +18,11 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::Row;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgListener, PgPool, PgRow, Postgres};
+use sqlx::query::Query;
 
 use super::rows::{self, Counts, Shape, SplitBatch};
 use super::{Backend, NodeRecord, Store, StoreError};
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// A lazily connected PostgreSQL pool.
 #[derive(Debug, Clone)]
@@ -34,10 +33,7 @@ pub struct PgStore {
 impl PgStore {
     /// Build the pool without connecting.
     pub fn open(url: &str, cfg: &DatabaseConfig) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(cfg.max_connections)
-            .acquire_timeout(cfg.connect_timeout)
-            .after_release(|conn, _| Box::pin(super::release_clean(conn)))
+        let pool = super::pool_options(cfg)
             .connect_lazy(url)
             .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
         Ok(Self { pool })
@@ -57,8 +53,8 @@ impl PgStore {
 /// panicking, so a row another program wrote with an absurd time must never reach it. Long
 /// texts are cut as `shape` says.
 fn job_columns(shape: Shape) -> String {
-    let (payload, payload_bytes) = text_column("payload", shape.payload_bytes());
-    let (error, error_bytes) = text_column("last_error", shape.error_bytes());
+    let (payload, payload_bytes) = TEXT.column("payload", shape.payload_bytes());
+    let (error, error_bytes) = TEXT.column("last_error", shape.error_bytes());
     let reserved_at = clamped_time("reserved_at");
     let available_at = clamped_time("available_at");
     let created_at = clamped_time("created_at");
@@ -81,18 +77,12 @@ fn clamped_time(column: &str) -> String {
     )
 }
 
-/// A long text column and its stored length in bytes: whole (length NULL), or its first
-/// `max` characters (`left` counts characters, so it never splits one; the decoder cuts the
-/// rest to bytes), so the full text never leaves the database.
-fn text_column(column: &str, max: Option<usize>) -> (String, String) {
-    match max {
-        None => (column.to_owned(), format!("NULL::bigint AS {column}_bytes")),
-        Some(max) => (
-            format!("left({column}, {max}) AS {column}"),
-            format!("octet_length({column})::bigint AS {column}_bytes"),
-        ),
-    }
-}
+/// How PostgreSQL spells a long text column (`left` counts characters).
+const TEXT: rows::TextSql = rows::TextSql {
+    no_length: "NULL::bigint",
+    prefix: |column, max| format!("left({column}, {max})"),
+    byte_length: |column| format!("octet_length({column})::bigint"),
+};
 
 /// Insert a job; with a unique key held by a pending/reserved job, insert nothing (the
 /// unique index on `live_key`, the key of an unfinished job, decides, race-free).
@@ -186,6 +176,9 @@ const QUEUE_COUNTS: &str = "
         count(*) FILTER (WHERE state = 'failed') AS failed
     FROM jobs GROUP BY queue";
 
+const PAUSE_QUEUE: &str =
+    "INSERT INTO queue_pauses (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING";
+
 /// Back to pending, due now, reservation cleared; the consumed attempt stays counted.
 const RELEASE_NODE: &str = "
     UPDATE jobs SET state = 'pending', available_at = now(), reserved_at = NULL, reserved_by = NULL
@@ -199,6 +192,12 @@ const RESCUE_EXPIRED: &str = "
       AND state = 'reserved' AND reserved_by IS DISTINCT FROM $2
       AND NOT EXISTS (
           SELECT 1 FROM nodes WHERE nodes.name = jobs.reserved_by AND nodes.seen_at > $1)";
+
+/// Finished rows were reserved first and finish after it: the reserved_at range bounds the
+/// index scan to the rows to delete.
+const PRUNE_JOBS: &str = "
+    DELETE FROM jobs WHERE reserved_at < $1 AND state IN ('completed', 'failed')
+    AND finished_at < $1";
 
 const KILL_STUCK: &str = "
     WITH killed AS (
@@ -235,8 +234,8 @@ const RETRY_FAILED_ALL: &str = retry_failed_sql!("true");
 
 /// A failed_jobs listing: payload and exception cut to a preview, `failed_at` clamped.
 static FAILED_LISTING: LazyLock<String> = LazyLock::new(|| {
-    let (payload, payload_bytes) = text_column("payload", Some(limits::PREVIEW_BYTES));
-    let (exception, exception_bytes) = text_column("exception", Some(limits::PREVIEW_BYTES));
+    let (payload, payload_bytes) = TEXT.column("payload", Some(limits::PREVIEW_BYTES));
+    let (exception, exception_bytes) = TEXT.column("exception", Some(limits::PREVIEW_BYTES));
     let failed_at = clamped_time("failed_at");
     format!(
         "SELECT id, uuid, job_id, connection, queue, kind, {payload}, {payload_bytes}, \
@@ -325,38 +324,32 @@ fn text_column_value(row: &PgRow, column: &str) -> Result<String, sqlx::Error> {
 
 stats_decoders!(PgRow);
 
-fn affected(result: sqlx::postgres::PgQueryResult) -> u64 {
-    result.rows_affected()
+/// Every timestamp is the database clock (see the module doc): a statement that needs "now"
+/// says `now()` itself, so there is nothing to bind.
+fn bind_now(query: Query<'_, Postgres, PgArguments>) -> Query<'_, Postgres, PgArguments> {
+    query
+}
+
+/// A timestamp parameter: a timestamptz, bound as is.
+fn time_param(t: DateTime<Utc>) -> DateTime<Utc> {
+    t
 }
 
 // === impl Store ===
 
-#[async_trait]
-impl Store for PgStore {
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
+store_impl!(
+    PgStore,
+    db = Postgres,
+    backend = Backend::Postgres,
+    migrations = "migrations/postgres",
+    begin = "BEGIN"
+);
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<Duration, StoreError> {
-        let start = Instant::now();
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(start.elapsed())
-    }
-
-    async fn probe_write(&self) -> Result<Duration, StoreError> {
-        let start = Instant::now();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(PROBE_WRITE).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(start.elapsed())
-    }
-
-    async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+/// The operations whose PostgreSQL statements differ from SQLite's in more than spelling: each
+/// is one statement, timed by the database clock, with `FOR UPDATE SKIP LOCKED` or
+/// data-modifying CTEs where SQLite takes its write lock for several statements.
+impl PgStore {
+    async fn upsert_node(&self, node: &NodeRecord) -> sqlx::Result<()> {
         sqlx::query(
             "INSERT INTO nodes (name, hostname, pid, version, started_at, seen_at)
              VALUES ($1, $2, $3, $4, now(), now())
@@ -372,27 +365,14 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    // === jobs ===
-
-    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
-        rows::check_new_job(job)?;
+    async fn insert_job(&self, job: &NewJob) -> sqlx::Result<Enqueued> {
         // The INSERT waits for a racing uncommitted holder of the key and then does nothing;
         // the SELECT (a new snapshot) then sees that holder. If the holder finished in
         // between, the key is free again: insert anew. Each statement commits on its own
         // before its answer is complete (`fetch_all` reads to the end, so an error at commit
         // is never lost).
         for _ in 0..rows::ENQUEUE_RACE_RETRIES {
-            let inserted: Vec<i64> = sqlx::query_scalar(ENQUEUE)
-                .bind(&job.queue)
-                .bind(&job.kind)
-                .bind(&job.payload)
-                .bind(rows::max_attempts_param(job))
-                .bind(rows::timeout_param(job))
-                .bind(&job.unique_key)
+            let inserted = enqueue_query(job)
                 .bind(rows::duration_ms(job.delay))
                 .fetch_all(&self.pool)
                 .await?;
@@ -406,7 +386,7 @@ impl Store for PgStore {
             let Some(key) = &job.unique_key else {
                 // Without a unique key only the primary key can conflict, which a sequence
                 // never does; treat it as the database error it would be.
-                return Err(sqlx::Error::RowNotFound.into());
+                return Err(sqlx::Error::RowNotFound);
             };
             let holder: Vec<(i64, String)> = sqlx::query_as(UNIQUE_HOLDER)
                 .bind(key)
@@ -423,38 +403,20 @@ impl Store for PgStore {
         Err(sqlx::Error::Protocol(format!(
             "unique key {:?} kept changing hands during enqueue",
             job.unique_key
-        ))
-        .into())
+        )))
     }
 
-    async fn claim(
-        &self,
-        node: &str,
-        queues: &[String],
-        limit: u32,
-    ) -> Result<Vec<Job>, StoreError> {
-        if queues.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(sqlx::AssertSqlSafe(CLAIM.as_str()))
+    /// Every queue in one statement (see `CLAIM`).
+    async fn reserve(&self, node: &str, queues: &[String], limit: u32) -> sqlx::Result<Vec<Job>> {
+        let claim = sqlx::query(sqlx::AssertSqlSafe(CLAIM.as_str()))
             .bind(queues)
             .bind(i64::from(limit))
-            .bind(node)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut jobs = rows
-            .iter()
-            .map(|row| job_from_row(row, Shape::Full))
-            .collect::<Result<Vec<_>, _>>()?;
-        rows::sort_claimed(&mut jobs, queues);
-        Ok(jobs)
+            .bind(node);
+        fetch_jobs(&self.pool, claim, Shape::Full).await
     }
 
-    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let split = SplitBatch::new(batch);
+    /// The whole batch in one statement (see `COMPLETE`).
+    async fn apply_completions(&self, split: &SplitBatch) -> sqlx::Result<()> {
         sqlx::query(COMPLETE)
             .bind(&split.completed)
             .bind(&split.retry_ids)
@@ -469,126 +431,16 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
-        let sql = format!("SELECT {} FROM jobs WHERE id = $1", job_columns(Shape::One));
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row
-            .as_ref()
-            .map(|row| job_from_row(row, Shape::One))
-            .transpose()?)
-    }
-
-    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
-        // Only constant text is formatted in; values are bound.
-        let sql = format!(
-            "SELECT {} FROM jobs
-             WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state = $2)
-             ORDER BY id DESC LIMIT $3",
-            job_columns(Shape::Listing)
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&filter.queue)
-            .bind(filter.state.map(|s| s.as_str()))
-            .bind(i64::from(filter.limit))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| job_from_row(row, Shape::Listing))
-            .collect::<Result<_, _>>()?)
-    }
-
-    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>, StoreError> {
-        let counted = sqlx::query(QUEUE_COUNTS)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(queue_counts_from_row)
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let paused = self.paused_queues().await?;
-        Ok(rows::merge_stats(queues, counted, &paused))
-    }
-
-    // === queue control ===
-
-    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO queue_pauses (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING")
-            .bind(queue)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM queue_pauses WHERE queue = $1")
-            .bind(queue)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn paused_queues(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT queue FROM queue_pauses ORDER BY queue")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
-    // === maintenance ===
-
-    async fn release_node(&self, node: &str) -> Result<u64, StoreError> {
-        let result = sqlx::query(RELEASE_NODE)
-            .bind(node)
-            .execute(&self.pool)
-            .await?;
-        Ok(affected(result))
-    }
-
-    async fn rescue_expired(
-        &self,
-        cutoff: DateTime<Utc>,
-        since: Option<DateTime<Utc>>,
-        except_node: &str,
-    ) -> Result<u64, StoreError> {
-        let result = sqlx::query(RESCUE_EXPIRED)
+    /// One statement: the UPDATE and the failed_jobs INSERT are CTEs (see `KILL_STUCK`).
+    async fn fail_stuck(&self, cutoff: DateTime<Utc>, reason: &str) -> sqlx::Result<Vec<i64>> {
+        sqlx::query_scalar(KILL_STUCK)
             .bind(cutoff)
-            .bind(except_node)
-            .bind(since)
-            .execute(&self.pool)
-            .await?;
-        Ok(affected(result))
-    }
-
-    async fn kill_stuck(
-        &self,
-        cutoff: DateTime<Utc>,
-        reason: &str,
-    ) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(KILL_STUCK)
-            .bind(cutoff)
-            .bind(rows::stored_error(reason))
+            .bind(reason)
             .fetch_all(&self.pool)
-            .await?)
+            .await
     }
 
-    async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            // Finished rows were reserved first and finish after it: the reserved_at range
-            // bounds the index scan to the rows to delete.
-            "DELETE FROM jobs WHERE reserved_at < $1 AND state IN ('completed', 'failed') \
-             AND finished_at < $1",
-        )
-        .bind(cutoff)
-        .execute(&self.pool)
-        .await?;
-        Ok(affected(result))
-    }
-
-    async fn heartbeat(&self, node: &str) -> Result<(), StoreError> {
+    async fn touch_node(&self, node: &str) -> sqlx::Result<()> {
         sqlx::query("UPDATE nodes SET seen_at = now() WHERE name = $1")
             .bind(node)
             .execute(&self.pool)
@@ -596,65 +448,24 @@ impl Store for PgStore {
         Ok(())
     }
 
-    // === dead letters ===
-
-    async fn failed_jobs(&self, limit: u32) -> Result<Vec<FailedJob>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(FAILED_LISTING.as_str()))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(failed_from_row).collect::<Result<_, _>>()?)
-    }
-
-    async fn retry_failed(&self, id: Option<i64>) -> Result<Vec<i64>, StoreError> {
-        let mut ids: Vec<i64> = match id {
+    /// One statement: the DELETE is a CTE feeding the INSERT (see `retry_failed_sql!`).
+    async fn requeue_failed(&self, id: Option<i64>) -> sqlx::Result<Vec<i64>> {
+        match id {
             Some(id) => {
                 sqlx::query_scalar(RETRY_FAILED_ONE)
                     .bind(id)
                     .fetch_all(&self.pool)
-                    .await?
+                    .await
             }
             None => {
                 sqlx::query_scalar(RETRY_FAILED_ALL)
                     .fetch_all(&self.pool)
-                    .await?
+                    .await
             }
-        };
-        ids.sort_unstable();
-        Ok(ids)
+        }
     }
 
-    async fn prune_failed(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let result = sqlx::query("DELETE FROM failed_jobs WHERE failed_at < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
-        Ok(affected(result))
-    }
-
-    async fn failures_by_kind(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<KindFailures>, StoreError> {
-        let rows = sqlx::query(FAILURES_BY_KIND)
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(kind_failures_from_row)
-            .collect::<Result<_, sqlx::Error>>()?)
-    }
-
-    async fn failed_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM failed_jobs WHERE failed_at >= $1")
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(rows::count(n))
-    }
-
-    async fn listen(&self) -> Result<Option<BoxStream<'static, ()>>, StoreError> {
+    async fn job_notifications(&self) -> sqlx::Result<Option<BoxStream<'static, ()>>> {
         // The listener holds one pool connection for as long as the stream lives; closing
         // the pool ends the stream (PoolClosed), which returns that connection.
         let mut listener = PgListener::connect_with(&self.pool).await?;

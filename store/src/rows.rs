@@ -154,6 +154,35 @@ pub(super) const JOB_COLUMN_NAMES: [&str; 17] = [
     "finished_at",
 ];
 
+/// How a backend's SQL spells the parts of a [`TextSql::column`].
+pub(super) struct TextSql {
+    /// A NULL length, of the type the lengths have.
+    pub no_length: &'static str,
+    /// The first `max` *characters* of a column.
+    pub prefix: fn(column: &str, max: usize) -> String,
+    /// A column's stored length in bytes.
+    pub byte_length: fn(column: &str) -> String,
+}
+
+impl TextSql {
+    /// A long text column and its stored length in bytes, as two select-list items: whole
+    /// (length NULL), or its first `max` characters (counted in characters, so the cut never
+    /// splits one; [`preview`] cuts the rest to bytes), so the full text never leaves the
+    /// database.
+    pub fn column(&self, column: &str, max: Option<usize>) -> (String, String) {
+        match max {
+            None => (
+                column.to_owned(),
+                format!("{} AS {column}_bytes", self.no_length),
+            ),
+            Some(max) => (
+                format!("{} AS {column}", (self.prefix)(column, max)),
+                format!("{} AS {column}_bytes", (self.byte_length)(column)),
+            ),
+        }
+    }
+}
+
 /// A text column read as a prefix: the database sends at most `max` *characters* (SQL's
 /// `substr`/`left` count characters, so the cut never splits one; at most 4 bytes each),
 /// which is cut here to `max` bytes at a character boundary. `total_bytes` is the stored

@@ -27,15 +27,14 @@ use chom_core::limits;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use sqlx::Row;
+use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqliteRow, SqliteSynchronous,
 };
 
 use super::rows::{self, Counts, Shape, SplitBatch};
 use super::{Backend, NodeRecord, Store, StoreError};
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// A lazily opened SQLite pool in WAL mode.
 #[derive(Debug, Clone)]
@@ -57,11 +56,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(cfg.max_connections)
-            .acquire_timeout(cfg.connect_timeout)
-            .after_release(|conn, _| Box::pin(super::release_clean(conn)))
-            .connect_lazy_with(options);
+        let pool = super::pool_options(cfg).connect_lazy_with(options);
         Ok(Self { pool })
     }
 
@@ -79,14 +74,10 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+/// A timestamp parameter as stored: unix milliseconds.
+fn time_param(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
-
-/// `nodes.seen_at` is RFC 3339 text (0001_nodes.sql); this turns it into unix milliseconds
-/// in SQL (julianday parses any number of fractional digits and the UTC offset).
-const SEEN_AT_MS: &str =
-    "CAST(ROUND((julianday(nodes.seen_at) - 2440587.5) * 86400000) AS INTEGER)";
 
 // === SQL ===
 
@@ -95,8 +86,8 @@ const SEEN_AT_MS: &str =
 /// instead of failing the whole query (the decoders then clamp it into range); long texts are
 /// cut as `shape` says.
 fn job_columns(shape: Shape) -> String {
-    let (payload, payload_bytes) = text_column("payload", shape.payload_bytes());
-    let (error, error_bytes) = text_column("last_error", shape.error_bytes());
+    let (payload, payload_bytes) = TEXT.column("payload", shape.payload_bytes());
+    let (error, error_bytes) = TEXT.column("last_error", shape.error_bytes());
     format!(
         "id, queue, kind, {payload}, {payload_bytes}, CAST(attempts AS INTEGER) AS attempts, \
          CAST(max_attempts AS INTEGER) AS max_attempts, \
@@ -107,18 +98,13 @@ fn job_columns(shape: Shape) -> String {
     )
 }
 
-/// A long text column and its stored length in bytes: whole (length NULL), or its first
-/// `max` characters (`substr` counts characters, so it never splits one; the decoder cuts the
-/// rest to bytes), so the full text never leaves the database.
-fn text_column(column: &str, max: Option<usize>) -> (String, String) {
-    match max {
-        None => (column.to_owned(), format!("NULL AS {column}_bytes")),
-        Some(max) => (
-            format!("substr({column}, 1, {max}) AS {column}"),
-            format!("length(CAST({column} AS BLOB)) AS {column}_bytes"),
-        ),
-    }
-}
+/// How SQLite spells a long text column (`substr` counts characters; the `length` of the
+/// BLOB counts bytes whatever another program stored).
+const TEXT: rows::TextSql = rows::TextSql {
+    no_length: "NULL",
+    prefix: |column, max| format!("substr({column}, 1, {max})"),
+    byte_length: |column| format!("length(CAST({column} AS BLOB))"),
+};
 
 /// With a unique key held by a pending/reserved job, the partial unique index makes this
 /// insert nothing.
@@ -193,9 +179,27 @@ const QUEUE_COUNTS: &str = "
         count(*) FILTER (WHERE state = 'failed') AS failed
     FROM jobs GROUP BY queue";
 
+const PAUSE_QUEUE: &str = "
+    INSERT INTO queue_pauses (queue, paused_at) VALUES (?1, ?2)
+    ON CONFLICT (queue) DO NOTHING";
+
 const RELEASE_NODE: &str = "
     UPDATE jobs SET state = 'pending', available_at = ?2, reserved_at = NULL, reserved_by = NULL
     WHERE state = 'reserved' AND reserved_by = ?1";
+
+/// `nodes.seen_at` is RFC 3339 text (0001_nodes.sql): the CAST turns it into unix milliseconds
+/// (julianday parses any number of fractional digits and the UTC offset).
+const RESCUE_EXPIRED: &str = "
+    UPDATE jobs
+    SET state = 'pending', available_at = ?4, reserved_at = NULL, reserved_by = NULL
+    WHERE state = 'reserved' AND reserved_at < ?1 AND reserved_by IS NOT ?2
+      AND (?3 IS NULL OR reserved_at >= ?3)
+      AND NOT EXISTS (
+          SELECT 1 FROM nodes WHERE nodes.name = jobs.reserved_by
+            AND CAST(ROUND((julianday(nodes.seen_at) - 2440587.5) * 86400000) AS INTEGER) > ?1)";
+
+const PRUNE_JOBS: &str =
+    "DELETE FROM jobs WHERE state IN ('completed', 'failed') AND finished_at < ?1";
 
 const KILL_STUCK_DEAD: &str = "
     INSERT INTO failed_jobs
@@ -231,8 +235,8 @@ const DELETE_FAILED_ALL: &str = "DELETE FROM failed_jobs";
 
 /// The columns of a failed_jobs listing: payload and exception cut to a preview.
 static FAILED_LISTING: LazyLock<String> = LazyLock::new(|| {
-    let (payload, payload_bytes) = text_column("payload", Some(limits::PREVIEW_BYTES));
-    let (exception, exception_bytes) = text_column("exception", Some(limits::PREVIEW_BYTES));
+    let (payload, payload_bytes) = TEXT.column("payload", Some(limits::PREVIEW_BYTES));
+    let (exception, exception_bytes) = TEXT.column("exception", Some(limits::PREVIEW_BYTES));
     format!(
         "SELECT id, uuid, job_id, connection, queue, kind, {payload}, {payload_bytes}, \
          {exception}, {exception_bytes}, CAST(attempts AS INTEGER) AS attempts, \
@@ -348,37 +352,27 @@ fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// Every timestamp is this process's clock (see the module doc): a statement that needs
+/// "now" takes it as its last parameter, bound here.
+fn bind_now(query: Query<'_, Sqlite, SqliteArguments>) -> Query<'_, Sqlite, SqliteArguments> {
+    query.bind(now_ms())
+}
+
 // === impl Store ===
 
-#[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
-    }
+store_impl!(
+    SqliteStore,
+    db = Sqlite,
+    backend = Backend::Sqlite,
+    migrations = "migrations/sqlite",
+    begin = BEGIN_IMMEDIATE
+);
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<Duration, StoreError> {
-        let start = Instant::now();
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(start.elapsed())
-    }
-
-    async fn probe_write(&self) -> Result<Duration, StoreError> {
-        let start = Instant::now();
-        let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
-        sqlx::query(PROBE_WRITE)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(start.elapsed())
-    }
-
-    async fn register_node(&self, node: &NodeRecord) -> Result<(), StoreError> {
+/// The operations whose SQLite statements differ from PostgreSQL's in more than spelling: the
+/// time comes from this process's clock, and a write of several statements runs in one
+/// `BEGIN IMMEDIATE` transaction where PostgreSQL has one statement.
+impl SqliteStore {
+    async fn upsert_node(&self, node: &NodeRecord) -> sqlx::Result<()> {
         let now = chrono::Utc::now().to_rfc3339();
         sqlx::query(
             "INSERT INTO nodes (name, hostname, pid, version, started_at, seen_at)
@@ -397,26 +391,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    // === jobs ===
-
-    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError> {
-        rows::check_new_job(job)?;
+    async fn insert_job(&self, job: &NewJob) -> sqlx::Result<Enqueued> {
         // One IMMEDIATE transaction: the holder of a unique key cannot change between the
         // INSERT that found it and the SELECT that reads it, and the acknowledgement waits
         // for a COMMIT whose failure (a full disk) is reported.
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
         let now = now_ms();
-        let inserted: Vec<i64> = sqlx::query_scalar(ENQUEUE)
-            .bind(&job.queue)
-            .bind(&job.kind)
-            .bind(&job.payload)
-            .bind(rows::max_attempts_param(job))
-            .bind(rows::timeout_param(job))
-            .bind(&job.unique_key)
+        let inserted = enqueue_query(job)
             .bind(now.saturating_add(rows::duration_ms(job.delay)))
             .bind(now)
             .fetch_all(&mut *tx)
@@ -434,7 +415,7 @@ impl Store for SqliteStore {
                     .await?;
                 let Some((id, queue)) = holder.into_iter().next() else {
                     // The conflict was the key's; under the write lock its holder is there.
-                    return Err(sqlx::Error::RowNotFound.into());
+                    return Err(sqlx::Error::RowNotFound);
                 };
                 Enqueued {
                     id,
@@ -444,21 +425,14 @@ impl Store for SqliteStore {
             }
             // Without a unique key only the primary key can conflict, which AUTOINCREMENT
             // never does; treat it as the database error it would be.
-            (None, None) => return Err(sqlx::Error::RowNotFound.into()),
+            (None, None) => return Err(sqlx::Error::RowNotFound),
         };
         tx.commit().await?;
         Ok(enqueued)
     }
 
-    async fn claim(
-        &self,
-        node: &str,
-        queues: &[String],
-        limit: u32,
-    ) -> Result<Vec<Job>, StoreError> {
-        if queues.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
+    /// One statement per queue, in priority order, under one write lock.
+    async fn reserve(&self, node: &str, queues: &[String], limit: u32) -> sqlx::Result<Vec<Job>> {
         let limit = limit as usize;
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
         let now = now_ms();
@@ -468,36 +442,22 @@ impl Store for SqliteStore {
             if remaining == 0 {
                 break;
             }
-            let rows = sqlx::query(sqlx::AssertSqlSafe(CLAIM_QUEUE.as_str()))
+            let claim = sqlx::query(sqlx::AssertSqlSafe(CLAIM_QUEUE.as_str()))
                 .bind(now)
                 .bind(node)
                 .bind(queue)
-                .bind(i64::try_from(remaining).unwrap_or(i64::MAX))
-                .fetch_all(&mut *tx)
-                .await?;
-            for row in &rows {
-                jobs.push(job_from_row(row, Shape::Full)?);
-            }
+                .bind(i64::try_from(remaining).unwrap_or(i64::MAX));
+            jobs.extend(fetch_jobs(&mut *tx, claim, Shape::Full).await?);
         }
         tx.commit().await?;
-        rows::sort_claimed(&mut jobs, queues);
         Ok(jobs)
     }
 
-    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let split = SplitBatch::new(batch);
+    /// One statement per kind of completion present, under one write lock.
+    async fn apply_completions(&self, split: &SplitBatch) -> sqlx::Result<()> {
         let now = now_ms();
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
-        if !split.completed.is_empty() {
-            sqlx::query(COMPLETE_COMPLETED)
-                .bind(json(&split.completed))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
+        update_ids(&mut tx, COMPLETE_COMPLETED, &split.completed, now).await?;
         if !split.retry_ids.is_empty() {
             let retries: Vec<(i64, &str, i64, bool)> = split
                 .retry_ids
@@ -505,7 +465,7 @@ impl Store for SqliteStore {
                 .zip(&split.retry_errors)
                 .zip(&split.retry_at)
                 .zip(&split.retry_refund)
-                .map(|(((id, error), at), refund)| (*id, error.as_str(), ms(*at), *refund))
+                .map(|(((id, error), at), refund)| (*id, error.as_str(), time_param(*at), *refund))
                 .collect();
             sqlx::query(COMPLETE_RETRY)
                 .bind(json(&retries))
@@ -531,162 +491,31 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        if !split.released.is_empty() {
-            sqlx::query(COMPLETE_RELEASE)
-                .bind(json(&split.released))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        update_ids(&mut tx, COMPLETE_RELEASE, &split.released, now).await?;
+        tx.commit().await
     }
 
-    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
-        let sql = format!("SELECT {} FROM jobs WHERE id = ?1", job_columns(Shape::One));
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row
-            .as_ref()
-            .map(|row| job_from_row(row, Shape::One))
-            .transpose()?)
-    }
-
-    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
-        // Only constant text is formatted in; values are bound.
-        let sql = format!(
-            "SELECT {} FROM jobs
-             WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
-             ORDER BY id DESC LIMIT ?3",
-            job_columns(Shape::Listing)
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&filter.queue)
-            .bind(filter.state.map(|s| s.as_str()))
-            .bind(i64::from(filter.limit))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| job_from_row(row, Shape::Listing))
-            .collect::<Result<_, _>>()?)
-    }
-
-    async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>, StoreError> {
-        let counted = sqlx::query(QUEUE_COUNTS)
-            .bind(now_ms())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(queue_counts_from_row)
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let paused = self.paused_queues().await?;
-        Ok(rows::merge_stats(queues, counted, &paused))
-    }
-
-    // === queue control ===
-
-    async fn pause_queue(&self, queue: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO queue_pauses (queue, paused_at) VALUES (?1, ?2)
-             ON CONFLICT (queue) DO NOTHING",
-        )
-        .bind(queue)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn resume_queue(&self, queue: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM queue_pauses WHERE queue = ?1")
-            .bind(queue)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn paused_queues(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT queue FROM queue_pauses ORDER BY queue")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
-    // === maintenance ===
-
-    async fn release_node(&self, node: &str) -> Result<u64, StoreError> {
-        let result = sqlx::query(RELEASE_NODE)
-            .bind(node)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected())
-    }
-
-    async fn rescue_expired(
-        &self,
-        cutoff: DateTime<Utc>,
-        since: Option<DateTime<Utc>>,
-        except_node: &str,
-    ) -> Result<u64, StoreError> {
-        let sql = format!(
-            "UPDATE jobs
-             SET state = 'pending', available_at = ?3, reserved_at = NULL, reserved_by = NULL
-             WHERE state = 'reserved' AND reserved_at < ?1 AND reserved_by IS NOT ?2
-               AND (?4 IS NULL OR reserved_at >= ?4)
-               AND NOT EXISTS (
-                   SELECT 1 FROM nodes WHERE nodes.name = jobs.reserved_by AND {SEEN_AT_MS} > ?1)"
-        );
-        let result = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ms(cutoff))
-            .bind(except_node)
-            .bind(now_ms())
-            .bind(since.map(ms))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected())
-    }
-
-    async fn kill_stuck(
-        &self,
-        cutoff: DateTime<Utc>,
-        reason: &str,
-    ) -> Result<Vec<i64>, StoreError> {
+    /// The failed_jobs INSERT and the UPDATE, under one write lock.
+    async fn fail_stuck(&self, cutoff: DateTime<Utc>, reason: &str) -> sqlx::Result<Vec<i64>> {
         let now = now_ms();
-        let reason = rows::stored_error(reason);
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
         sqlx::query(KILL_STUCK_DEAD)
-            .bind(ms(cutoff))
-            .bind(&reason)
+            .bind(time_param(cutoff))
+            .bind(reason)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let mut ids: Vec<i64> = sqlx::query_scalar(KILL_STUCK)
-            .bind(ms(cutoff))
-            .bind(&reason)
+        let ids: Vec<i64> = sqlx::query_scalar(KILL_STUCK)
+            .bind(time_param(cutoff))
+            .bind(reason)
             .bind(now)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        ids.sort_unstable();
         Ok(ids)
     }
 
-    async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "DELETE FROM jobs WHERE state IN ('completed', 'failed') AND finished_at < ?1",
-        )
-        .bind(ms(cutoff))
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected())
-    }
-
-    async fn heartbeat(&self, node: &str) -> Result<(), StoreError> {
+    async fn touch_node(&self, node: &str) -> sqlx::Result<()> {
         // Same RFC 3339 text as register_node writes.
         sqlx::query("UPDATE nodes SET seen_at = ?2 WHERE name = ?1")
             .bind(node)
@@ -696,17 +525,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    // === dead letters ===
-
-    async fn failed_jobs(&self, limit: u32) -> Result<Vec<FailedJob>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(FAILED_LISTING.as_str()))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(failed_from_row).collect::<Result<_, _>>()?)
-    }
-
-    async fn retry_failed(&self, id: Option<i64>) -> Result<Vec<i64>, StoreError> {
+    /// The INSERT and the DELETE, under one write lock.
+    async fn requeue_failed(&self, id: Option<i64>) -> sqlx::Result<Vec<i64>> {
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
         let (insert, delete) = match id {
             Some(_) => (RETRY_FAILED_ONE, DELETE_FAILED_ONE),
@@ -718,45 +538,32 @@ impl Store for SqliteStore {
             insert = insert.bind(id);
             delete = delete.bind(id);
         }
-        let mut ids: Vec<i64> = insert.fetch_all(&mut *tx).await?;
+        let ids: Vec<i64> = insert.fetch_all(&mut *tx).await?;
         delete.execute(&mut *tx).await?;
         tx.commit().await?;
-        ids.sort_unstable();
         Ok(ids)
     }
 
-    async fn prune_failed(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let result = sqlx::query("DELETE FROM failed_jobs WHERE failed_at < ?1")
-            .bind(ms(cutoff))
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected())
-    }
-
-    async fn failures_by_kind(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<KindFailures>, StoreError> {
-        let rows = sqlx::query(FAILURES_BY_KIND)
-            .bind(ms(since))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(kind_failures_from_row)
-            .collect::<Result<_, sqlx::Error>>()?)
-    }
-
-    async fn failed_since(&self, since: DateTime<Utc>) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM failed_jobs WHERE failed_at >= ?1")
-            .bind(ms(since))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(rows::count(n))
-    }
-
-    async fn listen(&self) -> Result<Option<BoxStream<'static, ()>>, StoreError> {
+    async fn job_notifications(&self) -> sqlx::Result<Option<BoxStream<'static, ()>>> {
         // SQLite has no notifications: the dispatcher polls.
         Ok(None)
     }
+}
+
+/// One of the completion statements that take a JSON array of ids as `?1` and now as `?2`;
+/// nothing to run for no ids.
+async fn update_ids(
+    tx: &mut SqliteConnection,
+    sql: &'static str,
+    ids: &[i64],
+    now: i64,
+) -> sqlx::Result<()> {
+    if !ids.is_empty() {
+        sqlx::query(sql)
+            .bind(json(&ids))
+            .bind(now)
+            .execute(tx)
+            .await?;
+    }
+    Ok(())
 }

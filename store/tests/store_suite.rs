@@ -79,6 +79,43 @@ async fn reserved_job(s: &dyn Store, queue: &str) -> Job {
     claimed.into_iter().next().unwrap()
 }
 
+fn retry(id: i64, error: &str, available_at: DateTime<Utc>) -> Completion {
+    Completion::Retry {
+        id,
+        error: error.to_owned(),
+        available_at,
+    }
+}
+
+/// Apply one completion and read its job back.
+async fn complete_one(s: &dyn Store, completion: Completion) -> Job {
+    let id = completion.id();
+    s.complete(&[completion]).await.unwrap();
+    get(s, id).await
+}
+
+/// Claim up to `limit` jobs of `queue` as [`NODE`]; their ids.
+async fn claim_ids(s: &dyn Store, queue: &str, limit: u32) -> Vec<i64> {
+    ids(&s.claim(NODE, &queues(&[queue]), limit).await.unwrap())
+}
+
+/// Reserve two jobs on `queue` and finish them: the first completed, the second failed with
+/// `error`. Returns their ids.
+async fn completed_and_failed(s: &dyn Store, queue: &str, error: &str) -> (i64, i64) {
+    let done = reserved_job(s, queue).await.id;
+    let failed = reserved_job(s, queue).await.id;
+    s.complete(&[
+        Completion::Completed { id: done },
+        Completion::Fail {
+            id: failed,
+            error: error.to_owned(),
+        },
+    ])
+    .await
+    .unwrap();
+    (done, failed)
+}
+
 fn node(name: &str) -> NodeRecord {
     NodeRecord {
         name: name.to_owned(),
@@ -392,10 +429,7 @@ async fn complete_completed_keeps_last_error(db: &TestDb) {
     .unwrap();
     s.claim(NODE, &queues(&["default"]), 1).await.unwrap();
     let before = Utc::now();
-    s.complete(&[Completion::Completed { id: job.id }])
-        .await
-        .unwrap();
-    let done = get(s, job.id).await;
+    let done = complete_one(s, Completion::Completed { id: job.id }).await;
     assert_eq!(done.state, JobState::Completed);
     assert_eq!(done.attempts, 2);
     assert_eq!(done.last_error.as_deref(), Some("flaky"));
@@ -411,14 +445,7 @@ async fn complete_retry_reschedules(db: &TestDb) {
     let s = db.store();
     let job = reserved_job(s, "default").await;
     let when = at_ms(Utc::now() + chrono::Duration::minutes(10));
-    s.complete(&[Completion::Retry {
-        id: job.id,
-        error: "connection refused".into(),
-        available_at: when,
-    }])
-    .await
-    .unwrap();
-    let retried = get(s, job.id).await;
+    let retried = complete_one(s, retry(job.id, "connection refused", when)).await;
     assert_eq!(retried.state, JobState::Pending);
     assert_eq!(retried.available_at, when);
     assert_eq!(retried.last_error.as_deref(), Some("connection refused"));
@@ -426,12 +453,7 @@ async fn complete_retry_reschedules(db: &TestDb) {
     assert_eq!(retried.reserved_by, None);
     assert_eq!(retried.attempts, 1);
     assert_eq!(retried.finished_at, None);
-    assert!(
-        s.claim(NODE, &queues(&["default"]), 5)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(claim_ids(s, "default", 5).await, Vec::<i64>::new());
 }
 
 async fn complete_fail_writes_failed_job(db: &TestDb) {
@@ -490,10 +512,7 @@ async fn complete_release_restores_attempts(db: &TestDb) {
     let s = db.store();
     let job = reserved_job(s, "default").await;
     assert_eq!(job.attempts, 1);
-    s.complete(&[Completion::Release { id: job.id }])
-        .await
-        .unwrap();
-    let released = get(s, job.id).await;
+    let released = complete_one(s, Completion::Release { id: job.id }).await;
     assert_eq!(released.state, JobState::Pending);
     assert_eq!(released.attempts, 0);
     assert_eq!(released.reserved_at, None);
@@ -509,14 +528,15 @@ async fn complete_defer_reschedules_without_using_an_attempt(db: &TestDb) {
     let job = reserved_job(s, "default").await;
     assert_eq!(job.attempts, 1);
     let later = at_ms(Utc::now() + chrono::Duration::hours(1));
-    s.complete(&[Completion::Defer {
-        id: job.id,
-        error: "too many concurrent operations on web-1".into(),
-        available_at: later,
-    }])
-    .await
-    .unwrap();
-    let deferred = get(s, job.id).await;
+    let deferred = complete_one(
+        s,
+        Completion::Defer {
+            id: job.id,
+            error: "too many concurrent operations on web-1".into(),
+            available_at: later,
+        },
+    )
+    .await;
     assert_eq!(deferred.state, JobState::Pending);
     assert_eq!(deferred.attempts, 0);
     assert_eq!(deferred.available_at, later);
@@ -526,21 +546,10 @@ async fn complete_defer_reschedules_without_using_an_attempt(db: &TestDb) {
     );
     assert_eq!(deferred.reserved_by, None);
     // Not due yet; a retry in the same batch shape still counts its attempt.
-    assert!(
-        s.claim(NODE, &queues(&["default"]), 1)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(claim_ids(s, "default", 1).await, Vec::<i64>::new());
     let other = reserved_job(s, "default").await;
-    s.complete(&[Completion::Retry {
-        id: other.id,
-        error: "boom".into(),
-        available_at: later,
-    }])
-    .await
-    .unwrap();
-    assert_eq!(get(s, other.id).await.attempts, 1);
+    let retried = complete_one(s, retry(other.id, "boom", later)).await;
+    assert_eq!(retried.attempts, 1);
 }
 
 async fn complete_applies_a_mixed_batch(db: &TestDb) {
@@ -723,17 +732,7 @@ async fn pause_and_resume_queues(db: &TestDb) {
 async fn queue_stats_counts_every_state(db: &TestDb) {
     let s = db.store();
     // default: 2 ready, 1 delayed, 1 reserved, 1 completed, 1 failed.
-    let done = reserved_job(s, "default").await.id;
-    let failed = reserved_job(s, "default").await.id;
-    s.complete(&[
-        Completion::Completed { id: done },
-        Completion::Fail {
-            id: failed,
-            error: "x".into(),
-        },
-    ])
-    .await
-    .unwrap();
+    completed_and_failed(s, "default", "x").await;
     reserved_job(s, "default").await;
     enqueue(s, new_job("noop", "default")).await;
     enqueue(s, new_job("noop", "default")).await;
@@ -917,17 +916,7 @@ async fn prune_jobs_keeps_pending_and_reserved(db: &TestDb) {
     let s = db.store();
     let pending = enqueue(s, new_job("noop", "batch")).await;
     let reserved = reserved_job(s, "default").await.id;
-    let done = reserved_job(s, "low").await.id;
-    let failed = reserved_job(s, "low").await.id;
-    s.complete(&[
-        Completion::Completed { id: done },
-        Completion::Fail {
-            id: failed,
-            error: "e".into(),
-        },
-    ])
-    .await
-    .unwrap();
+    let (done, failed) = completed_and_failed(s, "low", "e").await;
     assert_eq!(
         s.prune_jobs(Utc::now() - chrono::Duration::hours(1))
             .await
@@ -1216,21 +1205,31 @@ async fn tenants_and_sites(db: &TestDb) {
         (site.vps_id.as_str(), site.site_type.as_str()),
         ("web-1", "wordpress")
     );
-    let taken = s
-        .create_site(&new(other.id, "web-1", "shop.example.com"))
-        .await
-        .unwrap_err();
-    assert!(matches!(taken, StoreError::Conflict(_)), "{taken}");
-    let no_vps = s
-        .create_site(&new(acme.id, "web-9", "b.example.com"))
-        .await
-        .unwrap_err();
-    assert!(matches!(no_vps, StoreError::Invalid(_)), "{no_vps}");
-    let no_tenant = s
-        .create_site(&new(999_999, "web-1", "c.example.com"))
-        .await
-        .unwrap_err();
-    assert!(matches!(no_tenant, StoreError::Invalid(_)), "{no_tenant}");
+    let refusal = |error: &StoreError| match error {
+        StoreError::Conflict(_) => "conflict",
+        StoreError::Invalid(_) => "invalid",
+        _ => "other",
+    };
+    for (case, refused, expected) in [
+        (
+            "taken domain",
+            new(other.id, "web-1", "shop.example.com"),
+            "conflict",
+        ),
+        (
+            "no such vps",
+            new(acme.id, "web-9", "b.example.com"),
+            "invalid",
+        ),
+        (
+            "no such tenant",
+            new(999_999, "web-1", "c.example.com"),
+            "invalid",
+        ),
+    ] {
+        let error = s.create_site(&refused).await.unwrap_err();
+        assert_eq!(refusal(&error), expected, "{case}: {error}");
+    }
     let second = s
         .create_site(&new(other.id, "web-1", "blog.example.com"))
         .await

@@ -29,6 +29,17 @@ pub enum Raw {
     Sqlite(SqlitePool),
 }
 
+/// Run `$body` with `$pool` bound to whichever raw pool `$raw` is: sqlx's pool types differ
+/// per database, and SQL with `$N` placeholders runs on both.
+macro_rules! on_pool {
+    ($raw:expr, |$pool:ident| $body:expr) => {
+        match $raw {
+            Raw::Pg($pool) => $body,
+            Raw::Sqlite($pool) => $body,
+        }
+    };
+}
+
 /// One migrated test database. Fields drop in order: the store and the raw pool first, then
 /// the guard that deletes the database (even when the test panicked).
 pub struct TestDb {
@@ -154,79 +165,49 @@ impl TestDb {
 
     /// Run one statement given in both dialects (no parameters).
     pub async fn exec(&self, pg: &'static str, sqlite: &'static str) -> u64 {
-        match &self.raw {
-            Raw::Pg(pool) => sqlx::query(pg)
-                .execute(pool)
-                .await
-                .expect(pg)
-                .rows_affected(),
-            Raw::Sqlite(pool) => sqlx::query(sqlite)
-                .execute(pool)
-                .await
-                .expect(sqlite)
-                .rows_affected(),
-        }
+        let sql = if self.is_pg() { pg } else { sqlite };
+        on_pool!(&self.raw, |pool| sqlx::query(sql)
+            .execute(pool)
+            .await
+            .expect(sql)
+            .rows_affected())
     }
 
     /// Insert `n` noop jobs into `queue` with one statement, as another program might.
     pub async fn bulk_insert(&self, queue: &str, n: i64) {
-        match &self.raw {
-            Raw::Pg(pool) => sqlx::query(
-                "INSERT INTO jobs (queue, kind, payload)
-                 SELECT $1, 'noop', '{}' FROM generate_series(1, $2)",
-            )
-            .bind(queue)
-            .bind(n)
-            .execute(pool)
-            .await
-            .expect("bulk insert")
-            .rows_affected(),
-            Raw::Sqlite(pool) => sqlx::query(
-                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?2)
-                 INSERT INTO jobs (queue, kind, payload) SELECT ?1, 'noop', '{}' FROM c",
-            )
-            .bind(queue)
-            .bind(n)
-            .execute(pool)
-            .await
-            .expect("bulk insert")
-            .rows_affected(),
+        let sql = if self.is_pg() {
+            "INSERT INTO jobs (queue, kind, payload)
+             SELECT $1, 'noop', '{}' FROM generate_series(1, $2)"
+        } else {
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?2)
+             INSERT INTO jobs (queue, kind, payload) SELECT ?1, 'noop', '{}' FROM c"
         };
+        on_pool!(&self.raw, |pool| sqlx::query(sql)
+            .bind(queue)
+            .bind(n)
+            .execute(pool)
+            .await
+            .expect("bulk insert")
+            .rows_affected());
     }
 
     /// `INSERT INTO jobs (queue, kind, payload)` inside a transaction of its own, the way the
     /// README tells other programs to enqueue. Returns the new id.
     pub async fn plain_insert(&self, queue: &str, kind: &str, payload: &str) -> i64 {
-        match &self.raw {
-            Raw::Pg(pool) => {
-                let mut tx = pool.begin().await.expect("begin");
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO jobs (queue, kind, payload) VALUES ($1, $2, $3) RETURNING id",
-                )
-                .bind(queue)
-                .bind(kind)
-                .bind(payload)
-                .fetch_one(&mut *tx)
-                .await
-                .expect("plain insert");
-                tx.commit().await.expect("commit");
-                id
-            }
-            Raw::Sqlite(pool) => {
-                let mut tx = pool.begin().await.expect("begin");
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO jobs (queue, kind, payload) VALUES (?1, ?2, ?3) RETURNING id",
-                )
-                .bind(queue)
-                .bind(kind)
-                .bind(payload)
-                .fetch_one(&mut *tx)
-                .await
-                .expect("plain insert");
-                tx.commit().await.expect("commit");
-                id
-            }
-        }
+        on_pool!(&self.raw, |pool| {
+            let mut tx = pool.begin().await.expect("begin");
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO jobs (queue, kind, payload) VALUES ($1, $2, $3) RETURNING id",
+            )
+            .bind(queue)
+            .bind(kind)
+            .bind(payload)
+            .fetch_one(&mut *tx)
+            .await
+            .expect("plain insert");
+            tx.commit().await.expect("commit");
+            id
+        })
     }
 
     /// Set a timestamp column of one job (`column` is a constant from the test).
@@ -300,10 +281,9 @@ impl TestDb {
     /// Number of rows of a table.
     pub async fn count(&self, table: &'static str) -> i64 {
         let sql = format!("SELECT count(*) FROM {table}");
-        match &self.raw {
-            Raw::Pg(pool) => sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(pool).await,
-            Raw::Sqlite(pool) => sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(pool).await,
-        }
+        on_pool!(&self.raw, |pool| sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(pool)
+            .await)
         .expect("count")
     }
 }
