@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod monitors;
 pub mod notify;
+pub mod observability;
 pub mod queue;
 pub mod sys;
 pub mod tree;

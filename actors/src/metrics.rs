@@ -54,6 +54,9 @@ struct Inner {
     remediations: Counter<u64>,
     memory_actions: Counter<u64>,
     ssh_duration: Histogram<f64>,
+    observability_queries: Counter<u64>,
+    observability_probe: Histogram<f64>,
+    breaker_trips: Counter<u64>,
     /// Current state of each breaker by service (`vps:<id>`).
     breakers: Arc<Mutex<BTreeMap<String, BreakerState>>>,
     /// (active tenants, active sites), once read.
@@ -139,6 +142,21 @@ impl Metrics {
             &meter,
             "chom_ssh_command_duration_seconds",
             "Time one SSH command took, from request to exit",
+        );
+        let observability_queries = counter(
+            &meter,
+            "chom_observability_queries_total",
+            "PromQL queries to the observability host by outcome: live, cached, failed",
+        );
+        let observability_probe = seconds_histogram(
+            &meter,
+            "chom_observability_probe_seconds",
+            "Reachability probes of the observability host, by how long they took",
+        );
+        let breaker_trips = counter(
+            &meter,
+            "chom_circuit_breaker_trips_total",
+            "Times a circuit breaker opened on failures, by service",
         );
         let remediations = counter(
             &meter,
@@ -264,6 +282,9 @@ impl Metrics {
                 remediations,
                 memory_actions,
                 ssh_duration,
+                observability_queries,
+                observability_probe,
+                breaker_trips,
                 breakers,
                 inventory,
                 _gauges: gauges,
@@ -390,6 +411,27 @@ impl Metrics {
     }
 
     /// Record the number of failed_jobs rows of the last hour.
+    /// Count one observability query by how it was answered (`live`, `cached`, `failed`).
+    pub fn observability_query(&self, outcome: &'static str) {
+        self.inner
+            .observability_queries
+            .add(1, &[KeyValue::new("outcome", outcome)]);
+    }
+
+    /// Record how long a reachability probe of the observability host took.
+    pub fn observability_probe(&self, took: Duration) {
+        self.inner
+            .observability_probe
+            .record(took.as_secs_f64(), &[]);
+    }
+
+    /// Count a breaker of `service` opening on failures.
+    pub fn breaker_tripped(&self, service: &str) {
+        self.inner
+            .breaker_trips
+            .add(1, &[KeyValue::new("service", service.to_owned())]);
+    }
+
     /// Replace the dead letters of the last 24 hours per kind (kinds without any drop out).
     pub fn set_dead_letters(&self, by_kind: impl IntoIterator<Item = (String, u64)>) {
         let mut map = self.inner.dead_letters.lock().expect("dead letters lock");

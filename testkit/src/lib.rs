@@ -2,6 +2,7 @@
 //! host key, user keys (Ed25519 and RSA) and a fake `vpsmanager` script that records its argv
 //! and can be told to sleep, print or fail. Faults are real: `kill` SIGKILLs the listener and
 //! every session process, `freeze` SIGSTOPs them, `rotate_host_key` restarts with a new key.
+//! Also Debian's `prometheus` and `prometheus-alertmanager` on loopback ports (daemon.rs).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -16,6 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::process::{Pid, Signal, kill_process};
+
+mod daemon;
+pub use daemon::{Alertmanager, Daemon, Prometheus};
 
 /// A running sshd and its files. Dropping it kills every sshd process it started.
 pub struct Sshd {
@@ -56,15 +60,15 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A directory no other `Sshd` of this or another test process uses.
-fn fresh_dir() -> PathBuf {
+/// A directory no other `Sshd` or daemon of this or another test process uses.
+fn fresh_dir(what: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let dir = std::env::temp_dir().join(format!(
-        "chom-sshd-{}-{}-{nanos}",
+        "chom-{what}-{}-{}-{nanos}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
@@ -260,7 +264,7 @@ impl Sshd {
             let _ = std::fs::DirBuilder::new().mode(0o755).create("/run/sshd");
             let _ = std::fs::set_permissions("/run/sshd", std::fs::Permissions::from_mode(0o755));
         }
-        let dir = fresh_dir();
+        let dir = fresh_dir("sshd");
         let user = run(Command::new("id").arg("-un")).trim().to_owned();
         keygen(&dir.join("host_ed25519"), "ed25519", None);
         keygen(&dir.join("id_ed25519"), "ed25519", None);

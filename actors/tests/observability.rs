@@ -1,0 +1,206 @@
+//! The observability client against Debian's real `prometheus` on a loopback port: live
+//! answers, the cached answer (flagged, with its age) when Prometheus is killed or frozen,
+//! within the probe's timeout rather than the query's, the `observability` breaker opening
+//! after its threshold, and live answers again once Prometheus is back.
+
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test reads top to bottom as one scenario"
+)]
+
+use std::time::{Duration, Instant};
+
+use chom_actors::backends::{Backends, PublishedBackends};
+use chom_actors::cache::Cache;
+use chom_actors::fleet::breakers::BreakerBoard;
+use chom_actors::metrics::Metrics;
+use chom_actors::observability::{ObservabilityClient, ObservabilityDeps, QueryError};
+use chom_core::breaker::{BreakerSettings, BreakerState};
+use chom_core::config::Config;
+use chom_testkit::{Prometheus, eventually};
+use serde_json::Value;
+
+const PROMETHEUS: &str = "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n";
+
+struct Rig {
+    client: ObservabilityClient,
+    metrics: Metrics,
+    breakers: BreakerBoard,
+    _dir: tempfile::TempDir,
+}
+
+/// A client of `prom` (probe timeout 500 ms, verdicts kept 300 ms, breaker opening after 3
+/// failures for 2 s), caching in a memory cache.
+async fn rig(prom: &Prometheus) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.database.url = format!("sqlite://{}", dir.path().join("chom.db").display());
+    config.cache.url = "memory://".to_owned();
+    let o = &mut config.observability;
+    o.prometheus_url = prom.daemon().url();
+    o.timeout = Duration::from_millis(500);
+    o.cache_ttl = Duration::from_millis(300);
+    o.query_timeout = Duration::from_secs(15);
+    config.breaker.failure_threshold = 3;
+    config.breaker.open_timeout = Duration::from_secs(2);
+    let store = chom_store::open(&config.database).unwrap();
+    store.migrate().await.unwrap();
+    let backends = PublishedBackends::default();
+    backends.publish(Some(Backends {
+        store,
+        cache: Cache::open(&config.cache).unwrap(),
+    }));
+    let metrics = Metrics::new("test");
+    let breakers = BreakerBoard::default();
+    let client = ObservabilityClient::new(ObservabilityDeps {
+        config: config.observability.clone(),
+        breaker: BreakerSettings::from(&config.breaker),
+        metrics: metrics.clone(),
+        breakers: breakers.clone(),
+        backends,
+    });
+    Rig {
+        client,
+        metrics,
+        breakers,
+        _dir: dir,
+    }
+}
+
+fn assert_live(answer: &Value) {
+    assert_eq!(answer["_cached"], false, "{answer}");
+    assert_eq!(answer["resultType"], "scalar", "{answer}");
+    assert_eq!(answer["result"][1], "1", "{answer}");
+    assert!(answer.get("_warning").is_none(), "{answer}");
+}
+
+fn assert_cached(answer: &Value) {
+    assert_eq!(answer["_cached"], true, "{answer}");
+    assert_eq!(answer["result"][1], "1", "{answer}");
+    let at = answer["cached_at"].as_str().expect("cached_at");
+    chrono::DateTime::parse_from_rfc3339(at).expect("cached_at is RFC 3339");
+    let warning = answer["_warning"].as_str().expect("_warning");
+    assert!(warning.contains("from the cache"), "{warning}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_prometheus_answers_from_the_cache_opens_the_breaker_and_recovers() {
+    let prom = Prometheus::start(PROMETHEUS, &[]);
+    let rig = rig(&prom).await;
+    let answer = rig.client.query("1", None).await.unwrap();
+    assert_live(&answer);
+
+    prom.daemon().kill();
+    let asked = Instant::now();
+    let answer = rig.client.query("1", None).await.unwrap();
+    assert_cached(&answer);
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    // A query never answered live has nothing to fall back on: a clear error.
+    let err = rig.client.query("2", None).await.unwrap_err();
+    assert!(matches!(err, QueryError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("no cached answer"), "{err}");
+
+    // Each probe that fails counts; the third opens the breaker. Meanwhile: cached answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.client.breaker_info().state != BreakerState::Open {
+        assert!(Instant::now() < deadline, "breaker never opened");
+        assert_cached(&rig.client.query("1", None).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let states = rig.breakers.states();
+    assert!(
+        states.contains(&("observability".to_owned(), BreakerState::Open)),
+        "{states:?}"
+    );
+    let answer = rig.client.query("1", None).await.unwrap();
+    assert!(
+        answer["_warning"]
+            .as_str()
+            .unwrap()
+            .contains("breaker is open"),
+        "{answer}"
+    );
+
+    // Back: once the open period ends a trial goes through and answers are live again.
+    prom.daemon().restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = rig.client.query("1", None).await.unwrap();
+        if answer["_cached"] == false {
+            assert_live(&answer);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never live again: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rig.client.breaker_info().state, BreakerState::Closed);
+
+    let text = rig.metrics.render();
+    for series in [
+        "chom_observability_queries_total{outcome=\"live\"}",
+        "chom_observability_queries_total{outcome=\"cached\"}",
+        "chom_observability_queries_total{outcome=\"failed\"} 1",
+        "chom_circuit_breaker_trips_total{service=\"observability\"} 1",
+        "chom_observability_probe_seconds_count",
+    ] {
+        assert!(text.contains(series), "no {series}:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_prometheus_costs_the_probe_timeout_not_the_query_timeout() {
+    let prom = Prometheus::start(PROMETHEUS, &[]);
+    let rig = rig(&prom).await;
+    assert_live(&rig.client.query("1", None).await.unwrap());
+    prom.daemon().freeze();
+    // Straight away (the verdict still says reachable: the live query hangs, then its probe
+    // fails) and after the verdict expired (the probe fails first): both within ~2 probe
+    // timeouts of 500 ms, nowhere near the 15 s query timeout.
+    for _ in 0..2 {
+        let asked = Instant::now();
+        assert_cached(&rig.client.query("1", None).await.unwrap());
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            asked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    prom.daemon().thaw();
+    eventually(
+        Duration::from_secs(30),
+        "live answers after the thaw",
+        || rig.client.breaker_info().state != BreakerState::Open,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_promql_is_prometheus_refusing_not_the_host_failing() {
+    let prom = Prometheus::start(PROMETHEUS, &[]);
+    let rig = rig(&prom).await;
+    for _ in 0..5 {
+        let err = rig.client.query("sum(", None).await.unwrap_err();
+        assert!(matches!(err, QueryError::Refused(_)), "{err}");
+        assert!(err.to_string().contains("parse error"), "{err}");
+    }
+    assert_eq!(rig.client.breaker_info().state, BreakerState::Closed);
+    assert_eq!(rig.client.breaker_info().failures, 0);
+    for (query, time) in [("", None), ("up\u{0}", None), ("up", Some("yesterday"))] {
+        let err = rig.client.query(query, time).await.unwrap_err();
+        assert!(matches!(err, QueryError::Invalid(_)), "{query:?}: {err}");
+    }
+    let long = "1+".repeat(3000) + "1";
+    let err = rig.client.query(&long, None).await.unwrap_err();
+    assert!(err.to_string().contains("longer than"), "{err}");
+    let answer = rig
+        .client
+        .query("1", Some("2026-01-01T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(answer["result"][0], 1_767_225_600, "{answer}");
+}
