@@ -204,3 +204,103 @@ async fn bad_promql_is_prometheus_refusing_not_the_host_failing() {
         .unwrap();
     assert_eq!(answer["result"][0], 1_767_225_600, "{answer}");
 }
+
+const ALERTMANAGER: &str =
+    "route:\n  receiver: sink\n  group_wait: 1s\nreceivers:\n  - name: sink\n";
+
+/// The `ChomDeadLetterSpike` alerts Alertmanager holds as active, by kind.
+fn spikes(am: &chom_testkit::Alertmanager) -> Vec<(String, String)> {
+    let (code, body) = am
+        .daemon()
+        .get("/api/v2/alerts")
+        .expect("alertmanager answers");
+    assert_eq!(code, 200, "{body}");
+    let alerts: Value = serde_json::from_str(&body).unwrap();
+    let mut out: Vec<(String, String)> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == "ChomDeadLetterSpike")
+        .filter(|a| a["status"]["state"] == "active")
+        .map(|a| {
+            let kind = a["labels"]["kind"].as_str().unwrap().to_owned();
+            (
+                kind,
+                a["annotations"]["description"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn dead_letter_spikes_are_held_in_alertmanager_and_resolved() {
+    let am = chom_testkit::Alertmanager::start(ALERTMANAGER, &[]);
+    let prom = Prometheus::start(PROMETHEUS, &[]);
+    let mut rig = rig(&prom).await;
+    rig.client = ObservabilityClient::new(ObservabilityDeps {
+        config: {
+            let mut c = Config::default().observability;
+            c.alertmanager_url = am.daemon().url();
+            c
+        },
+        breaker: BreakerSettings::from(&Config::default().breaker),
+        metrics: rig.metrics.clone(),
+        breakers: rig.breakers.clone(),
+        backends: PublishedBackends::default(),
+    });
+    let failures = |kind: &str, count: u64| chom_core::job::KindFailures {
+        kind: kind.to_owned(),
+        count,
+        last_error: "exit status 3: domain already exists".to_owned(),
+    };
+    let hold = Duration::from_secs(3 * 3600);
+    let sent = rig
+        .client
+        .push_dead_letters(&[failures("vps.exec", 6)], hold)
+        .await
+        .unwrap();
+    assert_eq!(sent, 1);
+    let held = spikes(&am);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, "vps.exec");
+    assert!(held[0].1.contains("6 failed for good"), "{held:?}");
+    assert!(held[0].1.contains("domain already exists"), "{held:?}");
+    // Re-sent while it holds; another kind joins.
+    let both = [failures("vps.exec", 7), failures("site.provision", 5)];
+    rig.client.push_dead_letters(&both, hold).await.unwrap();
+    let kinds: Vec<String> = spikes(&am).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, ["site.provision", "vps.exec"]);
+    // vps.exec no longer flagged: resolved at once, site.provision still held.
+    let sent = rig
+        .client
+        .push_dead_letters(&[failures("site.provision", 5)], hold)
+        .await
+        .unwrap();
+    assert_eq!(sent, 2, "one firing, one resolved");
+    let kinds: Vec<String> = spikes(&am).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, ["site.provision"]);
+    // Nothing flagged and nothing firing any more: nothing to send after the last resolution.
+    assert_eq!(rig.client.push_dead_letters(&[], hold).await.unwrap(), 1);
+    assert!(spikes(&am).is_empty());
+    assert_eq!(rig.client.push_dead_letters(&[], hold).await.unwrap(), 0);
+    // Alertmanager down: the push fails, and the next one sends the whole state again.
+    am.daemon().kill();
+    let err = rig
+        .client
+        .push_dead_letters(&[failures("noop", 9)], hold)
+        .await
+        .unwrap_err();
+    assert!(!err.is_empty());
+    am.daemon().restart();
+    assert_eq!(
+        rig.client
+            .push_dead_letters(&[failures("noop", 9)], hold)
+            .await
+            .unwrap(),
+        1
+    );
+    let kinds: Vec<String> = spikes(&am).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, ["noop"]);
+}

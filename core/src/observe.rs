@@ -138,6 +138,68 @@ pub fn cache_key(query: &str, time: Option<&str>) -> String {
     format!("chom:obs:query:v1:{}:{query}", time.unwrap_or("now"))
 }
 
+/// One alert to send to Alertmanager about a job kind's dead letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpikeAlert {
+    /// The job kind (the alert's `kind` label).
+    pub kind: String,
+    /// When the spike was first seen (kept across re-sends, so Alertmanager sees one alert).
+    pub starts_at: DateTime<Utc>,
+    /// Still flagged (`true`), or no longer (`false`: sent once more with `endsAt` now).
+    pub firing: bool,
+}
+
+/// Which `ChomDeadLetterSpike` alerts the node has told Alertmanager are firing. Every
+/// dead-letter analysis plans the whole set again: firing kinds are re-sent (Alertmanager
+/// resolves an alert whose `endsAt` passes without a re-send), kinds no longer flagged are
+/// sent resolved. Only a push that succeeded is committed, so a failed push is retried in
+/// full by the next analysis and no resolution is lost.
+#[derive(Debug, Clone, Default)]
+pub struct SpikeTracker {
+    firing: std::collections::BTreeMap<String, DateTime<Utc>>,
+}
+
+impl SpikeTracker {
+    /// The alerts to send now, given the kinds flagged by this analysis.
+    pub fn plan(&self, flagged: &[String], now: DateTime<Utc>) -> Vec<SpikeAlert> {
+        let mut out: Vec<SpikeAlert> = flagged
+            .iter()
+            .map(|kind| SpikeAlert {
+                kind: kind.clone(),
+                starts_at: self.firing.get(kind).copied().unwrap_or(now),
+                firing: true,
+            })
+            .collect();
+        out.extend(
+            self.firing
+                .iter()
+                .filter(|(kind, _)| !flagged.contains(kind))
+                .map(|(kind, at)| SpikeAlert {
+                    kind: kind.clone(),
+                    starts_at: *at,
+                    firing: false,
+                }),
+        );
+        out
+    }
+
+    /// Alertmanager took `sent`.
+    pub fn commit(&mut self, sent: &[SpikeAlert]) {
+        for alert in sent {
+            if alert.firing {
+                self.firing.insert(alert.kind.clone(), alert.starts_at);
+            } else {
+                self.firing.remove(&alert.kind);
+            }
+        }
+    }
+
+    /// The kinds told firing.
+    pub fn firing(&self) -> Vec<String> {
+        self.firing.keys().cloned().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +238,61 @@ mod tests {
         assert_ne!(cache_key("up", None), cache_key("up", Some("1700000000")));
         assert_ne!(cache_key("up", None), cache_key("up ", None));
         assert_eq!(cache_key("up", None), "chom:obs:query:v1:now:up");
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn spikes_fire_keep_their_start_and_resolve_once() {
+        let mut t = SpikeTracker::default();
+        let kinds = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let first = t.plan(&kinds(&["vps.exec"]), at(0));
+        assert_eq!(
+            first,
+            vec![SpikeAlert {
+                kind: "vps.exec".into(),
+                starts_at: at(0),
+                firing: true
+            }]
+        );
+        // Not sent (Alertmanager down): the next analysis plans it again, from its new time.
+        let again = t.plan(&kinds(&["vps.exec"]), at(60));
+        assert_eq!(again[0].starts_at, at(60));
+        t.commit(&again);
+        // Re-sent while it holds, with the start it was first sent with.
+        let held = t.plan(&kinds(&["vps.exec", "noop"]), at(3600));
+        assert_eq!(held[0].starts_at, at(60));
+        assert_eq!(
+            held[1],
+            SpikeAlert {
+                kind: "noop".into(),
+                starts_at: at(3600),
+                firing: true
+            }
+        );
+        t.commit(&held);
+        // vps.exec recovers: sent resolved, and after a successful push never again.
+        let recovered = t.plan(&kinds(&["noop"]), at(7200));
+        assert!(recovered.contains(&SpikeAlert {
+            kind: "vps.exec".into(),
+            starts_at: at(60),
+            firing: false
+        }));
+        let unsent = t.plan(&kinds(&["noop"]), at(7300));
+        assert_eq!(
+            unsent,
+            t.plan(&kinds(&["noop"]), at(7300)),
+            "a failed push changes nothing"
+        );
+        t.commit(&recovered);
+        assert_eq!(t.firing(), ["noop"]);
+        assert!(
+            t.plan(&kinds(&["noop"]), at(9000))
+                .iter()
+                .all(|a| a.kind == "noop")
+        );
     }
 
     proptest! {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use chom_core::breaker::{Breaker, BreakerSettings, BreakerState, Permit};
 use chom_core::config::ObservabilityConfig;
-use chom_core::observe::{self, Fallback, Outcome, Reachability, Step};
+use chom_core::job::KindFailures;
+use chom_core::observe::{self, Fallback, Outcome, Reachability, SpikeAlert, SpikeTracker, Step};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
@@ -84,6 +85,7 @@ struct Inner {
 struct State {
     breaker: Breaker,
     reach: Reachability,
+    spikes: SpikeTracker,
 }
 
 /// How one call to the host went, for the breaker and the verdict.
@@ -100,6 +102,7 @@ impl ObservabilityClient {
         let state = State {
             breaker: Breaker::new(deps.breaker.clone()),
             reach: Reachability::new(deps.config.cache_ttl),
+            spikes: SpikeTracker::default(),
         };
         deps.metrics.set_breaker(SERVICE, BreakerState::Closed);
         deps.breakers.set(SERVICE, BreakerState::Closed);
@@ -160,6 +163,62 @@ impl ObservabilityClient {
             }
         }
         self.cached(key, Fallback::Unreachable).await
+    }
+
+    /// Tell Alertmanager which job kinds have a dead-letter spike (`ChomDeadLetterSpike`,
+    /// firing until `hold` from now unless re-sent) and which no longer do (resolved now).
+    /// Returns how many alerts were sent; a push that fails is retried whole by the next call.
+    pub async fn push_dead_letters(
+        &self,
+        flagged: &[KindFailures],
+        hold: Duration,
+    ) -> Result<usize, String> {
+        let base = self
+            .inner
+            .deps
+            .config
+            .alertmanager_url
+            .trim_end_matches('/');
+        if base.is_empty() {
+            return Ok(0);
+        }
+        let kinds: Vec<String> = flagged.iter().map(|k| k.kind.clone()).collect();
+        let now = Utc::now();
+        let (permit, plan) = {
+            let mut state = self.lock();
+            let plan = state.spikes.plan(&kinds, now);
+            if plan.is_empty() {
+                return Ok(0);
+            }
+            match state.breaker.try_acquire(Instant::now()) {
+                Ok(permit) => (permit, plan),
+                Err(_) => return Err("the observability breaker is open".to_owned()),
+            }
+        };
+        let body: Vec<Value> = plan
+            .iter()
+            .map(|alert| spike_json(alert, flagged, now, hold))
+            .collect();
+        let request = self
+            .inner
+            .http
+            .post(format!("{base}/api/v2/alerts"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(Value::Array(body).to_string())
+            .timeout(self.inner.deps.config.timeout);
+        let call = match request.send().await {
+            Ok(response) if response.status().is_success() => Call::Answered(()),
+            Ok(response) => Call::Failed(format!("alertmanager answered {}", response.status())),
+            Err(e) => Call::Failed(describe(&e)),
+        };
+        self.settle(permit, &call);
+        match call {
+            Call::Answered(()) => {
+                self.lock().spikes.commit(&plan);
+                Ok(plan.len())
+            }
+            Call::Failed(why) => Err(why),
+        }
     }
 
     /// The next step, with the breaker's permit when a call is to be made.
@@ -362,6 +421,46 @@ impl ObservabilityClient {
         // Every update under this lock is a single call into the pure breaker/verdict.
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// One `ChomDeadLetterSpike` alert in Alertmanager's v2 API form. No node label: every node
+/// of a cluster reads the same dead letters, and identical label sets are one alert.
+fn spike_json(
+    alert: &SpikeAlert,
+    flagged: &[KindFailures],
+    now: DateTime<Utc>,
+    hold: Duration,
+) -> Value {
+    let ends = if alert.firing {
+        chom_core::limits::saturating_after(now, hold)
+    } else {
+        now
+    };
+    let detail = flagged.iter().find(|k| k.kind == alert.kind).map_or_else(
+        || "no longer at the threshold".to_owned(),
+        |k| {
+            let last = chom_core::limits::cut_at_char_boundary(&k.last_error, 300);
+            format!(
+                "{} failed for good in the last 24 hours; last error: {last}",
+                k.count
+            )
+        },
+    );
+    json!({
+        "labels": {
+            "alertname": "ChomDeadLetterSpike",
+            "kind": alert.kind,
+            "severity": "warning",
+            "source": "chom-node",
+        },
+        "annotations": {
+            "summary": format!("Jobs of kind {} keep failing for good", alert.kind),
+            "description": format!("Jobs of kind {}: {detail}.", alert.kind),
+            "runbook_url": "https://git.chom.example/chom/node/src/branch/main/docs/runbook.md#chomdeadletterspike",
+        },
+        "startsAt": alert.starts_at.to_rfc3339(),
+        "endsAt": ends.to_rfc3339(),
+    })
 }
 
 /// The query text and time, checked before anything is sent or keyed.
