@@ -57,6 +57,7 @@ struct Inner {
     observability_queries: Counter<u64>,
     observability_probe: Histogram<f64>,
     breaker_trips: Counter<u64>,
+    log_drops: Counter<u64>,
     /// Current state of each breaker by service (`vps:<id>`).
     breakers: Arc<Mutex<BTreeMap<String, BreakerState>>>,
     /// (active tenants, active sites), once read.
@@ -153,6 +154,16 @@ impl Metrics {
             "chom_observability_probe_seconds",
             "Reachability probes of the observability host, by how long they took",
         );
+        let log_drops = counter(
+            &meter,
+            "chom_log_events_dropped_total",
+            "Log events not shipped to Loki: its buffer was full, or the node stopped mid-retry",
+        );
+        // Present from the start (at 0), so rate() and alerts see the first drop or query.
+        log_drops.add(0, &[]);
+        for outcome in ["live", "cached", "failed"] {
+            observability_queries.add(0, &[KeyValue::new("outcome", outcome)]);
+        }
         let breaker_trips = counter(
             &meter,
             "chom_circuit_breaker_trips_total",
@@ -285,6 +296,7 @@ impl Metrics {
                 observability_queries,
                 observability_probe,
                 breaker_trips,
+                log_drops,
                 breakers,
                 inventory,
                 _gauges: gauges,
@@ -423,6 +435,13 @@ impl Metrics {
         self.inner
             .observability_probe
             .record(took.as_secs_f64(), &[]);
+    }
+
+    /// Count `n` log events that were not shipped to Loki.
+    pub fn log_events_dropped(&self, n: u64) {
+        if n > 0 {
+            self.inner.log_drops.add(n, &[]);
+        }
     }
 
     /// Count a breaker of `service` opening on failures.

@@ -304,3 +304,201 @@ async fn dead_letter_spikes_are_held_in_alertmanager_and_resolved() {
     let kinds: Vec<String> = spikes(&am).into_iter().map(|(k, _)| k).collect();
     assert_eq!(kinds, ["noop"]);
 }
+
+/// A stand-in for Loki's push endpoint (Loki is not packaged for Debian): it decodes what a
+/// real Loki would (gzip, JSON streams) and keeps each stream's labels and lines.
+struct LokiReceiver {
+    addr: std::net::SocketAddr,
+    pushed: std::sync::Arc<std::sync::Mutex<Vec<(Value, Vec<String>)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LokiReceiver {
+    async fn start() -> LokiReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pushed: std::sync::Arc<std::sync::Mutex<Vec<(Value, Vec<String>)>>> =
+            std::sync::Arc::default();
+        let sink = std::sync::Arc::clone(&pushed);
+        let task = tokio::spawn(async move {
+            loop {
+                let (conn, _) = listener.accept().await.unwrap();
+                tokio::spawn(serve_push(conn, sink.clone()));
+            }
+        });
+        LokiReceiver { addr, pushed, task }
+    }
+
+    fn lines(&self) -> Vec<(Value, Vec<String>)> {
+        self.pushed.lock().unwrap().clone()
+    }
+}
+
+async fn serve_push(
+    conn: tokio::net::TcpStream,
+    sink: std::sync::Arc<std::sync::Mutex<Vec<(Value, Vec<String>)>>>,
+) {
+    use std::io::Read as _;
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let mut conn = tokio::io::BufReader::new(conn);
+    loop {
+        let (mut length, mut gzip, mut path) = (0usize, false, String::new());
+        let mut line = String::new();
+        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        path.push_str(line.split_whitespace().nth(1).unwrap_or(""));
+        loop {
+            line.clear();
+            conn.read_line(&mut line).await.unwrap();
+            let header = line.trim_end().to_ascii_lowercase();
+            if header.is_empty() {
+                break;
+            }
+            if let Some(v) = header.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            gzip |= header == "content-encoding: gzip";
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body).await.unwrap();
+        assert_eq!(path, "/loki/api/v1/push");
+        assert!(gzip, "pushes are compressed");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        let push: Value = serde_json::from_str(&text).unwrap();
+        for stream in push["streams"].as_array().unwrap() {
+            let lines = stream["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    assert!(v[0].as_str().unwrap().parse::<u128>().is_ok(), "{v}");
+                    v[1].as_str().unwrap().to_owned()
+                })
+                .collect();
+            sink.lock().unwrap().push((stream["stream"].clone(), lines));
+        }
+        let answer = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
+        conn.get_mut().write_all(answer).await.unwrap();
+    }
+}
+
+fn loki_client(url: &str, metrics: &Metrics) -> ObservabilityClient {
+    let mut config = Config::default();
+    config.observability.loki_url = url.to_owned();
+    config.observability.timeout = Duration::from_millis(500);
+    config.breaker.failure_threshold = 2;
+    ObservabilityClient::new(ObservabilityDeps {
+        config: config.observability,
+        breaker: BreakerSettings::from(&config.breaker),
+        metrics: metrics.clone(),
+        breakers: BreakerBoard::default(),
+        backends: PublishedBackends::default(),
+    })
+}
+
+#[tokio::test]
+async fn log_events_reach_the_push_endpoint_with_few_labels() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let receiver = LokiReceiver::start().await;
+    let metrics = Metrics::new("test");
+    let client = loki_client(&format!("http://{}", receiver.addr), &metrics);
+    let (layer, queue) = chom_actors::observability::loki::channel(1000);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shipper = tokio::spawn(chom_actors::observability::loki::ship(
+        queue,
+        client,
+        "app-1".to_owned(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(job = 42, vps = "web-1", "job completed");
+        tracing::error!(check = "database", "health: check failed");
+    });
+    eventually(
+        Duration::from_secs(10),
+        "both lines at the receiver",
+        || receiver.lines().iter().map(|(_, l)| l.len()).sum::<usize>() == 2,
+    )
+    .await;
+    let pushed = receiver.lines();
+    let info = pushed
+        .iter()
+        .find(|(labels, _)| labels["level"] == "info")
+        .expect("an info stream");
+    assert_eq!(
+        info.0,
+        serde_json::json!({"job": "chom", "host": "app-1", "level": "info"}),
+        "only job, host and level are labels"
+    );
+    let line: Value = serde_json::from_str(&info.1[0]).unwrap();
+    assert_eq!(line["message"], "job completed");
+    assert_eq!(line["job"], 42, "ids travel in the line: {line}");
+    assert_eq!(line["vps"], "web-1");
+    assert!(pushed.iter().any(|(l, _)| l["level"] == "error"));
+    stop.cancel();
+    shipper.await.unwrap();
+    receiver.task.abort();
+    assert!(
+        metrics.render().contains("chom_log_events_dropped_total 0"),
+        "{}",
+        metrics.render()
+    );
+}
+
+#[tokio::test]
+async fn with_the_endpoint_down_logging_never_blocks_and_drops_are_counted() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = Metrics::new("test");
+    let client = loki_client(&format!("http://127.0.0.1:{port}"), &metrics);
+    let (layer, queue) = chom_actors::observability::loki::channel(50);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let shipper = tokio::spawn(chom_actors::observability::loki::ship(
+        queue,
+        client.clone(),
+        "app-1".to_owned(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+    let subscriber = tracing_subscriber::registry().with(layer);
+    let started = Instant::now();
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..5000 {
+            tracing::info!(i, "an event nobody will receive");
+        }
+    });
+    // 5000 events against a dead endpoint take no longer than formatting them does.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    eventually(Duration::from_secs(20), "drops counted", || {
+        let text = metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix("chom_log_events_dropped_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v >= 4000.0)
+    })
+    .await;
+    eventually(Duration::from_secs(20), "the breaker to open", || {
+        client.breaker_info().state == BreakerState::Open
+    })
+    .await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), shipper)
+        .await
+        .expect("the shipper stops when told, even mid-retry")
+        .unwrap();
+}

@@ -221,6 +221,38 @@ impl ObservabilityClient {
         }
     }
 
+    /// Post one gzipped Loki push body to `loki_url`, behind the breaker, within
+    /// `observability.timeout`.
+    pub async fn push_logs(&self, body: Vec<u8>) -> Result<(), String> {
+        let base = self.inner.deps.config.loki_url.trim_end_matches('/');
+        if base.is_empty() {
+            return Err("observability.loki_url is not configured".to_owned());
+        }
+        let permit = self
+            .lock()
+            .breaker
+            .try_acquire(Instant::now())
+            .map_err(|_| "the observability breaker is open".to_owned())?;
+        let request = self
+            .inner
+            .http
+            .post(format!("{base}/loki/api/v1/push"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_ENCODING, "gzip")
+            .body(body)
+            .timeout(self.inner.deps.config.timeout);
+        let call = match request.send().await {
+            Ok(response) if response.status().is_success() => Call::Answered(()),
+            Ok(response) => Call::Failed(format!("loki answered {}", response.status())),
+            Err(e) => Call::Failed(describe(&e)),
+        };
+        self.settle(permit, &call);
+        match call {
+            Call::Answered(()) => Ok(()),
+            Call::Failed(why) => Err(why),
+        }
+    }
+
     /// The next step, with the breaker's permit when a call is to be made.
     fn next_step(&self) -> (Option<Permit>, Step) {
         let now = Instant::now();
