@@ -54,8 +54,9 @@ use chom_supervisors::{
 use ractor::{Actor, SpawnErr};
 use tracing::{error, info, warn};
 
-use crate::edge::admin::{AdminActor, AdminArgs};
-use crate::edge::http::{HttpActor, HttpArgs};
+use crate::edge::admin::Admin;
+use crate::edge::http::Http;
+use crate::edge::{Door, EdgeActor, EdgeArgs};
 
 /// Listeners bound before the tree starts.
 #[derive(Clone)]
@@ -399,6 +400,24 @@ fn monitors(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionCo
     )
 }
 
+/// An edge actor serving its door on `listener`.
+fn door<D: Door + Default>(
+    node: &Arc<NodeContext>,
+    id: &str,
+    listener: Arc<D::Listener>,
+) -> ChildSpec {
+    let ctx = node.clone();
+    leaf(
+        &node.faults,
+        id,
+        || EdgeActor(D::default()),
+        move || EdgeArgs {
+            ctx: ctx.clone(),
+            listener: listener.clone(),
+        },
+    )
+}
+
 /// The edges get the whole node: they are its control surface.
 fn edge(
     node: &Arc<NodeContext>,
@@ -406,26 +425,8 @@ fn edge(
     observer: Arc<NodeObserver>,
     sup: &SupervisionConfig,
 ) -> ChildSpec {
-    let (http_node, http_listener) = (node.clone(), listeners.http.clone());
-    let http = leaf(
-        &node.faults,
-        "http",
-        || HttpActor,
-        move || HttpArgs {
-            ctx: http_node.clone(),
-            listener: http_listener.clone(),
-        },
-    );
-    let (admin_node, admin_listener) = (node.clone(), listeners.admin);
-    let admin = leaf(
-        &node.faults,
-        "admin",
-        || AdminActor,
-        move || AdminArgs {
-            ctx: admin_node.clone(),
-            listener: admin_listener.clone(),
-        },
-    );
+    let http = door::<Http>(node, "http", listeners.http);
+    let admin = door::<Admin>(node, "admin", listeners.admin);
     subtree(
         "edge",
         Strategy::OneForOne,

@@ -41,9 +41,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::protocol::{self, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, RpcError};
+use crate::edge::accepted;
 
 /// Answers one method call.
 pub trait Dispatch: Send + Sync + 'static {
@@ -106,14 +107,9 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // EMFILE and friends: back off briefly instead of spinning on accept.
-                    warn!(%error, "admin socket: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            accept = listener.accept() => match accepted(accept, "admin socket").await {
+                Some(stream) => stream,
+                None => continue,
             },
         };
         let Some(slot) = slots.admit() else {
