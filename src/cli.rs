@@ -406,8 +406,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Status => admin(&cli, &node::Status {}, output::status).await,
         Command::Tree => admin(&cli, &node::Tree {}, output::tree).await,
         Command::Restart { path } => {
-            let request = node::Restart { path: path.clone() };
-            admin(&cli, &request, output::restart).await
+            admin(&cli, &node::Restart { path: path.clone() }, output::restart).await
         }
         Command::Health => admin(&cli, &node::Health {}, output::health).await,
         Command::Shutdown => admin(&cli, &node::Shutdown {}, output::shutdown).await,
@@ -556,8 +555,7 @@ async fn vps_command(cli: &Cli, cmd: &VpsCommand) -> u8 {
             admin(cli, &request, output::vps_added).await
         }
         VpsCommand::Remove { id } => {
-            let request = vps::Remove { id: id.clone() };
-            admin(cli, &request, output::vps_removed).await
+            admin(cli, &vps::Remove { id: id.clone() }, output::vps_removed).await
         }
     }
 }
@@ -566,16 +564,13 @@ async fn breaker_command(cli: &Cli, cmd: &BreakerCommand) -> u8 {
     match cmd {
         BreakerCommand::List => admin(cli, &breaker::List {}, output::breakers).await,
         BreakerCommand::Reset { vps } => {
-            let request = breaker::Reset { vps: vps.clone() };
-            admin(cli, &request, output::breaker).await
+            admin(cli, &breaker::Reset { vps: vps.clone() }, output::breaker).await
         }
         BreakerCommand::Open { vps } => {
-            let request = breaker::Open { vps: vps.clone() };
-            admin(cli, &request, output::breaker).await
+            admin(cli, &breaker::Open { vps: vps.clone() }, output::breaker).await
         }
         BreakerCommand::Close { vps } => {
-            let request = breaker::Close { vps: vps.clone() };
-            admin(cli, &request, output::breaker).await
+            admin(cli, &breaker::Close { vps: vps.clone() }, output::breaker).await
         }
     }
 }

@@ -48,6 +48,15 @@ fn or_dash(value: Option<&str>) -> &str {
     value.unwrap_or("-")
 }
 
+/// `out`, then one line per row as `line` writes it.
+fn table<T>(mut out: String, rows: &[T], line: impl Fn(&T) -> String) -> String {
+    for row in rows {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    out
+}
+
 /// `chom status`.
 pub fn status(v: &StatusReply) -> (String, u8) {
     let mut out = String::new();
@@ -269,13 +278,12 @@ pub fn killed(v: &api::jobs::Killed) -> (String, u8) {
 
 /// `chom queue stats`.
 pub fn queue_stats(v: &api::queue::QueueStatsReply) -> (String, u8) {
-    let mut out = format!(
+    let header = format!(
         "{:<10} {:>8} {:>8} {:>8} {:>10} {:>8}\n",
         "queue", "ready", "delayed", "running", "completed", "failed"
     );
-    for q in &v.queues {
-        let _ = writeln!(
-            out,
+    let out = table(header, &v.queues, |q| {
+        format!(
             "{:<10} {} {} {} {} {}{}",
             q.queue,
             q.ready,
@@ -284,8 +292,8 @@ pub fn queue_stats(v: &api::queue::QueueStatsReply) -> (String, u8) {
             q.completed,
             q.failed,
             if q.paused { "  (paused)" } else { "" }
-        );
-    }
+        )
+    });
     (out, 0)
 }
 
@@ -301,10 +309,8 @@ pub fn paused(v: &api::queue::Paused) -> (String, u8) {
 
 /// `chom failed list`.
 pub fn failed(v: &api::failed::Failed) -> (String, u8) {
-    let mut out = String::new();
-    for f in &v.failed {
-        let _ = writeln!(
-            out,
+    let mut out = table(String::new(), &v.failed, |f| {
+        format!(
             "{}  {}  {:<9} {:<16} job {} after {} attempt(s): {}{}",
             f.id,
             text(&f.failed_at),
@@ -314,8 +320,8 @@ pub fn failed(v: &api::failed::Failed) -> (String, u8) {
             f.attempts,
             f.exception,
             cut_mark(f.exception_truncated)
-        );
-    }
+        )
+    });
     if v.failed.is_empty() {
         out.push_str("no failed jobs\n");
     }
@@ -340,20 +346,19 @@ pub fn pruned(v: &api::failed::Pruned) -> (String, u8) {
 
 /// `chom failed analyze`.
 pub fn analyze(v: &api::failed::Analysis) -> (String, u8) {
-    let mut out = format!(
+    let header = format!(
         "failures in the last {} by kind (flagged at {} or more)\n",
         v.window, v.threshold
     );
-    for k in &v.kinds {
-        let _ = writeln!(
-            out,
+    let mut out = table(header, &v.kinds, |k| {
+        format!(
             "  {:<20} {}{}  last: {}",
             k.kind,
             k.count,
             if k.flagged { "  FLAGGED" } else { "" },
             k.last_error
-        );
-    }
+        )
+    });
     if v.kinds.is_empty() {
         out.push_str("  none\n");
     }
@@ -364,22 +369,19 @@ pub fn analyze(v: &api::failed::Analysis) -> (String, u8) {
 
 /// `chom vps list`.
 pub fn vps_list(v: &api::vps::Servers) -> (String, u8) {
-    let mut out = String::new();
     if v.vps.is_empty() {
         return (
             "no servers (add one with `chom vps add ID HOST`)\n".to_owned(),
             0,
         );
     }
-    let _ = writeln!(
-        out,
-        "{:<20} {:<30} {:<10} {:<8} {:<12} HOST KEY",
+    let header = format!(
+        "{:<20} {:<30} {:<10} {:<8} {:<12} HOST KEY\n",
         "ID", "ADDRESS", "USER", "SOURCE", "ACTOR"
     );
-    for r in &v.vps {
+    let out = table(header, &v.vps, |r| {
         let s = &r.server;
-        let _ = writeln!(
-            out,
+        format!(
             "{:<20} {:<30} {:<10} {:<8} {:<12} {}",
             s.id,
             format!("{}:{}", s.host, s.port),
@@ -387,8 +389,8 @@ pub fn vps_list(v: &api::vps::Servers) -> (String, u8) {
             s.source,
             r.actor,
             s.host_key.as_deref().unwrap_or("known_hosts"),
-        );
-    }
+        )
+    });
     (out, 0)
 }
 
@@ -402,14 +404,13 @@ pub fn vps_removed(v: &api::vps::Removed) -> (String, u8) {
     (format!("removed vps {}\n", v.removed), 0)
 }
 
-fn breaker_line(out: &mut String, i: &ServerBreaker) {
+fn breaker_line(i: &ServerBreaker) -> String {
     let b = &i.breaker;
     let left = b
         .open_remaining_ms
         .map(|ms| format!("{}s", ms.div_ceil(1000)))
         .unwrap_or_else(|| "-".into());
-    let _ = writeln!(
-        out,
+    format!(
         "{:<20} {:<12} {:<9} {:<9} {:<9} {}",
         i.vps,
         b.state.as_str(),
@@ -417,7 +418,7 @@ fn breaker_line(out: &mut String, i: &ServerBreaker) {
         left,
         if i.connected { "yes" } else { "no" },
         or_dash(b.reason.as_deref()),
-    );
+    )
 }
 
 /// `chom breaker list`.
@@ -425,39 +426,30 @@ pub fn breakers(v: &api::breaker::Breakers) -> (String, u8) {
     if v.breakers.is_empty() {
         return ("no servers\n".to_owned(), 0);
     }
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<20} {:<12} {:<9} {:<9} {:<9} REASON",
+    let header = format!(
+        "{:<20} {:<12} {:<9} {:<9} {:<9} REASON\n",
         "VPS", "STATE", "FAILURES", "OPEN FOR", "SESSION"
     );
-    for r in &v.breakers {
-        breaker_line(&mut out, r);
-    }
-    (out, 0)
+    (table(header, &v.breakers, breaker_line), 0)
 }
 
 /// `chom breaker reset|open|close`.
 pub fn breaker(v: &ServerBreaker) -> (String, u8) {
-    let mut out = String::new();
-    breaker_line(&mut out, v);
-    (out, 0)
+    (breaker_line(v) + "\n", 0)
 }
 
 /// `chom tenants list`.
 pub fn tenants(v: &api::tenants::Tenants) -> (String, u8) {
-    let mut out = String::new();
-    let _ = writeln!(out, "{:<8} {:<30} {:<12} STATUS", "ID", "NAME", "TIER");
-    for t in &v.tenants {
-        let _ = writeln!(
-            out,
+    let header = format!("{:<8} {:<30} {:<12} STATUS\n", "ID", "NAME", "TIER");
+    let out = table(header, &v.tenants, |t| {
+        format!(
             "{} {:<30} {:<12} {}",
             t.id,
             t.name,
             t.tier.as_str(),
             t.status
-        );
-    }
+        )
+    });
     (out, 0)
 }
 
@@ -468,15 +460,12 @@ pub fn tenant_added(v: &Tenant) -> (String, u8) {
 
 /// `chom sites list`.
 pub fn sites(v: &api::sites::Sites) -> (String, u8) {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<8} {:<8} {:<16} {:<32} {:<10} {:<8} REASON",
+    let header = format!(
+        "{:<8} {:<8} {:<16} {:<32} {:<10} {:<8} REASON\n",
         "ID", "TENANT", "VPS", "DOMAIN", "TYPE", "STATUS"
     );
-    for s in &v.sites {
-        let _ = writeln!(
-            out,
+    let out = table(header, &v.sites, |s| {
+        format!(
             "{} {} {:<16} {:<32} {:<10} {:<8} {}",
             s.id,
             s.tenant_id,
@@ -485,8 +474,8 @@ pub fn sites(v: &api::sites::Sites) -> (String, u8) {
             s.site_type,
             s.status.as_str(),
             or_dash(s.failure_reason.as_deref()),
-        );
-    }
+        )
+    });
     (out, 0)
 }
 

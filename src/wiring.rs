@@ -54,8 +54,9 @@ use chom_supervisors::{
 use ractor::{Actor, SpawnErr};
 use tracing::{error, info, warn};
 
-use crate::edge::admin::{AdminActor, AdminArgs};
-use crate::edge::http::{HttpActor, HttpArgs};
+use crate::edge::admin::Admin;
+use crate::edge::http::Http;
+use crate::edge::{Door, EdgeActor, EdgeArgs};
 
 /// Listeners bound before the tree starts.
 #[derive(Clone)]
@@ -261,6 +262,15 @@ where
     })
 }
 
+/// A [`leaf`] started with a copy of the same arguments every time.
+fn fixed_leaf<A>(faults: &StartFaults, id: &str, actor: fn() -> A, args: A::Arguments) -> ChildSpec
+where
+    A: Actor,
+    A::Arguments: Clone + Sync,
+{
+    leaf(faults, id, actor, move || args.clone())
+}
+
 fn store(node: &NodeContext) -> ChildSpec {
     let args = StoreArgs {
         config: node.config.clone(),
@@ -268,9 +278,21 @@ fn store(node: &NodeContext) -> ChildSpec {
         backends: node.published.clone(),
         readiness: node.readiness.clone(),
     };
-    leaf(&node.faults, "store", || StoreActor, move || args.clone())
+    fixed_leaf(&node.faults, "store", || StoreActor, args)
         // Closing pools waits for connections in use; bounded in the actor itself too.
         .shutdown(Shutdown::Timeout(Duration::from_secs(10)))
+}
+
+/// A queue [`leaf`] whose arguments are the queue's shared state alone.
+fn queue_leaf<A: Actor>(
+    faults: &StartFaults,
+    id: &str,
+    actor: fn() -> A,
+    shared: &Arc<QueueShared>,
+    args: fn(Arc<QueueShared>) -> A::Arguments,
+) -> ChildSpec {
+    let shared = shared.clone();
+    leaf(faults, id, actor, move || args(shared.clone()))
 }
 
 /// `queue` (one_for_one): completer first and reaper last, so that a shutdown (reverse order)
@@ -280,13 +302,13 @@ fn queue(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionConfi
     let faults = &node.faults;
     let shared = &node.queue;
     let mut children = Vec::new();
-    let s = shared.clone();
     children.push(
-        leaf(
+        queue_leaf(
             faults,
             "completer",
             || CompleterActor,
-            move || CompleterArgs { shared: s.clone() },
+            shared,
+            |shared| CompleterArgs { shared },
         )
         .shutdown(Shutdown::Timeout(Duration::from_secs(10))),
     );
@@ -309,19 +331,19 @@ fn queue(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionConfi
             .shutdown(Shutdown::Timeout(grace)),
         );
     }
-    let s = shared.clone();
-    children.push(leaf(
+    children.push(queue_leaf(
         faults,
         "dispatcher",
         || DispatcherActor,
-        move || DispatcherArgs { shared: s.clone() },
+        shared,
+        |shared| DispatcherArgs { shared },
     ));
-    let s = shared.clone();
-    children.push(leaf(
+    children.push(queue_leaf(
         faults,
         "reaper",
         || ReaperActor,
-        move || ReaperArgs { shared: s.clone() },
+        shared,
+        |shared| ReaperArgs { shared },
     ));
     subtree("queue", Strategy::OneForOne, children, observer, sup)
 }
@@ -349,12 +371,7 @@ fn monitors(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionCo
         checks: node.checks(),
         cache: node.health.clone(),
     };
-    let health = leaf(
-        &node.faults,
-        "health",
-        || HealthActor,
-        move || health_args.clone(),
-    );
+    let health = fixed_leaf(&node.faults, "health", || HealthActor, health_args);
     let memory_args = MemoryArgs {
         config: node.config.memory.clone(),
         status: node.memory.clone(),
@@ -362,12 +379,7 @@ fn monitors(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionCo
         lifecycle: node.lifecycle.clone(),
         queue: node.queue.clone(),
     };
-    let memory = leaf(
-        &node.faults,
-        "memory",
-        || MemoryActor,
-        move || memory_args.clone(),
-    );
+    let memory = fixed_leaf(&node.faults, "memory", || MemoryActor, memory_args);
     let watchdog_args = WatchdogArgs {
         status: StatusSources {
             root: node.tree_root.clone(),
@@ -378,18 +390,31 @@ fn monitors(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionCo
         },
         watchdog: sd_notify::watchdog_enabled(),
     };
-    let watchdog = leaf(
-        &node.faults,
-        "watchdog",
-        || WatchdogActor,
-        move || watchdog_args.clone(),
-    );
+    let watchdog = fixed_leaf(&node.faults, "watchdog", || WatchdogActor, watchdog_args);
     subtree(
         "monitors",
         Strategy::OneForOne,
         vec![health, memory, watchdog],
         observer,
         sup,
+    )
+}
+
+/// An edge actor serving its door on `listener`.
+fn door<D: Door + Default>(
+    node: &Arc<NodeContext>,
+    id: &str,
+    listener: Arc<D::Listener>,
+) -> ChildSpec {
+    let ctx = node.clone();
+    leaf(
+        &node.faults,
+        id,
+        || EdgeActor(D::default()),
+        move || EdgeArgs {
+            ctx: ctx.clone(),
+            listener: listener.clone(),
+        },
     )
 }
 
@@ -400,26 +425,8 @@ fn edge(
     observer: Arc<NodeObserver>,
     sup: &SupervisionConfig,
 ) -> ChildSpec {
-    let (http_node, http_listener) = (node.clone(), listeners.http.clone());
-    let http = leaf(
-        &node.faults,
-        "http",
-        || HttpActor,
-        move || HttpArgs {
-            ctx: http_node.clone(),
-            listener: http_listener.clone(),
-        },
-    );
-    let (admin_node, admin_listener) = (node.clone(), listeners.admin);
-    let admin = leaf(
-        &node.faults,
-        "admin",
-        || AdminActor,
-        move || AdminArgs {
-            ctx: admin_node.clone(),
-            listener: admin_listener.clone(),
-        },
-    );
+    let http = door::<Http>(node, "http", listeners.http);
+    let admin = door::<Admin>(node, "admin", listeners.admin);
     subtree(
         "edge",
         Strategy::OneForOne,

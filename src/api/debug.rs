@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::node::check_path;
-use super::{HumanDuration, check_duration, check_vps_id, invalid};
+use super::{HumanDuration, check_duration, check_vps_id, ensure, invalid};
 use crate::rpc::protocol::RpcError;
 
 /// The longest `debug.stall`.
@@ -57,12 +57,10 @@ request! {
     impl {
         fn validate(&self) -> Result<(), RpcError> {
             check_path("path", &self.path)?;
-            if self.kind().is_none() {
-                return Err(RpcError::invalid_params(
-                    "fault must be kill, fail_forever or fail_starts:N",
-                ));
-            }
-            Ok(())
+            ensure(
+                self.kind().is_some(),
+                "fault must be kill, fail_forever or fail_starts:N",
+            )
         }
     }
 }

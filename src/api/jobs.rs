@@ -4,7 +4,7 @@ use chom_core::job::{Job, JobState};
 use chom_core::limits::{self, MAX_ATTEMPTS, MAX_DURATION, MAX_JOB_TIMEOUT};
 use serde_json::Value;
 
-use super::{HumanDuration, Id, check_duration, check_limit, echo, invalid};
+use super::{HumanDuration, Id, check_duration, check_limit, echo, ensure, invalid};
 use crate::rpc::protocol::RpcError;
 
 request! {
@@ -34,11 +34,10 @@ request! {
                 limits::check_count("max_attempts", n, 1, MAX_ATTEMPTS.into()).map_err(invalid)?;
             }
             check_duration("timeout", self.timeout, MAX_JOB_TIMEOUT)?;
-            if self.timeout.is_some_and(|t| t.0.is_zero()) {
-                return Err(RpcError::invalid_params(
-                    "`timeout` must be greater than zero",
-                ));
-            }
+            ensure(
+                !self.timeout.is_some_and(|t| t.0.is_zero()),
+                "`timeout` must be greater than zero",
+            )?;
             // Bounded like every duration (the store turns it into a timestamp, saturating).
             check_duration("delay", self.delay, MAX_DURATION)?;
             if let Some(key) = &self.unique_key {

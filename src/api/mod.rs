@@ -146,6 +146,15 @@ fn cut(message: &str) -> String {
     }
 }
 
+/// `Ok` when `holds`, else -32602 with `message` (which names the parameter).
+pub fn ensure(holds: bool, message: &'static str) -> Result<(), RpcError> {
+    if holds {
+        Ok(())
+    } else {
+        Err(RpcError::invalid_params(message))
+    }
+}
+
 /// An input outside the node's bounds, as the -32602 that names the parameter.
 pub fn invalid(e: LimitError) -> RpcError {
     RpcError::invalid_params(e.to_string())

@@ -11,7 +11,7 @@ use chom_supervisors::SupervisorReport;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::invalid;
+use super::{ensure, invalid};
 use crate::rpc::protocol::RpcError;
 
 /// The longest actor path `restart` and the debug hooks accept, in characters.
@@ -120,12 +120,10 @@ request! {
 
         fn validate(&self) -> Result<(), RpcError> {
             check_path("path", &self.path)?;
-            if self.actor_path().is_empty() {
-                return Err(RpcError::invalid_params(
-                    "path must name an actor or subtree, e.g. store or edge/http",
-                ));
-            }
-            Ok(())
+            ensure(
+                !self.actor_path().is_empty(),
+                "path must name an actor or subtree, e.g. store or edge/http",
+            )
         }
     }
 }

@@ -3,7 +3,7 @@
 use chom_core::inventory::{Tenant, Tier};
 use chom_core::limits::{self, MAX_NAME_CHARS};
 
-use super::{echo, invalid};
+use super::{echo, ensure, invalid};
 use crate::rpc::protocol::RpcError;
 
 request! {
@@ -32,9 +32,7 @@ request! {
         fn validate(&self) -> Result<(), RpcError> {
             // Characters, not bytes: a name in Greek or Japanese gets the same room as one in English.
             limits::check_text("name", &self.name, MAX_NAME_CHARS).map_err(invalid)?;
-            if self.name.trim().is_empty() {
-                return Err(RpcError::invalid_params("`name` must not be blank"));
-            }
+            ensure(!self.name.trim().is_empty(), "`name` must not be blank")?;
             if let Some(t) = &self.tier
                 && Tier::parse(t).is_none()
             {

@@ -4,7 +4,7 @@ use chom_core::config::{LOGIN_RULE, is_fingerprint, is_host, is_login_name};
 use chom_core::inventory::VpsServer;
 use chom_core::limits::MAX_HOST_CHARS;
 
-use super::{check_vps_id, echo};
+use super::{check_vps_id, echo, ensure};
 use crate::rpc::protocol::RpcError;
 
 request! {
@@ -62,19 +62,14 @@ request! {
                     echo(user)
                 )));
             }
-            if self.port.is_some_and(|p| p == 0 || p > u64::from(u16::MAX)) {
-                return Err(RpcError::invalid_params(
-                    "`port` must be between 1 and 65535",
-                ));
-            }
-            if let Some(fp) = &self.host_key
-                && !is_fingerprint(fp)
-            {
-                return Err(RpcError::invalid_params(
-                    "`host_key` must be a SHA256 fingerprint as `ssh-keygen -lf` prints it (SHA256:...)",
-                ));
-            }
-            Ok(())
+            ensure(
+                !self.port.is_some_and(|p| p == 0 || p > u64::from(u16::MAX)),
+                "`port` must be between 1 and 65535",
+            )?;
+            ensure(
+                self.host_key.as_deref().is_none_or(is_fingerprint),
+                "`host_key` must be a SHA256 fingerprint as `ssh-keygen -lf` prints it (SHA256:...)",
+            )
         }
     }
 }

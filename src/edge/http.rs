@@ -33,7 +33,6 @@ use chom_core::throttle::Throttle;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,7 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::ServerTask;
+use super::{Door, ServerTask, accepted};
 
 /// `/health?fresh=true`.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -51,60 +50,18 @@ struct HealthQuery {
     fresh: bool,
 }
 
-/// The HTTP actor.
-pub struct HttpActor;
+/// The HTTP door: `/health` and `/metrics`.
+#[derive(Default)]
+pub struct Http;
 
-/// Start-up arguments.
-pub struct HttpArgs {
-    /// The node's shared context.
-    pub ctx: Arc<NodeContext>,
-    /// The listener bound by `chom node`.
-    pub listener: Arc<std::net::TcpListener>,
-}
+impl Door for Http {
+    type Listener = std::net::TcpListener;
+    const GRACE: Duration = Duration::from_secs(5);
 
-/// Running state: the server task.
-pub struct HttpState {
-    server: ServerTask,
-}
-
-/// The HTTP actor takes no messages; it exists to own (and restart) the server task.
-pub enum HttpMsg {}
-
-impl Actor for HttpActor {
-    type Msg = HttpMsg;
-    type State = HttpState;
-    type Arguments = HttpArgs;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<HttpMsg>,
-        args: HttpArgs,
-    ) -> Result<HttpState, ActorProcessingErr> {
-        let std_listener = args.listener.try_clone()?;
-        std_listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        let limits = HttpLimits::from(&args.ctx.config.http);
-        let app = router(args.ctx);
-        let server = ServerTask::spawn(|token| serve(listener, app, limits, token));
-        Ok(HttpState { server })
-    }
-
-    async fn handle(
-        &self,
-        _: ActorRef<HttpMsg>,
-        message: HttpMsg,
-        _: &mut HttpState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {}
-    }
-
-    async fn post_stop(
-        &self,
-        _: ActorRef<HttpMsg>,
-        state: &mut HttpState,
-    ) -> Result<(), ActorProcessingErr> {
-        state.server.stop(Duration::from_secs(5)).await;
-        Ok(())
+    fn open(&self, ctx: Arc<NodeContext>, listener: TcpListener) -> ServerTask {
+        let limits = HttpLimits::from(&ctx.config.http);
+        let app = router(ctx);
+        ServerTask::spawn(|token| serve(listener, app, limits, token))
     }
 }
 
@@ -163,14 +120,9 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             // Reap finished connections so that `len()` counts live ones only.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // EMFILE and friends: back off briefly instead of spinning on accept.
-                    warn!(%error, "http: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            accept = listener.accept() => match accepted(accept, "http").await {
+                Some(stream) => stream,
+                None => continue,
             },
         };
         while connections.try_join_next().is_some() {}
@@ -414,15 +366,19 @@ async fn metrics(State(ctx): State<Arc<NodeContext>>) -> Response {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use tokio_util::sync::DropGuard;
 
-    /// Serve a one-route app on a loopback port with `limits`; the token stops it.
-    async fn start(limits: HttpLimits) -> (std::net::SocketAddr, CancellationToken) {
+    /// Serve a one-route app on a loopback port with the test limits changed by `set`; it
+    /// stops when the guard drops.
+    async fn start(set: impl FnOnce(&mut HttpLimits)) -> (std::net::SocketAddr, DropGuard) {
+        let mut limits = limits();
+        set(&mut limits);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let token = CancellationToken::new();
         tokio::spawn(serve(listener, app, limits, token.clone()));
-        (addr, token)
+        (addr, token.drop_guard())
     }
 
     fn limits() -> HttpLimits {
@@ -453,90 +409,83 @@ mod tests {
         read_until_closed(&mut s, Duration::from_secs(5)).expect("answer and close")
     }
 
+    /// `talk` over a fresh connection to `addr`, on a blocking thread.
+    async fn over_connection<T: Send + 'static>(
+        addr: std::net::SocketAddr,
+        talk: impl FnOnce(&mut std::net::TcpStream) -> T + Send + 'static,
+    ) -> T {
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            talk(&mut s)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The answer of `attempt` (on a blocking thread) once it starts with `status`, or its
+    /// last answer after 5 s.
+    async fn answer_once(attempt: impl Fn() -> String + Send + 'static, status: &str) -> String {
+        let status = status.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let answer = attempt();
+                if answer.starts_with(&status) || std::time::Instant::now() > deadline {
+                    return answer;
+                }
+            }
+        })
+        .await
+        .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn connections_over_the_limit_get_503_and_are_closed_at_once() {
-        let (addr, token) = start(limits()).await;
+        let (addr, _server) = start(|_| {}).await;
         let held: Vec<_> = (0..2)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
-        let over = tokio::task::spawn_blocking(move || {
-            // Wait until the server has taken both (its answer to a third is then 503).
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let mut s = std::net::TcpStream::connect(addr).unwrap();
-                let answer = read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
-                if answer.starts_with("HTTP/1.1 503") || std::time::Instant::now() > deadline {
-                    return answer;
-                }
-            }
-        })
-        .await
-        .unwrap();
+        // Wait until the server has taken both (its answer to a third is then 503).
+        let third = move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            read_until_closed(&mut s, Duration::from_secs(5)).unwrap()
+        };
+        let over = answer_once(third, "HTTP/1.1 503").await;
         assert!(over.starts_with("HTTP/1.1 503"), "{over:?}");
         assert!(over.ends_with("too many connections; retry\n"), "{over:?}");
         drop(held);
-        let ok = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                let answer = get_root(addr);
-                if answer.starts_with("HTTP/1.1 200") || std::time::Instant::now() > deadline {
-                    return answer;
-                }
-            }
-        })
-        .await
-        .unwrap();
+        let ok = answer_once(move || get_root(addr), "HTTP/1.1 200").await;
         assert!(ok.starts_with("HTTP/1.1 200"), "slots come back: {ok:?}");
-        token.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_incomplete_head_is_closed_after_the_header_timeout() {
-        let (addr, token) = start(HttpLimits {
-            header_timeout: Duration::from_millis(300),
-            ..limits()
-        })
-        .await;
-        let closed = tokio::task::spawn_blocking(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let (addr, _server) = start(|l| l.header_timeout = Duration::from_millis(300)).await;
+        let (answer, after) = over_connection(addr, |s| {
             s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
             let started = std::time::Instant::now();
-            let answer = read_until_closed(&mut s, Duration::from_secs(5));
+            let answer = read_until_closed(s, Duration::from_secs(5));
             (answer, started.elapsed())
         })
-        .await
-        .unwrap();
-        let (answer, after) = closed;
+        .await;
         assert!(answer.is_some(), "still open after 5 s");
         assert!(
             after >= Duration::from_millis(250),
             "closed after {after:?}"
         );
-        token.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_silent_connection_is_closed_after_the_idle_timeout() {
-        let (addr, token) = start(HttpLimits {
-            idle_timeout: Duration::from_millis(300),
-            ..limits()
-        })
-        .await;
-        let closed = tokio::task::spawn_blocking(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            read_until_closed(&mut s, Duration::from_secs(5))
-        })
-        .await
-        .unwrap();
+        let (addr, _server) = start(|l| l.idle_timeout = Duration::from_millis(300)).await;
+        let closed = over_connection(addr, |s| read_until_closed(s, Duration::from_secs(5))).await;
         assert_eq!(closed.as_deref(), Some(""), "closed without an answer");
-        token.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_head_over_the_size_limit_is_refused() {
-        let (addr, token) = start(limits()).await;
-        let answer = tokio::task::spawn_blocking(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let (addr, _server) = start(|_| {}).await;
+        let answer = over_connection(addr, |s| {
             let filler = "a".repeat(MAX_HEAD_BYTES);
             // The server may close before it has read everything; the answer still arrives.
             let _ = s.write_all(
@@ -545,16 +494,14 @@ mod tests {
                 )
                 .as_bytes(),
             );
-            read_until_closed(&mut s, Duration::from_secs(5)).expect("closed at once")
+            read_until_closed(s, Duration::from_secs(5)).expect("closed at once")
         })
-        .await
-        .unwrap();
+        .await;
         // 431, or a reset when the close overtook it (the client's bytes were not all read);
         // never served.
         assert!(
             answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
             "{answer:?}"
         );
-        token.cancel();
     }
 }

@@ -6,9 +6,12 @@
 pub mod admin;
 pub mod http;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use chom_actors::context::NodeContext;
 use chom_core::config::Config;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -85,6 +88,108 @@ impl Drop for ServerTask {
         self.token.cancel();
         if let Some(handle) = &self.handle {
             handle.abort();
+        }
+    }
+}
+
+/// A listener bound once by `chom node`, served by each incarnation of its edge actor as a
+/// non-blocking clone registered with tokio.
+pub trait Listener: Send + Sync + 'static {
+    /// The tokio listener over the clone.
+    type Tokio;
+    /// A clone for one incarnation to serve.
+    fn serve_clone(&self) -> std::io::Result<Self::Tokio>;
+}
+
+macro_rules! listener {
+    ($std:ty => $tokio:ty) => {
+        impl Listener for $std {
+            type Tokio = $tokio;
+            fn serve_clone(&self) -> std::io::Result<$tokio> {
+                let listener = self.try_clone()?;
+                listener.set_nonblocking(true)?;
+                <$tokio>::from_std(listener)
+            }
+        }
+    };
+}
+
+listener!(std::net::TcpListener => tokio::net::TcpListener);
+listener!(std::os::unix::net::UnixListener => tokio::net::UnixListener);
+
+/// What an edge actor serves: the server task it starts on its listener, and how long a
+/// graceful stop waits for that task.
+pub trait Door: Send + Sync + 'static {
+    /// The kind of listener served.
+    type Listener: Listener;
+    /// How long a graceful stop waits for the server task.
+    const GRACE: Duration;
+    /// Start serving `listener` for the node.
+    fn open(
+        &self,
+        ctx: Arc<NodeContext>,
+        listener: <Self::Listener as Listener>::Tokio,
+    ) -> ServerTask;
+}
+
+/// Start-up arguments of an edge actor.
+pub struct EdgeArgs<L> {
+    /// The node's shared context: the edges are its control surface.
+    pub ctx: Arc<NodeContext>,
+    /// The listener bound by `chom node`.
+    pub listener: Arc<L>,
+}
+
+/// An edge actor: it takes no messages; it exists to own (and be restarted with) the server
+/// task of its door.
+pub struct EdgeActor<D>(pub D);
+
+/// Edge actors take no messages.
+pub enum EdgeMsg {}
+
+impl<D: Door> Actor for EdgeActor<D> {
+    type Msg = EdgeMsg;
+    type State = ServerTask;
+    type Arguments = EdgeArgs<D::Listener>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<EdgeMsg>,
+        args: EdgeArgs<D::Listener>,
+    ) -> Result<ServerTask, ActorProcessingErr> {
+        let listener = args.listener.serve_clone()?;
+        Ok(self.0.open(args.ctx, listener))
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<EdgeMsg>,
+        message: EdgeMsg,
+        _: &mut ServerTask,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {}
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<EdgeMsg>,
+        server: &mut ServerTask,
+    ) -> Result<(), ActorProcessingErr> {
+        server.stop(D::GRACE).await;
+        Ok(())
+    }
+}
+
+/// What an accept loop does with the result of one accept: the stream, or `None` after a
+/// failure, logged and followed by a short pause, since the usual causes (EMFILE and friends)
+/// would otherwise make the loop spin on accept.
+pub async fn accepted<S, A>(accept: std::io::Result<(S, A)>, server: &str) -> Option<S> {
+    match accept {
+        Ok((stream, _)) => Some(stream),
+        Err(error) => {
+            warn!(%error, "{server}: accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
         }
     }
 }

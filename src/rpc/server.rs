@@ -41,9 +41,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::protocol::{self, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, RpcError};
+use crate::edge::accepted;
 
 /// Answers one method call.
 pub trait Dispatch: Send + Sync + 'static {
@@ -106,14 +107,9 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // EMFILE and friends: back off briefly instead of spinning on accept.
-                    warn!(%error, "admin socket: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            accept = listener.accept() => match accepted(accept, "admin socket").await {
+                Some(stream) => stream,
+                None => continue,
             },
         };
         let Some(slot) = slots.admit() else {
@@ -694,6 +690,18 @@ mod tests {
         }
     }
 
+    /// The default limits with one changed by `set`.
+    fn limits_with(set: impl FnOnce(&mut Limits)) -> Limits {
+        let mut limits = Limits::default();
+        set(&mut limits);
+        limits
+    }
+
+    /// The answer to an `echo` call with no params and id `id`.
+    async fn echo(stream: &mut BufReader<UnixStream>, id: u64) -> Value {
+        roundtrip(stream, &line_of(&call("echo", id, json!({})))).await
+    }
+
     async fn roundtrip(stream: &mut BufReader<UnixStream>, line: &[u8]) -> Value {
         stream.get_mut().write_all(line).await.unwrap();
         read_answer(stream).await
@@ -761,11 +769,7 @@ mod tests {
 
     #[tokio::test]
     async fn oversized_line_closes_only_that_connection() {
-        let limits = Limits {
-            max_line: 1024,
-            ..Limits::default()
-        };
-        let server = start(limits);
+        let server = start(limits_with(|l| l.max_line = 1024));
         let mut good = server.connect().await;
         let mut big = server.connect().await;
         let mut line = vec![b'x'; 4096];
@@ -773,21 +777,17 @@ mod tests {
         let answer = roundtrip(&mut big, &line).await;
         assert_eq!(answer["error"]["code"], INVALID_REQUEST);
         assert!(closed_within(&mut big, Duration::from_secs(5)).await);
-        let ok = roundtrip(&mut good, &line_of(&call("echo", 1, json!({})))).await;
+        let ok = echo(&mut good, 1).await;
         assert_eq!(ok["result"], json!({}));
     }
 
     #[tokio::test]
     async fn slow_client_is_dropped_and_others_are_served() {
-        let limits = Limits {
-            line_timeout: Duration::from_millis(200),
-            ..Limits::default()
-        };
-        let server = start(limits);
+        let server = start(limits_with(|l| l.line_timeout = Duration::from_millis(200)));
         let mut slow = server.connect().await;
         slow.get_mut().write_all(b"{\"jsonrpc\":").await.unwrap();
         let mut good = server.connect().await;
-        let ok = roundtrip(&mut good, &line_of(&call("echo", 1, json!({})))).await;
+        let ok = echo(&mut good, 1).await;
         assert_eq!(ok["id"], 1);
         assert!(
             closed_within(&mut slow, Duration::from_secs(5)).await,
@@ -797,13 +797,9 @@ mod tests {
 
     #[tokio::test]
     async fn empty_lines_do_not_keep_a_connection_open() {
-        let limits = Limits {
-            line_timeout: Duration::from_millis(300),
-            ..Limits::default()
-        };
-        let server = start(limits);
+        let server = start(limits_with(|l| l.line_timeout = Duration::from_millis(300)));
         let mut c = server.connect().await;
-        let ok = roundtrip(&mut c, &line_of(&call("echo", 1, json!({})))).await;
+        let ok = echo(&mut c, 1).await;
         assert_eq!(ok["id"], 1);
         // Keep sending empty lines, far more often than the timeout; the server must still
         // close the connection about line_timeout after the last answer.
@@ -829,38 +825,24 @@ mod tests {
 
     #[tokio::test]
     async fn idle_connections_are_evicted_for_new_ones() {
-        let limits = Limits {
-            max_connections: 2,
-            ..Limits::default()
-        };
-        let server = start(limits);
+        let server = start(limits_with(|l| l.max_connections = 2));
         let mut oldest = server.connect().await;
-        assert_eq!(
-            roundtrip(&mut oldest, &line_of(&call("echo", 1, json!({})))).await["id"],
-            1
-        );
+        assert_eq!(echo(&mut oldest, 1).await["id"], 1);
         let mut second = server.connect().await;
-        assert_eq!(
-            roundtrip(&mut second, &line_of(&call("echo", 2, json!({})))).await["id"],
-            2
-        );
+        assert_eq!(echo(&mut second, 2).await["id"], 2);
         // Both slots are taken by idle connections: the operator still gets in, and the one
         // idle longest makes room.
         let mut operator = server.connect().await;
-        let ok = roundtrip(&mut operator, &line_of(&call("echo", 3, json!({})))).await;
+        let ok = echo(&mut operator, 3).await;
         assert_eq!(ok["id"], 3, "{ok}");
         assert!(closed_within(&mut oldest, Duration::from_secs(5)).await);
-        let still = roundtrip(&mut second, &line_of(&call("echo", 4, json!({})))).await;
+        let still = echo(&mut second, 4).await;
         assert_eq!(still["id"], 4);
     }
 
     #[tokio::test]
     async fn connections_with_a_call_in_flight_are_never_evicted() {
-        let limits = Limits {
-            max_connections: 1,
-            ..Limits::default()
-        };
-        let server = start(limits);
+        let server = start(limits_with(|l| l.max_connections = 1));
         let mut busy = server.connect().await;
         busy.get_mut()
             .write_all(&line_of(&call("hold", 1, json!({}))))
@@ -889,10 +871,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_over_the_cap_are_refused_whole() {
-        let limits = Limits {
-            max_batch: 3,
-            ..Limits::default()
-        };
+        let limits = limits_with(|l| l.max_batch = 3);
         let rpc = TestRpc::default();
         let four: Vec<Value> = (1..=4).map(|i| call("echo", i, json!({}))).collect();
         let refused = answer(&json!(four), &rpc, &limits).await;
@@ -910,10 +889,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_over_the_line_limit_becomes_an_error() {
-        let limits = Limits {
-            max_answer: 1000,
-            ..Limits::default()
-        };
+        let limits = limits_with(|l| l.max_answer = 1000);
         let rpc = TestRpc::default();
         let big = answer(&call("big", 7, json!({"bytes": 5000})), &rpc, &limits).await;
         assert_eq!(big["id"], 7);
@@ -927,10 +903,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_stops_running_once_its_answer_is_full() {
-        let limits = Limits {
-            max_answer: 1000,
-            ..Limits::default()
-        };
+        let limits = limits_with(|l| l.max_answer = 1000);
         let rpc = TestRpc::default();
         // Each answer is about 440 bytes: two fit, the third does not.
         let calls: Vec<Value> = (1..=5)
