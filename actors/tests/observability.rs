@@ -305,11 +305,14 @@ async fn dead_letter_spikes_are_held_in_alertmanager_and_resolved() {
     assert_eq!(kinds, ["noop"]);
 }
 
+/// Each pushed stream: its labels and its lines.
+type Pushed = std::sync::Arc<std::sync::Mutex<Vec<(Value, Vec<String>)>>>;
+
 /// A stand-in for Loki's push endpoint (Loki is not packaged for Debian): it decodes what a
 /// real Loki would (gzip, JSON streams) and keeps each stream's labels and lines.
 struct LokiReceiver {
     addr: std::net::SocketAddr,
-    pushed: std::sync::Arc<std::sync::Mutex<Vec<(Value, Vec<String>)>>>,
+    pushed: Pushed,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -317,8 +320,7 @@ impl LokiReceiver {
     async fn start() -> LokiReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let pushed: std::sync::Arc<std::sync::Mutex<Vec<(Value, Vec<String>)>>> =
-            std::sync::Arc::default();
+        let pushed: Pushed = std::sync::Arc::default();
         let sink = std::sync::Arc::clone(&pushed);
         let task = tokio::spawn(async move {
             loop {
@@ -334,10 +336,7 @@ impl LokiReceiver {
     }
 }
 
-async fn serve_push(
-    conn: tokio::net::TcpStream,
-    sink: std::sync::Arc<std::sync::Mutex<Vec<(Value, Vec<String>)>>>,
-) {
+async fn serve_push(conn: tokio::net::TcpStream, sink: Pushed) {
     use std::io::Read as _;
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     let mut conn = tokio::io::BufReader::new(conn);
