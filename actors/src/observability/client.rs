@@ -206,11 +206,7 @@ impl ObservabilityClient {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(Value::Array(body).to_string())
             .timeout(self.inner.deps.config.timeout);
-        let call = match request.send().await {
-            Ok(response) if response.status().is_success() => Call::Answered(()),
-            Ok(response) => Call::Failed(format!("alertmanager answered {}", response.status())),
-            Err(e) => Call::Failed(describe(&e)),
-        };
+        let call = expect_success(request, "alertmanager").await;
         self.settle(permit, &call);
         match call {
             Call::Answered(()) => {
@@ -241,11 +237,7 @@ impl ObservabilityClient {
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
             .body(body)
             .timeout(self.inner.deps.config.timeout);
-        let call = match request.send().await {
-            Ok(response) if response.status().is_success() => Call::Answered(()),
-            Ok(response) => Call::Failed(format!("loki answered {}", response.status())),
-            Err(e) => Call::Failed(describe(&e)),
-        };
+        let call = expect_success(request, "loki").await;
         self.settle(permit, &call);
         match call {
             Call::Answered(()) => Ok(()),
@@ -288,11 +280,7 @@ impl ObservabilityClient {
             .http
             .get(format!("{base}/-/healthy"))
             .timeout(limit);
-        let call = match request.send().await {
-            Ok(response) if response.status().is_success() => Call::Answered(()),
-            Ok(response) => Call::Failed(format!("prometheus answered {}", response.status())),
-            Err(e) => Call::Failed(describe(&e)),
-        };
+        let call = expect_success(request, "prometheus").await;
         self.inner
             .deps
             .metrics
@@ -574,6 +562,15 @@ fn with_cached(mut data: Value, cached: Option<(DateTime<Utc>, String)>) -> Valu
         object.insert("_warning".into(), Value::String(warning));
     }
     data
+}
+
+/// Send `request`; any 2xx is an answer, anything else a failure naming `who`.
+async fn expect_success(request: reqwest::RequestBuilder, who: &str) -> Call<()> {
+    match request.send().await {
+        Ok(response) if response.status().is_success() => Call::Answered(()),
+        Ok(response) => Call::Failed(format!("{who} answered {}", response.status())),
+        Err(e) => Call::Failed(describe(&e)),
+    }
 }
 
 /// A reqwest error with its causes, without the URL (it may carry credentials).
