@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::{HumanDuration, Id, Method, breaker, failed, jobs, node, queue, sites};
-use crate::api::{tenants, vps};
+use crate::api::{metrics, tenants, vps};
 use crate::output;
 use crate::rpc::client::{self, ClientError};
 
@@ -83,6 +83,9 @@ enum Command {
     /// Customer sites: list, add (and provision), provision again.
     #[command(subcommand)]
     Sites(SitesCommand),
+    /// The observability host's Prometheus, through the node (cached answers when it is down).
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
     /// Benchmarks that need no running node.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -116,6 +119,19 @@ enum VpsCommand {
         /// Server id.
         #[arg(value_parser = vps_id_arg)]
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MetricsCommand {
+    /// One PromQL instant query: Prometheus' answer, or the cached one (marked) while the
+    /// observability host is unreachable; exit 1 only when neither exists.
+    Query {
+        /// PromQL, e.g. 'sum(chom_queue_size)'.
+        query: String,
+        /// Evaluation time (RFC 3339 or Unix seconds); default now.
+        #[arg(long)]
+        time: Option<String>,
     },
 }
 
@@ -417,6 +433,13 @@ async fn run(cli: Cli) -> u8 {
         Command::Breaker(cmd) => breaker_command(&cli, cmd).await,
         Command::Tenants(cmd) => tenants_command(&cli, cmd).await,
         Command::Sites(cmd) => sites_command(&cli, cmd).await,
+        Command::Metrics(MetricsCommand::Query { query, time }) => {
+            let request = metrics::Query {
+                query: query.clone(),
+                time: time.clone(),
+            };
+            admin(&cli, &request, output::metrics_answer).await
+        }
     }
 }
 
@@ -426,11 +449,11 @@ async fn run_node(cli: &Cli) -> u8 {
         Ok(loaded) => loaded,
         Err(errors) => return report_config_errors(cli, &errors),
     };
-    crate::logging::init(&config.log);
+    let logs = crate::logging::init(&config.log, &config.observability);
     for warning in &warnings {
         tracing::warn!(key = %warning.key, "config: {}", warning.message);
     }
-    let run = async { crate::node::run(config, crate::node::Signals::unix()?).await };
+    let run = async { crate::node::run(config, crate::node::Signals::unix()?, logs).await };
     match run.await {
         Ok(code) => code,
         Err(error) => {

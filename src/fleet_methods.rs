@@ -119,7 +119,17 @@ async fn infos(ctx: &NodeContext) -> Result<Vec<VpsInfo>, RpcError> {
 impl Handle for breaker::List {
     async fn handle(self, ctx: &NodeContext) -> Result<breaker::Breakers, RpcError> {
         let breakers = infos(ctx).await?.into_iter().map(Into::into).collect();
-        Ok(breaker::Breakers { breakers })
+        let observability = &ctx.observability;
+        let services = if ctx.config.observability.prometheus_url.is_empty() {
+            Vec::new()
+        } else {
+            vec![breaker::ServiceBreaker {
+                service: chom_actors::observability::client::SERVICE.to_owned(),
+                address: observability.prometheus_url(),
+                breaker: observability.breaker_info(),
+            }]
+        };
+        Ok(breaker::Breakers { breakers, services })
     }
 }
 

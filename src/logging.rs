@@ -1,12 +1,22 @@
-//! Log set-up: `tracing` to stderr (journald picks it up under systemd), text or JSON.
+//! Log set-up: `tracing` to stderr (journald picks it up under systemd), text or JSON, and,
+//! when `observability.loki_url` is set, a copy of every event queued for Loki (the
+//! `observability` actor ships the queue; a full queue drops events and counts them, so
+//! logging never waits on the network).
 
 use std::io::IsTerminal as _;
 
-use chom_core::config::LogConfig;
-use tracing_subscriber::EnvFilter;
+use chom_actors::observability::loki::{self, LokiQueue};
+use chom_core::config::{LogConfig, ObservabilityConfig};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
-/// Install the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
-pub fn init(cfg: &LogConfig) {
+/// Events waiting for Loki at most: about 30 s of a busy node's logs, a few MB of memory.
+pub const LOKI_QUEUE_EVENTS: usize = 10_000;
+
+/// Install the global subscriber. `RUST_LOG`, when set, overrides `log.level`. Returns the
+/// queue of events for Loki when `observability.loki_url` is set.
+pub fn init(cfg: &LogConfig, observability: &ObservabilityConfig) -> Option<LokiQueue> {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
@@ -14,21 +24,30 @@ pub fn init(cfg: &LogConfig) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files get plain `key=value` text.
     let ansi = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    let result = if cfg.format == "json" {
-        builder
-            .json()
+    let fmt = if cfg.format == "json" {
+        fmt.json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init()
+            .boxed()
     } else {
-        builder.try_init()
+        fmt.boxed()
     };
-    // Already installed (tests calling twice): keep the first.
-    drop(result);
+    let (loki, queue) = if observability.loki_url.is_empty() {
+        (None, None)
+    } else {
+        let (layer, queue) = loki::channel(LOKI_QUEUE_EVENTS);
+        (Some(layer), Some(queue))
+    };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(loki)
+        .try_init();
+    // Already installed (tests calling twice): keep the first, and ship nothing.
+    installed.ok().and(queue)
 }
 
 /// Quiet logging for client commands: warnings and errors only.

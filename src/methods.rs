@@ -62,7 +62,7 @@ impl Dispatch for NodeRpc {
         let ctx = self.ctx.clone();
         Box::pin(async move {
             let ctx = &*ctx;
-            use api::{debug, failed, jobs, node, queue};
+            use api::{debug, failed, jobs, metrics, node, queue};
             match method.as_str() {
                 node::Status::NAME => run::<node::Status>(ctx, params).await,
                 node::Tree::NAME => run::<node::Tree>(ctx, params).await,
@@ -80,6 +80,7 @@ impl Dispatch for NodeRpc {
                 failed::Retry::NAME => run::<failed::Retry>(ctx, params).await,
                 failed::Prune::NAME => run::<failed::Prune>(ctx, params).await,
                 failed::Analyze::NAME => run::<failed::Analyze>(ctx, params).await,
+                metrics::Query::NAME => run::<metrics::Query>(ctx, params).await,
                 debug::Stall::NAME if ctx.info.debug_hooks => {
                     run::<debug::Stall>(ctx, params).await
                 }
@@ -517,5 +518,21 @@ impl Handle for api::failed::Analyze {
                 })
                 .collect(),
         })
+    }
+}
+
+impl Handle for api::metrics::Query {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::metrics::Answer, RpcError> {
+        use chom_actors::observability::QueryError;
+        let answer = ctx
+            .observability
+            .query(&self.query, self.time.as_deref())
+            .await
+            .map_err(|e| match e {
+                QueryError::Invalid(why) => RpcError::invalid_params(why),
+                other => RpcError::failed(other.to_string()),
+            })?;
+        serde_json::from_value(answer)
+            .map_err(|e| RpcError::failed(format!("unexpected answer from prometheus: {e}")))
     }
 }

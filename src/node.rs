@@ -18,6 +18,7 @@ use chom_actors::context::NodeContext;
 use chom_actors::handles::{EXIT_RESTART, NodeInfo, Readiness};
 use chom_actors::identity::{self, IdentityError, Instance, NodeLock};
 use chom_actors::notify::notify;
+use chom_actors::observability::loki::LokiQueue;
 use chom_core::config::Config;
 use chom_supervisors::{Supervisor, SupervisorArgs, SupervisorMsg};
 use ractor::{Actor, ActorRef};
@@ -73,8 +74,12 @@ fn tokio_stream_from(
 }
 
 /// Run the node until `signals` or an admin `shutdown` tell it to stop or its root gives up;
-/// returns the exit status.
-pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<u8> {
+/// returns the exit status. `logs`: the events queued for Loki by the log layer, if any.
+pub async fn run(
+    config: Config,
+    mut signals: Signals,
+    logs: Option<LokiQueue>,
+) -> anyhow::Result<u8> {
     let config = Arc::new(config);
     let bound = bind(&config)?;
     let (info, instance) = identify(&config);
@@ -88,7 +93,7 @@ pub async fn run(config: Config, mut signals: Signals) -> anyhow::Result<u8> {
         node,
         observer,
         root,
-    } = wiring::assemble(config.clone(), info, bound.listeners.clone());
+    } = wiring::assemble(config.clone(), info, bound.listeners.clone(), logs);
     let (name_lost_tx, mut name_lost) = oneshot::channel();
     let keeper = NameKeeper::start(node.clone(), instance, first_try, name_lost_tx);
     let Some((root, mut root_done)) = start_tree(&node, root).await else {
@@ -168,6 +173,14 @@ async fn start_tree(
     };
     node.tree_root.set(root.clone());
     node.readiness.set_tree_started();
+    // Restart and escalation counters of every actor at zero from the start, so that rules
+    // over increase() see them before the first failure.
+    match chom_actors::tree::fetch(&root, std::time::Duration::from_secs(5)).await {
+        Ok(report) => node
+            .metrics
+            .zero_supervision(&chom_actors::tree::paths(&report)),
+        Err(error) => warn!(%error, "could not list the tree's actors for the metrics"),
+    }
     let config = &node.config;
     info!(node = %node.info.node_name, version = crate::VERSION, http = %config.http.listen,
           admin = %config.admin.socket.display(), "node started; waiting for migrations");
@@ -554,6 +567,7 @@ mod tests {
         let node = tokio::spawn(run(
             config,
             Signals::from_stream(futures::StreamExt::boxed(requests)),
+            None,
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

@@ -405,32 +405,48 @@ pub fn vps_removed(v: &api::vps::Removed) -> (String, u8) {
 }
 
 fn breaker_line(i: &ServerBreaker) -> String {
-    let b = &i.breaker;
+    let session = if i.connected { "yes" } else { "no" };
+    breaker_row(&i.vps, &i.breaker, session)
+}
+
+/// One row of `chom breaker list`: name, state, failures, time left open, session, reason.
+fn breaker_row(name: &str, b: &chom_core::breaker::BreakerInfo, session: &str) -> String {
     let left = b
         .open_remaining_ms
         .map(|ms| format!("{}s", ms.div_ceil(1000)))
         .unwrap_or_else(|| "-".into());
     format!(
         "{:<20} {:<12} {:<9} {:<9} {:<9} {}",
-        i.vps,
+        name,
         b.state.as_str(),
         b.failures.to_string(),
         left,
-        if i.connected { "yes" } else { "no" },
+        session,
         or_dash(b.reason.as_deref()),
     )
 }
 
-/// `chom breaker list`.
+/// `chom breaker list`: the servers' breakers, then the node's others (`observability`).
 pub fn breakers(v: &api::breaker::Breakers) -> (String, u8) {
-    if v.breakers.is_empty() {
-        return ("no servers\n".to_owned(), 0);
+    let mut out = if v.breakers.is_empty() {
+        "no servers\n".to_owned()
+    } else {
+        let header = format!(
+            "{:<20} {:<12} {:<9} {:<9} {:<9} REASON\n",
+            "VPS", "STATE", "FAILURES", "OPEN FOR", "SESSION"
+        );
+        table(header, &v.breakers, breaker_line)
+    };
+    if !v.services.is_empty() {
+        let header = format!(
+            "\n{:<20} {:<12} {:<9} {:<9} {:<9} REASON\n",
+            "SERVICE", "STATE", "FAILURES", "OPEN FOR", "-"
+        );
+        out.push_str(&table(header, &v.services, |s| {
+            breaker_row(&s.service, &s.breaker, "-")
+        }));
     }
-    let header = format!(
-        "{:<20} {:<12} {:<9} {:<9} {:<9} REASON\n",
-        "VPS", "STATE", "FAILURES", "OPEN FOR", "SESSION"
-    );
-    (table(header, &v.breakers, breaker_line), 0)
+    (out, 0)
 }
 
 /// `chom breaker reset|open|close`.
@@ -581,5 +597,78 @@ mod tests {
             &json!({ "path": "store", "state": null, "restart_count": null }),
         ));
         assert_eq!(text, "restarted store (now -, restart count null)\n");
+    }
+}
+
+/// `chom metrics query`: one line per series (`name{label="value"} value`), under a first line
+/// saying so when the answer came from the cache.
+pub fn metrics_answer(v: &api::metrics::Answer) -> (String, u8) {
+    let mut out = String::new();
+    if v.cached {
+        let _ = writeln!(
+            out,
+            "# cached answer from {}: {}",
+            or_dash(v.cached_at.as_deref()),
+            or_dash(v.warning.as_deref())
+        );
+    }
+    let result = v.data.get("result").unwrap_or(&Value::Null);
+    match v.data.get("resultType").and_then(Value::as_str) {
+        Some("vector") => {
+            for series in result.as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "{} {}",
+                    series_name(&series["metric"]),
+                    sample(&series["value"])
+                );
+            }
+        }
+        Some("matrix") => {
+            for series in result.as_array().into_iter().flatten() {
+                let values: Vec<String> = series["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(sample)
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{} {}",
+                    series_name(&series["metric"]),
+                    values.join(" ")
+                );
+            }
+        }
+        // scalar and string: one [time, value] pair.
+        _ => {
+            let _ = writeln!(out, "{}", sample(result));
+        }
+    }
+    if out.is_empty() || (v.cached && out.lines().count() == 1) {
+        out.push_str("no series\n");
+    }
+    (out, 0)
+}
+
+/// `name{label="value",...}` of a series' labels (`{}` when it has none).
+fn series_name(metric: &Value) -> String {
+    let Some(labels) = metric.as_object() else {
+        return "{}".to_owned();
+    };
+    let name = labels.get("__name__").and_then(Value::as_str).unwrap_or("");
+    let rest: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| *k != "__name__")
+        .map(|(k, v)| format!("{k}={}", Value::String(v.as_str().unwrap_or("").to_owned())))
+        .collect();
+    format!("{name}{{{}}}", rest.join(","))
+}
+
+/// The value of a `[time, "value"]` pair (the pair itself if it is not one).
+fn sample(pair: &Value) -> String {
+    match pair.as_array().map(Vec::as_slice) {
+        Some([_, Value::String(value)]) => value.clone(),
+        _ => pair.to_string(),
     }
 }

@@ -15,9 +15,10 @@
 //! │   ├── health          periodic checks, cached for /health, remediation
 //! │   ├── memory          RSS / cgroup / host memory; recycle workers, then exit 75
 //! │   └── watchdog        sd_notify WATCHDOG=1 while the tree answers
-//! └── edge (one_for_one)
-//!     ├── http            /health, /metrics
-//!     └── admin           the admin socket
+//! ├── edge (one_for_one)
+//! │   ├── http            /health, /metrics
+//! │   └── admin           the admin socket
+//! └── observability       dead-letter alerts to Alertmanager, logs to Loki (in the background)
 //! ```
 //!
 //! rest_for_one at the root: a restarted store means rebuilt pools, and everything started
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use chom_actors::backends::{PublishedBackends, StoreActor, StoreArgs};
 use chom_actors::context::NodeContext;
+use chom_actors::fleet::breakers::BreakerBoard;
 use chom_actors::fleet::inventory::{InventoryActor, InventoryArgs};
 use chom_actors::fleet::{Fleet, FleetContext};
 use chom_actors::handles::{NodeInfo, Readiness, StartFaults};
@@ -41,11 +43,15 @@ use chom_actors::metrics::Metrics;
 use chom_actors::monitors::health_actor::{HealthActor, HealthArgs};
 use chom_actors::monitors::memory::{MemoryActor, MemoryArgs};
 use chom_actors::monitors::watchdog::{StatusSources, WatchdogActor, WatchdogArgs};
+use chom_actors::observability::actor::{LogShipping, ObservabilityActor, ObservabilityArgs};
+use chom_actors::observability::loki::LokiQueue;
+use chom_actors::observability::{ObservabilityClient, ObservabilityDeps, SpikeReports};
 use chom_actors::queue::completer::{CompleterActor, CompleterArgs};
 use chom_actors::queue::dispatcher::{DispatcherActor, DispatcherArgs};
 use chom_actors::queue::reaper::{ReaperActor, ReaperArgs};
 use chom_actors::queue::worker::{WorkerActor, WorkerArgs};
 use chom_actors::queue::{QueueContext, QueueShared};
+use chom_core::breaker::BreakerSettings;
 use chom_core::config::{Config, SupervisionConfig};
 use chom_supervisors::{
     Backoff, ChildSpec, Intensity, Observer, Shutdown, StartCtx, Strategy, SupervisorArgs,
@@ -136,18 +142,32 @@ pub struct Assembly {
 /// the fleet (which needs only handles), then the queue's shared state (whose workers call
 /// the fleet), then the tree's specs, each actor given exactly the handles it uses. Nothing
 /// is started here.
-pub fn assemble(config: Arc<Config>, info: NodeInfo, listeners: Listeners) -> Assembly {
+pub fn assemble(
+    config: Arc<Config>,
+    info: NodeInfo,
+    listeners: Listeners,
+    logs: Option<LokiQueue>,
+) -> Assembly {
     // The handles.
     let metrics = Metrics::new(info.version);
     let published = PublishedBackends::default();
     let readiness = Readiness::default();
+    let breakers = BreakerBoard::default();
+    let spikes = SpikeReports::default();
+    let observability = ObservabilityClient::new(ObservabilityDeps {
+        config: config.observability.clone(),
+        breaker: BreakerSettings::from(&config.breaker),
+        metrics: metrics.clone(),
+        breakers: breakers.clone(),
+        backends: published.clone(),
+    });
     // The fleet.
     let fleet = Fleet::new(FleetContext {
         config: config.clone(),
         metrics: metrics.clone(),
         published: published.clone(),
         readiness: readiness.clone(),
-        breakers: Default::default(),
+        breakers,
     });
     // The queue's shared state.
     let queue = QueueShared::new(
@@ -158,6 +178,7 @@ pub fn assemble(config: Arc<Config>, info: NodeInfo, listeners: Listeners) -> As
             readiness: readiness.clone(),
             node_name: info.node_name.clone(),
             debug_hooks: info.debug_hooks,
+            spikes: spikes.clone(),
         },
         config.queue.workers as usize,
     );
@@ -165,6 +186,15 @@ pub fn assemble(config: Arc<Config>, info: NodeInfo, listeners: Listeners) -> As
     if let Ok(addr) = listeners.http.local_addr() {
         let _ = http_addr.set(addr);
     }
+    let observability_args = ObservabilityArgs {
+        client: observability.clone(),
+        spikes,
+        logs: logs.map(|queue| LogShipping {
+            queue: Arc::new(tokio::sync::Mutex::new(queue)),
+            host: info.node_name.clone(),
+        }),
+        metrics: metrics.clone(),
+    };
     let node = Arc::new(NodeContext {
         config,
         info,
@@ -179,10 +209,11 @@ pub fn assemble(config: Arc<Config>, info: NodeInfo, listeners: Listeners) -> As
         memory: Default::default(),
         fleet,
         queue,
+        observability,
     });
     // The tree.
     let observer = Arc::new(NodeObserver::new(node.metrics.clone()));
-    let root = root(&node, listeners, observer.clone());
+    let root = root(&node, listeners, observability_args, observer.clone());
     Assembly {
         node,
         observer,
@@ -194,6 +225,7 @@ pub fn assemble(config: Arc<Config>, info: NodeInfo, listeners: Listeners) -> As
 fn root(
     node: &Arc<NodeContext>,
     listeners: Listeners,
+    observability: ObservabilityArgs,
     observer: Arc<NodeObserver>,
 ) -> SupervisorArgs {
     let sup = &node.config.supervision;
@@ -206,6 +238,15 @@ fn root(
         queue(node, observer.clone(), sup),
         monitors(node, observer.clone(), sup),
         edge(node, listeners, observer.clone(), sup),
+        // Last, so that rest_for_one restarts nothing else when it fails: nothing depends on
+        // the actor (queries use the client handle). Its stopping first on the way down only
+        // means the last lines reach the journal, not Loki.
+        fixed_leaf(
+            &node.faults,
+            "observability",
+            || ObservabilityActor,
+            observability,
+        ),
     ];
     SupervisorArgs {
         path: String::new(),

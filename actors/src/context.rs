@@ -21,6 +21,7 @@ pub use crate::handles::{Lifecycle, NodeInfo, Readiness, StartFaults, TreeRoot};
 use crate::metrics::Metrics;
 use crate::monitors::health::{Checks, HealthCache, HealthReport};
 use crate::monitors::memory::MemoryStatus;
+use crate::observability::ObservabilityClient;
 use crate::queue::QueueShared;
 
 /// Every handle of one node, for its edges. Built once by the binary's wiring, after the
@@ -52,6 +53,8 @@ pub struct NodeContext {
     pub fleet: Arc<Fleet>,
     /// The queue's shared state (admin methods wake the dispatcher and pause queues through it).
     pub queue: Arc<QueueShared>,
+    /// The observability host's client (`metrics.query`, `breaker.list`, the health check).
+    pub observability: ObservabilityClient,
 }
 
 impl NodeContext {
@@ -64,6 +67,7 @@ impl NodeContext {
             published: self.published.clone(),
             readiness: self.readiness.clone(),
             root: self.tree_root.clone(),
+            observability: self.observability.clone(),
         }
     }
 

@@ -336,6 +336,10 @@ impl Metrics {
 
     /// Record the state of the breaker of `service` (`vps:<id>`, `observability`).
     pub fn set_breaker(&self, service: &str, state: BreakerState) {
+        // The trip counter exists from the breaker's first state on (a 0 before any trip).
+        self.inner
+            .breaker_trips
+            .add(0, &[KeyValue::new("service", service.to_owned())]);
         self.inner
             .breakers
             .lock()
@@ -363,6 +367,46 @@ impl Metrics {
         self.inner
             .actor_restarts
             .add(1, &[KeyValue::new("actor", actor_label(path))]);
+    }
+
+    /// Start the restart and escalation counters of every actor of the tree at zero, so that
+    /// alerts and dashboards over `increase(...)` see the series before the first failure
+    /// (`paths`: each actor's path and whether it supervises; VPS actors come and go, so
+    /// `fleet/vps` is always included).
+    pub fn zero_supervision(&self, paths: &[(String, bool)]) {
+        // The label of every `fleet/vps:<id>`, present or not.
+        let workers = paths
+            .iter()
+            .map(|(path, _)| path.as_str())
+            .chain(std::iter::once("fleet/vps"));
+        for path in workers {
+            self.inner
+                .actor_restarts
+                .add(0, &[KeyValue::new("actor", actor_label(path))]);
+        }
+        let supervisors = paths
+            .iter()
+            .filter(|(_, supervises)| *supervises)
+            .map(|(path, _)| actor_label(path))
+            .chain(std::iter::once("root".to_owned()));
+        for label in supervisors {
+            self.inner
+                .escalations
+                .add(0, &[KeyValue::new("supervisor", label)]);
+        }
+    }
+
+    /// Start the remediation counters of `check` at zero for each of `outcomes`.
+    pub fn zero_remediations(&self, check: &str, outcomes: &[&'static str]) {
+        for outcome in outcomes {
+            self.inner.remediations.add(
+                0,
+                &[
+                    KeyValue::new("check", check.to_owned()),
+                    KeyValue::new("outcome", *outcome),
+                ],
+            );
+        }
     }
 
     /// Count one escalation of the supervisor at `path` (`root` for the root).

@@ -64,3 +64,18 @@ pub fn find<'a>(report: &'a SupervisorReport, path: &str) -> Option<&'a ChildRep
     }
     go(&report.children, path)
 }
+
+/// Every actor's path in the tree, and whether it is a supervisor (the root excluded).
+pub fn paths(report: &SupervisorReport) -> Vec<(String, bool)> {
+    fn go(children: &[ChildReport], out: &mut Vec<(String, bool)>) {
+        for child in children {
+            out.push((child.path.clone(), child.children.is_some()));
+            if let Some(sub) = &child.children {
+                go(&sub.children, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(&report.children, &mut out);
+    out
+}

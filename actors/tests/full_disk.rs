@@ -126,13 +126,24 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
     let store = store::open(&config.database).expect("open");
     store.migrate().await.expect("migrate");
     // The node's `/health` database check, over this store.
+    let metrics = Metrics::new("test");
+    let observability = chom_actors::observability::ObservabilityClient::new(
+        chom_actors::observability::ObservabilityDeps {
+            config: config.observability.clone(),
+            breaker: chom_core::breaker::BreakerSettings::from(&config.breaker),
+            metrics: metrics.clone(),
+            breakers: Default::default(),
+            backends: Default::default(),
+        },
+    );
     let ctx = Checks {
         config: Arc::new(config),
-        metrics: Metrics::new("test"),
+        metrics,
         breakers: Default::default(),
         published: Default::default(),
         readiness: Default::default(),
         root: Default::default(),
+        observability,
     };
     ctx.published.publish(Some(Backends {
         store: store.clone(),

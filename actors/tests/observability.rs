@@ -407,13 +407,7 @@ async fn log_events_reach_the_push_endpoint_with_few_labels() {
     let client = loki_client(&format!("http://{}", receiver.addr), &metrics);
     let (layer, queue) = chom_actors::observability::loki::channel(1000);
     let stop = tokio_util::sync::CancellationToken::new();
-    let shipper = tokio::spawn(chom_actors::observability::loki::ship(
-        queue,
-        client,
-        "app-1".to_owned(),
-        metrics.clone(),
-        stop.clone(),
-    ));
+    let shipper = spawn_shipper(queue, client, &metrics, &stop);
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::with_default(subscriber, || {
         tracing::info!(job = 42, vps = "web-1", "job completed");
@@ -463,13 +457,7 @@ async fn with_the_endpoint_down_logging_never_blocks_and_drops_are_counted() {
     let client = loki_client(&format!("http://127.0.0.1:{port}"), &metrics);
     let (layer, queue) = chom_actors::observability::loki::channel(50);
     let stop = tokio_util::sync::CancellationToken::new();
-    let shipper = tokio::spawn(chom_actors::observability::loki::ship(
-        queue,
-        client.clone(),
-        "app-1".to_owned(),
-        metrics.clone(),
-        stop.clone(),
-    ));
+    let shipper = spawn_shipper(queue, client.clone(), &metrics, &stop);
     let subscriber = tracing_subscriber::registry().with(layer);
     let started = Instant::now();
     tracing::subscriber::with_default(subscriber, || {
@@ -500,4 +488,24 @@ async fn with_the_endpoint_down_logging_never_blocks_and_drops_are_counted() {
         .await
         .expect("the shipper stops when told, even mid-retry")
         .unwrap();
+}
+
+/// Ship `queue` to the client's Loki as host `app-1` until `stop`.
+fn spawn_shipper(
+    mut queue: chom_actors::observability::loki::LokiQueue,
+    client: ObservabilityClient,
+    metrics: &Metrics,
+    stop: &tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let (metrics, stop) = (metrics.clone(), stop.clone());
+    tokio::spawn(async move {
+        chom_actors::observability::loki::ship(
+            &mut queue,
+            client,
+            "app-1".to_owned(),
+            metrics,
+            stop,
+        )
+        .await;
+    })
 }

@@ -17,6 +17,31 @@ use chrono::{DateTime, Utc};
 /// Longest PromQL text accepted (bytes): it is part of the cache key and travels in a URL.
 pub const MAX_QUERY_BYTES: usize = 4096;
 
+/// Check a PromQL text and evaluation time before anything is sent or keyed: not empty, at
+/// most [`MAX_QUERY_BYTES`], no control characters but newline and tab; the time RFC 3339 or
+/// Unix seconds. The message names what is wrong.
+pub fn check_query(query: &str, time: Option<&str>) -> Result<(), String> {
+    if query.trim().is_empty() {
+        return Err("query is empty".into());
+    }
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(format!("query is longer than {MAX_QUERY_BYTES} bytes"));
+    }
+    if query
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err("query contains control characters".into());
+    }
+    if let Some(time) = time {
+        let unix = time.parse::<f64>().is_ok_and(f64::is_finite);
+        if !unix && DateTime::parse_from_rfc3339(time).is_err() {
+            return Err("time must be RFC 3339 or Unix seconds".into());
+        }
+    }
+    Ok(())
+}
+
 /// The last reachability probe, trusted for `ttl`.
 #[derive(Debug, Clone)]
 pub struct Reachability {
@@ -331,5 +356,26 @@ mod tests {
             let expected = age_ms >= 0 && (age_ms as u64) < ttl_ms;
             prop_assert_eq!(usable(cached_at, now, Duration::from_millis(ttl_ms)), expected);
         }
+    }
+
+    #[test]
+    fn queries_are_checked_before_they_are_sent() {
+        assert!(check_query("up", None).is_ok());
+        assert!(check_query("sum(up)\n", Some("1700000000.5")).is_ok());
+        assert!(check_query("up", Some("2026-12-03T06:00:00Z")).is_ok());
+        assert!(check_query("  ", None).unwrap_err().contains("empty"));
+        let long = "u".repeat(MAX_QUERY_BYTES + 1);
+        assert!(check_query(&long, None).unwrap_err().contains("longer"));
+        assert!(
+            check_query("up\u{7}", None)
+                .unwrap_err()
+                .contains("control")
+        );
+        assert!(
+            check_query("up", Some("yesterday"))
+                .unwrap_err()
+                .contains("time")
+        );
+        assert!(check_query("up", Some("NaN")).is_err());
     }
 }

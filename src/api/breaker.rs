@@ -43,6 +43,21 @@ reply! {
     Breakers {
         /// One row per running server.
         pub breakers: Vec<ServerBreaker>,
+        /// The node's other breakers: `observability` (the observability host).
+        #[serde(default)]
+        pub services: Vec<ServiceBreaker>,
+    }
+}
+
+reply! {
+    /// A breaker of something other than a server (`observability`).
+    ServiceBreaker {
+        /// Its `service` label.
+        pub service: String,
+        /// What it guards (a URL, credentials masked).
+        pub address: String,
+        /// The breaker.
+        pub breaker: BreakerInfo,
     }
 }
 

@@ -66,6 +66,7 @@ pub mod breaker;
 pub mod debug;
 pub mod failed;
 pub mod jobs;
+pub mod metrics;
 pub mod node;
 pub mod queue;
 pub mod sites;

@@ -18,6 +18,7 @@ use chom_core::job::QueueStats;
 use crate::backends::PublishedBackends;
 use crate::handles::{Readiness, TreeRoot};
 use crate::metrics::{CheckLevel, Metrics};
+use crate::observability::Reach;
 use crate::sys::ShellOutcome;
 use crate::{sys, tree};
 
@@ -141,6 +142,8 @@ pub struct Checks {
     pub readiness: Readiness,
     /// The tree the `supervision` check fetches.
     pub root: TreeRoot,
+    /// The observability host's client (the `observability` check).
+    pub observability: crate::observability::ObservabilityClient,
 }
 
 /// The last report of `monitors/health` and when it was made, served by `/health` so that a
@@ -398,40 +401,32 @@ fn describe(error: reqwest::Error) -> String {
     text
 }
 
-/// The last reachability result of the observability stack, by URL (valid for
-/// `observability.cache_ttl`, so a slow or dead Prometheus costs one request per TTL).
-static OBSERVABILITY: std::sync::Mutex<Option<(String, std::time::Instant, CheckResult)>> =
-    std::sync::Mutex::new(None);
-
-/// Prometheus' `/-/healthy` within `observability.timeout`. Never worse than a warning: the
-/// node's work does not depend on its observers.
+/// Whether the observability host answers, from the client's verdict (kept for
+/// `observability.cache_ttl`, so a slow or dead Prometheus costs one probe per TTL, and an open
+/// observability breaker costs none). Never worse than a warning: the node's work does not
+/// depend on its observers.
 async fn check_observability(ctx: &Checks) -> CheckResult {
-    let cfg = &ctx.config.observability;
-    let base = cfg.prometheus_url.trim_end_matches('/');
-    if base.is_empty() {
-        return CheckResult::ok(json!({ "configured": false }));
-    }
-    let url = format!("{base}/-/healthy");
-    if let Some((cached_url, at, result)) =
-        OBSERVABILITY.lock().expect("observability lock").clone()
-        && cached_url == url
-        && at.elapsed() < cfg.cache_ttl
-    {
-        let mut result = result;
-        result.details.insert("cached".into(), Value::Bool(true));
-        return result;
-    }
     let started = std::time::Instant::now();
-    let answer = http_get(&url, cfg.timeout).await;
-    let details = json!({ "url": redact_url(&url), "latency_ms": millis(started.elapsed()) });
-    let result = match answer {
-        Ok(status) if status.is_success() => CheckResult::ok(details),
-        Ok(status) => CheckResult::warning(format!("prometheus answered {status}"), details),
-        Err(error) => CheckResult::warning(format!("prometheus unreachable: {error}"), details),
-    };
-    *OBSERVABILITY.lock().expect("observability lock") =
-        Some((url, std::time::Instant::now(), result.clone()));
-    result
+    let reach = ctx.observability.reachability().await;
+    let mut details = json!({ "url": ctx.observability.prometheus_url() });
+    match reach {
+        Reach::NotConfigured => CheckResult::ok(json!({ "configured": false })),
+        Reach::Reachable { cached } => {
+            details["cached"] = Value::Bool(cached);
+            if !cached {
+                details["latency_ms"] = json!(millis(started.elapsed()));
+            }
+            CheckResult::ok(details)
+        }
+        Reach::Unreachable { cached } => {
+            details["cached"] = Value::Bool(cached);
+            CheckResult::warning("prometheus unreachable".to_owned(), details)
+        }
+        Reach::BreakerOpen => CheckResult::warning(
+            "the observability circuit breaker is open".to_owned(),
+            details,
+        ),
+    }
 }
 
 /// Warning while any server's circuit breaker is open (from the states the VPS actors

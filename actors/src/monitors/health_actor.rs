@@ -65,6 +65,15 @@ impl Actor for HealthActor {
         args: HealthArgs,
     ) -> Result<HealthState, ActorProcessingErr> {
         myself.send_message(HealthMsg::Tick)?;
+        let metrics = &args.checks.metrics;
+        for check in ["database", "cache"] {
+            metrics.zero_remediations(check, &["restarted", "exhausted"]);
+        }
+        for check in &args.checks.config.health.checks {
+            if check.remediation.is_some() {
+                metrics.zero_remediations(&check.name, &["command", "exhausted"]);
+            }
+        }
         Ok(HealthState {
             checks: args.checks,
             cache: args.cache,

@@ -54,6 +54,25 @@ pub enum QueryError {
     },
 }
 
+/// What the client knows about the host's reachability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// `observability.prometheus_url` is empty.
+    NotConfigured,
+    /// The host answered its probe (`cached`: a verdict younger than `cache_ttl`).
+    Reachable {
+        /// From the kept verdict, without a request.
+        cached: bool,
+    },
+    /// The host did not answer its probe.
+    Unreachable {
+        /// From the kept verdict, without a request.
+        cached: bool,
+    },
+    /// The observability breaker is open: no call is made until it lets a trial through.
+    BreakerOpen,
+}
+
 /// What the client needs, each a narrow handle built in wiring.
 #[derive(Clone)]
 pub struct ObservabilityDeps {
@@ -163,6 +182,37 @@ impl ObservabilityClient {
             }
         }
         self.cached(key, Fallback::Unreachable).await
+    }
+
+    /// Whether the host answers, for the `observability` health check: the fresh verdict
+    /// when there is one (no request), else one probe through the breaker (single-flight,
+    /// within `observability.timeout`). An open breaker is reported without a call.
+    pub async fn reachability(&self) -> Reach {
+        let Some(base) = self.base() else {
+            return Reach::NotConfigured;
+        };
+        let (permit, step) = self.next_step();
+        match (step, permit) {
+            (Step::Probe, Some(permit)) => {
+                self.probe(&base, permit).await;
+                match self.lock().reach.known(Instant::now()) {
+                    Some(true) => Reach::Reachable { cached: false },
+                    _ => Reach::Unreachable { cached: false },
+                }
+            }
+            (Step::Live, Some(permit)) => {
+                self.lock().breaker.on_cancel(permit);
+                Reach::Reachable { cached: true }
+            }
+            (Step::Cached(Fallback::BreakerOpen), _) => Reach::BreakerOpen,
+            (Step::Cached(_), _) => Reach::Unreachable { cached: true },
+            (_, None) => unreachable!("next_step answers Cached without a permit"),
+        }
+    }
+
+    /// The configured Prometheus URL with any credentials masked (for reports).
+    pub fn prometheus_url(&self) -> String {
+        chom_core::config::redact_url(&self.inner.deps.config.prometheus_url)
     }
 
     /// Tell Alertmanager which job kinds have a dead-letter spike (`ChomDeadLetterSpike`,
@@ -485,32 +535,7 @@ fn spike_json(
 
 /// The query text and time, checked before anything is sent or keyed.
 fn check_query(query: &str, time: Option<&str>) -> Result<(), QueryError> {
-    if query.trim().is_empty() {
-        return Err(QueryError::Invalid("query is empty".into()));
-    }
-    if query.len() > observe::MAX_QUERY_BYTES {
-        return Err(QueryError::Invalid(format!(
-            "query is longer than {} bytes",
-            observe::MAX_QUERY_BYTES
-        )));
-    }
-    if query
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(QueryError::Invalid(
-            "query contains control characters".into(),
-        ));
-    }
-    if let Some(time) = time {
-        let unix = time.parse::<f64>().is_ok_and(f64::is_finite);
-        if !unix && DateTime::parse_from_rfc3339(time).is_err() {
-            return Err(QueryError::Invalid(
-                "time must be RFC 3339 or Unix seconds".into(),
-            ));
-        }
-    }
-    Ok(())
+    observe::check_query(query, time).map_err(QueryError::Invalid)
 }
 
 /// Prometheus' answer: `data` on success, its error text when it refused the query (4xx:

@@ -133,7 +133,7 @@ impl Visit for Fields {
 /// Ship the queue's events to Loki until `stop`; the events still waiting then are sent once
 /// more (best effort) before it returns.
 pub async fn ship(
-    mut queue: LokiQueue,
+    queue: &mut LokiQueue,
     client: ObservabilityClient,
     host: String,
     metrics: Metrics,

@@ -81,6 +81,8 @@ pub struct QueueContext {
     pub node_name: String,
     /// Whether the `debug.*` job kinds run (`CHOM_DEBUG_HOOKS=1`).
     pub debug_hooks: bool,
+    /// Where the dead-letter analysis leaves its verdict for Alertmanager.
+    pub spikes: crate::observability::SpikeReports,
 }
 
 /// What the queue actors share.

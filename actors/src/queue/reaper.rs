@@ -4,7 +4,8 @@
 //! metrics, and rescue of jobs whose node stopped heartbeating for `queue.retry_after`. Every
 //! `queue.stuck_check_interval`: the stuck-job killer (`queue.stuck_after`). Every
 //! `queue.analyze_interval`: dead-letter analysis (kinds with `queue.analyze_threshold` or more
-//! failures in 24 h are logged as errors and counted). Hourly: pruning of finished jobs older
+//! failures in 24 h are logged as errors, counted, and handed to the `observability` actor,
+//! which tells Alertmanager). Hourly: pruning of finished jobs older
 //! than `queue.retention`.
 
 use std::sync::Arc;
@@ -34,7 +35,9 @@ pub struct ReaperArgs {
 pub struct ReaperState {
     shared: Arc<QueueShared>,
     last_stuck: Instant,
-    last_analyze: Instant,
+    /// `None` until the first analysis, which runs at the first tick: a restarted node tells
+    /// Alertmanager again before a held alert's endsAt passes.
+    last_analyze: Option<Instant>,
     last_prune: Option<Instant>,
     /// Whether an unbounded rescue pass has run since this incarnation started.
     rescued_all: bool,
@@ -64,7 +67,7 @@ impl Actor for ReaperActor {
         Ok(ReaperState {
             shared: args.shared,
             last_stuck: now,
-            last_analyze: now,
+            last_analyze: None,
             last_prune: None,
             rescued_all: false,
         })
@@ -134,8 +137,11 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
         state.last_stuck = Instant::now();
         kill_stuck(ctx, b, q.stuck_after).await?;
     }
-    if state.last_analyze.elapsed() >= q.analyze_interval {
-        state.last_analyze = Instant::now();
+    if state
+        .last_analyze
+        .is_none_or(|t| t.elapsed() >= q.analyze_interval)
+    {
+        state.last_analyze = Some(Instant::now());
         analyze(ctx, b).await?;
     }
     if state
@@ -177,7 +183,7 @@ pub async fn analyze(
     ctx.metrics
         .set_dead_letters(kinds.iter().map(|k| (k.kind.clone(), k.count)));
     let threshold = u64::from(ctx.config.queue.analyze_threshold);
-    Ok(kinds
+    let kinds: Vec<_> = kinds
         .into_iter()
         .map(|k| {
             let flagged = k.count >= threshold;
@@ -187,5 +193,14 @@ pub async fn analyze(
             }
             (k, flagged)
         })
-        .collect())
+        .collect();
+    // The `observability` actor tells Alertmanager (ChomDeadLetterSpike), in the background.
+    ctx.spikes.report(
+        kinds
+            .iter()
+            .filter(|(_, flagged)| *flagged)
+            .map(|(k, _)| k.clone())
+            .collect(),
+    );
+    Ok(kinds)
 }

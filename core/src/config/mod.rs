@@ -27,7 +27,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use redact::{REDACTED, redact_url};
 pub use sections::*;
 pub use validate::{
-    LOGIN_RULE, MAX_WORKERS, NAME_RULE, is_fingerprint, is_host, is_login_name, is_name,
+    LOGIN_RULE, MAX_WORKERS, METRICS_QUERY_WAIT, NAME_RULE, is_fingerprint, is_host, is_login_name,
+    is_name,
 };
 
 /// The annotated default configuration, `config/chom.toml`, as printed by `chom config default`.

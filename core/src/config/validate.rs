@@ -37,6 +37,15 @@ pub const HTTP_IDLE_TIMEOUT: RangeInclusive<Duration> =
 const MAX_IO_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Period of a timer (polling, checks, keep-alives) and of a sliding window.
 const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Upper bound of `observability.timeout`: a probe of the observability host; the admin client
+/// of `metrics.query` waits [`METRICS_QUERY_WAIT`], which these two bounds keep honest.
+pub const MAX_OBSERVABILITY_PROBE: Duration = Duration::from_secs(60);
+/// Upper bound of `observability.query_timeout`.
+pub const MAX_OBSERVABILITY_QUERY: Duration = Duration::from_secs(300);
+/// The longest `metrics.query` can take on the node: a probe, the live query, a probe of a
+/// query left unanswered, and the cache read.
+pub const METRICS_QUERY_WAIT: Duration =
+    Duration::from_secs(MAX_OBSERVABILITY_QUERY.as_secs() + 3 * MAX_OBSERVABILITY_PROBE.as_secs());
 /// Upper bound of `database.max_connections` (PostgreSQL's own default limit is 100).
 const MAX_DB_CONNECTIONS: u64 = 1000;
 /// Upper bound of `ssh.max_concurrent` (channels of one session).
@@ -641,12 +650,12 @@ fn observability(c: &Config, v: &mut Checker<'_>) {
             v.fail(key, message);
         }
     }
-    v.span("observability.timeout", o.timeout, MAX_IO_TIMEOUT);
+    v.span("observability.timeout", o.timeout, MAX_OBSERVABILITY_PROBE);
     v.at_most("observability.cache_ttl", o.cache_ttl, MAX_INTERVAL);
     v.span(
         "observability.query_timeout",
         o.query_timeout,
-        MAX_IO_TIMEOUT,
+        MAX_OBSERVABILITY_QUERY,
     );
     v.span("observability.result_ttl", o.result_ttl, MAX_INTERVAL);
     if let Err(message) = webhook_token(&o.webhook_token) {
