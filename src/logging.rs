@@ -11,9 +11,6 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-/// Events waiting for Loki at most: about 30 s of a busy node's logs, a few MB of memory.
-pub const LOKI_QUEUE_EVENTS: usize = 10_000;
-
 /// Install the global subscriber. `RUST_LOG`, when set, overrides `log.level`. Returns the
 /// queue of events for Loki when `observability.loki_url` is set.
 pub fn init(cfg: &LogConfig, observability: &ObservabilityConfig) -> Option<LokiQueue> {
@@ -38,7 +35,7 @@ pub fn init(cfg: &LogConfig, observability: &ObservabilityConfig) -> Option<Loki
     let (loki, queue) = if observability.loki_url.is_empty() {
         (None, None)
     } else {
-        let (layer, queue) = loki::channel(LOKI_QUEUE_EVENTS);
+        let (layer, queue) = loki::channel(observability.log_buffer as usize);
         (Some(layer), Some(queue))
     };
     let installed = tracing_subscriber::registry()

@@ -17,7 +17,7 @@ use chom_actors::metrics::Metrics;
 use chom_actors::observability::{ObservabilityClient, ObservabilityDeps, QueryError};
 use chom_core::breaker::{BreakerSettings, BreakerState};
 use chom_core::config::Config;
-use chom_testkit::{Prometheus, eventually};
+use chom_testkit::{LokiReceiver, Prometheus, eventually};
 use serde_json::Value;
 
 const PROMETHEUS: &str = "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n";
@@ -305,86 +305,6 @@ async fn dead_letter_spikes_are_held_in_alertmanager_and_resolved() {
     assert_eq!(kinds, ["noop"]);
 }
 
-/// Each pushed stream: its labels and its lines.
-type Pushed = std::sync::Arc<std::sync::Mutex<Vec<(Value, Vec<String>)>>>;
-
-/// A stand-in for Loki's push endpoint (Loki is not packaged for Debian): it decodes what a
-/// real Loki would (gzip, JSON streams) and keeps each stream's labels and lines.
-struct LokiReceiver {
-    addr: std::net::SocketAddr,
-    pushed: Pushed,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl LokiReceiver {
-    async fn start() -> LokiReceiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let pushed: Pushed = std::sync::Arc::default();
-        let sink = std::sync::Arc::clone(&pushed);
-        let task = tokio::spawn(async move {
-            loop {
-                let (conn, _) = listener.accept().await.unwrap();
-                tokio::spawn(serve_push(conn, sink.clone()));
-            }
-        });
-        LokiReceiver { addr, pushed, task }
-    }
-
-    fn lines(&self) -> Vec<(Value, Vec<String>)> {
-        self.pushed.lock().unwrap().clone()
-    }
-}
-
-async fn serve_push(conn: tokio::net::TcpStream, sink: Pushed) {
-    use std::io::Read as _;
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-    let mut conn = tokio::io::BufReader::new(conn);
-    loop {
-        let (mut length, mut gzip, mut path) = (0usize, false, String::new());
-        let mut line = String::new();
-        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        path.push_str(line.split_whitespace().nth(1).unwrap_or(""));
-        loop {
-            line.clear();
-            conn.read_line(&mut line).await.unwrap();
-            let header = line.trim_end().to_ascii_lowercase();
-            if header.is_empty() {
-                break;
-            }
-            if let Some(v) = header.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-            gzip |= header == "content-encoding: gzip";
-        }
-        let mut body = vec![0; length];
-        conn.read_exact(&mut body).await.unwrap();
-        assert_eq!(path, "/loki/api/v1/push");
-        assert!(gzip, "pushes are compressed");
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(&body[..])
-            .read_to_string(&mut text)
-            .unwrap();
-        let push: Value = serde_json::from_str(&text).unwrap();
-        for stream in push["streams"].as_array().unwrap() {
-            let lines = stream["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| {
-                    assert!(v[0].as_str().unwrap().parse::<u128>().is_ok(), "{v}");
-                    v[1].as_str().unwrap().to_owned()
-                })
-                .collect();
-            sink.lock().unwrap().push((stream["stream"].clone(), lines));
-        }
-        let answer = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n";
-        conn.get_mut().write_all(answer).await.unwrap();
-    }
-}
-
 fn loki_client(url: &str, metrics: &Metrics) -> ObservabilityClient {
     let mut config = Config::default();
     config.observability.loki_url = url.to_owned();
@@ -402,9 +322,9 @@ fn loki_client(url: &str, metrics: &Metrics) -> ObservabilityClient {
 #[tokio::test]
 async fn log_events_reach_the_push_endpoint_with_few_labels() {
     use tracing_subscriber::layer::SubscriberExt as _;
-    let receiver = LokiReceiver::start().await;
+    let receiver = LokiReceiver::start();
     let metrics = Metrics::new("test");
-    let client = loki_client(&format!("http://{}", receiver.addr), &metrics);
+    let client = loki_client(&receiver.url(), &metrics);
     let (layer, queue) = chom_actors::observability::loki::channel(1000);
     let stop = tokio_util::sync::CancellationToken::new();
     let shipper = spawn_shipper(queue, client, &metrics, &stop);
@@ -416,10 +336,10 @@ async fn log_events_reach_the_push_endpoint_with_few_labels() {
     eventually(
         Duration::from_secs(10),
         "both lines at the receiver",
-        || receiver.lines().iter().map(|(_, l)| l.len()).sum::<usize>() == 2,
+        || receiver.streams().iter().map(|(_, l)| l.len()).sum::<usize>() == 2,
     )
     .await;
-    let pushed = receiver.lines();
+    let pushed = receiver.streams();
     let info = pushed
         .iter()
         .find(|(labels, _)| labels["level"] == "info")
@@ -436,7 +356,7 @@ async fn log_events_reach_the_push_endpoint_with_few_labels() {
     assert!(pushed.iter().any(|(l, _)| l["level"] == "error"));
     stop.cancel();
     shipper.await.unwrap();
-    receiver.task.abort();
+    receiver.stop();
     assert!(
         metrics.render().contains("chom_log_events_dropped_total 0"),
         "{}",

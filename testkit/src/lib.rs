@@ -19,7 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustix::process::{Pid, Signal, kill_process};
 
 mod daemon;
+mod loki;
 pub use daemon::{Alertmanager, Daemon, Prometheus};
+pub use loki::LokiReceiver;
 
 /// A running sshd and its files. Dropping it kills every sshd process it started.
 pub struct Sshd {

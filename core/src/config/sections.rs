@@ -603,6 +603,9 @@ pub struct ObservabilityConfig {
     /// Bearer token Alertmanager must send to `POST /webhooks/alertmanager`; empty = the
     /// webhook is off (404). A secret: redacted by `chom config check`.
     pub webhook_token: String,
+    /// Log events kept for Loki while it is slow or gone; more are dropped and counted
+    /// (`chom_log_events_dropped_total`), so logging never waits on the network.
+    pub log_buffer: u32,
 }
 
 impl Default for ObservabilityConfig {
@@ -617,6 +620,7 @@ impl Default for ObservabilityConfig {
             query_timeout: secs(15),
             result_ttl: secs(300),
             webhook_token: String::new(),
+            log_buffer: 10_000,
         }
     }
 }

@@ -37,6 +37,8 @@ pub const HTTP_IDLE_TIMEOUT: RangeInclusive<Duration> =
 const MAX_IO_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Period of a timer (polling, checks, keep-alives) and of a sliding window.
 const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Range of `observability.log_buffer` (events; about 1 KiB each at most 16 KiB).
+const LOG_BUFFER: RangeInclusive<u32> = 16..=1_000_000;
 /// Upper bound of `observability.timeout`: a probe of the observability host; the admin client
 /// of `metrics.query` waits [`METRICS_QUERY_WAIT`], which these two bounds keep honest.
 pub const MAX_OBSERVABILITY_PROBE: Duration = Duration::from_secs(60);
@@ -658,6 +660,17 @@ fn observability(c: &Config, v: &mut Checker<'_>) {
         MAX_OBSERVABILITY_QUERY,
     );
     v.span("observability.result_ttl", o.result_ttl, MAX_INTERVAL);
+    if !LOG_BUFFER.contains(&o.log_buffer) {
+        v.fail(
+            "observability.log_buffer",
+            format!(
+                "must be between {} and {} events, got {}",
+                LOG_BUFFER.start(),
+                LOG_BUFFER.end(),
+                o.log_buffer
+            ),
+        );
+    }
     if let Err(message) = webhook_token(&o.webhook_token) {
         v.fail("observability.webhook_token", message);
     }
