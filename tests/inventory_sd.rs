@@ -65,31 +65,30 @@ fn sd(addr: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-#[test]
-fn owned_servers_take_only_their_tenants_sites_and_are_discovered() {
-    let node = Node::start("inventory-sd", "", &[]);
-    node.wait_ready();
-    let addr = node.http_addr();
-    assert_eq!(sd(&addr), json!([]), "no servers yet");
-
-    let acme = ok(&node, &["tenants", "add", "acme"]).trim().to_owned();
-    let globex = ok(&node, &["tenants", "add", "globex"]).trim().to_owned();
+/// The tenants `acme` and `globex` and three servers: `web-1` owned by acme, `web-2` (IPv6)
+/// and `web-3` shared. Returns the tenants' ids as printed.
+fn add_tenants_and_servers(node: &Node) -> (String, String) {
+    let acme = ok(node, &["tenants", "add", "acme"]).trim().to_owned();
+    let globex = ok(node, &["tenants", "add", "globex"]).trim().to_owned();
     ok(
-        &node,
+        node,
         &["vps", "add", "web-1", "127.0.0.21", "--tenant", &acme],
     );
-    ok(&node, &["vps", "add", "web-2", "::1", "--port", "2222"]);
-    ok(&node, &["vps", "add", "web-3", "127.0.0.23"]);
-
+    ok(node, &["vps", "add", "web-2", "::1", "--port", "2222"]);
+    ok(node, &["vps", "add", "web-3", "127.0.0.23"]);
     // An unknown tenant: exit 1, the tenant named, nothing stored.
     let (code, stdout, stderr) = run(
-        &node,
+        node,
         &["vps", "add", "web-4", "127.0.0.24", "--tenant", "999"],
     );
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("no tenant 999"), "{stderr}");
+    (acme, globex)
+}
 
-    let listed: Value = serde_json::from_str(&ok(&node, &["vps", "list", "--json"])).unwrap();
+/// `vps list`, as JSON and for people, shows each server's tenant.
+fn assert_listed_with_tenants(node: &Node, acme: &str) {
+    let listed: Value = serde_json::from_str(&ok(node, &["vps", "list", "--json"])).unwrap();
     let rows: Vec<(String, Value)> = listed["vps"]
         .as_array()
         .unwrap()
@@ -105,28 +104,32 @@ fn owned_servers_take_only_their_tenants_sites_and_are_discovered() {
             ("web-3".to_owned(), Value::Null),
         ]
     );
-    let human = ok(&node, &["vps", "list"]);
+    let human = ok(node, &["vps", "list"]);
     assert!(human.lines().next().unwrap().contains("TENANT"), "{human}");
     let web1 = human.lines().find(|l| l.starts_with("web-1")).unwrap();
     assert!(
         web1.split_whitespace().any(|w| w == acme),
         "tenant column: {human}"
     );
+}
+
+/// `chom sites add DOMAIN --tenant T --vps V --no-provision`.
+fn add_site(node: &Node, domain: &str, tenant: &str, vps: &str) -> (Option<i32>, String, String) {
+    let args = ["sites", "add", domain, "--tenant", tenant, "--vps", vps];
+    run(node, &[&args[..], &["--no-provision"]].concat())
+}
+
+#[test]
+fn owned_servers_take_only_their_tenants_sites_and_are_discovered() {
+    let node = Node::start("inventory-sd", "", &[]);
+    node.wait_ready();
+    let addr = node.http_addr();
+    assert_eq!(sd(&addr), json!([]), "no servers yet");
+    let (acme, globex) = add_tenants_and_servers(&node);
+    assert_listed_with_tenants(&node, &acme);
 
     // Another tenant's site on acme's server is refused, naming both tenants.
-    let (code, stdout, stderr) = run(
-        &node,
-        &[
-            "sites",
-            "add",
-            "g.example.com",
-            "--tenant",
-            &globex,
-            "--vps",
-            "web-1",
-            "--no-provision",
-        ],
-    );
+    let (code, stdout, stderr) = add_site(&node, "g.example.com", &globex, "web-1");
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     for part in [
         format!("tenant {acme} (acme)"),
@@ -135,50 +138,31 @@ fn owned_servers_take_only_their_tenants_sites_and_are_discovered() {
         assert!(stderr.contains(&part), "{part}: {stderr}");
     }
     // acme's own site goes there; a shared server takes globex's.
-    ok(
-        &node,
-        &[
-            "sites",
-            "add",
-            "a.example.com",
-            "--tenant",
-            &acme,
-            "--vps",
-            "web-1",
-            "--no-provision",
-        ],
-    );
-    ok(
-        &node,
-        &[
-            "sites",
-            "add",
-            "g.example.com",
-            "--tenant",
-            &globex,
-            "--vps",
-            "web-3",
-            "--no-provision",
-        ],
-    );
+    for (domain, tenant, vps) in [
+        ("a.example.com", &acme, "web-1"),
+        ("g.example.com", &globex, "web-3"),
+    ] {
+        let (code, stdout, stderr) = add_site(&node, domain, tenant, vps);
+        assert_eq!(code, Some(0), "{domain}: {stdout}{stderr}");
+    }
     let sites: Value = serde_json::from_str(&ok(&node, &["sites", "list", "--json"])).unwrap();
     assert_eq!(sites["sites"].as_array().unwrap().len(), 2, "{sites}");
 
+    let web1 =
+        json!({"targets": ["127.0.0.21:9100"], "labels": {"vps": "web-1", "tenant_id": acme}});
+    let web3 = json!({"targets": ["127.0.0.23:9100"], "labels": {"vps": "web-3", "tenant_id": ""}});
     assert_eq!(
         sd(&addr),
         json!([
-            {"targets": ["127.0.0.21:9100"], "labels": {"vps": "web-1", "tenant_id": acme}},
+            web1,
             {"targets": ["[::1]:9100"], "labels": {"vps": "web-2", "tenant_id": ""}},
-            {"targets": ["127.0.0.23:9100"], "labels": {"vps": "web-3", "tenant_id": ""}},
+            web3,
         ])
     );
     ok(&node, &["vps", "remove", "web-2"]);
     assert_eq!(
         sd(&addr),
-        json!([
-            {"targets": ["127.0.0.21:9100"], "labels": {"vps": "web-1", "tenant_id": acme}},
-            {"targets": ["127.0.0.23:9100"], "labels": {"vps": "web-3", "tenant_id": ""}},
-        ]),
+        json!([web1, web3]),
         "a removed server is no longer a target"
     );
     node.assert_running();
