@@ -398,7 +398,14 @@ pub fn vps_list(v: &api::vps::Servers) -> (String, u8) {
 
 /// `chom vps add`.
 pub fn vps_added(v: &api::vps::Added) -> (String, u8) {
-    (format!("added vps {}; its actor is running\n", v.vps.id), 0)
+    let owner = v
+        .vps
+        .tenant_id
+        .map_or_else(String::new, |t| format!(" for tenant {t}"));
+    (
+        format!("added vps {}{owner}; its actor is running\n", v.vps.id),
+        0,
+    )
 }
 
 /// `chom vps remove`.

@@ -70,10 +70,11 @@ fn sd(addr: &str) -> Value {
 fn add_tenants_and_servers(node: &Node) -> (String, String) {
     let acme = ok(node, &["tenants", "add", "acme"]).trim().to_owned();
     let globex = ok(node, &["tenants", "add", "globex"]).trim().to_owned();
-    ok(
+    let added = ok(
         node,
         &["vps", "add", "web-1", "127.0.0.21", "--tenant", &acme],
     );
+    assert!(added.contains(&format!("for tenant {acme}")), "{added}");
     ok(node, &["vps", "add", "web-2", "::1", "--port", "2222"]);
     ok(node, &["vps", "add", "web-3", "127.0.0.23"]);
     // An unknown tenant: exit 1, the tenant named, nothing stored.
