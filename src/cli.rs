@@ -113,6 +113,9 @@ enum VpsCommand {
         /// instead of checking ssh.known_hosts.
         #[arg(long, value_parser = fingerprint_arg)]
         host_key: Option<String>,
+        /// Owning tenant's id: only its sites may be placed on the server (default: shared).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        tenant: Option<i64>,
     },
     /// Remove a server (refused while sites are on it) and stop its actor.
     Remove {
@@ -567,6 +570,7 @@ async fn vps_command(cli: &Cli, cmd: &VpsCommand) -> u8 {
             port,
             user,
             host_key,
+            tenant,
         } => {
             let request = vps::Add {
                 id: id.clone(),
@@ -574,6 +578,7 @@ async fn vps_command(cli: &Cli, cmd: &VpsCommand) -> u8 {
                 port: Some(u64::from(*port)),
                 user: user.clone(),
                 host_key: host_key.clone(),
+                tenant_id: tenant.map(Id::checked),
             };
             admin(cli, &request, output::vps_added).await
         }

@@ -72,6 +72,7 @@ impl Handle for vps::Add {
             user: self.user,
             host_key: self.host_key,
             source: "admin".to_owned(),
+            tenant_id: self.tenant_id.map(api::Id::get),
         };
         let b = backends(ctx)?;
         b.store.add_vps(&server).await.map_err(store_err)?;

@@ -376,16 +376,18 @@ pub fn vps_list(v: &api::vps::Servers) -> (String, u8) {
         );
     }
     let header = format!(
-        "{:<20} {:<30} {:<10} {:<8} {:<12} HOST KEY\n",
-        "ID", "ADDRESS", "USER", "SOURCE", "ACTOR"
+        "{:<20} {:<30} {:<10} {:<8} {:<8} {:<12} HOST KEY\n",
+        "ID", "ADDRESS", "USER", "TENANT", "SOURCE", "ACTOR"
     );
     let out = table(header, &v.vps, |r| {
         let s = &r.server;
         format!(
-            "{:<20} {:<30} {:<10} {:<8} {:<12} {}",
+            "{:<20} {:<30} {:<10} {:<8} {:<8} {:<12} {}",
             s.id,
             format!("{}:{}", s.host, s.port),
             or_dash(s.user.as_deref()),
+            s.tenant_id
+                .map_or_else(|| "-".to_owned(), |t| t.to_string()),
             s.source,
             r.actor,
             s.host_key.as_deref().unwrap_or("known_hosts"),
@@ -396,7 +398,14 @@ pub fn vps_list(v: &api::vps::Servers) -> (String, u8) {
 
 /// `chom vps add`.
 pub fn vps_added(v: &api::vps::Added) -> (String, u8) {
-    (format!("added vps {}; its actor is running\n", v.vps.id), 0)
+    let owner = v
+        .vps
+        .tenant_id
+        .map_or_else(String::new, |t| format!(" for tenant {t}"));
+    (
+        format!("added vps {}{owner}; its actor is running\n", v.vps.id),
+        0,
+    )
 }
 
 /// `chom vps remove`.

@@ -139,6 +139,14 @@ fn cli_refuses_out_of_range_values_before_connecting() {
         (&["tenants", "add", "evil\u{1b}[31m"], "NAME"),
         (&["tenants", "add", &"é".repeat(201)], "NAME"),
         (&["sites", "list", "--tenant", "0"], "--tenant"),
+        (
+            &["vps", "add", "web-1", "10.0.0.1", "--tenant", "0"],
+            "--tenant",
+        ),
+        (
+            &["vps", "add", "web-1", "10.0.0.1", "--tenant", "x"],
+            "--tenant",
+        ),
     ];
     for (args, names) in cases {
         let (code, _, stderr) = cli(&nowhere, args);
@@ -347,6 +355,15 @@ fn rpc_params_are_checked_for_type_range_and_size() {
         json!({"id": "web-1", "host": "10.0.0.1", "host_key": format!("SHA256:{}", "A".repeat(500))}),
         "host_key",
     );
+    // vps.add: the owning tenant is a positive integer id.
+    for tenant in [json!(0), json!(-1), json!("1"), json!(1.5), json!([1])] {
+        refused(
+            &node,
+            "vps.add",
+            json!({"id": "web-1", "host": "10.0.0.1", "tenant_id": tenant}),
+            "tenant_id",
+        );
+    }
     assert_eq!(ok(&node, "vps.list", json!({}))["vps"], json!([]));
     refused(&node, "vps.remove", json!({"id": "x\u{1b}[2J"}), "id");
     refused(&node, "breaker.open", json!({"vps": "a".repeat(65)}), "vps");

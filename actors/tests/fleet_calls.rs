@@ -54,6 +54,7 @@ async fn start_server(fleet: &Arc<Fleet>, sshd: &Sshd, id: &'static str) -> &'st
         user: None,
         host_key: None,
         source: "admin".into(),
+        tenant_id: None,
     };
     let _ = Actor::spawn(
         None,

@@ -20,6 +20,10 @@ pub struct VpsServer {
     /// Where it came from: `config` (a `[[vps]]` entry, upserted at start) or `admin`
     /// (`chom vps add`).
     pub source: String,
+    /// Owning tenant: only its sites may be placed here. `None` (JSON `null`) = a shared server
+    /// that takes any tenant's sites.
+    #[serde(default)]
+    pub tenant_id: Option<i64>,
 }
 
 impl VpsServer {
@@ -32,6 +36,8 @@ impl VpsServer {
             user: entry.user.clone(),
             host_key: entry.host_key.clone(),
             source: "config".to_owned(),
+            // `[[vps]]` entries name no owner; an upsert keeps the owner stored.
+            tenant_id: None,
         }
     }
 }

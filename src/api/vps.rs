@@ -4,7 +4,7 @@ use chom_core::config::{LOGIN_RULE, is_fingerprint, is_host, is_login_name};
 use chom_core::inventory::VpsServer;
 use chom_core::limits::MAX_HOST_CHARS;
 
-use super::{check_vps_id, echo, ensure};
+use super::{Id, check_vps_id, echo, ensure};
 use crate::rpc::protocol::RpcError;
 
 request! {
@@ -44,6 +44,8 @@ request! {
         pub user: Option<String>,
         /// Pinned host key fingerprint (`SHA256:...`); absent = check `ssh.known_hosts`.
         pub host_key: Option<String>,
+        /// Owning tenant: only its sites may be placed on the server; absent = shared.
+        pub tenant_id: Option<Id>,
     }
     impl {
         fn validate(&self) -> Result<(), RpcError> {

@@ -1,4 +1,5 @@
-//! `edge/http`: `/health`, `/health/live`, `/health/ready` and `/metrics` (SPEC.md "HTTP").
+//! `edge/http`: `/health`, `/health/live`, `/health/ready`, `/metrics` (SPEC.md "HTTP") and
+//! `/prometheus/sd` (the fleet as Prometheus HTTP service discovery, `prometheus_sd.rs`).
 //!
 //! Served by our own accept loop over hyper's HTTP/1 connection, not `axum::serve`, because a
 //! public port must bound what a client can hold: at most `http.max_connections` connections
@@ -279,6 +280,7 @@ pub fn router(ctx: Arc<NodeContext>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/prometheus/sd", get(super::prometheus_sd::prometheus_sd))
         .with_state(Routes {
             ctx,
             fresh: Arc::new(tokio::sync::Mutex::new(None)),

@@ -14,9 +14,11 @@ use super::{PgStore, SqliteStore, StoreError};
 #[async_trait]
 pub trait Inventory: Send + Sync {
     /// Insert or update the `[[vps]]` entries of the config (source `config`). Rows added with
-    /// `chom vps add` of the same id become config rows.
+    /// `chom vps add` of the same id become config rows. Config entries name no owner: a new
+    /// row has none, an existing row keeps its owner.
     async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Result<(), StoreError>;
-    /// Add a server; [`StoreError::Conflict`] when the id exists.
+    /// Add a server (with its owning tenant, if any); [`StoreError::Conflict`] when the id
+    /// exists, [`StoreError::Invalid`] naming the tenant when there is no such tenant.
     async fn add_vps(&self, vps: &VpsServer) -> Result<(), StoreError>;
     /// Remove a server; `false` when there was none, [`StoreError::Invalid`] while sites are on it.
     async fn remove_vps(&self, id: &str) -> Result<bool, StoreError>;
@@ -29,7 +31,8 @@ pub trait Inventory: Send + Sync {
     /// Every tenant, by id.
     async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
     /// Create a site (status `pending`); [`StoreError::Conflict`] for a taken domain,
-    /// [`StoreError::Invalid`] for an unknown tenant or server.
+    /// [`StoreError::Invalid`] for an unknown tenant or server, or a server owned by another
+    /// tenant (checked by the INSERT itself, so no caller can skip it).
     async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError>;
     /// Sites, optionally of one tenant, by id.
     async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError>;
@@ -89,7 +92,8 @@ fn count(value: i64) -> u64 {
 }
 
 /// `port` is INTEGER on PostgreSQL; read as BIGINT like SQLite's, so one decoder fits both.
-const VPS_COLUMNS: &str = "id, host, CAST(port AS BIGINT), ssh_user, host_key, source";
+const VPS_COLUMNS: &str =
+    "id, host, CAST(port AS BIGINT), ssh_user, host_key, source, CAST(tenant_id AS BIGINT)";
 const TENANT_COLUMNS: &str = "id, name, tier, status";
 const SITE_COLUMNS: &str = "id, tenant_id, vps_id, domain, type, status, failure_reason";
 
@@ -110,6 +114,7 @@ macro_rules! decoders {
                 user: row.try_get(3)?,
                 host_key: row.try_get(4)?,
                 source: row.try_get(5)?,
+                tenant_id: row.try_get(6)?,
             })
         }
 
@@ -138,14 +143,59 @@ macro_rules! decoders {
 
 /// The inventory on one backend. The SQL is written once: both backends take `$N`
 /// placeholders (sqlx binds `$N` by number on SQLite too) and standard `CAST`s; only the
-/// current time (`timestamptz` on PostgreSQL, unix milliseconds on SQLite) and the transaction
-/// opener (SQLite takes the write lock at once: `BEGIN IMMEDIATE`) differ.
+/// current time (`timestamptz` on PostgreSQL, unix milliseconds on SQLite), the transaction
+/// opener (SQLite takes the write lock at once: `BEGIN IMMEDIATE`) and the row lock a site's
+/// INSERT takes on its server (PostgreSQL only) differ.
 macro_rules! inventory {
-    ($store:ty, $db:ty, now = $now:expr, begin = $begin:expr) => {
+    ($store:ty, $db:ty, now = $now:expr, begin = $begin:expr, lock = $lock:expr) => {
         decoders!(<$db as sqlx::Database>::Row);
 
         type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
         type Decoder<T> = fn(&<$db as sqlx::Database>::Row) -> Result<T, sqlx::Error>;
+
+        /// Why [`Inventory::create_site`] inserted nothing: no such server, or it belongs to
+        /// another tenant (read after the refusal, for the message only).
+        async fn placement_refusal(pool: &sqlx::Pool<$db>, site: &NewSite) -> StoreError {
+            let row = sqlx::query(
+                "SELECT CAST(v.tenant_id AS BIGINT), o.name, t.name FROM vps_servers v
+                 LEFT JOIN tenants o ON o.id = v.tenant_id
+                 LEFT JOIN tenants t ON t.id = $2
+                 WHERE v.id = $1",
+            )
+            .bind(&site.vps_id)
+            .bind(site.tenant_id)
+            .fetch_optional(pool)
+            .await;
+            let vps = &site.vps_id;
+            let tenant = site.tenant_id;
+            let described = |id: i64, name: Option<String>| match name {
+                Some(name) => format!("tenant {id} ({name})"),
+                None => format!("tenant {id}"),
+            };
+            match row {
+                Err(e) => StoreError::Database(e),
+                Ok(None) => StoreError::Invalid(format!("no vps `{vps}`")),
+                Ok(Some(row)) => {
+                    let owner: Option<i64> = row.try_get(0).unwrap_or(None);
+                    let owner_name: Option<String> = row.try_get(1).unwrap_or(None);
+                    let tenant_name: Option<String> = row.try_get(2).unwrap_or(None);
+                    match owner {
+                        _ if tenant_name.is_none() => {
+                            StoreError::Invalid(format!("no tenant {tenant}"))
+                        }
+                        Some(owner) if owner != tenant => StoreError::Invalid(format!(
+                            "vps `{vps}` belongs to {}; a site of {} cannot be placed on it",
+                            described(owner, owner_name),
+                            described(tenant, tenant_name),
+                        )),
+                        // Its owner changed between the two statements: the caller may retry.
+                        _ => StoreError::Invalid(format!(
+                            "vps `{vps}` changed owner while the site was created; try again"
+                        )),
+                    }
+                }
+            }
+        }
 
         /// Every row `query` returns, decoded.
         async fn all<T>(
@@ -194,18 +244,23 @@ macro_rules! inventory {
 
             async fn add_vps(&self, v: &VpsServer) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
-                     VALUES ($1, $2, CAST($3 AS INTEGER), $4, $5, 'admin')",
+                    "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source, tenant_id)
+                     VALUES ($1, $2, CAST($3 AS INTEGER), $4, $5, 'admin', $6)",
                 )
                 .bind(&v.id)
                 .bind(&v.host)
                 .bind(i64::from(v.port))
                 .bind(&v.user)
                 .bind(&v.host_key)
+                .bind(v.tenant_id)
                 .execute(&self.pool)
                 .await
                 .map_err(|e| {
-                    classify(e, || format!("vps `{}` exists already", v.id), String::new)
+                    classify(
+                        e,
+                        || format!("vps `{}` exists already", v.id),
+                        || format!("no tenant {} (see `chom tenants list`)", v.tenant_id.unwrap_or(0)),
+                    )
                 })?;
                 Ok(())
             }
@@ -256,26 +311,34 @@ macro_rules! inventory {
             }
 
             async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError> {
+                // The server's owner is checked in the INSERT itself: a server owned by another
+                // tenant yields no row to insert. The server row is share-locked (PostgreSQL) so
+                // that its owner cannot change until the site is committed.
                 let sql = format!(
-                    "INSERT INTO sites (tenant_id, vps_id, domain, type) VALUES ($1, $2, $3, $4)
-                     RETURNING {SITE_COLUMNS}"
+                    "INSERT INTO sites (tenant_id, vps_id, domain, type)
+                     SELECT CAST($1 AS BIGINT), v.id, $3, $4 FROM vps_servers v
+                     WHERE v.id = $2 AND (v.tenant_id IS NULL OR v.tenant_id = $1){}
+                     RETURNING {SITE_COLUMNS}",
+                    $lock
                 );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(site.tenant_id)
                     .bind(&site.vps_id)
                     .bind(&site.domain)
                     .bind(&site.site_type)
                     .fetch_all(&self.pool)
                     .await
-                    .and_then(first)
                     .map_err(|e| {
                         classify(
                             e,
                             || format!("a site with domain `{}` exists already", site.domain),
-                            || format!("no tenant {} or no vps `{}`", site.tenant_id, site.vps_id),
+                            || format!("no tenant {}", site.tenant_id),
                         )
                     })?;
-                Ok(site_from_row(&row)?)
+                match rows.first() {
+                    Some(row) => Ok(site_from_row(row)?),
+                    None => Err(placement_refusal(&self.pool, site).await),
+                }
             }
 
             async fn sites(&self, tenant_id: Option<i64>) -> Result<Vec<Site>, StoreError> {
@@ -324,7 +387,13 @@ macro_rules! inventory {
 mod pg {
     use super::*;
 
-    inventory!(PgStore, sqlx::Postgres, now = "now()", begin = "BEGIN");
+    inventory!(
+        PgStore,
+        sqlx::Postgres,
+        now = "now()",
+        begin = "BEGIN",
+        lock = " FOR SHARE OF v"
+    );
 }
 
 mod lite {
@@ -334,6 +403,8 @@ mod lite {
         SqliteStore,
         sqlx::Sqlite,
         now = "CAST(strftime('%s', 'now') AS INTEGER) * 1000",
-        begin = "BEGIN IMMEDIATE"
+        begin = "BEGIN IMMEDIATE",
+        // SQLite has one writer at a time: nothing can change the owner during the INSERT.
+        lock = ""
     );
 }

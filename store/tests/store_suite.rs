@@ -1134,6 +1134,7 @@ fn server(id: &str, host: &str) -> VpsServer {
         user: Some("deploy".to_owned()),
         host_key: Some("SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s".to_owned()),
         source: "admin".to_owned(),
+        tenant_id: None,
     }
 }
 
@@ -1265,6 +1266,117 @@ async fn tenants_and_sites(db: &TestDb) {
     let in_use = s.remove_vps("web-1").await.unwrap_err();
     assert!(matches!(in_use, StoreError::Invalid(_)), "{in_use}");
     assert!(s.vps("web-1").await.unwrap().is_some());
+}
+
+/// A server's owning tenant is stored and read back; an unknown tenant is refused by name; a
+/// config upsert of the same id keeps the owner.
+async fn vps_tenant_round_trips(db: &TestDb) {
+    let s = db.store();
+    let acme = s.create_tenant("acme", Tier::Pro).await.unwrap();
+    let mut owned = server("web-1", "10.0.0.1");
+    owned.tenant_id = Some(acme.id);
+    s.add_vps(&owned).await.unwrap();
+    s.add_vps(&server("web-2", "10.0.0.2")).await.unwrap();
+    assert_eq!(s.vps("web-1").await.unwrap().unwrap(), owned);
+    assert_eq!(
+        s.vps_list()
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| (v.id.as_str(), v.tenant_id))
+            .collect::<Vec<_>>(),
+        [("web-1", Some(acme.id)), ("web-2", None)]
+    );
+
+    let mut orphan = server("web-3", "10.0.0.3");
+    orphan.tenant_id = Some(999_999);
+    match s.add_vps(&orphan).await {
+        Err(StoreError::Invalid(message)) => {
+            assert!(message.contains("no tenant 999999"), "{message}")
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(s.vps("web-3").await.unwrap(), None);
+
+    let config = VpsServer::from_config(&chom_core::config::VpsConfig::new("web-1", "10.0.0.5"));
+    s.upsert_config_vps(std::slice::from_ref(&config))
+        .await
+        .unwrap();
+    let stored = s.vps("web-1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.host.as_str(),
+            stored.source.as_str(),
+            stored.tenant_id
+        ),
+        ("10.0.0.5", "config", Some(acme.id))
+    );
+}
+
+/// An owned server takes only its tenant's sites, refused in the INSERT with a message naming
+/// both tenants; a shared server takes anyone's.
+async fn owned_servers_refuse_other_tenants_sites(db: &TestDb) {
+    let s = db.store();
+    let acme = s.create_tenant("acme", Tier::Pro).await.unwrap();
+    let globex = s.create_tenant("globex", Tier::Starter).await.unwrap();
+    let mut owned = server("web-1", "10.0.0.1");
+    owned.tenant_id = Some(acme.id);
+    s.add_vps(&owned).await.unwrap();
+    s.add_vps(&server("shared-1", "10.0.0.2")).await.unwrap();
+    let new = |tenant_id, vps: &str, domain: &str| NewSite {
+        tenant_id,
+        vps_id: vps.to_owned(),
+        domain: domain.to_owned(),
+        site_type: "html".to_owned(),
+    };
+
+    match s
+        .create_site(&new(globex.id, "web-1", "g.example.com"))
+        .await
+    {
+        Err(StoreError::Invalid(message)) => {
+            for part in [
+                "web-1".to_owned(),
+                format!("tenant {} (acme)", acme.id),
+                format!("tenant {} (globex)", globex.id),
+            ] {
+                assert!(message.contains(&part), "{part} in {message}");
+            }
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(s.sites(None).await.unwrap().is_empty(), "nothing stored");
+
+    let mine = s
+        .create_site(&new(acme.id, "web-1", "a.example.com"))
+        .await
+        .unwrap();
+    assert_eq!((mine.tenant_id, mine.vps_id.as_str()), (acme.id, "web-1"));
+    for tenant in [acme.id, globex.id] {
+        let domain = format!("t{tenant}.shared.example.com");
+        let site = s.create_site(&new(tenant, "shared-1", &domain)).await;
+        assert_eq!(site.unwrap().tenant_id, tenant);
+    }
+
+    // The other refusals keep their meaning.
+    for (refused, expected) in [
+        (new(acme.id, "web-9", "x.example.com"), "no vps `web-9`"),
+        (new(999_999, "web-1", "y.example.com"), "no tenant 999999"),
+        (
+            new(999_999, "shared-1", "z.example.com"),
+            "no tenant 999999",
+        ),
+    ] {
+        match s.create_site(&refused).await {
+            Err(StoreError::Invalid(message)) => {
+                assert!(message.contains(expected), "{expected}: {message}")
+            }
+            other => panic!("{expected}: expected Invalid, got {other:?}"),
+        }
+    }
+    let taken = s.create_site(&new(acme.id, "web-1", "a.example.com")).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    assert_eq!(s.sites(None).await.unwrap().len(), 3);
 }
 
 /// PostgreSQL only: a completion must be a HOT update (the queue's drain speed rests on it),
@@ -1758,6 +1870,8 @@ suite!(
     vps_add_list_remove,
     config_vps_upsert_updates_in_place,
     tenants_and_sites,
+    vps_tenant_round_trips,
+    owned_servers_refuse_other_tenants_sites,
     unique_key_hit_reports_the_holders_queue,
     out_of_range_jobs_are_refused,
     absurd_rows_never_break_reads,
