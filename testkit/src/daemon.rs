@@ -238,10 +238,16 @@ impl Daemon {
         self.spawn().unwrap_or_else(|why| panic!("{why}"));
     }
 
-    /// SIGSTOP: connections are accepted by the kernel but never answered.
+    /// SIGSTOP: connections are accepted by the kernel but never answered. Returns once every
+    /// thread of the daemon is stopped (a signal is delivered asynchronously: a busy thread
+    /// could otherwise answer one more request after this returned).
     pub fn freeze(&self) {
         if let Some(child) = self.child.lock().unwrap().as_ref() {
-            signal(child.id(), Signal::STOP);
+            let pid = child.id();
+            signal(pid, Signal::STOP);
+            wait_until(Duration::from_secs(10), "the daemon to stop", || {
+                all_threads_stopped(pid)
+            });
         }
     }
 
@@ -261,4 +267,18 @@ impl Drop for Daemon {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether every thread of `pid` is in state T (stopped), per /proc/PID/task/*/stat.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    })
 }
