@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod backoff;
 pub mod breaker;
 pub mod config;

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod http;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
