@@ -141,15 +141,21 @@ fn check_map(what: &str, map: &BTreeMap<String, String>, max_value: usize) -> Re
             map.len()
         ));
     }
+    // A refused name is echoed cut short and with control characters escaped.
+    let shown =
+        |name: &str| limits::escape_control(limits::cut_at_char_boundary(name, 64)).into_owned();
     for (name, value) in map {
-        let shown = limits::escape_control(limits::cut_at_char_boundary(name, 64)).into_owned();
         if name.is_empty() || name.chars().count() > MAX_LABEL_NAME_CHARS {
             return Err(format!(
-                "{what}: names must be 1 to {MAX_LABEL_NAME_CHARS} characters ({shown:?})"
+                "{what}: names must be 1 to {MAX_LABEL_NAME_CHARS} characters ({:?})",
+                shown(name)
             ));
         }
         if value.chars().count() > max_value {
-            return Err(format!("{what}.{shown}: at most {max_value} characters"));
+            return Err(format!(
+                "{what}.{}: at most {max_value} characters",
+                shown(name)
+            ));
         }
     }
     Ok(())
@@ -374,6 +380,7 @@ mod tests {
         let long = |n: usize| json!("x".repeat(n));
         let null = Value::Null;
         let label = "alerts[0].labels.alertname";
+        let long_name = format!("alerts.0.labels.{}", "n".repeat(129));
         let cases: Vec<(&str, Value, &str)> = vec![
             ("version", json!("3"), "version"),
             ("version", json!(4), "version"),
@@ -393,6 +400,12 @@ mod tests {
             ("alerts.0.labels", json!({"alertname": ""}), label),
             ("alerts.0.labels", json!({"alertname": 5}), label),
             ("alerts.0.labels", many.clone(), "alerts[0].labels"),
+            (
+                "alerts.0.labels.",
+                json!("empty name"),
+                "alerts[0].labels: names",
+            ),
+            (&long_name, json!("v"), "labels: names"),
             ("alerts.0.labels.alertname", long(1025), label),
             ("alerts.0.annotations", many, "alerts[0].annotations"),
             (
