@@ -73,7 +73,7 @@ pub struct Alert {
     pub alertname: String,
     /// The `severity` label, when there is one.
     pub severity: Option<String>,
-    /// Always `firing` for a stored alert (a resolved one is deleted).
+    /// As received; always `firing` for a stored alert (a resolved one is deleted).
     pub status: AlertStatus,
     /// Every label.
     pub labels: BTreeMap<String, String>,
@@ -85,13 +85,6 @@ pub struct Alert {
     pub ends_at: Option<DateTime<Utc>>,
     /// The link to the expression that fired (may be empty).
     pub generator_url: String,
-}
-
-impl Alert {
-    /// Whether the alert is labelled `severity="critical"`.
-    pub fn is_critical(&self) -> bool {
-        self.severity.as_deref() == Some("critical")
-    }
 }
 
 /// One change a webhook call asks for; a call's changes are stored in one transaction.
