@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::{HumanDuration, Id, Method, breaker, failed, jobs, node, queue, sites};
-use crate::api::{metrics, tenants, vps};
+use crate::api::{alerts, metrics, tenants, vps};
 use crate::output;
 use crate::rpc::client::{self, ClientError};
 
@@ -77,6 +77,8 @@ enum Command {
     /// Circuit breakers of the servers: list; reset, force open or close one.
     #[command(subcommand)]
     Breaker(BreakerCommand),
+    /// Active alerts received from Alertmanager (critical first).
+    Alerts,
     /// Tenants (customers).
     #[command(subcommand)]
     Tenants(TenantsCommand),
@@ -434,6 +436,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Failed(cmd) => failed_command(&cli, cmd).await,
         Command::Vps(cmd) => vps_command(&cli, cmd).await,
         Command::Breaker(cmd) => breaker_command(&cli, cmd).await,
+        Command::Alerts => admin(&cli, &alerts::List {}, output::alerts).await,
         Command::Tenants(cmd) => tenants_command(&cli, cmd).await,
         Command::Sites(cmd) => sites_command(&cli, cmd).await,
         Command::Metrics(MetricsCommand::Query { query, time }) => {

@@ -62,7 +62,7 @@ impl Dispatch for NodeRpc {
         let ctx = self.ctx.clone();
         Box::pin(async move {
             let ctx = &*ctx;
-            use api::{debug, failed, jobs, metrics, node, queue};
+            use api::{alerts, debug, failed, jobs, metrics, node, queue};
             match method.as_str() {
                 node::Status::NAME => run::<node::Status>(ctx, params).await,
                 node::Tree::NAME => run::<node::Tree>(ctx, params).await,
@@ -81,6 +81,7 @@ impl Dispatch for NodeRpc {
                 failed::Prune::NAME => run::<failed::Prune>(ctx, params).await,
                 failed::Analyze::NAME => run::<failed::Analyze>(ctx, params).await,
                 metrics::Query::NAME => run::<metrics::Query>(ctx, params).await,
+                alerts::List::NAME => run::<alerts::List>(ctx, params).await,
                 debug::Stall::NAME if ctx.info.debug_hooks => {
                     run::<debug::Stall>(ctx, params).await
                 }
@@ -285,6 +286,20 @@ impl Handle for api::debug::Inflate {
             inflated: bytes,
             rss_bytes: chom_actors::sys::rss_bytes(),
         })
+    }
+}
+
+// === alerts ===
+
+impl Handle for api::alerts::List {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::alerts::Alerts, RpcError> {
+        let limit = chom_core::alert::MAX_ACTIVE_LISTED;
+        let alerts = backends(ctx)?
+            .store
+            .active_alerts(limit)
+            .await
+            .map_err(store_err)?;
+        Ok(api::alerts::Alerts { alerts })
     }
 }
 

@@ -463,6 +463,28 @@ pub fn breaker(v: &ServerBreaker) -> (String, u8) {
     (breaker_line(v) + "\n", 0)
 }
 
+/// `chom alerts`: severity, name, since when, summary.
+pub fn alerts(v: &api::alerts::Alerts) -> (String, u8) {
+    if v.alerts.is_empty() {
+        return ("no active alerts\n".to_owned(), 0);
+    }
+    let header = format!(
+        "{:<10} {:<32} {:<21} SUMMARY\n",
+        "SEVERITY", "ALERT", "SINCE"
+    );
+    let out = table(header, &v.alerts, |a| {
+        format!(
+            "{:<10} {:<32} {:<21} {}",
+            or_dash(a.severity.as_deref()),
+            a.alertname,
+            a.starts_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            or_dash(a.annotations.get("summary").map(String::as_str))
+        )
+    });
+    (out, 0)
+}
+
 /// `chom tenants list`.
 pub fn tenants(v: &api::tenants::Tenants) -> (String, u8) {
     let header = format!("{:<8} {:<30} {:<12} STATUS\n", "ID", "NAME", "TIER");

@@ -551,6 +551,7 @@ fn unknown_or_mistyped_parameters_are_refused_naming_them() {
             json!({"tenant": 1, "vps": "web-1", "domain": "a.example"}),
         ),
         ("sites.provision", json!({"id": 1})),
+        ("alerts.list", json!({})),
         ("debug.stall", json!({"duration": "1s"})),
         ("debug.fault", json!({"path": "edge/http", "fault": "kill"})),
         ("debug.inflate", json!({"bytes": 0})),

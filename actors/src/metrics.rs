@@ -58,12 +58,16 @@ struct Inner {
     observability_probe: Histogram<f64>,
     breaker_trips: Counter<u64>,
     log_drops: Counter<u64>,
+    alerts_received: Counter<u64>,
     /// Current state of each breaker by service (`vps:<id>`).
     breakers: Arc<Mutex<BTreeMap<String, BreakerState>>>,
     /// (active tenants, active sites), once read.
     inventory: Arc<Mutex<Option<(i64, i64)>>>,
     _gauges: Vec<ObservableGauge<i64>>,
 }
+
+/// The longest `alertname` label of `chom_alerts_received_total`, in characters.
+pub const MAX_ALERTNAME_LABEL_CHARS: usize = 100;
 
 /// Histogram buckets in seconds, from 1 ms (noop jobs, pickup latency) to 10 minutes
 /// (site provisioning).
@@ -164,6 +168,11 @@ impl Metrics {
         for outcome in ["live", "cached", "failed"] {
             observability_queries.add(0, &[KeyValue::new("outcome", outcome)]);
         }
+        let alerts_received = counter(
+            &meter,
+            "chom_alerts_received_total",
+            "Alerts received from Alertmanager's webhook and stored, by alertname and status: firing, resolved",
+        );
         let breaker_trips = counter(
             &meter,
             "chom_circuit_breaker_trips_total",
@@ -297,6 +306,7 @@ impl Metrics {
                 observability_probe,
                 breaker_trips,
                 log_drops,
+                alerts_received,
                 breakers,
                 inventory,
                 _gauges: gauges,
@@ -486,6 +496,22 @@ impl Metrics {
         if n > 0 {
             self.inner.log_drops.add(n, &[]);
         }
+    }
+
+    /// Count one alert received from Alertmanager and stored (`status`: firing, resolved).
+    /// The alertname label is cut to [`MAX_ALERTNAME_LABEL_CHARS`]: it comes from outside.
+    pub fn alert_received(&self, alertname: &str, status: &'static str) {
+        let alertname = match alertname.char_indices().nth(MAX_ALERTNAME_LABEL_CHARS) {
+            Some((end, _)) => &alertname[..end],
+            None => alertname,
+        };
+        self.inner.alerts_received.add(
+            1,
+            &[
+                KeyValue::new("alertname", alertname.to_owned()),
+                KeyValue::new("status", status),
+            ],
+        );
     }
 
     /// Count a breaker of `service` opening on failures.
@@ -684,6 +710,22 @@ mod tests {
         assert!(text.contains("chom_memory_limit_bytes 500000000"), "{text}");
         assert!(
             text.contains("chom_dead_letters_last_day{kind=\"vps.exec\"} 6"),
+            "{text}"
+        );
+        m.alert_received(&"A".repeat(150), "firing");
+        m.alert_received("QueueBacklog", "resolved");
+        let text = m.render();
+        let cut = "A".repeat(MAX_ALERTNAME_LABEL_CHARS);
+        assert!(
+            text.contains(&format!(
+                "chom_alerts_received_total{{alertname=\"{cut}\",status=\"firing\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "chom_alerts_received_total{alertname=\"QueueBacklog\",status=\"resolved\"} 1"
+            ),
             "{text}"
         );
         m.set_dead_letters([]);

@@ -1,11 +1,13 @@
 //! Pure domain types and state machines of the CHOM node: configuration (parsed and
 //! validated from text; the binary reads the files), input bounds, jobs and their retry
 //! policy, the circuit breaker, remediation, retry pacing, log throttling and the
-//! observability query policy (live, probe or cache). No IO: every
+//! observability query policy (live, probe or cache), and the alerts received from
+//! Alertmanager. No IO: every
 //! input, the time included, is handed in.
 
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod backoff;
 pub mod breaker;
 pub mod config;

@@ -9,8 +9,8 @@
 //! -32602 naming it ([`decode`]).
 //!
 //! The files follow the method names' prefixes: `node` (status, tree, restart, health,
-//! shutdown), `jobs`, `queue`, `failed`, `vps`, `breaker`, `tenants`, `sites`, and `debug`
-//! (test hooks, answered only with `CHOM_DEBUG_HOOKS=1`).
+//! shutdown), `jobs`, `queue`, `failed`, `vps`, `breaker`, `tenants`, `sites`, `alerts`, and
+//! `debug` (test hooks, answered only with `CHOM_DEBUG_HOOKS=1`).
 //!
 //! Adding a method: its request and reply types and `impl Method` in the file of its prefix;
 //! `impl Handle` for the request and one routing line (`methods.rs`, or `fleet_methods.rs`
@@ -62,6 +62,7 @@ macro_rules! reply {
     };
 }
 
+pub mod alerts;
 pub mod breaker;
 pub mod debug;
 pub mod failed;

@@ -1,5 +1,6 @@
 //! `edge/http`: `/health`, `/health/live`, `/health/ready`, `/metrics` (SPEC.md "HTTP") and
-//! `/prometheus/sd` (the fleet as Prometheus HTTP service discovery, `prometheus_sd.rs`).
+//! `/prometheus/sd` (the fleet as Prometheus HTTP service discovery, `prometheus_sd.rs`) and
+//! Alertmanager's webhook `POST /webhooks/alertmanager` (`webhook.rs`).
 //!
 //! Served by our own accept loop over hyper's HTTP/1 connection, not `axum::serve`, because a
 //! public port must bound what a client can hold: at most `http.max_connections` connections
@@ -23,10 +24,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{FromRef, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chom_actors::context::NodeContext;
 use chom_actors::monitors::health::{self, HealthReport};
 use chom_core::config::HttpConfig;
@@ -51,7 +52,7 @@ struct HealthQuery {
     fresh: bool,
 }
 
-/// The HTTP door: `/health` and `/metrics`.
+/// The HTTP door: `/health`, `/metrics` and the Alertmanager webhook.
 #[derive(Default)]
 pub struct Http;
 
@@ -281,6 +282,11 @@ pub fn router(ctx: Arc<NodeContext>) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/prometheus/sd", get(super::prometheus_sd::prometheus_sd))
+        .route(
+            "/webhooks/alertmanager",
+            post(super::webhook::alertmanager)
+                .layer(DefaultBodyLimit::max(super::webhook::MAX_BODY_BYTES)),
+        )
         .with_state(Routes {
             ctx,
             fresh: Arc::new(tokio::sync::Mutex::new(None)),

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod http;
 pub mod prometheus_sd;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,8 +5,8 @@
 //!
 //! | class | limit | operations |
 //! |---|---|---|
-//! | quick | [`Deadlines::quick`] (10 s) | one job or row: enqueue, claim, complete, heartbeat, queue control, inventory, probes |
-//! | bulk | [`Deadlines::bulk`] (60 s) | many rows: pruning, rescue, the stuck-job killer, dead-letter lists and retries, job lists, stats |
+//! | quick | [`Deadlines::quick`] (10 s) | one job or row: enqueue, claim, complete, heartbeat, queue control, inventory, probes, alert counts |
+//! | bulk | [`Deadlines::bulk`] (60 s) | many rows: pruning, rescue, the stuck-job killer, dead-letter lists and retries, job lists, stats, a webhook call's alerts, the alert listing |
 //! | migrate | [`Deadlines::migrate`] (6 x `database.connect_timeout`, at least 6 s) | migrations |
 //!
 //! A caller whose own budget is shorter (a health check's `health.check_timeout`) still wraps
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chom_core::alert::{Alert, AlertCounts, AlertUpdate};
 use chom_core::config::DatabaseConfig;
 use chom_core::inventory::{NewSite, Site, SiteStatus, Tenant, Tier, VpsServer};
 use chom_core::job::{
@@ -25,7 +26,7 @@ use chom_core::job::{
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
-use crate::{Backend, Inventory, NodeRecord, Store, StoreError, with_timeout};
+use crate::{Alerts, Backend, Inventory, NodeRecord, Store, StoreError, with_timeout};
 
 /// What every store operation answers.
 type Answer<T> = Result<T, StoreError>;
@@ -206,6 +207,19 @@ impl Inventory for Deadlined {
     }
     async fn inventory_counts(&self) -> Answer<(u64, u64)> {
         self.quick(self.inner.inventory_counts()).await
+    }
+}
+
+#[async_trait]
+impl Alerts for Deadlined {
+    async fn apply_alerts(&self, updates: &[AlertUpdate]) -> Answer<()> {
+        self.bulk(self.inner.apply_alerts(updates)).await
+    }
+    async fn active_alerts(&self, limit: u32) -> Answer<Vec<Alert>> {
+        self.bulk(self.inner.active_alerts(limit)).await
+    }
+    async fn alert_counts(&self) -> Answer<AlertCounts> {
+        self.quick(self.inner.alert_counts()).await
     }
 }
 

@@ -42,6 +42,7 @@ macro_rules! stats_decoders {
 #[macro_use]
 mod store_impl;
 
+mod alerts;
 mod deadline;
 mod inventory;
 mod postgres;
@@ -58,6 +59,7 @@ use chom_core::job::{
 };
 use chrono::{DateTime, Utc};
 
+pub use alerts::Alerts;
 pub use deadline::{Deadlined, Deadlines};
 pub use inventory::Inventory;
 pub use postgres::PgStore;
@@ -124,7 +126,7 @@ pub struct NodeRecord {
 
 /// Everything the node stores in its database.
 #[async_trait]
-pub trait Store: Inventory + Send + Sync + 'static {
+pub trait Store: Inventory + Alerts + Send + Sync + 'static {
     /// Which implementation this is.
     fn backend(&self) -> Backend;
     /// Apply every pending migration.

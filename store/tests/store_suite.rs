@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chom_core::alert::{Alert, AlertCounts, AlertStatus, AlertUpdate};
 use chom_core::inventory::{NewSite, SiteStatus, Tier, VpsServer};
 use chom_core::job::{Completion, Job, JobFilter, JobState, NewJob, QueueStats};
 use chom_core::limits;
@@ -1809,6 +1810,167 @@ async fn probe_write_commits_and_pool_stays_clean(db: &TestDb) {
     }
 }
 
+// === alerts ===
+
+/// A firing alert named `name` with `severity`, started `minutes_ago` minutes ago.
+fn firing(fingerprint: &str, name: &str, severity: Option<&str>, minutes_ago: i64) -> Alert {
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert("alertname".to_owned(), name.to_owned());
+    if let Some(s) = severity {
+        labels.insert("severity".to_owned(), s.to_owned());
+    }
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert("summary".to_owned(), format!("{name} is firing"));
+    Alert {
+        fingerprint: fingerprint.to_owned(),
+        alertname: name.to_owned(),
+        severity: severity.map(str::to_owned),
+        status: AlertStatus::Firing,
+        labels,
+        annotations,
+        starts_at: at_ms(Utc::now() - chrono::Duration::minutes(minutes_ago)),
+        ends_at: None,
+        generator_url: format!("http://prometheus/graph?{name}"),
+    }
+}
+
+fn fingerprints(alerts: &[Alert]) -> Vec<&str> {
+    alerts.iter().map(|a| a.fingerprint.as_str()).collect()
+}
+
+/// Firing alerts are upserted by fingerprint, a re-send replaces what was stored, a resolved
+/// one is deleted; the listing is critical first, then warning, then the rest, oldest first.
+async fn alerts_upsert_resend_resolve_and_order(db: &TestDb) {
+    let s = db.store();
+    assert!(s.active_alerts(100).await.unwrap().is_empty());
+    assert_eq!(s.alert_counts().await.unwrap(), AlertCounts::default());
+    s.apply_alerts(&[]).await.expect("an empty call");
+    let none = firing("c0", "Plain", None, 50);
+    let warning = firing("a1", "QueueBacklog", Some("warning"), 40);
+    let late_critical = firing("b2", "HealthCheckFailing", Some("critical"), 10);
+    let early_critical = firing("d3", "CircuitBreakerOpen", Some("critical"), 20);
+    let all = [&none, &warning, &late_critical, &early_critical];
+    let updates: Vec<AlertUpdate> = all
+        .iter()
+        .map(|a| AlertUpdate::Firing((*a).clone()))
+        .collect();
+    s.apply_alerts(&updates).await.expect("apply");
+    let active = s.active_alerts(100).await.unwrap();
+    assert_eq!(fingerprints(&active), ["d3", "b2", "a1", "c0"]);
+    assert_eq!(active[0], early_critical, "every field round-trips");
+    assert_eq!(active[3], none);
+    assert_eq!(
+        fingerprints(&s.active_alerts(2).await.unwrap()),
+        ["d3", "b2"]
+    );
+    assert_eq!(
+        s.alert_counts().await.unwrap(),
+        AlertCounts {
+            active: 4,
+            critical: 2,
+            critical_names: vec![
+                "CircuitBreakerOpen".to_owned(),
+                "HealthCheckFailing".to_owned()
+            ],
+        }
+    );
+
+    // A re-send updates in place: new annotations, an end, a severity raised to critical.
+    let mut resent = warning.clone();
+    resent.severity = Some("critical".to_owned());
+    resent
+        .labels
+        .insert("severity".to_owned(), "critical".to_owned());
+    resent
+        .annotations
+        .insert("description".to_owned(), "now worse".to_owned());
+    resent.ends_at = Some(at_ms(Utc::now() + chrono::Duration::minutes(5)));
+    s.apply_alerts(&[AlertUpdate::Firing(resent.clone())])
+        .await
+        .unwrap();
+    let active = s.active_alerts(100).await.unwrap();
+    assert_eq!(fingerprints(&active), ["a1", "d3", "b2", "c0"]);
+    assert_eq!(active[0], resent);
+    assert_eq!(db.count("alerts").await, 4);
+
+    // Resolved ones are deleted; an unknown fingerprint is no error. Changes apply in order.
+    let gone = |f: &str| AlertUpdate::Resolved {
+        fingerprint: f.to_owned(),
+    };
+    s.apply_alerts(&[
+        gone("b2"),
+        gone("never-seen"),
+        gone("c0"),
+        AlertUpdate::Firing(none.clone()),
+        gone("c0"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        fingerprints(&s.active_alerts(100).await.unwrap()),
+        ["a1", "d3"]
+    );
+    let counts = s.alert_counts().await.unwrap();
+    assert_eq!((counts.active, counts.critical), (2, 2));
+    assert_eq!(
+        counts.critical_names,
+        ["QueueBacklog", "CircuitBreakerOpen"]
+    );
+
+    // Two critical alerts of one name are named once.
+    s.apply_alerts(&[AlertUpdate::Firing(firing(
+        "e4",
+        "QueueBacklog",
+        Some("critical"),
+        1,
+    ))])
+    .await
+    .unwrap();
+    let counts = s.alert_counts().await.unwrap();
+    assert_eq!((counts.active, counts.critical), (3, 3));
+    assert_eq!(
+        counts.critical_names,
+        ["QueueBacklog", "CircuitBreakerOpen"]
+    );
+}
+
+/// One call is one transaction: when one of its changes fails, none is stored.
+async fn alerts_of_one_call_are_stored_together_or_not_at_all(db: &TestDb) {
+    let s = db.store();
+    s.apply_alerts(&[AlertUpdate::Firing(firing(
+        "k1",
+        "Kept",
+        Some("warning"),
+        5,
+    ))])
+    .await
+    .unwrap();
+    // The last change fails: PostgreSQL refuses a NUL character in text; SQLite stores one,
+    // so there a trigger refuses the row.
+    let mut bad = firing("z9", "Bad", None, 1);
+    if db.is_pg() {
+        bad.alertname = "bad\0name".to_owned();
+    } else {
+        db.exec(
+            "",
+            "CREATE TRIGGER refuse_z9 BEFORE INSERT ON alerts WHEN NEW.fingerprint = 'z9'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .await;
+    }
+    let updates = [
+        AlertUpdate::Resolved {
+            fingerprint: "k1".to_owned(),
+        },
+        AlertUpdate::Firing(firing("n1", "New", None, 2)),
+        AlertUpdate::Firing(bad),
+    ];
+    s.apply_alerts(&updates)
+        .await
+        .expect_err("the last change fails");
+    assert_eq!(fingerprints(&s.active_alerts(100).await.unwrap()), ["k1"]);
+}
+
 // === generated tests ===
 
 /// For each case, `sqlite::<case>` and `postgres::<case>`.
@@ -1878,4 +2040,6 @@ suite!(
     listings_carry_bounded_previews,
     probe_write_commits_and_pool_stays_clean,
     site_failure_reason_is_capped,
+    alerts_upsert_resend_resolve_and_order,
+    alerts_of_one_call_are_stored_together_or_not_at_all,
 );

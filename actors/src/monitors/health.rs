@@ -2,7 +2,8 @@
 //!
 //! Each check runs under `health.check_timeout`, so a wedged dependency makes its check an
 //! error instead of hanging the report. `database` and `supervision` are critical: an error in
-//! either makes the node `unhealthy` (HTTP 503); any other problem makes it `degraded`.
+//! either makes the node `unhealthy` (HTTP 503); any other problem makes it `degraded`. The
+//! `observability` and `alerts` checks are never worse than a warning.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -172,13 +173,14 @@ impl HealthCache {
 pub async fn run_checks(ctx: &Checks) -> HealthReport {
     let limit = ctx.config.health.check_timeout;
     let fleet = check_fleet(ctx);
-    let (database, cache, disk, supervision, queue, observability) = tokio::join!(
+    let (database, cache, disk, supervision, queue, observability, alerts) = tokio::join!(
         bounded(limit, check_database(ctx, limit)),
         bounded(limit, check_cache(ctx)),
         bounded(limit, async { check_disk(ctx) }),
         bounded(limit, check_supervision(ctx, limit)),
         bounded(limit, check_queue(ctx)),
         check_observability(ctx),
+        check_alerts(ctx, limit),
     );
     let configured = futures::future::join_all(
         ctx.config
@@ -196,6 +198,7 @@ pub async fn run_checks(ctx: &Checks) -> HealthReport {
         ("queue", queue),
         ("fleet", fleet),
         ("observability", observability),
+        ("alerts", alerts),
     ]
     .into_iter()
     .map(|(name, result)| (name.to_owned(), result))
@@ -427,6 +430,45 @@ async fn check_observability(ctx: &Checks) -> CheckResult {
             details,
         ),
     }
+}
+
+/// The alerts Alertmanager's webhook stored: `ok` with the `active` count, `warning` naming
+/// them while one labelled `severity="critical"` is active. One bounded statement, under its
+/// own timeout: an unreachable store is a warning here (the `database` check reports it as
+/// the error it is), never an error, so alerts never make the node unhealthy.
+async fn check_alerts(ctx: &Checks, limit: Duration) -> CheckResult {
+    let Some(backends) = ctx.published.current().filter(|_| ctx.readiness.migrated()) else {
+        return CheckResult::warning("alerts unknown: database not ready", json!({}));
+    };
+    match chom_store::with_timeout(limit, backends.store.alert_counts()).await {
+        Ok(counts) => {
+            let details = json!({ "active": counts.active, "critical": counts.critical });
+            if counts.critical == 0 {
+                CheckResult::ok(details)
+            } else {
+                // The names are the oldest critical ones, each once; the count says if
+                // there are more.
+                CheckResult::warning(
+                    format!(
+                        "{} critical alert{} firing: {}",
+                        counts.critical,
+                        if counts.critical == 1 { "" } else { "s" },
+                        names(&counts.critical_names),
+                    ),
+                    details,
+                )
+            }
+        }
+        Err(error) => CheckResult::warning(format!("alerts unknown: {error}"), json!({})),
+    }
+}
+
+/// Alert names for a message: each cut to 100 bytes (label values may be 1024 characters).
+fn names(list: &[String]) -> String {
+    list.iter()
+        .map(|n| chom_core::limits::cut_at_char_boundary(n, 100))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Warning while any server's circuit breaker is open (from the states the VPS actors
