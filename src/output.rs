@@ -549,6 +549,79 @@ fn micros(us: u64) -> String {
     }
 }
 
+/// `chom metrics query`: one line per series (`name{label="value"} value`), under a first line
+/// saying so when the answer came from the cache.
+pub fn metrics_answer(v: &api::metrics::Answer) -> (String, u8) {
+    let mut out = String::new();
+    if v.cached {
+        let _ = writeln!(
+            out,
+            "# cached answer from {}: {}",
+            or_dash(v.cached_at.as_deref()),
+            or_dash(v.warning.as_deref())
+        );
+    }
+    let result = v.data.get("result").unwrap_or(&Value::Null);
+    match v.data.get("resultType").and_then(Value::as_str) {
+        Some("vector") => {
+            for series in result.as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "{} {}",
+                    series_name(&series["metric"]),
+                    sample(&series["value"])
+                );
+            }
+        }
+        Some("matrix") => {
+            for series in result.as_array().into_iter().flatten() {
+                let values: Vec<String> = series["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(sample)
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{} {}",
+                    series_name(&series["metric"]),
+                    values.join(" ")
+                );
+            }
+        }
+        // scalar and string: one [time, value] pair.
+        _ => {
+            let _ = writeln!(out, "{}", sample(result));
+        }
+    }
+    if out.is_empty() || (v.cached && out.lines().count() == 1) {
+        out.push_str("no series\n");
+    }
+    (out, 0)
+}
+
+/// `name{label="value",...}` of a series' labels (`{}` when it has none).
+fn series_name(metric: &Value) -> String {
+    let Some(labels) = metric.as_object() else {
+        return "{}".to_owned();
+    };
+    let name = labels.get("__name__").and_then(Value::as_str).unwrap_or("");
+    let rest: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| *k != "__name__")
+        .map(|(k, v)| format!("{k}={}", Value::String(v.as_str().unwrap_or("").to_owned())))
+        .collect();
+    format!("{name}{{{}}}", rest.join(","))
+}
+
+/// The value of a `[time, "value"]` pair (the pair itself if it is not one).
+fn sample(pair: &Value) -> String {
+    match pair.as_array().map(Vec::as_slice) {
+        Some([_, Value::String(value)]) => value.clone(),
+        _ => pair.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,77 +702,36 @@ mod tests {
         ));
         assert_eq!(text, "restarted store (now -, restart count null)\n");
     }
-}
 
-/// `chom metrics query`: one line per series (`name{label="value"} value`), under a first line
-/// saying so when the answer came from the cache.
-pub fn metrics_answer(v: &api::metrics::Answer) -> (String, u8) {
-    let mut out = String::new();
-    if v.cached {
-        let _ = writeln!(
-            out,
-            "# cached answer from {}: {}",
-            or_dash(v.cached_at.as_deref()),
-            or_dash(v.warning.as_deref())
+    #[test]
+    fn metrics_answers_print_one_line_per_series_and_say_when_cached() {
+        let answer: api::metrics::Answer = serde_json::from_value(json!({
+            "_cached": true,
+            "cached_at": "2026-12-03T06:00:00+00:00",
+            "_warning": "the observability host is unreachable",
+            "resultType": "vector",
+            "result": [
+                {"metric": {"__name__": "up", "job": "chom"}, "value": [1.5, "1"]},
+                {"metric": {}, "value": [1.5, "0"]},
+            ],
+        }))
+        .unwrap();
+        let (text, code) = metrics_answer(&answer);
+        assert_eq!(code, 0);
+        assert_eq!(
+            text,
+            "# cached answer from 2026-12-03T06:00:00+00:00: the observability host is unreachable\n\
+             up{job=\"chom\"} 1\n{} 0\n"
         );
-    }
-    let result = v.data.get("result").unwrap_or(&Value::Null);
-    match v.data.get("resultType").and_then(Value::as_str) {
-        Some("vector") => {
-            for series in result.as_array().into_iter().flatten() {
-                let _ = writeln!(
-                    out,
-                    "{} {}",
-                    series_name(&series["metric"]),
-                    sample(&series["value"])
-                );
-            }
-        }
-        Some("matrix") => {
-            for series in result.as_array().into_iter().flatten() {
-                let values: Vec<String> = series["values"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(sample)
-                    .collect();
-                let _ = writeln!(
-                    out,
-                    "{} {}",
-                    series_name(&series["metric"]),
-                    values.join(" ")
-                );
-            }
-        }
-        // scalar and string: one [time, value] pair.
-        _ => {
-            let _ = writeln!(out, "{}", sample(result));
-        }
-    }
-    if out.is_empty() || (v.cached && out.lines().count() == 1) {
-        out.push_str("no series\n");
-    }
-    (out, 0)
-}
-
-/// `name{label="value",...}` of a series' labels (`{}` when it has none).
-fn series_name(metric: &Value) -> String {
-    let Some(labels) = metric.as_object() else {
-        return "{}".to_owned();
-    };
-    let name = labels.get("__name__").and_then(Value::as_str).unwrap_or("");
-    let rest: Vec<String> = labels
-        .iter()
-        .filter(|(k, _)| *k != "__name__")
-        .map(|(k, v)| format!("{k}={}", Value::String(v.as_str().unwrap_or("").to_owned())))
-        .collect();
-    format!("{name}{{{}}}", rest.join(","))
-}
-
-/// The value of a `[time, "value"]` pair (the pair itself if it is not one).
-fn sample(pair: &Value) -> String {
-    match pair.as_array().map(Vec::as_slice) {
-        Some([_, Value::String(value)]) => value.clone(),
-        _ => pair.to_string(),
+        let scalar: api::metrics::Answer = serde_json::from_value(json!({
+            "_cached": false, "resultType": "scalar", "result": [1.5, "2"],
+        }))
+        .unwrap();
+        assert_eq!(metrics_answer(&scalar).0, "2\n");
+        let empty: api::metrics::Answer = serde_json::from_value(json!({
+            "_cached": false, "resultType": "vector", "result": [],
+        }))
+        .unwrap();
+        assert_eq!(metrics_answer(&empty).0, "no series\n");
     }
 }

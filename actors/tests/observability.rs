@@ -336,7 +336,14 @@ async fn log_events_reach_the_push_endpoint_with_few_labels() {
     eventually(
         Duration::from_secs(10),
         "both lines at the receiver",
-        || receiver.streams().iter().map(|(_, l)| l.len()).sum::<usize>() == 2,
+        || {
+            receiver
+                .streams()
+                .iter()
+                .map(|(_, l)| l.len())
+                .sum::<usize>()
+                == 2
+        },
     )
     .await;
     let pushed = receiver.streams();

@@ -15,6 +15,7 @@ pub struct LokiReceiver {
     addr: SocketAddr,
     pushed: Arc<Mutex<Vec<Stream>>>,
     stopped: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl LokiReceiver {
@@ -24,13 +25,17 @@ impl LokiReceiver {
         let addr = listener.local_addr().expect("local address");
         let pushed: Arc<Mutex<Vec<Stream>>> = Arc::default();
         let stopped = Arc::new(AtomicBool::new(false));
-        let (sink, stop) = (pushed.clone(), stopped.clone());
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (sink, stop, conns) = (pushed.clone(), stopped.clone(), open.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
                     return; // the listener closes with this thread
                 }
                 if let Ok(conn) = conn {
+                    if let Ok(clone) = conn.try_clone() {
+                        conns.lock().unwrap_or_else(|e| e.into_inner()).push(clone);
+                    }
                     let sink = sink.clone();
                     std::thread::spawn(move || serve(conn, &sink));
                 }
@@ -40,6 +45,7 @@ impl LokiReceiver {
             addr,
             pushed,
             stopped,
+            open,
         }
     }
 
@@ -50,14 +56,26 @@ impl LokiReceiver {
 
     /// Every stream pushed so far.
     pub fn streams(&self) -> Vec<Stream> {
-        self.pushed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Close the port: later pushes are refused (connections already open are answered).
+    /// Close the port and every open connection: later pushes are refused, as by a Loki that
+    /// went away (a kept-alive connection would otherwise go on being answered).
     pub fn stop(&self) {
         if !self.stopped.swap(true, Ordering::SeqCst) {
             // Wake the accept loop so it sees the flag and drops the listener.
             let _ = TcpStream::connect(self.addr);
+        }
+        for conn in self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
         }
     }
 }
