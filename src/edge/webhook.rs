@@ -31,6 +31,11 @@ use tracing::{info, warn};
 /// The largest body accepted, in bytes (the shipped config's 100 alerts per call fit easily).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// An alert not re-sent for this long is forgotten: Alertmanager re-sends firing alerts every
+/// `repeat_interval` (4h in the shipped config), so a day without one means its resolution
+/// was missed (the node was down, say), and the table stays bounded.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The longest error message sent back for a refused payload.
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -265,6 +270,13 @@ async fn store(ctx: &NodeContext, alerts: Vec<Alert>) -> Response {
     }
     for (alertname, status) in &received {
         ctx.metrics.alert_received(alertname, status.as_str());
+    }
+    // Best effort: a stale row only lingers until the next call.
+    let stale = limits::saturating_before(Utc::now(), STALE_AFTER);
+    match backends.store.forget_stale_alerts(stale).await {
+        Ok(0) => {}
+        Ok(n) => info!(alerts = n, "webhook: forgot alerts not re-sent for a day"),
+        Err(error) => warn!(%error, "webhook: cannot forget stale alerts"),
     }
     let firing = received
         .iter()

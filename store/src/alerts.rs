@@ -28,6 +28,10 @@ pub trait Alerts: Send + Sync {
     /// How many alerts are active, how many critical, and the oldest critical names: one
     /// bounded statement, for the `alerts` health check.
     async fn alert_counts(&self) -> Result<AlertCounts, StoreError>;
+    /// Delete the alerts last received before `before` (Alertmanager re-sends a firing
+    /// alert every `repeat_interval`, so one not heard of for much longer was resolved while
+    /// the node did not hear it): the table stays bounded. Returns how many.
+    async fn forget_stale_alerts(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// Labels or annotations as stored: a JSON object of strings.
@@ -158,6 +162,14 @@ macro_rules! alerts {
                     }
                 }
                 Ok(counts)
+            }
+
+            async fn forget_stale_alerts(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+                let done = sqlx::query("DELETE FROM alerts WHERE updated_at < $1")
+                    .bind(time_param(before))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
         }
     };

@@ -221,6 +221,9 @@ impl Alerts for Deadlined {
     async fn alert_counts(&self) -> Answer<AlertCounts> {
         self.quick(self.inner.alert_counts()).await
     }
+    async fn forget_stale_alerts(&self, before: DateTime<Utc>) -> Answer<u64> {
+        self.quick(self.inner.forget_stale_alerts(before)).await
+    }
 }
 
 #[cfg(test)]

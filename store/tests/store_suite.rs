@@ -1838,6 +1838,34 @@ fn fingerprints(alerts: &[Alert]) -> Vec<&str> {
     alerts.iter().map(|a| a.fingerprint.as_str()).collect()
 }
 
+/// Alerts last received before a cutoff are forgotten; those received after it stay.
+async fn stale_alerts_are_forgotten(db: &TestDb) {
+    let s = db.store();
+    s.apply_alerts(&[AlertUpdate::Firing(firing(
+        "e4",
+        "Old",
+        Some("warning"),
+        10,
+    ))])
+    .await
+    .expect("apply");
+    let hour = chrono::Duration::hours(1);
+    assert_eq!(
+        s.forget_stale_alerts(chrono::Utc::now() - hour)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(fingerprints(&s.active_alerts(100).await.unwrap()), ["e4"]);
+    assert_eq!(
+        s.forget_stale_alerts(chrono::Utc::now() + hour)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.active_alerts(100).await.unwrap().is_empty());
+}
+
 /// Firing alerts are upserted by fingerprint, a re-send replaces what was stored, a resolved
 /// one is deleted; the listing is critical first, then warning, then the rest, oldest first.
 async fn alerts_upsert_resend_resolve_and_order(db: &TestDb) {
@@ -2041,5 +2069,6 @@ suite!(
     probe_write_commits_and_pool_stays_clean,
     site_failure_reason_is_capped,
     alerts_upsert_resend_resolve_and_order,
+    stale_alerts_are_forgotten,
     alerts_of_one_call_are_stored_together_or_not_at_all,
 );
