@@ -21,11 +21,7 @@ workers = 12
 poll_interval = "200ms"
 backoff = ["1s"]
 
-[ssh]
-user = "{user}"
-private_key = "{key}"
-known_hosts = "{known}"
-command_prefix = "{fake}"
+{ssh}
 connect_timeout = "2s"
 command_timeout = "10s"
 queue_timeout = "30s"
@@ -33,10 +29,7 @@ retry_base = "100ms"
 keepalive_interval = "1s"
 {more}
 "#,
-        user = sshd.user(),
-        key = sshd.ed25519_key().display(),
-        known = sshd.known_hosts().display(),
-        fake = sshd.fake().path().display(),
+        ssh = ssh_section(sshd),
     )
 }
 

@@ -261,18 +261,8 @@ fn metrics_queries_answer_live_then_cached_then_open_the_breaker_then_live_again
 
 /// Alertmanager's active `ChomDeadLetterSpike` alerts: their `kind` labels.
 fn spikes(am: &Alertmanager) -> Vec<String> {
-    let (code, body) = am
-        .daemon()
-        .get("/api/v2/alerts")
-        .expect("alertmanager answers");
-    assert_eq!(code, 200, "{body}");
-    let alerts: Value = serde_json::from_str(&body).unwrap();
-    alerts
-        .as_array()
-        .unwrap()
+    am.active("ChomDeadLetterSpike")
         .iter()
-        .filter(|a| a["labels"]["alertname"] == "ChomDeadLetterSpike")
-        .filter(|a| a["status"]["state"] == "active")
         .map(|a| a["labels"]["kind"].as_str().unwrap_or("").to_owned())
         .collect()
 }
@@ -438,11 +428,7 @@ fn every_metric_the_rules_and_the_dashboard_name_exists_after_a_short_workload()
         r#"
 [queue]
 poll_interval = "100ms"
-[ssh]
-user = "{user}"
-private_key = "{key}"
-known_hosts = "{known}"
-command_prefix = "{fake}"
+{ssh}
 connect_timeout = "2s"
 [observability]
 prometheus_url = "http://127.0.0.1:{closed}"
@@ -453,10 +439,7 @@ webhook_token = "{token}"
 max_rss = 4000000000
 "#,
         token = WEBHOOK_TOKEN,
-        user = sshd.user(),
-        key = sshd.ed25519_key().display(),
-        known = sshd.known_hosts().display(),
-        fake = sshd.fake().path().display(),
+        ssh = ssh_section(&sshd),
         closed = free_port(),
         loki = loki.url(),
     );

@@ -208,20 +208,11 @@ async fn bad_promql_is_prometheus_refusing_not_the_host_failing() {
 const ALERTMANAGER: &str =
     "route:\n  receiver: sink\n  group_wait: 1s\nreceivers:\n  - name: sink\n";
 
-/// The `ChomDeadLetterSpike` alerts Alertmanager holds as active, by kind.
+/// The `ChomDeadLetterSpike` alerts Alertmanager holds as active: (kind, description).
 fn spikes(am: &chom_testkit::Alertmanager) -> Vec<(String, String)> {
-    let (code, body) = am
-        .daemon()
-        .get("/api/v2/alerts")
-        .expect("alertmanager answers");
-    assert_eq!(code, 200, "{body}");
-    let alerts: Value = serde_json::from_str(&body).unwrap();
-    let mut out: Vec<(String, String)> = alerts
-        .as_array()
-        .unwrap()
+    let mut out: Vec<(String, String)> = am
+        .active("ChomDeadLetterSpike")
         .iter()
-        .filter(|a| a["labels"]["alertname"] == "ChomDeadLetterSpike")
-        .filter(|a| a["status"]["state"] == "active")
         .map(|a| {
             let kind = a["labels"]["kind"].as_str().unwrap().to_owned();
             (

@@ -101,6 +101,23 @@ impl Alertmanager {
     }
 }
 
+impl Alertmanager {
+    /// The alerts Alertmanager holds as active named `alertname` (its `/api/v2/alerts`).
+    pub fn active(&self, alertname: &str) -> Vec<serde_json::Value> {
+        let (code, body) = self.0.get("/api/v2/alerts").expect("alertmanager answers");
+        assert_eq!(code, 200, "{body}");
+        let alerts: serde_json::Value = serde_json::from_str(&body).expect("JSON alerts");
+        alerts
+            .as_array()
+            .expect("an array of alerts")
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == alertname)
+            .filter(|a| a["status"]["state"] == "active")
+            .cloned()
+            .collect()
+    }
+}
+
 impl Daemon {
     fn start(kind: Kind, config: &str, files: &[(&str, &str)]) -> Daemon {
         assert!(

@@ -123,6 +123,18 @@ fn merge_sections(text: &str) -> String {
     toml::to_string(&doc).unwrap()
 }
 
+/// The `[ssh]` section of a node whose servers are `sshd`: its user, key, known_hosts and the
+/// fake vpsmanager as the command prefix (more `[ssh]` keys may follow it).
+pub fn ssh_section(sshd: &chom_testkit::Sshd) -> String {
+    format!(
+        "[ssh]\nuser = \"{}\"\nprivate_key = \"{}\"\nknown_hosts = \"{}\"\ncommand_prefix = \"{}\"\n",
+        sshd.user(),
+        sshd.ed25519_key().display(),
+        sshd.known_hosts().display(),
+        sshd.fake().path().display(),
+    )
+}
+
 /// Run `chom ARGS` to completion with a config and extra env.
 pub fn chom(config: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(CHOM);
