@@ -16,5 +16,6 @@ pub mod job;
 pub mod limits;
 pub mod observe;
 pub mod policy;
+pub mod promql;
 pub mod remediation;
 pub mod throttle;
