@@ -434,3 +434,63 @@ fn operators_force_a_breaker_open_and_jobs_wait_without_using_attempts() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("web-1") && text.contains("closed"), "{text}");
 }
+
+#[test]
+fn site_delete_removes_the_site_from_its_server_then_its_row() {
+    let sshd = Sshd::start();
+    let node = node_with_web1(&sshd, "fleet-site-delete", "", &[]);
+    let tenant = node.rpc("tenants.add", json!({ "name": "acme" }));
+    let tenant_id = tenant["result"]["id"].as_i64().unwrap();
+    let add = |domain: &str| {
+        let added = node.rpc(
+            "sites.add",
+            json!({ "tenant": tenant_id, "vps": "web-1", "domain": domain }),
+        );
+        let job = added["result"]["job"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{added}"));
+        node.wait_job_state(job, "completed", Duration::from_secs(30));
+        added["result"]["site"]["id"].as_i64().unwrap()
+    };
+    let delete = |site: i64| {
+        let r = node.rpc(
+            "jobs.enqueue",
+            json!({ "kind": "site.delete", "payload": { "site": site }, "max_attempts": 1 }),
+        );
+        r["result"]["id"].as_i64().unwrap_or_else(|| panic!("{r}"))
+    };
+    let shop = add("shop.example.com");
+    let job = delete(shop);
+    let shown = node.rpc("jobs.show", json!({ "id": job }));
+    assert_eq!(shown["result"]["queue"], "high", "{shown}");
+    node.wait_job_state(job, "completed", Duration::from_secs(30));
+    assert_eq!(
+        sshd.fake().calls().last().unwrap(),
+        &vec!["site:delete".to_owned(), "shop.example.com".to_owned()]
+    );
+    let sites = node.rpc("sites.list", json!({}));
+    assert_eq!(sites["result"]["sites"], json!([]), "{sites}");
+    // Deleting a site that is already gone is done at once.
+    let again = delete(shop);
+    node.wait_job_state(again, "completed", Duration::from_secs(30));
+
+    // A deletion the server refuses leaves the site, marked failed with the reason.
+    let blog = add("blog.example.com");
+    sshd.fake().set_exit(3);
+    sshd.fake().set_stderr("cannot remove the document root");
+    let job = delete(blog);
+    node.wait_job_state(job, "failed", Duration::from_secs(30));
+    let site = wait_for(Duration::from_secs(30), "site marked failed", || {
+        let sites = node.rpc("sites.list", json!({}));
+        sites["result"]["sites"]
+            .as_array()?
+            .iter()
+            .find(|s| s["id"] == blog && s["status"] == "failed")
+            .cloned()
+    });
+    let reason = site["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("deletion failed") && reason.contains("document root"),
+        "{site}"
+    );
+}

@@ -98,6 +98,8 @@ pub enum SiteStatus {
     Active,
     /// Provisioning ran out of attempts (`failure_reason` says why).
     Failed,
+    /// `site.delete` is removing it from its server; the row goes when that succeeded.
+    Deleting,
 }
 
 impl SiteStatus {
@@ -107,6 +109,7 @@ impl SiteStatus {
             SiteStatus::Pending => "pending",
             SiteStatus::Active => "active",
             SiteStatus::Failed => "failed",
+            SiteStatus::Deleting => "deleting",
         }
     }
 
@@ -116,6 +119,7 @@ impl SiteStatus {
             "pending" => Some(SiteStatus::Pending),
             "active" => Some(SiteStatus::Active),
             "failed" => Some(SiteStatus::Failed),
+            "deleting" => Some(SiteStatus::Deleting),
             _ => None,
         }
     }

@@ -53,6 +53,8 @@ pub enum JobKind {
     VpsExec,
     /// Creates a site on its server and marks it active.
     SiteProvision,
+    /// Deletes a site from its server, then its row.
+    SiteDelete,
     /// Debug hooks only: appends "id node start" to a file.
     DebugRecord,
     /// Debug hooks only: sleeps.
@@ -67,10 +69,11 @@ pub enum JobKind {
 
 impl JobKind {
     /// Every kind; the name lookups derive from this list.
-    pub const ALL: [JobKind; 8] = [
+    pub const ALL: [JobKind; 9] = [
         JobKind::Noop,
         JobKind::VpsExec,
         JobKind::SiteProvision,
+        JobKind::SiteDelete,
         JobKind::DebugRecord,
         JobKind::DebugSleep,
         JobKind::DebugFail,
@@ -84,6 +87,7 @@ impl JobKind {
             JobKind::Noop => "noop",
             JobKind::VpsExec => "vps.exec",
             JobKind::SiteProvision => "site.provision",
+            JobKind::SiteDelete => "site.delete",
             JobKind::DebugRecord => "debug.record",
             JobKind::DebugSleep => "debug.sleep",
             JobKind::DebugFail => "debug.fail",

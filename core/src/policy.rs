@@ -30,7 +30,9 @@ pub struct JobPolicy {
 /// Code defaults of the built-in kinds that differ from `[queue]` (SPEC.md "Jobs").
 pub fn builtin(kind: &str) -> (Option<&'static str>, Option<u32>, Option<Duration>) {
     match JobKind::from_name(kind) {
-        Some(JobKind::SiteProvision) => (Some("high"), Some(5), Some(Duration::from_secs(300))),
+        Some(JobKind::SiteProvision | JobKind::SiteDelete) => {
+            (Some("high"), Some(5), Some(Duration::from_secs(300)))
+        }
         _ => (None, None, None),
     }
 }

@@ -56,11 +56,7 @@ fn scope(expr: &mut Expr, id: &str) -> Result<(), ScopeError> {
         }
         Expr::Paren(p) => scope(&mut p.expr, id),
         Expr::Subquery(s) => scope(&mut s.expr, id),
-        Expr::Call(call) => call
-            .args
-            .args
-            .iter_mut()
-            .try_for_each(|arg| scope(arg, id)),
+        Expr::Call(call) => call.args.args.iter_mut().try_for_each(|arg| scope(arg, id)),
         // Literals select nothing; the parser never makes extensions.
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => Ok(()),
     }
@@ -185,7 +181,10 @@ mod tests {
             "up{tenant_id=\"7\",tenant_id=\"8\"}",
         ] {
             let err = scope_to_tenant(query, 7).unwrap_err();
-            assert!(matches!(err, ScopeError::TenantMatcher(_)), "{query}: {err}");
+            assert!(
+                matches!(err, ScopeError::TenantMatcher(_)),
+                "{query}: {err}"
+            );
             assert!(err.to_string().contains("tenant_id"), "{err}");
         }
     }

@@ -205,6 +205,9 @@ impl Inventory for Deadlined {
         self.quick(self.inner.set_site_status(id, status, reason))
             .await
     }
+    async fn delete_site(&self, id: i64) -> Answer<bool> {
+        self.quick(self.inner.delete_site(id)).await
+    }
     async fn inventory_counts(&self) -> Answer<(u64, u64)> {
         self.quick(self.inner.inventory_counts()).await
     }

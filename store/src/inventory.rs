@@ -47,6 +47,9 @@ pub trait Inventory: Send + Sync {
         status: SiteStatus,
         reason: Option<&str>,
     ) -> Result<bool, StoreError>;
+    /// Delete a site's row (once `site.delete` removed it from its server); `false` when
+    /// there is no such site.
+    async fn delete_site(&self, id: i64) -> Result<bool, StoreError>;
     /// Active tenants and active sites (the `chom_active_*` gauges).
     async fn inventory_counts(&self) -> Result<(u64, u64), StoreError>;
 }
@@ -371,6 +374,14 @@ macro_rules! inventory {
                     .bind(id)
                     .bind(status.as_str())
                     .bind(reason.map(crate::rows::stored_error))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() > 0)
+            }
+
+            async fn delete_site(&self, id: i64) -> Result<bool, StoreError> {
+                let result = sqlx::query("DELETE FROM sites WHERE id = $1")
+                    .bind(id)
                     .execute(&self.pool)
                     .await?;
                 Ok(result.rows_affected() > 0)

@@ -1267,6 +1267,25 @@ async fn tenants_and_sites(db: &TestDb) {
     let in_use = s.remove_vps("web-1").await.unwrap_err();
     assert!(matches!(in_use, StoreError::Invalid(_)), "{in_use}");
     assert!(s.vps("web-1").await.unwrap().is_some());
+
+    // Deleting: marked, then the row goes; its domain is free again.
+    assert!(
+        s.set_site_status(second.id, SiteStatus::Deleting, None)
+            .await
+            .unwrap()
+    );
+    let deleting = s.site(second.id).await.unwrap().unwrap();
+    assert_eq!(deleting.status, SiteStatus::Deleting);
+    assert_eq!(
+        deleting.domain, "blog.example.com",
+        "every column survived the rebuild"
+    );
+    assert!(s.delete_site(second.id).await.unwrap());
+    assert!(!s.delete_site(second.id).await.unwrap());
+    assert!(s.site(second.id).await.unwrap().is_none());
+    s.create_site(&new(other.id, "web-1", "blog.example.com"))
+        .await
+        .expect("the domain is free again");
 }
 
 /// A server's owning tenant is stored and read back; an unknown tenant is refused by name; a

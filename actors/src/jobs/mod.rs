@@ -12,6 +12,7 @@
 
 mod debug;
 mod payload;
+mod site_delete;
 mod site_provision;
 mod vps_exec;
 
@@ -26,6 +27,7 @@ use crate::fleet::{ExecError, Fleet};
 
 pub use debug::{DebugJob, Fail, Panic, PanicOnce, Record, Sleep};
 pub use payload::Job;
+pub use site_delete::SiteDelete;
 pub use site_provision::SiteProvision;
 pub use vps_exec::VpsExec;
 
@@ -109,12 +111,14 @@ pub async fn run(kind: &str, payload: &str, env: &JobEnv<'_>) -> Result<(), JobE
         Job::Noop => Ok(()),
         Job::VpsExec(job) => vps_exec::run(&job, env).await,
         Job::SiteProvision(job) => site_provision::run(&job, env).await,
+        Job::SiteDelete(job) => site_delete::run(&job, env).await,
         Job::Debug(job) => debug::run(job, env).await,
     }
 }
 
 /// Per-kind hook run once when a job fails for good (after its last attempt, or at once for a
-/// permanent error): `site.provision` marks its site failed with the reason; a debug job
+/// permanent error): `site.provision` and `site.delete` mark their site failed with the
+/// reason; a debug job
 /// writes the reason to its `hook_file`.
 pub fn on_final_failure(
     backends: &PublishedBackends,
@@ -123,8 +127,10 @@ pub fn on_final_failure(
     payload: &str,
     error: &str,
 ) {
-    if let Ok(Job::SiteProvision(job)) = Job::parse(kind, payload, debug_hooks) {
-        site_provision::on_final_failure(backends, &job, error);
+    match Job::parse(kind, payload, debug_hooks) {
+        Ok(Job::SiteProvision(job)) => site_provision::on_final_failure(backends, &job, error),
+        Ok(Job::SiteDelete(job)) => site_delete::on_final_failure(backends, &job, error),
+        _ => {}
     }
     // Tests observe the hook through the file.
     if let Some(path) = debug::hook_file(kind, payload, debug_hooks) {

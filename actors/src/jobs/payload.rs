@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::JobError;
 use super::debug::DebugJob;
+use super::site_delete::SiteDelete;
 use super::site_provision::SiteProvision;
 use super::vps_exec::VpsExec;
 
@@ -23,6 +24,8 @@ pub enum Job {
     VpsExec(VpsExec),
     /// `site.provision`.
     SiteProvision(SiteProvision),
+    /// `site.delete`.
+    SiteDelete(SiteDelete),
     /// The `debug.*` kinds (debug hooks only).
     Debug(DebugJob),
 }
@@ -41,6 +44,7 @@ impl Job {
             JobKind::Noop => Job::Noop,
             JobKind::VpsExec => Job::VpsExec(typed(fields)?),
             JobKind::SiteProvision => Job::SiteProvision(typed(fields)?),
+            JobKind::SiteDelete => Job::SiteDelete(typed(fields)?),
             JobKind::DebugRecord => Job::Debug(DebugJob::Record(typed(fields)?)),
             JobKind::DebugSleep => Job::Debug(DebugJob::Sleep(typed(fields)?)),
             JobKind::DebugFail => Job::Debug(DebugJob::Fail(typed(fields)?)),

@@ -71,7 +71,7 @@ pub(super) fn on_final_failure(backends: &PublishedBackends, job: &SiteProvision
     tokio::spawn(async move { mark_site_failed(&backends, site, &error).await });
 }
 
-async fn mark_site_failed(backends: &PublishedBackends, site: i64, reason: &str) {
+pub(super) async fn mark_site_failed(backends: &PublishedBackends, site: i64, reason: &str) {
     for attempt in 1..=5u32 {
         let result = match backends.current() {
             Some(b) => b
@@ -83,7 +83,7 @@ async fn mark_site_failed(backends: &PublishedBackends, site: i64, reason: &str)
         };
         match result {
             Ok(_) => {
-                warn!(site, %reason, "site provisioning failed for good; site marked failed");
+                warn!(site, %reason, "site job failed for good; site marked failed");
                 return;
             }
             Err(error) if attempt == 5 => {
