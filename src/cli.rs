@@ -177,6 +177,28 @@ enum TenantsCommand {
         #[arg(long, default_value = "starter")]
         tier: String,
     },
+    /// Make an API token for a tenant and print it, this once (only its SHA-256 is stored).
+    Token {
+        /// The tenant's id.
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        tenant: i64,
+        /// A label for the token (at most 100 characters, no control characters; default
+        /// `default`).
+        #[arg(long, value_parser = token_name_arg)]
+        name: Option<String>,
+    },
+    /// A tenant's API tokens: name, created, last used, revoked (never the token).
+    Tokens {
+        /// The tenant's id.
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        tenant: i64,
+    },
+    /// Revoke an API token: requests carrying it are refused from now on.
+    Revoke {
+        /// The token's id (`chom tenants tokens TENANT`).
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +372,14 @@ fn unique_key_arg(text: &str) -> Result<String, String> {
 
 fn tenant_name_arg(text: &str) -> Result<String, String> {
     limits::check_text("NAME", text, limits::MAX_NAME_CHARS).map_err(|e| e.to_string())?;
+    if text.trim().is_empty() {
+        return Err("must not be blank".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
+fn token_name_arg(text: &str) -> Result<String, String> {
+    limits::check_text("NAME", text, limits::MAX_TOKEN_NAME_CHARS).map_err(|e| e.to_string())?;
     if text.trim().is_empty() {
         return Err("must not be blank".to_owned());
     }
@@ -615,6 +645,25 @@ async fn tenants_command(cli: &Cli, cmd: &TenantsCommand) -> u8 {
                 tier: Some(tier.clone()),
             };
             admin(cli, &request, output::tenant_added).await
+        }
+        TenantsCommand::Token { tenant, name } => {
+            let request = tenants::Token {
+                tenant: Id::checked(*tenant),
+                name: name.clone(),
+            };
+            admin(cli, &request, output::token_issued).await
+        }
+        TenantsCommand::Tokens { tenant } => {
+            let request = tenants::Tokens {
+                tenant: Id::checked(*tenant),
+            };
+            admin(cli, &request, output::tokens).await
+        }
+        TenantsCommand::Revoke { id } => {
+            let request = tenants::Revoke {
+                id: Id::checked(*id),
+            };
+            admin(cli, &request, output::token_revoked).await
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Admin RPC methods of the fleet: servers (`vps.*`), breakers (`breaker.*`), tenants
-//! (`tenants.*`) and sites (`sites.*`).
+//! (`tenants.*`, their API tokens included) and sites (`sites.*`).
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use chom_actors::fleet::vps::{BreakerCommand, VpsInfo, VpsMsg, snapshot_key};
 use chom_core::inventory::{NewSite, Tenant, VpsServer};
 use chom_core::job::NewJob;
 use chom_core::policy::JobPolicy;
+use chom_core::token::Secret;
 use serde_json::{Value, json};
 
 use crate::api::node::OpenBreaker;
@@ -31,6 +32,9 @@ pub async fn dispatch(
         breaker::Close::NAME => run::<breaker::Close>(ctx, params).await,
         tenants::List::NAME => run::<tenants::List>(ctx, params).await,
         tenants::Add::NAME => run::<tenants::Add>(ctx, params).await,
+        tenants::Token::NAME => run::<tenants::Token>(ctx, params).await,
+        tenants::Tokens::NAME => run::<tenants::Tokens>(ctx, params).await,
+        tenants::Revoke::NAME => run::<tenants::Revoke>(ctx, params).await,
         sites::List::NAME => run::<sites::List>(ctx, params).await,
         sites::Add::NAME => run::<sites::Add>(ctx, params).await,
         sites::Provision::NAME => run::<sites::Provision>(ctx, params).await,
@@ -229,6 +233,52 @@ impl Handle for tenants::Add {
             .create_tenant(&self.name, self.tier())
             .await
             .map_err(store_err)
+    }
+}
+
+impl Handle for tenants::Token {
+    async fn handle(self, ctx: &NodeContext) -> Result<tenants::Issued, RpcError> {
+        let secret = Secret::generate().map_err(|e| RpcError::failed(e.to_string()))?;
+        let b = backends(ctx)?;
+        let token = b
+            .store
+            .create_token(self.tenant.get(), self.name(), &secret.hash())
+            .await
+            .map_err(store_err)?;
+        // Who made which token is worth a line; the token itself never is.
+        tracing::info!(
+            tenant = token.tenant_id,
+            token_id = token.id,
+            name = %token.name,
+            "api token created"
+        );
+        Ok(tenants::Issued {
+            token: secret.expose().to_owned(),
+            id: token.id,
+            tenant: token.tenant_id,
+        })
+    }
+}
+
+impl Handle for tenants::Tokens {
+    async fn handle(self, ctx: &NodeContext) -> Result<tenants::TokenList, RpcError> {
+        let b = backends(ctx)?;
+        let tokens = b.store.tokens(self.tenant.get()).await.map_err(store_err)?;
+        Ok(tenants::TokenList { tokens })
+    }
+}
+
+impl Handle for tenants::Revoke {
+    async fn handle(self, ctx: &NodeContext) -> Result<tenants::Revoked, RpcError> {
+        let id = self.id.get();
+        let b = backends(ctx)?;
+        if !b.store.revoke_token(id).await.map_err(store_err)? {
+            return Err(RpcError::failed(format!(
+                "no token {id} (see `chom tenants tokens TENANT`)"
+            )));
+        }
+        tracing::info!(token_id = id, "api token revoked");
+        Ok(tenants::Revoked { id, revoked: true })
     }
 }
 

@@ -505,6 +505,45 @@ pub fn tenant_added(v: &Tenant) -> (String, u8) {
     (format!("{}\n", v.id), 0)
 }
 
+/// `chom tenants token`: the token alone on the last line, so `| tail -n1` takes it.
+pub fn token_issued(v: &api::tenants::Issued) -> (String, u8) {
+    (
+        format!(
+            "token {} of tenant {} (shown only now; the node keeps only its SHA-256):\n{}\n",
+            v.id, v.tenant, v.token
+        ),
+        0,
+    )
+}
+
+/// `chom tenants tokens`.
+pub fn tokens(v: &api::tenants::TokenList) -> (String, u8) {
+    let header = format!(
+        "{:<8} {:<24} {:<20} {:<20} REVOKED\n",
+        "ID", "NAME", "CREATED", "LAST USED"
+    );
+    let when = |t: Option<&chrono::DateTime<chrono::Utc>>| match t {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => "-".to_owned(),
+    };
+    let out = table(header, &v.tokens, |t| {
+        format!(
+            "{:<8} {:<24} {:<20} {:<20} {}",
+            t.id,
+            t.name,
+            when(Some(&t.created_at)),
+            when(t.last_used_at.as_ref()),
+            when(t.revoked_at.as_ref()),
+        )
+    });
+    (out, 0)
+}
+
+/// `chom tenants revoke`.
+pub fn token_revoked(v: &api::tenants::Revoked) -> (String, u8) {
+    (format!("token {} revoked\n", v.id), 0)
+}
+
 /// `chom sites list`.
 pub fn sites(v: &api::sites::Sites) -> (String, u8) {
     let header = format!(
@@ -663,6 +702,23 @@ mod tests {
         // Keys too (health check names are keys), and numbers are left alone.
         let doc = escape_strings(&json!({ "a\u{7}": 1 }));
         assert_eq!(doc, json!({ "a\\u{7}": 1 }));
+    }
+
+    #[test]
+    fn tokens_are_listed_by_name_and_times_and_a_new_one_comes_last() {
+        let doc = json!({ "tokens": [
+            { "id": 3, "tenant_id": 1, "name": "ci\u{1b}[2J", "created_at": "2026-01-02T03:04:05.123Z",
+              "last_used_at": null, "revoked_at": "2026-01-03T00:00:00Z" }
+        ]});
+        let (text, _) = tokens(&reply(&doc));
+        let row = format!(
+            "3        {:<24} 2026-01-02T03:04:05Z -                    2026-01-03T00:00:00Z",
+            "ci\\u{1b}[2J"
+        );
+        assert_eq!(text.lines().nth(1), Some(row.as_str()), "{text}");
+        let issued = json!({ "token": "chom_00", "id": 3, "tenant": 1 });
+        let (text, _) = token_issued(&reply(&issued));
+        assert_eq!(text.lines().last(), Some("chom_00"));
     }
 
     #[test]

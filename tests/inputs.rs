@@ -138,6 +138,15 @@ fn cli_refuses_out_of_range_values_before_connecting() {
         (&["vps", "add", "web-1", &"h".repeat(254)], "HOST"),
         (&["tenants", "add", "evil\u{1b}[31m"], "NAME"),
         (&["tenants", "add", &"é".repeat(201)], "NAME"),
+        (&["tenants", "token", "0"], "TENANT"),
+        (
+            &["tenants", "token", "1", "--name", &"é".repeat(101)],
+            "--name",
+        ),
+        (&["tenants", "token", "1", "--name", "a\tb"], "--name"),
+        (&["tenants", "token", "1", "--name", " "], "--name"),
+        (&["tenants", "tokens", "x"], "TENANT"),
+        (&["tenants", "revoke", "-1"], "ID"),
         (&["sites", "list", "--tenant", "0"], "--tenant"),
         (
             &["vps", "add", "web-1", "10.0.0.1", "--tenant", "0"],
@@ -162,6 +171,9 @@ fn cli_refuses_out_of_range_values_before_connecting() {
         &["failed", "prune", "--older-than", "3650days"],
         &["jobs", "list", "--limit", "1000"],
         &["tenants", "add", &"é".repeat(200)],
+        &["tenants", "token", "1", "--name", &"é".repeat(100)],
+        &["tenants", "tokens", "1"],
+        &["tenants", "revoke", "1"],
         &["vps", "add", "web-1", "10.0.0.1", "--user", "deploy_2"],
     ] {
         let (code, _, stderr) = cli(&nowhere, args);
@@ -380,6 +392,34 @@ fn rpc_params_are_checked_for_type_range_and_size() {
     for name in ["evil\u{1b}[31mred", "two\nlines", "nul\u{0}", "   "] {
         refused(&node, "tenants.add", json!({ "name": name }), "name");
     }
+    // API tokens: the tenant and token are ids; a token's name is optional, at most 100
+    // characters (not bytes), no control characters, not blank.
+    let tenant = ok(&node, "tenants.list", json!({}))["tenants"][0]["id"].clone();
+    let issued = ok(
+        &node,
+        "tenants.token",
+        json!({"tenant": tenant, "name": "α".repeat(100)}),
+    );
+    assert_eq!(issued["tenant"], tenant);
+    refused(
+        &node,
+        "tenants.token",
+        json!({"tenant": tenant, "name": "α".repeat(101)}),
+        "name",
+    );
+    for name in ["evil\u{1b}[31mred", "two\nlines", "", "   "] {
+        refused(
+            &node,
+            "tenants.token",
+            json!({"tenant": tenant, "name": name}),
+            "name",
+        );
+    }
+    for id in [json!(0), json!(-1), json!("1"), json!(1.5), json!(null)] {
+        refused(&node, "tenants.token", json!({ "tenant": id }), "tenant");
+        refused(&node, "tenants.tokens", json!({ "tenant": id }), "tenant");
+        refused(&node, "tenants.revoke", json!({ "id": id }), "id");
+    }
     // sites.add: the tenant is an id, the server a vps id, provision a boolean.
     refused(
         &node,
@@ -545,6 +585,9 @@ fn unknown_or_mistyped_parameters_are_refused_naming_them() {
         ("breaker.close", json!({"vps": "web-1"})),
         ("tenants.list", json!({})),
         ("tenants.add", json!({"name": "acme"})),
+        ("tenants.token", json!({"tenant": 1})),
+        ("tenants.tokens", json!({"tenant": 1})),
+        ("tenants.revoke", json!({"id": 1})),
         ("sites.list", json!({})),
         (
             "sites.add",
@@ -579,6 +622,9 @@ fn unknown_or_mistyped_parameters_are_refused_naming_them() {
         ),
         ("breaker.reset", json!({"vps": null}), "vps"),
         ("tenants.add", json!({"name": "acme", "tier": 5}), "tier"),
+        ("tenants.token", json!({"tenant": 1, "name": 5}), "name"),
+        ("tenants.tokens", json!({}), "tenant"),
+        ("tenants.revoke", json!({"id": [1]}), "id"),
         (
             "sites.add",
             json!({"tenant": "1", "vps": "web-1", "domain": "a.example"}),

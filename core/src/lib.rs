@@ -1,9 +1,9 @@
 //! Pure domain types and state machines of the CHOM node: configuration (parsed and
 //! validated from text; the binary reads the files), input bounds, jobs and their retry
 //! policy, the circuit breaker, remediation, retry pacing, log throttling and the
-//! observability query policy (live, probe or cache), and the alerts received from
-//! Alertmanager. No IO: every
-//! input, the time included, is handed in.
+//! observability query policy (live, probe or cache), the alerts received from
+//! Alertmanager, and tenant API tokens. No IO: every input, the time included, is handed in
+//! (the one exception: a new API token's random bytes come from the operating system).
 
 #![warn(missing_docs)]
 
@@ -19,3 +19,4 @@ pub mod policy;
 pub mod promql;
 pub mod remediation;
 pub mod throttle;
+pub mod token;

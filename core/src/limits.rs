@@ -63,6 +63,17 @@ pub const MAX_HOST_CHARS: usize = 253;
 /// The longest tenant name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
+/// The longest API token name, in characters.
+pub const MAX_TOKEN_NAME_CHARS: usize = 100;
+
+/// The most tokens a tenant may hold that are not revoked: enough for every client and
+/// rotation, few enough that one listing shows them all.
+pub const MAX_ACTIVE_TOKENS: u32 = 100;
+
+/// The most tokens one listing (`tenants.tokens`) returns: the active ones first, then the
+/// most recently revoked.
+pub const MAX_TOKENS_LISTED: u32 = 1_000;
+
 /// The earliest timestamp the node stores or reads back as itself: the Unix epoch.
 pub fn min_time() -> DateTime<Utc> {
     DateTime::UNIX_EPOCH

@@ -1,9 +1,11 @@
-//! Tenants: `tenants.list`, `tenants.add`.
+//! Tenants: `tenants.list`, `tenants.add`, and their API tokens: `tenants.token`,
+//! `tenants.tokens`, `tenants.revoke`.
 
 use chom_core::inventory::{Tenant, Tier};
-use chom_core::limits::{self, MAX_NAME_CHARS};
+use chom_core::limits::{self, MAX_NAME_CHARS, MAX_TOKEN_NAME_CHARS};
+use chom_core::token::{ApiToken, DEFAULT_TOKEN_NAME};
 
-use super::{echo, ensure, invalid};
+use super::{Id, echo, ensure, invalid};
 use crate::rpc::protocol::RpcError;
 
 request! {
@@ -53,5 +55,79 @@ impl Add {
             .as_deref()
             .and_then(Tier::parse)
             .unwrap_or(Tier::Starter)
+    }
+}
+
+request! {
+    /// `tenants.token`: make an API token for a tenant. The reply is the only place the
+    /// token ever appears: the node stores its SHA-256 and logs neither.
+    Token("tenants.token") -> Issued {
+        /// The tenant the token acts for.
+        pub tenant: Id,
+        /// A label for the operator (at most 100 characters, no control characters, not
+        /// blank; default `default`).
+        pub name: Option<String>,
+    }
+    impl {
+        fn validate(&self) -> Result<(), RpcError> {
+            if let Some(name) = &self.name {
+                limits::check_text("name", name, MAX_TOKEN_NAME_CHARS).map_err(invalid)?;
+                ensure(!name.trim().is_empty(), "`name` must not be blank")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Token {
+    /// The token's name after [`Method::validate`](super::Method::validate).
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(DEFAULT_TOKEN_NAME)
+    }
+}
+
+reply! {
+    /// The answer to `tenants.token`.
+    Issued {
+        /// The token, shown this once (`chom_` and 64 hex digits).
+        pub token: String,
+        /// Its id (`tenants.revoke`).
+        pub id: i64,
+        /// The tenant it acts for.
+        pub tenant: i64,
+    }
+}
+
+request! {
+    /// `tenants.tokens`: a tenant's API tokens, without their secrets.
+    Tokens("tenants.tokens") -> TokenList {
+        /// The tenant.
+        pub tenant: Id,
+    }
+}
+
+reply! {
+    /// The answer to `tenants.tokens`.
+    TokenList {
+        /// Active tokens by id, then revoked ones, latest revoked first (at most 1,000).
+        pub tokens: Vec<ApiToken>,
+    }
+}
+
+request! {
+    /// `tenants.revoke`: revoke an API token; it authenticates nothing from then on.
+    Revoke("tenants.revoke") -> Revoked {
+        /// The token's id.
+        pub id: Id,
+    }
+}
+
+reply! {
+    /// The answer to `tenants.revoke` (an unknown id is an error instead).
+    Revoked {
+        /// The token's id.
+        pub id: i64,
+        /// The token is revoked (also when it was already).
+        pub revoked: bool,
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! | class | limit | operations |
 //! |---|---|---|
-//! | quick | [`Deadlines::quick`] (10 s) | one job or row: enqueue, claim, complete, heartbeat, queue control, inventory, probes, alert counts |
+//! | quick | [`Deadlines::quick`] (10 s) | one job or row: enqueue, claim, complete, heartbeat, queue control, inventory, probes, alert counts, API tokens |
 //! | bulk | [`Deadlines::bulk`] (60 s) | many rows: pruning, rescue, the stuck-job killer, dead-letter lists and retries, job lists, stats, a webhook call's alerts, the alert listing |
 //! | migrate | [`Deadlines::migrate`] (6 x `database.connect_timeout`, at least 6 s) | migrations |
 //!
@@ -23,10 +23,11 @@ use chom_core::inventory::{NewSite, Site, SiteStatus, Tenant, Tier, VpsServer};
 use chom_core::job::{
     Completion, Enqueued, FailedJob, Job, JobFilter, KindFailures, NewJob, QueueStats,
 };
+use chom_core::token::{ApiToken, TokenHash};
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
-use crate::{Alerts, Backend, Inventory, NodeRecord, Store, StoreError, with_timeout};
+use crate::{Alerts, Backend, Inventory, NodeRecord, Store, StoreError, Tokens, with_timeout};
 
 /// What every store operation answers.
 type Answer<T> = Result<T, StoreError>;
@@ -229,6 +230,26 @@ impl Alerts for Deadlined {
     }
 }
 
+#[async_trait]
+impl Tokens for Deadlined {
+    async fn create_token(&self, tenant_id: i64, name: &str, hash: &TokenHash) -> Answer<ApiToken> {
+        self.quick(self.inner.create_token(tenant_id, name, hash))
+            .await
+    }
+    async fn tokens(&self, tenant_id: i64) -> Answer<Vec<ApiToken>> {
+        self.quick(self.inner.tokens(tenant_id)).await
+    }
+    async fn revoke_token(&self, id: i64) -> Answer<bool> {
+        self.quick(self.inner.revoke_token(id)).await
+    }
+    async fn authenticate(&self, hash: &TokenHash) -> Answer<Option<(ApiToken, Tenant)>> {
+        self.quick(self.inner.authenticate(hash)).await
+    }
+    async fn touch_token(&self, id: i64, now: DateTime<Utc>) -> Answer<bool> {
+        self.quick(self.inner.touch_token(id, now)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +296,8 @@ mod tests {
         );
         assert_eq!(time_out(store.heartbeat("n")).await, (quick, quick));
         assert_eq!(time_out(store.vps_list()).await, (quick, quick));
+        let hash = chom_core::token::Secret::from_random(&[0; 32]).hash();
+        assert_eq!(time_out(store.authenticate(&hash)).await, (quick, quick));
         assert_eq!(time_out(store.prune_jobs(now)).await, (bulk, bulk));
         assert_eq!(time_out(store.retry_failed(None)).await, (bulk, bulk));
         assert_eq!(

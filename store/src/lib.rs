@@ -48,6 +48,7 @@ mod inventory;
 mod postgres;
 mod rows;
 mod sqlite;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,7 @@ pub use deadline::{Deadlined, Deadlines};
 pub use inventory::Inventory;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use tokens::{TOUCH_INTERVAL, Tokens};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +128,7 @@ pub struct NodeRecord {
 
 /// Everything the node stores in its database.
 #[async_trait]
-pub trait Store: Inventory + Alerts + Send + Sync + 'static {
+pub trait Store: Inventory + Alerts + Tokens + Send + Sync + 'static {
     /// Which implementation this is.
     fn backend(&self) -> Backend;
     /// Apply every pending migration.

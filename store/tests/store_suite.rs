@@ -20,6 +20,7 @@ use chom_core::alert::{Alert, AlertCounts, AlertStatus, AlertUpdate};
 use chom_core::inventory::{NewSite, SiteStatus, Tier, VpsServer};
 use chom_core::job::{Completion, Job, JobFilter, JobState, NewJob, QueueStats};
 use chom_core::limits;
+use chom_core::token::{Secret, TokenHash};
 use chom_store::{Backend, NodeRecord, Store, StoreError};
 use chrono::{DateTime, Utc};
 use common::{Raw, TestDb};
@@ -2018,6 +2019,183 @@ async fn alerts_of_one_call_are_stored_together_or_not_at_all(db: &TestDb) {
     assert_eq!(fingerprints(&s.active_alerts(100).await.unwrap()), ["k1"]);
 }
 
+// === API tokens ===
+
+/// A token made from `seed` (fixed random bytes), and its hash.
+fn token(seed: u8) -> (Secret, TokenHash) {
+    let secret = Secret::from_random(&[seed; 32]);
+    let hash = secret.hash();
+    (secret, hash)
+}
+
+/// Tokens are made per tenant and listed without secrets; a revoked token stops
+/// authenticating and is listed after the active ones; authentication returns the tenant's
+/// tier and status in the same answer.
+async fn api_tokens_are_made_listed_revoked_and_authenticate(db: &TestDb) {
+    let s = db.store();
+    let acme = s.create_tenant("acme", Tier::Pro).await.unwrap();
+    let globex = s.create_tenant("globex", Tier::Starter).await.unwrap();
+    let (_, ci_hash) = token(1);
+    let (_, panel_hash) = token(2);
+    let ci = s.create_token(acme.id, "ci", &ci_hash).await.unwrap();
+    let panel = s.create_token(acme.id, "panel", &panel_hash).await.unwrap();
+    assert_eq!(
+        (
+            ci.tenant_id,
+            ci.name.as_str(),
+            ci.last_used_at,
+            ci.revoked_at
+        ),
+        (acme.id, "ci", None, None)
+    );
+    assert_near(ci.created_at, Utc::now(), "created_at");
+    assert!(panel.id > ci.id);
+
+    // An unknown tenant is named; a hash stored already is a conflict.
+    let error = s.create_token(999_999, "x", &token(3).1).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Invalid(m) if m.contains("no tenant 999999")),
+        "{error}"
+    );
+    let error = s.create_token(globex.id, "x", &ci_hash).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+    let error = s.tokens(999_999).await.unwrap_err();
+    assert!(matches!(error, StoreError::Invalid(_)), "{error}");
+    assert_eq!(
+        s.tokens(acme.id).await.unwrap(),
+        [ci.clone(), panel.clone()]
+    );
+    assert_eq!(s.tokens(globex.id).await.unwrap(), []);
+
+    let (found, tenant) = s.authenticate(&ci_hash).await.unwrap().expect("ci token");
+    assert_eq!((found, tenant), (ci.clone(), acme.clone()));
+    assert_eq!(s.authenticate(&token(9).1).await.unwrap(), None);
+
+    // Revoking is idempotent and keeps the first revocation time.
+    assert!(s.revoke_token(ci.id).await.unwrap());
+    let revoked_at = s.tokens(acme.id).await.unwrap()[1]
+        .revoked_at
+        .expect("revoked");
+    assert_near(revoked_at, Utc::now(), "revoked_at");
+    assert!(s.revoke_token(ci.id).await.unwrap());
+    assert!(!s.revoke_token(999_999).await.unwrap());
+    assert_eq!(s.authenticate(&ci_hash).await.unwrap(), None);
+    let listed = s.tokens(acme.id).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|t| (t.id, t.revoked_at))
+            .collect::<Vec<_>>(),
+        [(panel.id, None), (ci.id, Some(revoked_at))],
+        "active first, then revoked"
+    );
+
+    // A suspended tenant's token still authenticates: the API answers 403, not 401.
+    db.exec(
+        "UPDATE tenants SET status = 'suspended' WHERE name = 'acme'",
+        "UPDATE tenants SET status = 'suspended' WHERE name = 'acme'",
+    )
+    .await;
+    let (_, tenant) = s.authenticate(&panel_hash).await.unwrap().unwrap();
+    assert_eq!(
+        (tenant.tier, tenant.status.as_str()),
+        (Tier::Pro, "suspended")
+    );
+}
+
+/// `last_used_at` is written at most once a minute per token, never for a revoked one.
+async fn api_token_use_is_recorded_at_most_once_a_minute(db: &TestDb) {
+    let s = db.store();
+    let acme = s.create_tenant("acme", Tier::Starter).await.unwrap();
+    let (_, hash) = token(1);
+    let id = s.create_token(acme.id, "ci", &hash).await.unwrap().id;
+    let last_used = || async {
+        s.authenticate(&hash)
+            .await
+            .unwrap()
+            .map(|(t, _)| t.last_used_at)
+    };
+    let now = at_ms(Utc::now());
+    assert!(s.touch_token(id, now).await.unwrap(), "first use");
+    assert_eq!(last_used().await, Some(Some(now)));
+    for later in [1, 30, 59] {
+        let t = now + chrono::TimeDelta::seconds(later);
+        assert!(!s.touch_token(id, t).await.unwrap(), "{later}s later");
+    }
+    assert_eq!(last_used().await, Some(Some(now)));
+    let next = now + chrono::TimeDelta::seconds(61);
+    assert!(s.touch_token(id, next).await.unwrap(), "a minute later");
+    assert_eq!(last_used().await, Some(Some(next)));
+    assert!(!s.touch_token(999_999, next).await.unwrap());
+    s.revoke_token(id).await.unwrap();
+    let much_later = next + chrono::TimeDelta::hours(1);
+    assert!(!s.touch_token(id, much_later).await.unwrap(), "revoked");
+}
+
+/// A tenant holds at most `MAX_ACTIVE_TOKENS` tokens that are not revoked, also when
+/// creations race at the limit; listings are cut at `MAX_TOKENS_LISTED`, active tokens first.
+async fn api_tokens_per_tenant_are_bounded(db: &TestDb) {
+    let s = db.store();
+    let acme = s.create_tenant("acme", Tier::Starter).await.unwrap();
+    let max = limits::MAX_ACTIVE_TOKENS;
+    for i in 0..max - 5 {
+        let hash = Secret::from_random(&[i as u8; 32]).hash();
+        s.create_token(acme.id, "t", &hash).await.unwrap();
+    }
+    // Ten racing creations for the last five places: exactly five are made.
+    let mut tasks = Vec::new();
+    for i in 0..10u8 {
+        let store = Arc::clone(&db.store);
+        tasks.push(tokio::spawn(async move {
+            let hash = Secret::from_random(&[200 + i; 32]).hash();
+            store.create_token(acme.id, "race", &hash).await
+        }));
+    }
+    let mut made = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => made += 1,
+            Err(StoreError::Invalid(m)) => assert!(m.contains("revoke one first"), "{m}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(made, 5);
+    let all = s.tokens(acme.id).await.unwrap();
+    assert_eq!(all.len(), max as usize);
+    // Revoking one makes room for one.
+    s.revoke_token(all[0].id).await.unwrap();
+    let extra = Secret::from_random(&[255; 32]).hash();
+    s.create_token(acme.id, "after", &extra).await.unwrap();
+    assert!(
+        s.create_token(acme.id, "over", &token(254).1)
+            .await
+            .is_err()
+    );
+
+    // 1,100 old revoked tokens inserted by hand: the listing stops at the bound and shows
+    // every active token first.
+    db.exec(
+        "INSERT INTO api_tokens (tenant_id, name, hash, revoked_at)
+         SELECT (SELECT id FROM tenants WHERE name = 'acme'), 'old', lpad(g::text, 64, '0'),
+                now() - interval '1 day'
+         FROM generate_series(1, 1100) g",
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 1100)
+         INSERT INTO api_tokens (tenant_id, name, hash, revoked_at)
+         SELECT (SELECT id FROM tenants WHERE name = 'acme'), 'old', printf('%064d', n),
+                (CAST(strftime('%s', 'now') AS INTEGER) - 86400) * 1000
+         FROM g",
+    )
+    .await;
+    let listed = s.tokens(acme.id).await.unwrap();
+    assert_eq!(listed.len(), limits::MAX_TOKENS_LISTED as usize);
+    let active = listed.iter().take_while(|t| t.revoked_at.is_none()).count();
+    assert_eq!(active, max as usize);
+    assert_eq!(
+        listed[active].id, all[0].id,
+        "the latest revoked comes next"
+    );
+}
+
 // === generated tests ===
 
 /// For each case, `sqlite::<case>` and `postgres::<case>`.
@@ -2090,4 +2268,7 @@ suite!(
     alerts_upsert_resend_resolve_and_order,
     stale_alerts_are_forgotten,
     alerts_of_one_call_are_stored_together_or_not_at_all,
+    api_tokens_are_made_listed_revoked_and_authenticate,
+    api_token_use_is_recorded_at_most_once_a_minute,
+    api_tokens_per_tenant_are_bounded,
 );
