@@ -781,13 +781,25 @@ mod tests {
         ] {
             assert!(text.contains(&format!("\n{name} ")), "no {name}: {text}");
         }
+        assert!(!text.contains("otel_scope"), "{text}");
+        assert!(!text.contains("target_info"), "{text}");
+        assert!(!text.contains("_total_total"), "{text}");
+    }
+
+    #[test]
+    fn rate_limit_counters_start_at_zero() {
+        let m = Metrics::new("1.2.3");
+        let text = m.render();
         for tier in ["starter", "pro", "enterprise"] {
             assert!(
                 text.contains(&format!("chom_rate_limited_total{{tier=\"{tier}\"}} 0")),
                 "{text}"
             );
         }
-        assert!(text.contains("\nchom_rate_limit_fallback_total 0"), "{text}");
+        assert!(
+            text.contains("\nchom_rate_limit_fallback_total 0"),
+            "{text}"
+        );
         m.rate_limited(Tier::Pro);
         m.rate_limit_fallback();
         let after = m.render();
@@ -795,9 +807,9 @@ mod tests {
             after.contains("chom_rate_limited_total{tier=\"pro\"} 1"),
             "{after}"
         );
-        assert!(after.contains("\nchom_rate_limit_fallback_total 1"), "{after}");
-        assert!(!text.contains("otel_scope"), "{text}");
-        assert!(!text.contains("target_info"), "{text}");
-        assert!(!text.contains("_total_total"), "{text}");
+        assert!(
+            after.contains("\nchom_rate_limit_fallback_total 1"),
+            "{after}"
+        );
     }
 }

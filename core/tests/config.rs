@@ -1023,18 +1023,36 @@ fn api_keys_are_read_from_the_file_and_the_environment() {
 #[test]
 fn api_values_outside_their_ranges_are_refused_not_clamped() {
     for (text, key) in [
-        ("[api]\nrequest_timeout = \"500ms\"\n", "api.request_timeout"),
+        (
+            "[api]\nrequest_timeout = \"500ms\"\n",
+            "api.request_timeout",
+        ),
         ("[api]\nrequest_timeout = \"11m\"\n", "api.request_timeout"),
         ("[api]\nmax_body = 1023\n", "api.max_body"),
         ("[api]\nmax_body = 16777217\n", "api.max_body"),
-        ("[api]\nmax_concurrent_queries = 0\n", "api.max_concurrent_queries"),
-        ("[api]\nmax_concurrent_queries = 65\n", "api.max_concurrent_queries"),
+        (
+            "[api]\nmax_concurrent_queries = 0\n",
+            "api.max_concurrent_queries",
+        ),
+        (
+            "[api]\nmax_concurrent_queries = 65\n",
+            "api.max_concurrent_queries",
+        ),
         ("[api]\nredis_timeout = \"0s\"\n", "api.redis_timeout"),
         ("[api]\nredis_timeout = \"2s\"\n", "api.redis_timeout"),
-        ("[api.rate_limits]\nstarter = 0\n", "api.rate_limits.starter"),
+        (
+            "[api.rate_limits]\nstarter = 0\n",
+            "api.rate_limits.starter",
+        ),
         ("[api.rate_limits]\npro = 1000001\n", "api.rate_limits.pro"),
-        ("[api.rate_limits]\nenterprise = -1\n", "api.rate_limits.enterprise"),
-        ("[api.rate_limits]\nstarter = \"lots\"\n", "api.rate_limits.starter"),
+        (
+            "[api.rate_limits]\nenterprise = -1\n",
+            "api.rate_limits.enterprise",
+        ),
+        (
+            "[api.rate_limits]\nstarter = \"lots\"\n",
+            "api.rate_limits.starter",
+        ),
         ("[api]\nlisten = \"127.0.0.1:8080\"\n", "api.listen"),
     ] {
         only_error(text, key);

@@ -219,9 +219,9 @@ impl RateLimiter {
     ) -> RateLimiter {
         let shared = match config.cache.kind() {
             CacheKind::Memory => Shared::InProcess,
-            CacheKind::Redis => Shared::Redis(Arc::new(move || {
-                backends.current().map(|b| b.cache)
-            })),
+            CacheKind::Redis => {
+                Shared::Redis(Arc::new(move || backends.current().map(|b| b.cache)))
+            }
         };
         RateLimiter::new(
             LimiterSettings::from_config(&config.api),
@@ -241,7 +241,10 @@ impl RateLimiter {
         let verdict = match &self.inner.shared {
             Shared::InProcess => {
                 let gcra = Gcra::per_minute(quota);
-                let decision = self.inner.in_process.check(tenant_id, &gcra, Instant::now());
+                let decision = self
+                    .inner
+                    .in_process
+                    .check(tenant_id, &gcra, Instant::now());
                 Verdict {
                     tier,
                     gcra,
@@ -372,9 +375,18 @@ mod tests {
         assert_eq!(v.policy_header(), "\"starter\";q=100;w=60");
         assert_eq!(v.ratelimit_header(), "\"starter\";r=0;t=1");
         let text = l.inner.metrics.render();
-        assert!(text.contains("chom_rate_limited_total{tier=\"starter\"} 51"), "{text}");
-        assert!(text.contains("chom_rate_limited_total{tier=\"pro\"} 100"), "{text}");
-        assert!(text.contains("\nchom_rate_limit_fallback_total 0"), "{text}");
+        assert!(
+            text.contains("chom_rate_limited_total{tier=\"starter\"} 51"),
+            "{text}"
+        );
+        assert!(
+            text.contains("chom_rate_limited_total{tier=\"pro\"} 100"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nchom_rate_limit_fallback_total 0"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -411,8 +423,16 @@ mod tests {
                 key_prefix: prefix.to_owned(),
                 ..LimiterSettings::from_config(&ApiConfig::default())
             };
-            let made = RateLimiter::new(settings, Shared::InProcess, Arc::new(|| 1), Metrics::new("t"));
-            assert!(matches!(made, Err(RateLimitError::BadKeyPrefix)), "{prefix}");
+            let made = RateLimiter::new(
+                settings,
+                Shared::InProcess,
+                Arc::new(|| 1),
+                Metrics::new("t"),
+            );
+            assert!(
+                matches!(made, Err(RateLimitError::BadKeyPrefix)),
+                "{prefix}"
+            );
         }
     }
 }

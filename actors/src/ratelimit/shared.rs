@@ -24,10 +24,7 @@ pub async fn check(
     now_us: Option<u64>,
 ) -> Result<Decision, CacheError> {
     let as_arg = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let mut args = vec![
-        as_arg(gcra.interval_us()),
-        i64::from(gcra.quota()),
-    ];
+    let mut args = vec![as_arg(gcra.interval_us()), i64::from(gcra.quota())];
     args.extend(now_us.map(as_arg));
     let answer = cache.eval_ints(&GCRA, key, args).await?;
     let [allowed, tat, now] = answer[..] else {
