@@ -1,6 +1,7 @@
 //! The cache: Redis (through `fred`) in production, an in-process map as the embedded default.
 //!
-//! Used for breaker snapshots and cached observability answers (later issues). Every Redis
+//! Used for breaker snapshots, cached observability answers and the tenant API's shared rate
+//! limit (Lua scripts, [`Script`]). Every Redis
 //! command runs under `cache.command_timeout`, so a Redis outage is an error value after that
 //! long, never a hung caller (fred otherwise waits for the reconnect indefinitely).
 
@@ -10,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use chom_core::config::{CacheConfig, CacheKind};
 use fred::prelude::{
-    Builder, ClientLike, Config as RedisConfig, Expiration, KeysInterface, ReconnectPolicy,
+    Builder, ClientLike, Config as RedisConfig, Expiration, KeysInterface, LuaInterface,
+    ReconnectPolicy,
 };
+use sha1::{Digest as _, Sha1};
 
 /// What went wrong talking to the cache.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +22,36 @@ pub enum CacheError {
     /// Redis answered with an error or could not be reached in time.
     #[error("redis error: {0}")]
     Redis(#[from] fred::error::Error),
+    /// Redis answered something the caller cannot read.
+    #[error("unexpected answer from redis: {0}")]
+    Unexpected(String),
+    /// Scripts run only in Redis; the in-process cache has none.
+    #[error("the in-process cache runs no scripts")]
+    NoScripts,
+}
+
+/// A Lua script Redis runs atomically, sent by its SHA1 (`EVALSHA`) and in full (`EVAL`)
+/// only when Redis does not have it yet (a fresh or restarted server answers `NOSCRIPT`).
+#[derive(Debug, Clone)]
+pub struct Script {
+    source: &'static str,
+    sha1: String,
+}
+
+impl Script {
+    /// The script `source` and its SHA1, as Redis names it.
+    pub fn new(source: &'static str) -> Script {
+        let sha1 = Sha1::digest(source.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Script { source, sha1 }
+    }
+
+    /// The SHA1 `EVALSHA` names the script by.
+    pub fn sha1(&self) -> &str {
+        &self.sha1
+    }
 }
 
 /// A cache handle; cheap to clone.
@@ -132,6 +165,29 @@ impl Cache {
         }
     }
 
+    /// Run `script` on `key` with integer `args` and read its answer as integers. Redis only:
+    /// the in-process cache answers [`CacheError::NoScripts`].
+    pub async fn eval_ints(
+        &self,
+        script: &Script,
+        key: &str,
+        args: Vec<i64>,
+    ) -> Result<Vec<i64>, CacheError> {
+        let Cache::Redis(client) = self else {
+            return Err(CacheError::NoScripts);
+        };
+        let by_sha = client
+            .evalsha::<Vec<i64>, _, _, _>(script.sha1.as_str(), key, args.clone())
+            .await;
+        match by_sha {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                // EVAL also caches the script, so the next call's EVALSHA finds it.
+                Ok(client.eval(script.source, key, args).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Close the connection (Redis); a no-op for the memory cache.
     pub async fn close(&self) {
         if let Cache::Redis(client) = self {
@@ -164,6 +220,15 @@ impl MemoryCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_names_are_redis_sha1s() {
+        // `redis-cli SCRIPT LOAD "return 1"` answers this.
+        assert_eq!(
+            Script::new("return 1").sha1(),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
+    }
 
     #[test]
     fn memory_entries_expire() {

@@ -15,5 +15,6 @@ pub mod monitors;
 pub mod notify;
 pub mod observability;
 pub mod queue;
+pub mod ratelimit;
 pub mod sys;
 pub mod tree;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use chom_core::breaker::BreakerState;
+use chom_core::inventory::Tier;
 use opentelemetry::KeyValue;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -59,6 +60,8 @@ struct Inner {
     breaker_trips: Counter<u64>,
     log_drops: Counter<u64>,
     alerts_received: Counter<u64>,
+    rate_limited: Counter<u64>,
+    rate_limit_fallback: Counter<u64>,
     /// Current state of each breaker by service (`vps:<id>`).
     breakers: Arc<Mutex<BTreeMap<String, BreakerState>>>,
     /// (active tenants, active sites), once read.
@@ -188,6 +191,7 @@ impl Metrics {
             "chom_memory_actions_total",
             "Actions of the memory monitor: recycle (workers), restart (node)",
         );
+        let (rate_limited, rate_limit_fallback) = rate_limit_counters(&meter);
         let breakers: Arc<Mutex<BTreeMap<String, BreakerState>>> = Arc::default();
         let inventory = Arc::new(Mutex::new(None::<(i64, i64)>));
         let queue_sizes: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
@@ -307,6 +311,8 @@ impl Metrics {
                 breaker_trips,
                 log_drops,
                 alerts_received,
+                rate_limited,
+                rate_limit_fallback,
                 breakers,
                 inventory,
                 _gauges: gauges,
@@ -514,6 +520,19 @@ impl Metrics {
         );
     }
 
+    /// Count one tenant API request refused by the rate limit of `tier`.
+    pub fn rate_limited(&self, tier: Tier) {
+        self.inner
+            .rate_limited
+            .add(1, &[KeyValue::new("tier", tier.as_str())]);
+    }
+
+    /// Count one rate-limit check answered by the node's local fallback limiter (Redis
+    /// unreachable or slower than `api.redis_timeout`).
+    pub fn rate_limit_fallback(&self) {
+        self.inner.rate_limit_fallback.add(1, &[]);
+    }
+
     /// Count a breaker of `service` opening on failures.
     pub fn breaker_tripped(&self, service: &str) {
         self.inner
@@ -569,6 +588,26 @@ fn counter(meter: &Meter, name: &'static str, description: &'static str) -> Coun
         .u64_counter(name)
         .with_description(description)
         .build()
+}
+
+/// `chom_rate_limited_total{tier}` and `chom_rate_limit_fallback_total`, every series present
+/// from the start at 0 so `increase()` sees the first refusal and the first fallback.
+fn rate_limit_counters(meter: &Meter) -> (Counter<u64>, Counter<u64>) {
+    let limited = counter(
+        meter,
+        "chom_rate_limited_total",
+        "Tenant API requests refused by the rate limit (429), by tenant tier",
+    );
+    for tier in [Tier::Starter, Tier::Pro, Tier::Enterprise] {
+        limited.add(0, &[KeyValue::new("tier", tier.as_str())]);
+    }
+    let fallback = counter(
+        meter,
+        "chom_rate_limit_fallback_total",
+        "Rate-limit checks answered by the node's local limiter because Redis was unreachable or slow",
+    );
+    fallback.add(0, &[]);
+    (limited, fallback)
 }
 
 /// A histogram of durations in seconds over [`SECONDS_BUCKETS`].
@@ -745,5 +784,32 @@ mod tests {
         assert!(!text.contains("otel_scope"), "{text}");
         assert!(!text.contains("target_info"), "{text}");
         assert!(!text.contains("_total_total"), "{text}");
+    }
+
+    #[test]
+    fn rate_limit_counters_start_at_zero() {
+        let m = Metrics::new("1.2.3");
+        let text = m.render();
+        for tier in ["starter", "pro", "enterprise"] {
+            assert!(
+                text.contains(&format!("chom_rate_limited_total{{tier=\"{tier}\"}} 0")),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("\nchom_rate_limit_fallback_total 0"),
+            "{text}"
+        );
+        m.rate_limited(Tier::Pro);
+        m.rate_limit_fallback();
+        let after = m.render();
+        assert!(
+            after.contains("chom_rate_limited_total{tier=\"pro\"} 1"),
+            "{after}"
+        );
+        assert!(
+            after.contains("\nchom_rate_limit_fallback_total 1"),
+            "{after}"
+        );
     }
 }

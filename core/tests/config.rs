@@ -974,3 +974,105 @@ fn webhook_tokens_are_checked_and_never_printed() {
             .contains("webhook_token = \"\"")
     );
 }
+
+// === [api] (issue 13) ===
+
+#[test]
+fn api_defaults_follow_the_issue() {
+    let a = Config::default().api;
+    assert_eq!(a.listen.to_string(), "127.0.0.1:8081");
+    assert_eq!(a.request_timeout, Duration::from_secs(30));
+    assert_eq!(a.max_body, 64 * 1024);
+    assert_eq!(a.max_concurrent_queries, 4);
+    assert_eq!(a.redis_timeout, Duration::from_millis(50));
+    use chom_core::inventory::Tier;
+    let quotas = [Tier::Starter, Tier::Pro, Tier::Enterprise].map(|t| a.rate_limits.quota(t));
+    assert_eq!(quotas, [100, 500, 2000]);
+}
+
+#[test]
+fn api_keys_are_read_from_the_file_and_the_environment() {
+    let text = "[api]\nlisten = \"0.0.0.0:9443\"\nmax_body = 1024\n\
+                [api.rate_limits]\nstarter = 1\npro = 7\nenterprise = 1000000\n";
+    let c = Config::from_toml_str(
+        text,
+        &env(&[
+            ("CHOM_API_LISTEN", "127.0.0.1:18081"),
+            ("CHOM_API_REDIS_TIMEOUT", "1ms"),
+            ("CHOM_API_MAX_CONCURRENT_QUERIES", "64"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:18081");
+    assert_eq!(c.api.redis_timeout, Duration::from_millis(1));
+    assert_eq!(c.api.max_concurrent_queries, 64);
+    assert_eq!(c.api.max_body, 1024);
+    assert_eq!(
+        (
+            c.api.rate_limits.starter,
+            c.api.rate_limits.pro,
+            c.api.rate_limits.enterprise
+        ),
+        (1, 7, 1_000_000)
+    );
+    let e = errors_with("", &[("CHOM_API_LISTEN", "localhost")]);
+    assert_eq!(e[0].key, "api.listen");
+    assert_eq!(e[0].env.as_deref(), Some("CHOM_API_LISTEN"));
+}
+
+#[test]
+fn api_values_outside_their_ranges_are_refused_not_clamped() {
+    for (text, key) in [
+        (
+            "[api]\nrequest_timeout = \"500ms\"\n",
+            "api.request_timeout",
+        ),
+        ("[api]\nrequest_timeout = \"11m\"\n", "api.request_timeout"),
+        ("[api]\nmax_body = 1023\n", "api.max_body"),
+        ("[api]\nmax_body = 16777217\n", "api.max_body"),
+        (
+            "[api]\nmax_concurrent_queries = 0\n",
+            "api.max_concurrent_queries",
+        ),
+        (
+            "[api]\nmax_concurrent_queries = 65\n",
+            "api.max_concurrent_queries",
+        ),
+        ("[api]\nredis_timeout = \"0s\"\n", "api.redis_timeout"),
+        ("[api]\nredis_timeout = \"2s\"\n", "api.redis_timeout"),
+        (
+            "[api.rate_limits]\nstarter = 0\n",
+            "api.rate_limits.starter",
+        ),
+        ("[api.rate_limits]\npro = 1000001\n", "api.rate_limits.pro"),
+        (
+            "[api.rate_limits]\nenterprise = -1\n",
+            "api.rate_limits.enterprise",
+        ),
+        (
+            "[api.rate_limits]\nstarter = \"lots\"\n",
+            "api.rate_limits.starter",
+        ),
+        ("[api]\nlisten = \"127.0.0.1:8080\"\n", "api.listen"),
+    ] {
+        only_error(text, key);
+    }
+    let e = only_error("[api]\nmax_body = 1023\n", "api.max_body");
+    assert_eq!(e.message, "must be between 1024 and 16777216, got 1023");
+    parse(
+        "[api]\nrequest_timeout = \"10m\"\nmax_body = 16777216\nredis_timeout = \"1s\"\n\
+         [api.rate_limits]\nstarter = 1\npro = 1000000\n",
+    );
+    // Two port-0 listeners pick different free ports.
+    parse("[http]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n");
+}
+
+#[test]
+fn api_unknown_keys_are_errors() {
+    let e = only_error("[api]\nlisen = \"127.0.0.1:1\"\n", "api.lisen");
+    assert_eq!(e.message, "unknown key (did you mean `listen`?)");
+    let e = only_error("[api.rate_limits]\ngold = 5\n", "api.rate_limits.gold");
+    assert!(e.message.starts_with("unknown key"), "{e}");
+    assert!(e.message.contains("starter"), "{e}");
+    only_error("[api]\nrate_limits = 5\n", "api.rate_limits");
+}

@@ -44,6 +44,7 @@ fixed_sections! {
     database: super::DatabaseConfig,
     cache: super::CacheConfig,
     http: super::HttpConfig,
+    api: super::ApiConfig,
     admin: super::AdminConfig,
     supervision: super::SupervisionConfig,
     queue: super::QueueConfig,
@@ -61,6 +62,7 @@ pub(super) const SECTION_ORDER: &[&str] = &[
     "database",
     "cache",
     "http",
+    "api",
     "admin",
     "supervision",
     "queue",
@@ -142,13 +144,13 @@ fn entries<T: DeserializeOwned>(path: &str, table: Table, errors: &mut Errors) -
             good.insert(key, value);
             continue;
         };
-        let (inner, message) = describe(&error, &known);
+        let (inner, message) = describe(&error, path, &known);
         match &value {
             // serde stops at the first bad element: try each alone to report them all.
             Value::Array(items) if inner.starts_with(&format!("{key}[")) => {
                 for (i, item) in items.iter().enumerate() {
                     if let Err(error) = probe::<T>(&key, &Value::Array(vec![item.clone()])) {
-                        let (inner, message) = describe(&error, &known);
+                        let (inner, message) = describe(&error, path, &known);
                         let rest = inner.strip_prefix(&format!("{key}[0]")).unwrap_or_default();
                         errors.push(format!("{}[{i}]{rest}", key_path(path, &key)), message);
                     }
@@ -163,7 +165,7 @@ fn entries<T: DeserializeOwned>(path: &str, table: Table, errors: &mut Errors) -
         Ok(section) => Some(section),
         Err(error) => {
             // Unreachable with per-key defaults, but never lose an error.
-            let (_, message) = describe(&error, &[]);
+            let (_, message) = describe(&error, path, &[]);
             errors.push(path, message);
             None
         }
@@ -194,8 +196,9 @@ fn probe<T: DeserializeOwned>(key: &str, value: &Value) -> Result<(), PathError>
     deserialize::<T>(Value::Table(one)).map(drop)
 }
 
-/// The inner key path of `error` (`backoff[1]`, or empty) and a readable message.
-fn describe(error: &PathError, known: &[String]) -> (String, String) {
+/// The inner key path of `error` (`backoff[1]`, or empty) and a readable message; `section`
+/// is the path of the table whose keys `known` lists.
+fn describe(error: &PathError, section: &str, known: &[String]) -> (String, String) {
     let mut inner = String::new();
     for segment in error.path().iter() {
         match segment {
@@ -209,9 +212,19 @@ fn describe(error: &PathError, known: &[String]) -> (String, String) {
     let message = match message.strip_prefix("unknown field `") {
         Some(rest) => {
             let name = rest.split('`').next().unwrap_or_default();
-            // The unknown key is not part of serde's path: the caller names it.
-            inner.clear();
-            unknown("key", name, known)
+            // serde's path ends at the unknown key. In the section itself the caller names
+            // the key; in a nested table (`[api.rate_limits]`) the path says which, and the
+            // suggestions come from that table.
+            let parent = inner
+                .strip_suffix(&key_path("", name))
+                .map(|p| p.trim_end_matches('.').to_owned())
+                .unwrap_or_default();
+            if parent.is_empty() {
+                inner.clear();
+                unknown("key", name, known)
+            } else {
+                unknown("key", name, &known_keys(&key_path(section, &parent)))
+            }
         }
         None => polish(message),
     };
@@ -267,8 +280,10 @@ fn known_keys(path: &str) -> Vec<String> {
             backoff: Some(Vec::new()),
             jitter: Some(false),
         }),
+        // A fixed section, or a table nested in one (`api.rate_limits`).
         _ => Value::try_from(Config::default()).map(|root| {
-            root.get(section)
+            path.split('.')
+                .try_fold(&root, |table, name| table.get(name))
                 .cloned()
                 .unwrap_or(Value::Table(Table::new()))
         }),

@@ -174,6 +174,80 @@ impl Default for HttpConfig {
     }
 }
 
+// === [api] ===
+
+/// `[api]`: the tenant API (CHOM's customers and web panel): its listener, its limits and
+/// the per-tier rate limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address of the tenant API, `IP:PORT` (separate from `http.listen`; TLS is terminated
+    /// in front of it).
+    pub listen: SocketAddr,
+    /// Limit of one request, from its head to the last byte of the answer.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes; a larger one is answered 413.
+    pub max_body: u64,
+    /// Observability queries one tenant may have in flight at once; one more is refused, not
+    /// queued.
+    pub max_concurrent_queries: u32,
+    /// How long one rate-limiter call to Redis may take before the node's local fallback
+    /// limiter answers instead.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+    /// `[api.rate_limits]`: requests per minute per tenant, by tier.
+    pub rate_limits: RateLimitsConfig,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8081)),
+            request_timeout: secs(30),
+            max_body: 64 * 1024,
+            max_concurrent_queries: 4,
+            redis_timeout: Duration::from_millis(50),
+            rate_limits: RateLimitsConfig::default(),
+        }
+    }
+}
+
+/// `[api.rate_limits]`: requests per minute a tenant of each tier may make, shared by every
+/// node using the same Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// Tier `starter`.
+    pub starter: u32,
+    /// Tier `pro`.
+    pub pro: u32,
+    /// Tier `enterprise`.
+    pub enterprise: u32,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            starter: 100,
+            pro: 500,
+            enterprise: 2000,
+        }
+    }
+}
+
+impl RateLimitsConfig {
+    /// The requests per minute of `tier`.
+    pub fn quota(&self, tier: crate::inventory::Tier) -> u32 {
+        use crate::inventory::Tier;
+        match tier {
+            Tier::Starter => self.starter,
+            Tier::Pro => self.pro,
+            Tier::Enterprise => self.enterprise,
+        }
+    }
+}
+
 // === [admin] ===
 
 /// `[admin]`: the admin RPC socket.

@@ -48,6 +48,20 @@ pub const MAX_OBSERVABILITY_QUERY: Duration = Duration::from_secs(300);
 /// query left unanswered, and the cache read.
 pub const METRICS_QUERY_WAIT: Duration =
     Duration::from_secs(MAX_OBSERVABILITY_QUERY.as_secs() + 3 * MAX_OBSERVABILITY_PROBE.as_secs());
+/// Range of `api.request_timeout`: an observability query alone may take up to
+/// `observability.query_timeout`.
+pub const API_REQUEST_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(600);
+/// Range of `api.max_body` in bytes: the API takes small JSON documents.
+pub const API_MAX_BODY: RangeInclusive<u64> = 1024..=16 * 1024 * 1024;
+/// Range of `api.max_concurrent_queries` (per tenant).
+pub const API_MAX_CONCURRENT_QUERIES: RangeInclusive<u32> = 1..=64;
+/// Range of `api.redis_timeout`: the limiter sits in front of every request, so a slow Redis
+/// must hand over to the local fallback within milliseconds, never seconds.
+pub const API_REDIS_TIMEOUT: RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(1);
+/// Range of each `api.rate_limits` quota, in requests per minute.
+pub const API_RATE_LIMIT: RangeInclusive<u32> = 1..=1_000_000;
 /// Upper bound of `database.max_connections` (PostgreSQL's own default limit is 100).
 const MAX_DB_CONNECTIONS: u64 = 1000;
 /// Upper bound of `ssh.max_concurrent` (channels of one session).
@@ -63,6 +77,7 @@ pub(super) fn validate(config: &Config, errors: &mut Errors) {
     node(config, &mut v);
     stores(config, &mut v);
     http(config, &mut v);
+    api(config, &mut v);
     supervision(config, &mut v);
     queue(config, &mut v);
     jobs(config, &mut v);
@@ -246,6 +261,49 @@ fn http(c: &Config, v: &mut Checker<'_>) {
         HTTP_HEADER_TIMEOUT,
     );
     duration_in(v, "http.idle_timeout", h.idle_timeout, HTTP_IDLE_TIMEOUT);
+}
+
+fn api(c: &Config, v: &mut Checker<'_>) {
+    let a = &c.api;
+    duration_in(
+        v,
+        "api.request_timeout",
+        a.request_timeout,
+        API_REQUEST_TIMEOUT,
+    );
+    v.between(
+        "api.max_body",
+        a.max_body,
+        *API_MAX_BODY.start(),
+        *API_MAX_BODY.end(),
+    );
+    v.between(
+        "api.max_concurrent_queries",
+        a.max_concurrent_queries.into(),
+        (*API_MAX_CONCURRENT_QUERIES.start()).into(),
+        (*API_MAX_CONCURRENT_QUERIES.end()).into(),
+    );
+    duration_in(v, "api.redis_timeout", a.redis_timeout, API_REDIS_TIMEOUT);
+    let limits = &a.rate_limits;
+    for (tier, quota) in [
+        ("starter", limits.starter),
+        ("pro", limits.pro),
+        ("enterprise", limits.enterprise),
+    ] {
+        v.between(
+            &format!("api.rate_limits.{tier}"),
+            quota.into(),
+            (*API_RATE_LIMIT.start()).into(),
+            (*API_RATE_LIMIT.end()).into(),
+        );
+    }
+    if a.listen == c.http.listen && a.listen.port() != 0 {
+        v.fail_against(
+            &["http.listen"],
+            "api.listen",
+            "is the same address as http.listen; the tenant API needs a port of its own",
+        );
+    }
 }
 
 /// Fails `key` unless `value` lies in `range`, naming the range in humantime units.
