@@ -11,33 +11,16 @@ use chom_core::token::Secret;
 use common::*;
 use serde_json::{Value, json};
 
-/// `chom ARGS` against `node`: (exit code, stdout, stderr).
-fn run(node: &Node, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = chom(Some(&node.config), args, &[]);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `chom ARGS`, which must succeed; its stdout.
-fn ok(node: &Node, args: &[&str]) -> String {
-    let (code, stdout, stderr) = run(node, args);
-    assert_eq!(code, Some(0), "chom {args:?}: {stdout}{stderr}");
-    stdout
-}
-
 /// `chom ARGS --json`, which must succeed and print exactly one JSON document.
 fn ok_json(node: &Node, args: &[&str]) -> Value {
-    let stdout = ok(node, &[args, &["--json"]].concat());
+    let stdout = cli_ok(node, &[args, &["--json"]].concat());
     assert_eq!(stdout.lines().count(), 1, "one document: {stdout}");
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 /// `chom ARGS`, which must fail with exit 1 and a message containing `says`.
 fn fails(node: &Node, args: &[&str], says: &str) {
-    let (code, stdout, stderr) = run(node, args);
+    let (code, stdout, stderr) = cli(node, args);
     assert_eq!(code, Some(1), "chom {args:?}: {stdout}{stderr}");
     assert!(stderr.contains(says), "chom {args:?}: {stderr}");
 }
@@ -66,7 +49,7 @@ fn make_token_json(node: &Node, tenant: i64, name: &str) -> (String, i64) {
 
 /// Makes a token with the human output (default name): the token is the last line.
 fn make_token_human(node: &Node, tenant: i64) -> (String, i64) {
-    let text = ok(node, &["tenants", "token", &tenant.to_string()]);
+    let text = cli_ok(node, &["tenants", "token", &tenant.to_string()]);
     let token = text.lines().last().unwrap().to_owned();
     Secret::parse(&token).unwrap_or_else(|e| panic!("{e}: {text}"));
     let id = text
@@ -118,7 +101,7 @@ fn database_bytes(node: &Node) -> String {
 fn tokens_are_made_listed_and_revoked_and_never_stored_or_logged_in_clear() {
     let node = Node::start("api-tokens", "", &[]);
     node.wait_ready();
-    let acme: i64 = ok(&node, &["tenants", "add", "acme", "--tier", "pro"])
+    let acme: i64 = cli_ok(&node, &["tenants", "add", "acme", "--tier", "pro"])
         .trim()
         .parse()
         .unwrap();
@@ -140,7 +123,7 @@ fn tokens_are_made_listed_and_revoked_and_never_stored_or_logged_in_clear() {
     // Revoke one: `--json` is exactly {id, revoked}; the listing shows when.
     let revoked = ok_json(&node, &["tenants", "revoke", &ci_id.to_string()]);
     assert_eq!(revoked, json!({ "id": ci_id, "revoked": true }));
-    let again = ok(&node, &["tenants", "revoke", &ci_id.to_string()]);
+    let again = cli_ok(&node, &["tenants", "revoke", &ci_id.to_string()]);
     assert_eq!(again, format!("token {ci_id} revoked\n"));
     let tokens = listed(&node, acme);
     let state: Vec<_> = tokens
@@ -148,7 +131,7 @@ fn tokens_are_made_listed_and_revoked_and_never_stored_or_logged_in_clear() {
         .map(|t| (t["id"].as_i64().unwrap(), t["revoked_at"].is_string()))
         .collect();
     assert_eq!(state, [(panel_id, false), (ci_id, true)], "active first");
-    let human = ok(&node, &["tenants", "tokens", &acme.to_string()]);
+    let human = cli_ok(&node, &["tenants", "tokens", &acme.to_string()]);
     let header = human.lines().next().unwrap();
     for column in ["ID", "NAME", "CREATED", "LAST USED", "REVOKED"] {
         assert!(header.contains(column), "{human}");

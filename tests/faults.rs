@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use chom_testkit::PrivateRedis;
 use chom_testkit::Sshd;
 use common::pg::PrivatePg;
-use common::redis::PrivateRedis;
 use common::*;
 use serde_json::{Value, json};
 

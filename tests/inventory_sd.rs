@@ -12,23 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// `chom ARGS` against `node`: (exit code, stdout, stderr).
-fn run(node: &Node, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = chom(Some(&node.config), args, &[]);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `chom ARGS`, which must succeed; its stdout.
-fn ok(node: &Node, args: &[&str]) -> String {
-    let (code, stdout, stderr) = run(node, args);
-    assert_eq!(code, Some(0), "chom {args:?}: {stdout}{stderr}");
-    stdout
-}
-
 /// GET `path`: (status, Content-Type, body).
 fn get(addr: &str, path: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -68,17 +51,19 @@ fn sd(addr: &str) -> Value {
 /// The tenants `acme` and `globex` and three servers: `web-1` owned by acme, `web-2` (IPv6)
 /// and `web-3` shared. Returns the tenants' ids as printed.
 fn add_tenants_and_servers(node: &Node) -> (String, String) {
-    let acme = ok(node, &["tenants", "add", "acme"]).trim().to_owned();
-    let globex = ok(node, &["tenants", "add", "globex"]).trim().to_owned();
-    let added = ok(
+    let acme = cli_ok(node, &["tenants", "add", "acme"]).trim().to_owned();
+    let globex = cli_ok(node, &["tenants", "add", "globex"])
+        .trim()
+        .to_owned();
+    let added = cli_ok(
         node,
         &["vps", "add", "web-1", "127.0.0.21", "--tenant", &acme],
     );
     assert!(added.contains(&format!("for tenant {acme}")), "{added}");
-    ok(node, &["vps", "add", "web-2", "::1", "--port", "2222"]);
-    ok(node, &["vps", "add", "web-3", "127.0.0.23"]);
+    cli_ok(node, &["vps", "add", "web-2", "::1", "--port", "2222"]);
+    cli_ok(node, &["vps", "add", "web-3", "127.0.0.23"]);
     // An unknown tenant: exit 1, the tenant named, nothing stored.
-    let (code, stdout, stderr) = run(
+    let (code, stdout, stderr) = cli(
         node,
         &["vps", "add", "web-4", "127.0.0.24", "--tenant", "999"],
     );
@@ -89,7 +74,7 @@ fn add_tenants_and_servers(node: &Node) -> (String, String) {
 
 /// `vps list`, as JSON and for people, shows each server's tenant.
 fn assert_listed_with_tenants(node: &Node, acme: &str) {
-    let listed: Value = serde_json::from_str(&ok(node, &["vps", "list", "--json"])).unwrap();
+    let listed: Value = serde_json::from_str(&cli_ok(node, &["vps", "list", "--json"])).unwrap();
     let rows: Vec<(String, Value)> = listed["vps"]
         .as_array()
         .unwrap()
@@ -105,7 +90,7 @@ fn assert_listed_with_tenants(node: &Node, acme: &str) {
             ("web-3".to_owned(), Value::Null),
         ]
     );
-    let human = ok(node, &["vps", "list"]);
+    let human = cli_ok(node, &["vps", "list"]);
     assert!(human.lines().next().unwrap().contains("TENANT"), "{human}");
     let web1 = human.lines().find(|l| l.starts_with("web-1")).unwrap();
     assert!(
@@ -117,7 +102,7 @@ fn assert_listed_with_tenants(node: &Node, acme: &str) {
 /// `chom sites add DOMAIN --tenant T --vps V --no-provision`.
 fn add_site(node: &Node, domain: &str, tenant: &str, vps: &str) -> (Option<i32>, String, String) {
     let args = ["sites", "add", domain, "--tenant", tenant, "--vps", vps];
-    run(node, &[&args[..], &["--no-provision"]].concat())
+    cli(node, &[&args[..], &["--no-provision"]].concat())
 }
 
 #[test]
@@ -146,7 +131,7 @@ fn owned_servers_take_only_their_tenants_sites_and_are_discovered() {
         let (code, stdout, stderr) = add_site(&node, domain, tenant, vps);
         assert_eq!(code, Some(0), "{domain}: {stdout}{stderr}");
     }
-    let sites: Value = serde_json::from_str(&ok(&node, &["sites", "list", "--json"])).unwrap();
+    let sites: Value = serde_json::from_str(&cli_ok(&node, &["sites", "list", "--json"])).unwrap();
     assert_eq!(sites["sites"].as_array().unwrap().len(), 2, "{sites}");
 
     let web1 =
@@ -160,7 +145,7 @@ fn owned_servers_take_only_their_tenants_sites_and_are_discovered() {
             web3,
         ])
     );
-    ok(&node, &["vps", "remove", "web-2"]);
+    cli_ok(&node, &["vps", "remove", "web-2"]);
     assert_eq!(
         sd(&addr),
         json!([web1, web3]),

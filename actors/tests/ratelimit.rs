@@ -12,7 +12,6 @@
     reason = "a test reads top to bottom as one scenario"
 )]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -305,81 +304,9 @@ async fn the_lua_script_decides_exactly_as_the_pure_gcra() {
     clean(&url, &prefix, &tenants).await;
 }
 
-// === a private Redis, stopped and frozen ===
-
-/// A `redis-server` on a free loopback port, nothing on disk; killed on drop.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = PrivateRedis { port, child: None };
-        redis.start_again();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts on the same port; returns once it accepts connections.
-    fn start_again(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test installs it)");
-        self.child = Some(child);
-        let port = self.port;
-        chom_testkit::wait_until(Duration::from_secs(30), "private Redis to accept", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-    }
-
-    /// SIGKILL; returns once the port refuses connections.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let port = self.port;
-        chom_testkit::wait_until(Duration::from_secs(10), "private Redis to be gone", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        });
-    }
-
-    /// SIGSTOP or SIGCONT: a Redis that accepts connections but never answers.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[tokio::test]
 async fn redis_down_or_frozen_falls_back_per_node_and_shared_limits_resume() {
-    let mut redis = PrivateRedis::start();
+    let redis = chom_testkit::PrivateRedis::start();
     let prefix = unique_prefix("down");
     let redis_timeout = Duration::from_millis(100);
     // Two live nodes: the fallback allows half of the tier's quota on this one.
@@ -438,7 +365,7 @@ async fn redis_down_or_frozen_falls_back_per_node_and_shared_limits_resume() {
 
     // Frozen: connections accepted, nothing answered. Each check still answers within
     // about the Redis timeout, from the fallback.
-    redis.signal("-STOP");
+    redis.freeze();
     let started = Instant::now();
     let v = check_until(
         &limiter,
@@ -460,7 +387,7 @@ async fn redis_down_or_frozen_falls_back_per_node_and_shared_limits_resume() {
     let v = limiter.check(8, Tier::Starter).await.unwrap();
     assert_eq!(v.source, Source::Fallback);
     assert!(started.elapsed() < SHARED_RETRY, "{:?}", started.elapsed());
-    redis.signal("-CONT");
+    redis.thaw();
     check_until(
         &limiter,
         9,

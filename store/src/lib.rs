@@ -48,6 +48,7 @@ mod inventory;
 mod postgres;
 mod rows;
 mod sqlite;
+mod sqltime;
 mod tokens;
 
 use std::sync::Arc;

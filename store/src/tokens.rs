@@ -252,33 +252,7 @@ macro_rules! tokens {
 
 mod pg {
     use super::*;
-
-    const NOW: &str = "now()";
-
-    fn time_param(t: DateTime<Utc>) -> DateTime<Utc> {
-        t
-    }
-
-    /// Clamped in SQL: sqlx panics decoding a timestamptz past chrono's range.
-    fn time_column(column: &str) -> String {
-        const MIN: &str = "'1970-01-01 00:00:00+00'::timestamptz";
-        const MAX: &str = "'9999-12-31 23:59:59+00'::timestamptz";
-        format!(
-            "CASE WHEN {column} < {MIN} THEN {MIN} WHEN {column} > {MAX} THEN {MAX} \
-             ELSE {column} END"
-        )
-    }
-
-    fn read_time(row: &sqlx::postgres::PgRow, i: usize) -> Result<DateTime<Utc>, sqlx::Error> {
-        row.try_get(i)
-    }
-
-    fn read_opt_time(
-        row: &sqlx::postgres::PgRow,
-        i: usize,
-    ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        row.try_get(i)
-    }
+    use crate::sqltime::pg::*;
 
     // The tenant's row is locked while its tokens are counted and the new one inserted, so
     // two racing creations cannot both pass the limit. NO KEY UPDATE conflicts with itself
@@ -293,29 +267,7 @@ mod pg {
 
 mod lite {
     use super::*;
-
-    const NOW: &str = "CAST(strftime('%s', 'now') AS INTEGER) * 1000";
-
-    fn time_param(t: DateTime<Utc>) -> i64 {
-        t.timestamp_millis()
-    }
-
-    fn time_column(column: &str) -> String {
-        format!("CAST({column} AS INTEGER)")
-    }
-
-    fn read_time(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<DateTime<Utc>, sqlx::Error> {
-        Ok(limits::time_from_millis(row.try_get(i)?))
-    }
-
-    fn read_opt_time(
-        row: &sqlx::sqlite::SqliteRow,
-        i: usize,
-    ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        Ok(row
-            .try_get::<Option<i64>, _>(i)?
-            .map(limits::time_from_millis))
-    }
+    use crate::sqltime::lite::*;
 
     // BEGIN IMMEDIATE takes SQLite's single write lock up front: nothing else writes
     // between the count and the insert.

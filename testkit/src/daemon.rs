@@ -287,7 +287,7 @@ impl Drop for Daemon {
 }
 
 /// Whether every thread of `pid` is in state T (stopped), per /proc/PID/task/*/stat.
-fn all_threads_stopped(pid: u32) -> bool {
+pub(crate) fn all_threads_stopped(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };

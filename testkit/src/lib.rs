@@ -20,8 +20,10 @@ use rustix::process::{Pid, Signal, kill_process};
 
 mod daemon;
 mod loki;
+mod redis;
 pub use daemon::{Alertmanager, Daemon, Prometheus};
 pub use loki::LokiReceiver;
+pub use redis::PrivateRedis;
 
 /// A running sshd and its files. Dropping it kills every sshd process it started.
 pub struct Sshd {

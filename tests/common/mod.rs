@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod pg;
-pub mod redis;
 
 /// The binary under test.
 pub const CHOM: &str = env!("CARGO_BIN_EXE_chom");
@@ -133,6 +132,23 @@ pub fn ssh_section(sshd: &chom_testkit::Sshd) -> String {
         sshd.known_hosts().display(),
         sshd.fake().path().display(),
     )
+}
+
+/// `chom ARGS` against `node`: (exit code, stdout, stderr).
+pub fn cli(node: &Node, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = chom(Some(&node.config), args, &[]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `chom ARGS` against `node`, which must succeed; its stdout.
+pub fn cli_ok(node: &Node, args: &[&str]) -> String {
+    let (code, stdout, stderr) = cli(node, args);
+    assert_eq!(code, Some(0), "chom {args:?}: {stdout}{stderr}");
+    stdout
 }
 
 /// Run `chom ARGS` to completion with a config and extra env.

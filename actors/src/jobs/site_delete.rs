@@ -7,7 +7,7 @@ use tracing::info;
 
 use super::payload::{Fields, Payload};
 use super::vps_exec::command_result;
-use super::{JobEnv, JobError, fleet, site_provision};
+use super::{JobEnv, JobError, site_provision};
 use crate::backends::PublishedBackends;
 use crate::fleet::ExecRequest;
 
@@ -29,18 +29,8 @@ impl Payload for SiteDelete {
 /// Delete the site from its server, then its row.
 pub(super) async fn run(job: &SiteDelete, env: &JobEnv<'_>) -> Result<(), JobError> {
     let id = job.site;
-    let fleet = fleet(env)?;
-    let backends = fleet
-        .ctx
-        .published
-        .current()
-        .ok_or_else(|| JobError::Retryable("the store is not running".into()))?;
-    let Some(site) = backends
-        .store
-        .site(id)
-        .await
-        .map_err(|e| JobError::Retryable(e.to_string()))?
-    else {
+    let (fleet, backends, site) = site_provision::site_job(env, id).await?;
+    let Some(site) = site else {
         return Ok(());
     };
     let args = [site.domain.clone()];

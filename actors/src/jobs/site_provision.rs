@@ -10,8 +10,13 @@ use tracing::{error, info, warn};
 use super::payload::{Fields, Payload};
 use super::vps_exec::command_result;
 use super::{JobEnv, JobError, fleet};
-use crate::backends::PublishedBackends;
+use std::sync::Arc;
+
+use chom_core::inventory::Site;
+
+use crate::backends::{Backends, PublishedBackends};
 use crate::fleet::ExecRequest;
+use crate::fleet::Fleet;
 
 /// The payload of `site.provision`.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,9 +33,11 @@ impl Payload for SiteProvision {
     }
 }
 
-/// Create the site and mark it active (nothing to do when it already is).
-pub(super) async fn run(job: &SiteProvision, env: &JobEnv<'_>) -> Result<(), JobError> {
-    let id = job.site;
+/// The fleet, the store and site `id` (`None` when there is no such site) for a site job.
+pub(super) async fn site_job<'a>(
+    env: &'a JobEnv<'_>,
+    id: i64,
+) -> Result<(&'a Arc<Fleet>, Backends, Option<Site>), JobError> {
     let fleet = fleet(env)?;
     let backends = fleet
         .ctx
@@ -41,8 +48,15 @@ pub(super) async fn run(job: &SiteProvision, env: &JobEnv<'_>) -> Result<(), Job
         .store
         .site(id)
         .await
-        .map_err(|e| JobError::Retryable(e.to_string()))?
-        .ok_or_else(|| JobError::Permanent(format!("no site {id}")))?;
+        .map_err(|e| JobError::Retryable(e.to_string()))?;
+    Ok((fleet, backends, site))
+}
+
+/// Create the site and mark it active (nothing to do when it already is).
+pub(super) async fn run(job: &SiteProvision, env: &JobEnv<'_>) -> Result<(), JobError> {
+    let id = job.site;
+    let (fleet, backends, site) = site_job(env, id).await?;
+    let site = site.ok_or_else(|| JobError::Permanent(format!("no site {id}")))?;
     if site.status == SiteStatus::Active {
         return Ok(());
     }
