@@ -345,6 +345,29 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         n: usize,
     },
+    /// Closed-loop HTTP load: GET URL from N clients until M requests; one JSON line
+    /// (throughput, p50/p95/p99, status counts). Used by scripts/bench-api.
+    Http {
+        /// The URL to GET.
+        url: String,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(long = "header", value_parser = header_arg)]
+        headers: Vec<(String, String)>,
+        /// Clients at once.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        concurrency: u16,
+        /// Requests in all.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        requests: u32,
+    },
+}
+
+/// `Name: value` of `--header`.
+fn header_arg(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| "a header is `Name: value`".to_owned())?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
 }
 
 // === argument checks (clap refuses a bad value with exit 2 before anything runs) ===
@@ -449,6 +472,25 @@ async fn run(cli: Cli) -> u8 {
         }
         Command::Config(ConfigCommand::Check) => config_check(&cli),
         Command::Bench(BenchCommand::Restart { n }) => bench_restart(*n).await,
+        Command::Bench(BenchCommand::Http {
+            url,
+            headers,
+            concurrency,
+            requests,
+        }) => {
+            let run =
+                crate::bench_http::run(url, headers, usize::from(*concurrency), *requests as usize);
+            match run.await {
+                Ok(result) => {
+                    println!("{}", serde_json::to_string(&result).expect("serializes"));
+                    0
+                }
+                Err(why) => {
+                    eprintln!("chom: {why}");
+                    1
+                }
+            }
+        }
         Command::Node => run_node(&cli).await,
         Command::Migrate => match load_config(&cli) {
             Ok(config) => migrate(&cli, &config).await,

@@ -218,6 +218,9 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitsConfig {
+    /// `false` turns limiting off (a benchmark's baseline, a trusted deployment): no request
+    /// is counted or refused and answers carry no `RateLimit` headers.
+    pub enabled: bool,
     /// Tier `starter`.
     pub starter: u32,
     /// Tier `pro`.
@@ -229,6 +232,7 @@ pub struct RateLimitsConfig {
 impl Default for RateLimitsConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             starter: 100,
             pro: 500,
             enterprise: 2000,
