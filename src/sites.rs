@@ -73,10 +73,7 @@ pub async fn delete(
 /// there is neither.
 pub async fn pick_server(b: &Backends, tenant: i64) -> Result<Option<String>, StoreError> {
     let servers = b.store.vps_list().await?;
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    for site in b.store.sites(None).await? {
-        *counts.entry(site.vps_id).or_default() += 1;
-    }
+    let counts: HashMap<String, u64> = b.store.site_counts().await?.into_iter().collect();
     Ok(choose(
         servers.iter().map(|v| (v.id.as_str(), v.tenant_id)),
         &counts,
@@ -87,7 +84,7 @@ pub async fn pick_server(b: &Backends, tenant: i64) -> Result<Option<String>, St
 /// [`pick_server`]'s choice over `(server id, owner)` pairs and site counts per server.
 fn choose<'a>(
     servers: impl Iterator<Item = (&'a str, Option<i64>)> + Clone,
-    counts: &HashMap<String, usize>,
+    counts: &HashMap<String, u64>,
     tenant: i64,
 ) -> Option<String> {
     let fewest = |owner: Option<i64>| {

@@ -186,7 +186,7 @@ fn tokens_are_required_and_a_suspended_tenant_is_refused() {
     let api = Api::of(&node);
     let tree = node.rpc("tree", json!({}))["result"].clone();
     assert_eq!(tree_child(&tree, "edge/api")["state"], "running", "{tree}");
-    let (_, token) = tenant_with_token(&node, "acme", "pro");
+    let (acme, token) = tenant_with_token(&node, "acme", "pro");
     let unknown = Secret::from_random(&[7; 32]);
     for (what, auth) in [
         ("no header", None),
@@ -215,6 +215,13 @@ fn tokens_are_required_and_a_suspended_tenant_is_refused() {
     assert_eq!(ok.json(), json!({ "sites": [] }));
     assert!(ok.has_rate_limit_headers(), "{ok:?}");
     assert_eq!(ok.header("ratelimit-policy"), Some("\"pro\";q=500;w=60"));
+    // The token's use is recorded (in the background).
+    wait_for(Duration::from_secs(10), "last_used_at recorded", || {
+        let listed = node.rpc("tenants.tokens", json!({ "tenant": acme }));
+        listed["result"]["tokens"][0]["last_used_at"]
+            .is_string()
+            .then_some(())
+    });
 
     // Revoked: 401 from then on.
     let (tenant, revoked) = tenant_with_token(&node, "gone", "starter");
