@@ -2,7 +2,8 @@
 //! `api.listen`, tokens made with the `tenants.token` RPC. Authentication (401, 403), the
 //! starter tier's burst (100 answered, 50 refused with `Retry-After`), tenants kept apart on
 //! every route, a site created and deleted over a real sshd, refused inputs that change
-//! nothing, and PromQL scoped to the tenant against a real Prometheus.
+//! nothing, PromQL scoped to the tenant against a real Prometheus, and the per-tenant query
+//! bulkhead and request timeout against an observability host that never answers.
 
 #![allow(
     clippy::too_many_lines,
@@ -712,4 +713,94 @@ fn a_taken_api_port_is_a_clear_start_up_error() {
     assert_eq!(status.code(), Some(1), "{}", node.log_text());
     let log = node.log_text();
     assert!(log.contains("api.listen"), "{log}");
+}
+
+/// A stand-in for Prometheus that answers its health probe and never answers a query: each
+/// query's connection is held open until the client drops it. Returns its URL and the number
+/// of queries being held.
+fn silent_prometheus() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = held.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let held = counter.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                if head.starts_with(b"GET /-/healthy") {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                held.fetch_add(1, Ordering::SeqCst);
+                // Until the node gives up on the query and closes the connection.
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest);
+                held.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (url, held)
+}
+
+#[test]
+fn a_slow_observability_host_costs_one_query_slot_and_times_out() {
+    use std::sync::atomic::Ordering;
+    let (url, held) = silent_prometheus();
+    let extra = format!(
+        "[observability]\nprometheus_url = \"{url}\"\nquery_timeout = \"60s\"\n\
+         [api]\nrequest_timeout = \"2s\"\nmax_concurrent_queries = 1\n"
+    );
+    let node = Node::start("api-bulkhead", &extra, &[]);
+    node.wait_ready();
+    let api = Api::of(&node);
+    let (_, token) = tenant_with_token(&node, "one", "pro");
+    let (_, other) = tenant_with_token(&node, "two", "pro");
+    let path = format!("/api/v1/metrics/query?query={}", percent("up"));
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            let asked = Instant::now();
+            (api.get(&path, &token), asked.elapsed())
+        });
+        wait_for(Duration::from_secs(10), "the first query held", || {
+            (held.load(Ordering::SeqCst) >= 1).then_some(())
+        });
+        // The tenant's one slot is taken: refused at once, not queued.
+        let asked = Instant::now();
+        let second = api.get(&path, &token);
+        assert_eq!(second.error(429), "too_many_queries");
+        assert!(second.has_rate_limit_headers(), "{second:?}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+        // Another tenant has slots of its own (and waits like the first).
+        let third = api.get(&path, &other);
+        assert_eq!(third.error(503), "timeout");
+        // The first ends at api.request_timeout, not the 60 s query timeout.
+        let (first, took) = first.join().unwrap();
+        assert_eq!(first.error(503), "timeout");
+        assert!(first.has_rate_limit_headers(), "{first:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    });
+    // The slot came back with the timeout.
+    wait_for(Duration::from_secs(10), "the held queries dropped", || {
+        (held.load(Ordering::SeqCst) == 0).then_some(())
+    });
+    // Not 429: the slot is free again (the answer is the timeout, or the observability
+    // host's unavailability once its breaker counted the abandoned queries).
+    let again = api.get(&path, &token);
+    let code = again.error(503);
+    assert!(
+        ["timeout", "observability_unavailable"].contains(&code.as_str()),
+        "{again:?}"
+    );
 }
