@@ -1,19 +1,15 @@
 //! Admin RPC methods of the fleet: servers (`vps.*`), breakers (`breaker.*`), tenants
 //! (`tenants.*`, their API tokens included) and sites (`sites.*`).
 
-use std::time::Duration;
-
 use chom_actors::context::NodeContext;
 use chom_actors::fleet::vps::{BreakerCommand, VpsInfo, VpsMsg, snapshot_key};
 use chom_core::inventory::{NewSite, Tenant, VpsServer};
-use chom_core::job::NewJob;
-use chom_core::policy::JobPolicy;
 use chom_core::token::Secret;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::node::OpenBreaker;
 use crate::api::{self, Method, breaker, debug, sites, tenants, vps};
-use crate::methods::{Handle, backends, run, store_err, wake_dispatcher};
+use crate::methods::{Handle, backends, run, store_err};
 use crate::rpc::protocol::RpcError;
 
 /// The fleet's methods; `None` when `method` is not one of them.
@@ -301,12 +297,9 @@ impl Handle for sites::Add {
             domain: self.domain,
         };
         let b = backends(ctx)?;
-        let site = b.store.create_site(&new).await.map_err(store_err)?;
-        let job = if provision {
-            Some(enqueue_provision(ctx, site.id).await?)
-        } else {
-            None
-        };
+        let (site, job) = crate::sites::create(ctx, &b, &new, provision)
+            .await
+            .map_err(store_err)?;
         Ok(sites::Created { site, job })
     }
 }
@@ -320,26 +313,9 @@ impl Handle for sites::Provision {
             .await
             .map_err(store_err)?
             .ok_or_else(|| RpcError::failed(format!("no site {id}")))?;
-        Ok(sites::Provisioning {
-            job: enqueue_provision(ctx, id).await?,
-        })
+        let job = crate::sites::enqueue_provision(ctx, &b, id)
+            .await
+            .map_err(store_err)?;
+        Ok(sites::Provisioning { job })
     }
-}
-
-/// Enqueue `site.provision` for a site, at most one pending at a time (unique key per site).
-async fn enqueue_provision(ctx: &NodeContext, site: i64) -> Result<i64, RpcError> {
-    let policy = JobPolicy::resolve("site.provision", &ctx.config);
-    let job = NewJob {
-        kind: "site.provision".to_owned(),
-        queue: policy.queue,
-        payload: json!({ "site": site }).to_string(),
-        max_attempts: None,
-        timeout: None,
-        delay: Duration::ZERO,
-        unique_key: Some(format!("site.provision:{site}")),
-    };
-    let b = backends(ctx)?;
-    let enqueued = b.store.enqueue(&job).await.map_err(store_err)?;
-    wake_dispatcher(ctx);
-    Ok(enqueued.id)
 }

@@ -11,6 +11,7 @@ mod methods;
 mod node;
 mod output;
 mod rpc;
+mod sites;
 mod wiring;
 
 use std::process::ExitCode;

@@ -123,6 +123,7 @@ impl Handle for api::node::Status {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             ready: ctx.ready(),
             http: ctx.http_addr.get().map(|a| a.to_string()),
+            api: ctx.api_addr.get().map(|a| a.to_string()),
             admin_socket: ctx.config.admin.socket.display().to_string(),
             database: backends
                 .as_ref()

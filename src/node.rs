@@ -124,7 +124,7 @@ struct Bound {
 }
 
 /// Claim the data dir and the admin socket, so two nodes can never share either, and bind
-/// HTTP: once, before the tree, so restarting an edge actor never gives up an address.
+/// HTTP and the tenant API: once, before the tree, so restarting an edge actor never gives up an address.
 fn bind(config: &Config) -> anyhow::Result<Bound> {
     crate::edge::raise_fd_limit(config);
     let data_dir = &config.node.data_dir;
@@ -134,12 +134,15 @@ fn bind(config: &Config) -> anyhow::Result<Bound> {
     let (admin, socket_cleanup) = bind_admin_socket(&config.admin.socket)?;
     let http = std::net::TcpListener::bind(config.http.listen)
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    let api = std::net::TcpListener::bind(config.api.listen)
+        .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
     Ok(Bound {
         _lock: lock,
         _socket_cleanup: socket_cleanup,
         listeners: Listeners {
             http: Arc::new(http),
             admin: Arc::new(admin),
+            api: Arc::new(api),
         },
     })
 }
@@ -183,7 +186,7 @@ async fn start_tree(
     }
     let config = &node.config;
     info!(node = %node.info.node_name, version = crate::VERSION, http = %config.http.listen,
-          admin = %config.admin.socket.display(), "node started; waiting for migrations");
+          api = %config.api.listen, admin = %config.admin.socket.display(), "node started; waiting for migrations");
     Some((root, root_done))
 }
 

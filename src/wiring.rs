@@ -17,7 +17,8 @@
 //! │   └── watchdog        sd_notify WATCHDOG=1 while the tree answers
 //! ├── edge (one_for_one)
 //! │   ├── http            /health, /metrics
-//! │   └── admin           the admin socket
+//! │   ├── admin           the admin socket
+//! │   └── api             the tenant API (its rate limiter is built here, once)
 //! └── observability       dead-letter alerts to Alertmanager, logs to Loki (in the background)
 //! ```
 //!
@@ -51,6 +52,7 @@ use chom_actors::queue::dispatcher::{DispatcherActor, DispatcherArgs};
 use chom_actors::queue::reaper::{ReaperActor, ReaperArgs};
 use chom_actors::queue::worker::{WorkerActor, WorkerArgs};
 use chom_actors::queue::{QueueContext, QueueShared};
+use chom_actors::ratelimit::RateLimiter;
 use chom_core::breaker::BreakerSettings;
 use chom_core::config::{Config, SupervisionConfig};
 use chom_supervisors::{
@@ -61,6 +63,7 @@ use ractor::{Actor, SpawnErr};
 use tracing::{error, info, warn};
 
 use crate::edge::admin::Admin;
+use crate::edge::api::Api;
 use crate::edge::http::Http;
 use crate::edge::{Door, EdgeActor, EdgeArgs};
 
@@ -71,6 +74,8 @@ pub struct Listeners {
     pub http: Arc<std::net::TcpListener>,
     /// The admin socket.
     pub admin: Arc<std::os::unix::net::UnixListener>,
+    /// The tenant API's listener.
+    pub api: Arc<std::net::TcpListener>,
 }
 
 /// Maps supervision events to metrics and logs, and remembers whether the root gave up.
@@ -182,9 +187,12 @@ pub fn assemble(
         },
         config.queue.workers as usize,
     );
-    let http_addr = OnceLock::new();
+    let (http_addr, api_addr) = (OnceLock::new(), OnceLock::new());
     if let Ok(addr) = listeners.http.local_addr() {
         let _ = http_addr.set(addr);
+    }
+    if let Ok(addr) = listeners.api.local_addr() {
+        let _ = api_addr.set(addr);
     }
     let observability_args = ObservabilityArgs {
         client: observability.clone(),
@@ -200,6 +208,7 @@ pub fn assemble(
         info,
         metrics,
         http_addr,
+        api_addr,
         published,
         readiness,
         tree_root: Default::default(),
@@ -282,22 +291,24 @@ fn spec(
 /// A leaf actor started with fresh arguments on every (re)start. The start honours
 /// start failures injected with `debug.fault`, which live outside the supervisors so that
 /// they survive the restart of the whole subtree (a child that "fails forever").
-fn leaf<A, F>(faults: &StartFaults, id: &str, actor: fn() -> A, args: F) -> ChildSpec
+fn leaf<A, M, F>(faults: &StartFaults, id: &str, actor: M, args: F) -> ChildSpec
 where
     A: Actor,
+    M: Fn() -> A + Send + Sync + 'static,
     F: Fn() -> A::Arguments + Send + Sync + 'static,
 {
     let faults = faults.clone();
     ChildSpec::worker(id, move |start: StartCtx| {
         let injected = faults.take(&start.path);
         let args = args();
+        let made = actor();
         async move {
             if injected {
                 return Err(SpawnErr::StartupFailed(
                     "injected start failure (debug.fault)".into(),
                 ));
             }
-            let (actor, _) = Actor::spawn_linked(None, actor(), args, start.supervisor).await?;
+            let (actor, _) = Actor::spawn_linked(None, made, args, start.supervisor).await?;
             Ok(actor.get_cell())
         }
     })
@@ -441,17 +452,19 @@ fn monitors(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionCo
     )
 }
 
-/// An edge actor serving its door on `listener`.
-fn door<D: Door + Default>(
+/// An edge actor serving `door` on `listener`; each incarnation gets a clone of the door
+/// (and so shares what it holds, e.g. the API's rate limiter).
+fn door<D: Door + Clone>(
     node: &Arc<NodeContext>,
     id: &str,
+    door: D,
     listener: Arc<D::Listener>,
 ) -> ChildSpec {
     let ctx = node.clone();
     leaf(
         &node.faults,
         id,
-        || EdgeActor(D::default()),
+        move || EdgeActor(door.clone()),
         move || EdgeArgs {
             ctx: ctx.clone(),
             listener: listener.clone(),
@@ -466,12 +479,23 @@ fn edge(
     observer: Arc<NodeObserver>,
     sup: &SupervisionConfig,
 ) -> ChildSpec {
-    let http = door::<Http>(node, "http", listeners.http);
-    let admin = door::<Admin>(node, "admin", listeners.admin);
+    let http = door(node, "http", Http, listeners.http);
+    let admin = door(node, "admin", Admin, listeners.admin);
+    // One limiter for the node's whole life: the in-process budgets (memory://, fallback)
+    // survive a restart of the API actor. No cheap count of live nodes exists yet (the
+    // `nodes` table has heartbeats but no reader of them here), so the Redis fallback
+    // assumes one node: per-node quota = the tier's quota.
+    let limiter = RateLimiter::for_node(
+        &node.config,
+        node.published.clone(),
+        Arc::new(|| 1),
+        node.metrics.clone(),
+    );
+    let api = door(node, "api", Api::new(limiter), listeners.api);
     subtree(
         "edge",
         Strategy::OneForOne,
-        vec![http, admin],
+        vec![http, admin, api],
         observer,
         sup,
     )

@@ -402,6 +402,38 @@ fn post_alert(node: &Node, alertname: &str) -> (u16, String) {
     (code, raw)
 }
 
+/// One tenant API request (`GET /api/v1/sites` with a new tenant's token): status and raw
+/// answer.
+fn tenant_api_request(node: &Node) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let tenant = node.rpc("tenants.add", json!({ "name": "api-workload" }));
+    let tenant = tenant["result"]["id"].as_i64().expect("tenant id");
+    let issued = node.rpc("tenants.token", json!({ "tenant": tenant }));
+    let token = issued["result"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let addr = node.wait_serving()["api"]
+        .as_str()
+        .expect("status reports the api address")
+        .to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "GET /api/v1/sites HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, raw)
+}
+
 /// Every metric name in `text` (rules or dashboard): `chom_*` and `process_*` words.
 fn metric_names(text: &str) -> Vec<String> {
     let mut names: Vec<String> = text
@@ -469,6 +501,8 @@ max_rss = 4000000000
     node.rpc("failed.analyze", json!({}));
     node.rpc("health", json!({}));
     let (code, answer) = post_alert(&node, "QueueBacklog");
+    assert_eq!(code, 200, "{answer}");
+    let (code, answer) = tenant_api_request(&node);
     assert_eq!(code, 200, "{answer}");
 
     let mut named = metric_names(&shipped("prometheus/rules/chom.rules.yml"));

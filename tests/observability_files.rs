@@ -189,6 +189,9 @@ fn the_dashboard_queries_parse_and_cover_what_an_operator_watches() {
         "chom_memory_rss_bytes",
         "chom_ssh_commands_total",
         "chom_observability_queries_total",
+        "chom_api_request_duration_seconds_bucket",
+        "chom_api_requests_total",
+        "chom_rate_limited_total",
     ] {
         assert!(all.contains(metric), "no panel shows {metric}");
     }

@@ -35,6 +35,8 @@ pub struct NodeContext {
     pub metrics: Metrics,
     /// The address the HTTP listener actually bound (`http.listen` may ask for port 0).
     pub http_addr: OnceLock<SocketAddr>,
+    /// The address the tenant API's listener actually bound (`api.listen` may ask for port 0).
+    pub api_addr: OnceLock<SocketAddr>,
     /// The store actor's backends.
     pub published: PublishedBackends,
     /// Migrations applied, node name held, tree started.

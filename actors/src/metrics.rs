@@ -62,6 +62,8 @@ struct Inner {
     alerts_received: Counter<u64>,
     rate_limited: Counter<u64>,
     rate_limit_fallback: Counter<u64>,
+    api_requests: Counter<u64>,
+    api_duration: Histogram<f64>,
     /// Current state of each breaker by service (`vps:<id>`).
     breakers: Arc<Mutex<BTreeMap<String, BreakerState>>>,
     /// (active tenants, active sites), once read.
@@ -192,6 +194,16 @@ impl Metrics {
             "Actions of the memory monitor: recycle (workers), restart (node)",
         );
         let (rate_limited, rate_limit_fallback) = rate_limit_counters(&meter);
+        let api_requests = counter(
+            &meter,
+            "chom_api_requests_total",
+            "Tenant API answers by route template (`unmatched` for unknown paths) and status code",
+        );
+        let api_duration = seconds_histogram(
+            &meter,
+            "chom_api_request_duration_seconds",
+            "Time the tenant API took to answer, by route template",
+        );
         let breakers: Arc<Mutex<BTreeMap<String, BreakerState>>> = Arc::default();
         let inventory = Arc::new(Mutex::new(None::<(i64, i64)>));
         let queue_sizes: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
@@ -313,6 +325,8 @@ impl Metrics {
                 alerts_received,
                 rate_limited,
                 rate_limit_fallback,
+                api_requests,
+                api_duration,
                 breakers,
                 inventory,
                 _gauges: gauges,
@@ -531,6 +545,17 @@ impl Metrics {
     /// unreachable or slower than `api.redis_timeout`).
     pub fn rate_limit_fallback(&self) {
         self.inner.rate_limit_fallback.add(1, &[]);
+    }
+
+    /// Count one tenant API answer: `route` is the matched route template (never a raw path,
+    /// so the label set stays bounded), `status` its HTTP status code.
+    pub fn api_request(&self, route: &'static str, status: u16, took: Duration) {
+        let route = KeyValue::new("route", route);
+        self.inner.api_requests.add(
+            1,
+            &[route.clone(), KeyValue::new("status", status.to_string())],
+        );
+        self.inner.api_duration.record(took.as_secs_f64(), &[route]);
     }
 
     /// Count a breaker of `service` opening on failures.
@@ -810,6 +835,29 @@ mod tests {
         assert!(
             after.contains("\nchom_rate_limit_fallback_total 1"),
             "{after}"
+        );
+    }
+
+    #[test]
+    fn api_requests_are_labelled_by_route_template_and_status() {
+        let m = Metrics::new("1.2.3");
+        m.api_request("/api/v1/sites/{id}", 404, Duration::from_millis(3));
+        m.api_request("/api/v1/sites/{id}", 404, Duration::from_millis(30));
+        m.api_request("unmatched", 401, Duration::from_millis(1));
+        let text = m.render();
+        assert!(
+            text.contains("chom_api_requests_total{route=\"/api/v1/sites/{id}\",status=\"404\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("chom_api_requests_total{route=\"unmatched\",status=\"401\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "chom_api_request_duration_seconds_count{route=\"/api/v1/sites/{id}\"} 2"
+            ),
+            "{text}"
         );
     }
 }

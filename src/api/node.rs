@@ -48,6 +48,9 @@ reply! {
         pub ready: bool,
         /// The bound HTTP address, once bound.
         pub http: Option<String>,
+        /// The bound tenant API address, once bound.
+        #[serde(default)]
+        pub api: Option<String>,
         /// The admin socket's path.
         pub admin_socket: String,
         /// `postgres` or `sqlite`, while the store runs.

@@ -10,7 +10,7 @@ use crate::methods::NodeRpc;
 use crate::rpc::server::{self, Limits};
 
 /// The admin socket's door: JSON-RPC over the socket.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Admin;
 
 impl Door for Admin {

@@ -53,7 +53,7 @@ struct HealthQuery {
 }
 
 /// The HTTP door: `/health`, `/metrics` and the Alertmanager webhook.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Http;
 
 impl Door for Http {

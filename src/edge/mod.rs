@@ -1,9 +1,10 @@
-//! `edge`: the node's doors to the outside — the HTTP server and the admin socket — one actor
-//! each. Listeners are bound once by `chom node` (so a taken port or a live socket is a clear
+//! `edge`: the node's doors to the outside — the HTTP server, the admin socket and the tenant
+//! API — one actor each. Listeners are bound once by `chom node` (so a taken port or a live socket is a clear
 //! start-up error) and each actor incarnation serves a clone, so restarting an edge actor never
 //! loses the address.
 
 pub mod admin;
+pub mod api;
 pub mod http;
 pub mod prometheus_sd;
 pub mod webhook;
@@ -33,8 +34,9 @@ pub fn raise_fd_limit(config: &Config) {
             limit
         }
     };
-    // Up to three files per pooled SQLite connection (database, WAL, shared memory).
-    let needed = u64::from(config.http.max_connections)
+    // Up to three files per pooled SQLite connection (database, WAL, shared memory); the
+    // tenant API's listener has its own `http.max_connections`.
+    let needed = 2 * u64::from(config.http.max_connections)
         + 3 * u64::from(config.database.max_connections)
         + FD_BASE;
     info!(

@@ -212,6 +212,9 @@ impl Inventory for Deadlined {
     async fn inventory_counts(&self) -> Answer<(u64, u64)> {
         self.quick(self.inner.inventory_counts()).await
     }
+    async fn site_counts(&self) -> Answer<Vec<(String, u64)>> {
+        self.quick(self.inner.site_counts()).await
+    }
 }
 
 #[async_trait]

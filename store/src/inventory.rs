@@ -52,6 +52,9 @@ pub trait Inventory: Send + Sync {
     async fn delete_site(&self, id: i64) -> Result<bool, StoreError>;
     /// Active tenants and active sites (the `chom_active_*` gauges).
     async fn inventory_counts(&self) -> Result<(u64, u64), StoreError>;
+    /// The number of sites on each server that holds any, by server id (one row per server,
+    /// so a placement decision never reads every site).
+    async fn site_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// Turn constraint violations into errors an operator can act on.
@@ -390,6 +393,17 @@ macro_rules! inventory {
             async fn inventory_counts(&self) -> Result<(u64, u64), StoreError> {
                 let row = sqlx::query(COUNTS).fetch_one(&self.pool).await?;
                 Ok((count(row.try_get(0)?), count(row.try_get(1)?)))
+            }
+
+            async fn site_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT vps_id, CAST(count(*) AS BIGINT) FROM sites GROUP BY vps_id ORDER BY vps_id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get(0)?, count(row.try_get(1)?))))
+                    .collect()
             }
         }
     };

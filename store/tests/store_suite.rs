@@ -1263,6 +1263,11 @@ async fn tenants_and_sites(db: &TestDb) {
     );
     assert_eq!(s.sites(Some(acme.id)).await.unwrap().len(), 1);
     assert_eq!(s.sites(None).await.unwrap().len(), 2);
+    assert_eq!(
+        s.site_counts().await.unwrap(),
+        [("web-1".to_owned(), 2)],
+        "one row per server holding sites"
+    );
 
     // A server with sites cannot be removed.
     let in_use = s.remove_vps("web-1").await.unwrap_err();

@@ -76,6 +76,9 @@ url = "sqlite://{data}/chom.db"
 [http]
 listen = "127.0.0.1:0"
 
+[api]
+listen = "127.0.0.1:0"
+
 [admin]
 socket = "{data}/chom.sock"
 
