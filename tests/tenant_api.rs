@@ -319,6 +319,26 @@ fn a_starter_burst_of_150_gets_100_answers_and_50_refusals() {
     assert!(counted >= refused.len() as f64, "{page}");
 }
 
+#[test]
+fn with_limiting_off_nothing_is_counted_or_refused() {
+    let extra = "[api.rate_limits]\nenabled = false\nstarter = 1\n";
+    let node = Node::start("api-unlimited", extra, &[]);
+    node.wait_ready();
+    let api = Api::of(&node);
+    let (_, token) = tenant_with_token(&node, "free", "starter");
+    for _ in 0..5 {
+        let answer = api.get("/api/v1/sites", &token);
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(!answer.has_rate_limit_headers(), "{answer:?}");
+    }
+    let page = node.get("/metrics").1;
+    assert_eq!(
+        metric(&page, "chom_rate_limited_total{tier=\"starter\"}"),
+        Some(0.0),
+        "{page}"
+    );
+}
+
 /// Config for a node whose `[ssh]` points at `sshd`, with a small `api.max_body`.
 fn fleet_extra(sshd: &Sshd) -> String {
     format!(

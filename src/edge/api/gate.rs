@@ -37,20 +37,25 @@ pub async fn gate(State(api): State<Arc<ApiState>>, mut request: Request, next: 
             Ok(Err(refused)) => return refused.into_response(),
             Err(_) => return ApiError::timeout(limit).into_response(),
         };
-    let verdict = match api.limiter.check(tenant.id, tenant.tier).await {
-        Ok(verdict) => verdict,
-        Err(e) => {
-            // Tenant ids from the database are positive: this is a bug, not the client's.
-            error!(tenant = tenant.id, error = %e, "tenant api: rate limiter refused the check");
-            return ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-            .into_response();
+    // `[api.rate_limits] enabled = false`: nothing counted or refused, no headers.
+    let verdict = if !api.ctx.config.api.rate_limits.enabled {
+        None
+    } else {
+        match api.limiter.check(tenant.id, tenant.tier).await {
+            Ok(verdict) => Some(verdict),
+            Err(e) => {
+                // Tenant ids from the database are positive: this is a bug, not the client's.
+                error!(tenant = tenant.id, error = %e, "tenant api: rate limiter refused the check");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+                .into_response();
+            }
         }
     };
-    let mut response = if let Some(seconds) = verdict.retry_after() {
+    let mut response = if let Some(seconds) = verdict.as_ref().and_then(Verdict::retry_after) {
         ApiError::rate_limited(seconds).into_response()
     } else if tenant.status != "active" {
         ApiError::new(
@@ -69,7 +74,9 @@ pub async fn gate(State(api): State<Arc<ApiState>>, mut request: Request, next: 
             Err(_) => ApiError::timeout(limit).into_response(),
         }
     };
-    set_rate_limit_headers(response.headers_mut(), &verdict);
+    if let Some(verdict) = &verdict {
+        set_rate_limit_headers(response.headers_mut(), verdict);
+    }
     response
 }
 
