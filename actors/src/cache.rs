@@ -165,24 +165,24 @@ impl Cache {
         }
     }
 
-    /// Run `script` on `key` with integer `args` and read its answer as integers. Redis only:
+    /// Run `script` on `keys` with integer `args` and read its answer as integers. Redis only:
     /// the in-process cache answers [`CacheError::NoScripts`].
     pub async fn eval_ints(
         &self,
         script: &Script,
-        key: &str,
+        keys: Vec<String>,
         args: Vec<i64>,
     ) -> Result<Vec<i64>, CacheError> {
         let Cache::Redis(client) = self else {
             return Err(CacheError::NoScripts);
         };
         let by_sha = client
-            .evalsha::<Vec<i64>, _, _, _>(script.sha1.as_str(), key, args.clone())
+            .evalsha::<Vec<i64>, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
             .await;
         match by_sha {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 // EVAL also caches the script, so the next call's EVALSHA finds it.
-                Ok(client.eval(script.source, key, args).await?)
+                Ok(client.eval(script.source, keys, args).await?)
             }
             other => Ok(other?),
         }

@@ -398,3 +398,35 @@ async fn redis_down_or_frozen_falls_back_per_node_and_shared_limits_resume() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_batch_of_checks_decides_each_in_order_as_the_pure_gcra() {
+    let url = redis_url();
+    let prefix = unique_prefix("batch");
+    let cache = cache(&url);
+    let now: u64 = 1_764_000_000_000_000;
+    // Three tenants interleaved, quotas 2, 3 and 100, six checks each in one call.
+    let tenants = [31i64, 32, 33];
+    let policies = [
+        Gcra::per_minute(2),
+        Gcra::per_minute(3),
+        Gcra::per_minute(100),
+    ];
+    let checks: Vec<(String, Gcra)> = (0..18)
+        .map(|i| (format!("{prefix}{}", tenants[i % 3]), policies[i % 3]))
+        .collect();
+    let lua = shared::check_many(&cache, &checks, Some(now))
+        .await
+        .unwrap();
+    let mut tats = [0u64; 3];
+    for (i, decision) in lua.iter().enumerate() {
+        let pure = policies[i % 3].check(tats[i % 3], now);
+        assert_eq!(*decision, pure, "check {i}");
+        tats[i % 3] = pure.new_tat;
+    }
+    let allowed_by_tenant: Vec<usize> = (0..3)
+        .map(|t| lua.iter().skip(t).step_by(3).filter(|d| d.allowed).count())
+        .collect();
+    assert_eq!(allowed_by_tenant, [2, 3, 6]);
+    clean(&url, &prefix, &tenants).await;
+}

@@ -1,30 +1,43 @@
--- The tenant API's rate limit, GCRA, evaluated atomically in Redis on Redis' own clock.
--- The same arithmetic as chom-core's ratelimit.rs (`Gcra::check`); a test runs both on the
--- same request times and compares every decision, so change them together.
+-- The tenant API's rate limit, GCRA, evaluated atomically in Redis on Redis' own clock, for
+-- one or more requests at once (a node sends the checks that arrived while its previous call
+-- was in flight together: one round trip for many). The same arithmetic as chom-core's
+-- ratelimit.rs (`Gcra::check`); a test runs both on the same request times and compares every
+-- decision, so change them together.
 --
--- KEYS[1]  the tenant's TAT key (chom:rl:<tenant id>), microseconds since the Unix epoch
--- ARGV[1]  T, the emission interval in microseconds
--- ARGV[2]  the quota (the burst: tolerance = quota * T)
--- ARGV[3]  only in tests: "now" in microseconds instead of Redis' TIME
--- Returns {allowed (1|0), the TAT stored afterwards, now}. Lua numbers are doubles, exact
--- for integers up to 2^53: microseconds since 1970 stay below that until the year 2255.
-local interval = tonumber(ARGV[1])
-local quota = tonumber(ARGV[2])
+-- KEYS[i]      request i's tenant TAT key (chom:rl:<tenant id>), microseconds since the epoch;
+--              one tenant may appear more than once (decided in order)
+-- ARGV[2i-1]   request i's T, the emission interval in microseconds
+-- ARGV[2i]     request i's quota (the burst: tolerance = quota * T)
+-- ARGV[2n+1]   only in tests: "now" in microseconds instead of Redis' TIME
+-- Returns, per request, {allowed (1|0), the TAT stored afterwards, now}, flattened. Lua
+-- numbers are doubles, exact for integers up to 2^53: microseconds since 1970 stay below that
+-- until the year 2255.
+local n = #KEYS
 local now
-if ARGV[3] then
-  now = tonumber(ARGV[3])
+if ARGV[2 * n + 1] then
+  now = tonumber(ARGV[2 * n + 1])
 else
   local time = redis.call('TIME')
   now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
-local stored = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-local tat = math.max(stored, now)
-local next_tat = tat + interval
-if next_tat - now <= interval * quota then
-  -- The key lives exactly as long as it limits: once the TAT has passed, a missing key
-  -- means the same (a full budget).
-  redis.call('SET', KEYS[1], string.format('%d', next_tat),
-    'PX', math.ceil((next_tat - now) / 1000))
-  return {1, next_tat, now}
+local out = {}
+for i = 1, n do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local quota = tonumber(ARGV[2 * i])
+  local stored = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local tat = math.max(stored, now)
+  local next_tat = tat + interval
+  if next_tat - now <= interval * quota then
+    -- The key lives exactly as long as it limits: once the TAT has passed, a missing key
+    -- means the same (a full budget).
+    redis.call('SET', KEYS[i], string.format('%d', next_tat),
+      'PX', math.ceil((next_tat - now) / 1000))
+    out[#out + 1] = 1
+    out[#out + 1] = next_tat
+  else
+    out[#out + 1] = 0
+    out[#out + 1] = stored
+  end
+  out[#out + 1] = now
 end
-return {0, stored, now}
+return out

@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use self::local::LocalLimiter;
 use crate::backends::PublishedBackends;
-use crate::cache::{Cache, CacheError};
+use crate::cache::Cache;
 use crate::metrics::Metrics;
 
 /// How long the node limits locally after Redis failed before it tries Redis again.
@@ -162,6 +162,8 @@ struct Inner {
     metrics: Metrics,
     in_process: LocalLimiter,
     fallback: LocalLimiter,
+    /// The shared checks' batcher (Redis only).
+    batcher: Option<shared::Batcher>,
     /// Microseconds after `started` before which Redis is not asked again.
     shared_paused_until: AtomicU64,
     /// Whether the last shared check failed (to log the change once, not every request).
@@ -194,8 +196,13 @@ impl RateLimiter {
             return Err(RateLimitError::BadKeyPrefix);
         }
         let max_tenants = settings.max_tenants;
+        let batcher = match &shared {
+            Shared::Redis(source) => Some(shared::Batcher::new(source.clone())),
+            Shared::InProcess => None,
+        };
         Ok(RateLimiter {
             inner: Arc::new(Inner {
+                batcher,
                 settings,
                 shared,
                 live_nodes,
@@ -252,7 +259,7 @@ impl RateLimiter {
                     source: Source::InProcess,
                 }
             }
-            Shared::Redis(source) => match self.shared_check(source, tenant_id, quota).await {
+            Shared::Redis(_) => match self.shared_check(tenant_id, quota).await {
                 Some((gcra, decision)) => Verdict {
                     tier,
                     gcra,
@@ -270,28 +277,18 @@ impl RateLimiter {
 
     /// The shared decision, or `None` when Redis cannot give it within `redis_timeout` (or is
     /// being left alone for [`SHARED_RETRY`] after such a failure).
-    async fn shared_check(
-        &self,
-        source: &CacheSource,
-        tenant_id: i64,
-        quota: u32,
-    ) -> Option<(Gcra, Decision)> {
+    async fn shared_check(&self, tenant_id: i64, quota: u32) -> Option<(Gcra, Decision)> {
         let inner = &self.inner;
+        let batcher = inner.batcher.as_ref()?;
         if self.elapsed_us() < inner.shared_paused_until.load(Ordering::Relaxed) {
             return None;
         }
         let gcra = Gcra::per_minute(quota);
         let key = format!("{}{tenant_id}", inner.settings.key_prefix);
         let timeout = inner.settings.redis_timeout;
-        let answer = match source() {
-            Some(cache) => {
-                let call = shared::check(&cache, &key, &gcra, None);
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(answer) => answer.map_err(Unavailable::Redis),
-                    Err(_) => Err(Unavailable::TimedOut(timeout)),
-                }
-            }
-            None => Err(Unavailable::NoCache),
+        let answer = match tokio::time::timeout(timeout, batcher.check(key, gcra)).await {
+            Ok(answer) => answer.map_err(Unavailable::Redis),
+            Err(_) => Err(Unavailable::TimedOut(timeout)),
         };
         match answer {
             Ok(decision) => {
@@ -335,10 +332,8 @@ impl RateLimiter {
 enum Unavailable {
     #[error("no answer within api.redis_timeout ({})", humantime::format_duration(*.0))]
     TimedOut(Duration),
-    #[error("the cache is being restarted")]
-    NoCache,
-    #[error(transparent)]
-    Redis(CacheError),
+    #[error("{0}")]
+    Redis(String),
 }
 
 fn duration_us(d: Duration) -> u64 {
