@@ -824,3 +824,83 @@ fn a_slow_observability_host_costs_one_query_slot_and_times_out() {
         "{again:?}"
     );
 }
+
+/// `[cache]` on `redis_url` with this test's own rate-limit key prefix (tests share Redis).
+fn shared_limits(redis_url: &str) -> String {
+    format!(
+        "[cache]\nurl = \"{redis_url}\"\n[api]\nrate_limit_prefix = \"chom:rl:test-{}:\"\n",
+        rand_suffix()
+    )
+}
+
+/// `n` GETs of the sites list sent at once through `apis` in turn: the non-429 count.
+fn burst_across(apis: &[&Api], token: &str, n: usize) -> usize {
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..n)
+            .map(|i| {
+                let api = apis[i % apis.len()];
+                scope.spawn(move || api.get("/api/v1/sites", token).status)
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .filter(|status| *status != 429)
+            .count()
+    })
+}
+
+#[test]
+fn two_nodes_sharing_redis_hold_a_tenant_to_one_budget() {
+    let rig = PgRig::new("api_two_nodes");
+    let more = shared_limits(&redis_url());
+    let a = rig.ready("api-a", 1, &more);
+    let b = rig.ready("api-b", 1, &more);
+    let (api_a, api_b) = (Api::of(&a), Api::of(&b));
+    // Made through node a, known to node b: one database.
+    let (_, token) = tenant_with_token(&a, "shared", "starter");
+    let started = Instant::now();
+    let answered = burst_across(&[&api_a, &api_b], &token, 150);
+    let refills = usize::try_from(started.elapsed().as_millis() / 600).unwrap();
+    assert!(
+        (100..=100 + refills).contains(&answered),
+        "{answered} answered across two nodes in {:?}",
+        started.elapsed()
+    );
+    for node in [&a, &b] {
+        let page = node.get("/metrics").1;
+        assert_eq!(metric(&page, "chom_rate_limit_fallback_total"), Some(0.0));
+    }
+}
+
+#[test]
+fn with_redis_stopped_requests_still_answer_and_shared_limits_resume() {
+    let redis = chom_testkit::PrivateRedis::start();
+    let node = Node::start("api-redis-down", &shared_limits(&redis.url()), &[]);
+    node.wait_ready();
+    let api = Api::of(&node);
+    let (_, token) = tenant_with_token(&node, "steady", "pro");
+    let fallbacks = || metric(&node.get("/metrics").1, "chom_rate_limit_fallback_total");
+    assert_eq!(api.get("/api/v1/sites", &token).status, 200);
+    assert_eq!(fallbacks(), Some(0.0));
+
+    redis.stop();
+    for _ in 0..5 {
+        let answer = api.get("/api/v1/sites", &token);
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(answer.has_rate_limit_headers(), "{answer:?}");
+    }
+    let counted = fallbacks().unwrap();
+    assert!(counted >= 1.0, "fallback checks counted: {counted}");
+
+    redis.start_again();
+    // Shared limiting resumes: requests stop adding to the fallback count.
+    wait_for(Duration::from_secs(30), "shared limits to resume", || {
+        let before = fallbacks()?;
+        for _ in 0..3 {
+            assert_eq!(api.get("/api/v1/sites", &token).status, 200);
+        }
+        (fallbacks()? == before).then_some(())
+    });
+    node.assert_running();
+}

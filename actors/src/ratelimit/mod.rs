@@ -70,7 +70,7 @@ impl LimiterSettings {
         LimiterSettings {
             limits: api.rate_limits,
             redis_timeout: api.redis_timeout,
-            key_prefix: KEY_PREFIX.to_owned(),
+            key_prefix: api.rate_limit_prefix.clone(),
             max_tenants: MAX_TENANTS,
         }
     }

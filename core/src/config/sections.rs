@@ -196,6 +196,9 @@ pub struct ApiConfig {
     /// limiter answers instead.
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
+    /// Prefix of the tenants' rate-limit keys in Redis (`<prefix><tenant id>`): installations
+    /// that share one Redis but not one database need different prefixes.
+    pub rate_limit_prefix: String,
     /// `[api.rate_limits]`: requests per minute per tenant, by tier.
     pub rate_limits: RateLimitsConfig,
 }
@@ -208,6 +211,7 @@ impl Default for ApiConfig {
             max_body: 64 * 1024,
             max_concurrent_queries: 4,
             redis_timeout: Duration::from_millis(50),
+            rate_limit_prefix: "chom:rl:".to_owned(),
             rate_limits: RateLimitsConfig::default(),
         }
     }

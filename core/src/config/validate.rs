@@ -284,6 +284,13 @@ fn api(c: &Config, v: &mut Checker<'_>) {
         (*API_MAX_CONCURRENT_QUERIES.end()).into(),
     );
     duration_in(v, "api.redis_timeout", a.redis_timeout, API_REDIS_TIMEOUT);
+    let prefix = &a.rate_limit_prefix;
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        v.fail(
+            "api.rate_limit_prefix",
+            "must be 1 to 64 visible ASCII characters".to_owned(),
+        );
+    }
     let limits = &a.rate_limits;
     for (tier, quota) in [
         ("starter", limits.starter),
