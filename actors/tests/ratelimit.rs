@@ -428,5 +428,11 @@ async fn a_batch_of_checks_decides_each_in_order_as_the_pure_gcra() {
         .map(|t| lua.iter().skip(t).step_by(3).filter(|d| d.allowed).count())
         .collect();
     assert_eq!(allowed_by_tenant, [2, 3, 6]);
+    // What the call stored is what checking one by one would have stored.
+    let later = now + policies[2].interval_us() / 2;
+    let next = shared::check_many(&cache, &checks[2..3], Some(later))
+        .await
+        .unwrap();
+    assert_eq!(next[0], policies[2].check(tats[2], later));
     clean(&url, &prefix, &tenants).await;
 }

@@ -20,24 +20,40 @@ else
   local time = redis.call('TIME')
   now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
+-- Each tenant's TAT is read once and written once per call, however many of its checks the
+-- call holds (a burst from one tenant is the common batch): the same decisions as checking
+-- them one by one, for a fraction of Redis' work.
+local tats, dirty, order = {}, {}, {}
 local out = {}
 for i = 1, n do
+  local key = KEYS[i]
   local interval = tonumber(ARGV[2 * i - 1])
   local quota = tonumber(ARGV[2 * i])
-  local stored = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local stored = tats[key]
+  if stored == nil then
+    stored = tonumber(redis.call('GET', key) or '0') or 0
+    order[#order + 1] = key
+  end
   local tat = math.max(stored, now)
   local next_tat = tat + interval
   if next_tat - now <= interval * quota then
-    -- The key lives exactly as long as it limits: once the TAT has passed, a missing key
-    -- means the same (a full budget).
-    redis.call('SET', KEYS[i], string.format('%d', next_tat),
-      'PX', math.ceil((next_tat - now) / 1000))
+    tats[key] = next_tat
+    dirty[key] = true
     out[#out + 1] = 1
     out[#out + 1] = next_tat
   else
+    tats[key] = stored
     out[#out + 1] = 0
     out[#out + 1] = stored
   end
   out[#out + 1] = now
+end
+-- A key lives exactly as long as it limits: once the TAT has passed, a missing key means the
+-- same (a full budget).
+for _, key in ipairs(order) do
+  if dirty[key] then
+    redis.call('SET', key, string.format('%d', tats[key]),
+      'PX', math.ceil((tats[key] - now) / 1000))
+  end
 end
 return out
