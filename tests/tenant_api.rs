@@ -833,21 +833,51 @@ fn shared_limits(redis_url: &str) -> String {
     )
 }
 
-/// `n` GETs of the sites list sent at once through `apis` in turn: the non-429 count.
+/// `n` GETs of the sites list from 16 clients at once, through `apis` in turn: the non-429
+/// count.
 fn burst_across(apis: &[&Api], token: &str, n: usize) -> usize {
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..n)
-            .map(|i| {
-                let api = apis[i % apis.len()];
-                scope.spawn(move || api.get("/api/v1/sites", token).status)
+        let workers: Vec<_> = (0..16)
+            .map(|_| {
+                let next = &next;
+                scope.spawn(move || {
+                    let mut answered = 0;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n {
+                            return answered;
+                        }
+                        if apis[i % apis.len()].get("/api/v1/sites", token).status != 429 {
+                            answered += 1;
+                        }
+                    }
+                })
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap())
-            .filter(|status| *status != 429)
-            .count()
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
     })
+}
+
+#[test]
+fn pro_and_enterprise_tenants_get_their_quotas() {
+    let node = Node::start("api-tiers", "", &[]);
+    node.wait_ready();
+    let api = Api::of(&node);
+    for (tier, quota) in [("pro", 500usize), ("enterprise", 2000)] {
+        let (_, token) = tenant_with_token(&node, tier, tier);
+        let started = Instant::now();
+        let answered = burst_across(&[&api], &token, quota + 100);
+        // GCRA's bound: the quota plus one per emission interval the burst lasted.
+        let interval_ms = 60_000 / quota as u128;
+        let refills = usize::try_from(started.elapsed().as_millis() / interval_ms).unwrap();
+        assert!(
+            (quota..=quota + refills).contains(&answered),
+            "{tier}: {answered} answered of {} in {:?}",
+            quota + 100,
+            started.elapsed()
+        );
+    }
 }
 
 #[test]
