@@ -63,18 +63,6 @@ fn prom_api(prom: &Prometheus, path: &str, query: Option<&str>) -> Value {
     v["data"].clone()
 }
 
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 #[test]
 fn prometheus_scrapes_the_node_and_its_inventory_and_a_backlog_goes_pending() {
     let port = free_port();

@@ -640,18 +640,6 @@ fn refused_inputs_are_json_4xx_and_change_nothing() {
     assert_eq!(answer.error(503), "observability_unavailable");
 }
 
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 #[test]
 fn metrics_queries_see_only_the_tenants_series() {
     // Prometheus scrapes itself twice, as tenant 1's and tenant 2's target (a fresh database

@@ -154,6 +154,19 @@ pub fn cli_ok(node: &Node, args: &[&str]) -> String {
     stdout
 }
 
+/// `s` percent-encoded for a URL's query (everything but unreserved characters).
+pub fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Run `chom ARGS` to completion with a config and extra env.
 pub fn chom(config: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(CHOM);
