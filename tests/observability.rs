@@ -349,7 +349,6 @@ const WEBHOOK_TOKEN: &str = "test-token-0123456789abcdef";
 
 /// Alertmanager's webhook call with one firing alert named `alertname`: (status, body).
 fn post_alert(node: &Node, alertname: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
     let body = json!({
         "version": "4",
         "groupKey": "{}",
@@ -371,29 +370,18 @@ fn post_alert(node: &Node, alertname: &str) -> (u16, String) {
     })
     .to_string();
     let addr = node.http_addr();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
         "POST /webhooks/alertmanager HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
          Authorization: Bearer {WEBHOOK_TOKEN}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(head.as_bytes()).unwrap();
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    let code = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, raw)
+    http_exchange(&addr, &head)
 }
 
 /// One tenant API request (`GET /api/v1/sites` with a new tenant's token): status and raw
 /// answer.
 fn tenant_api_request(node: &Node) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
     let tenant = node.rpc("tenants.add", json!({ "name": "api-workload" }));
     let tenant = tenant["result"]["id"].as_i64().expect("tenant id");
     let issued = node.rpc("tenants.token", json!({ "tenant": tenant }));
@@ -405,21 +393,11 @@ fn tenant_api_request(node: &Node) -> (u16, String) {
         .as_str()
         .expect("status reports the api address")
         .to_owned();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
         "GET /api/v1/sites HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
          Authorization: Bearer {token}\r\n\r\n"
     );
-    s.write_all(head.as_bytes()).unwrap();
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    let code = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, raw)
+    http_exchange(&addr, &head)
 }
 
 /// Every metric name in `text` (rules or dashboard): `chom_*` and `process_*` words.

@@ -260,11 +260,7 @@ impl Daemon {
     /// could otherwise answer one more request after this returned).
     pub fn freeze(&self) {
         if let Some(child) = self.child.lock().unwrap().as_ref() {
-            let pid = child.id();
-            signal(pid, Signal::STOP);
-            wait_until(Duration::from_secs(10), "the daemon to stop", || {
-                all_threads_stopped(pid)
-            });
+            freeze_pid(child.id());
         }
     }
 
@@ -286,8 +282,17 @@ impl Drop for Daemon {
     }
 }
 
+/// SIGSTOP `pid` and return once every thread of it is stopped (a signal is delivered
+/// asynchronously: a busy thread could otherwise answer one more request).
+pub(crate) fn freeze_pid(pid: u32) {
+    signal(pid, Signal::STOP);
+    wait_until(Duration::from_secs(10), "the process to stop", || {
+        all_threads_stopped(pid)
+    });
+}
+
 /// Whether every thread of `pid` is in state T (stopped), per /proc/PID/task/*/stat.
-pub(crate) fn all_threads_stopped(pid: u32) -> bool {
+fn all_threads_stopped(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };

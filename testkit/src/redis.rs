@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rustix::process::Signal;
 
-use crate::daemon::all_threads_stopped;
+use crate::daemon::freeze_pid;
 use crate::{free_port, signal, wait_until};
 
 /// A `redis-server` on a free loopback port.
@@ -64,11 +64,7 @@ impl PrivateRedis {
     /// SIGSTOP: connections are accepted but never answered. Returns once it is stopped.
     pub fn freeze(&self) {
         if let Some(child) = self.child.lock().unwrap().as_ref() {
-            let pid = child.id();
-            signal(pid, Signal::STOP);
-            wait_until(Duration::from_secs(10), "private Redis to stop", || {
-                all_threads_stopped(pid)
-            });
+            freeze_pid(child.id());
         }
     }
 

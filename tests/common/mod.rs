@@ -154,6 +154,22 @@ pub fn cli_ok(node: &Node, args: &[&str]) -> String {
     stdout
 }
 
+/// Send one raw HTTP/1.1 request (`Connection: close`) to `addr` and read the whole answer:
+/// (status, raw answer).
+pub fn http_exchange(addr: &str, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, raw)
+}
+
 /// `s` percent-encoded for a URL's query (everything but unreserved characters).
 pub fn percent(s: &str) -> String {
     s.bytes()
