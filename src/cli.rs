@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chom_core::config::{Config, ConfigError, ConfigErrors, DEFAULT_TOML};
-use chom_core::limits::{self, MAX_ATTEMPTS, MAX_LIST_LIMIT};
+use chom_core::limits::{self, MAX_ATTEMPTS, MAX_LIST_LIMIT, MAX_SITES_PER_SERVER};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -118,6 +118,9 @@ enum VpsCommand {
         /// Owning tenant's id: only its sites may be placed on the server (default: shared).
         #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
         tenant: Option<i64>,
+        /// At most this many sites on the server (1 to 100000; default: no limit).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SITES_PER_SERVER)))]
+        max_sites: Option<u32>,
     },
     /// Remove a server (refused while sites are on it) and stop its actor.
     Remove {
@@ -176,6 +179,18 @@ enum TenantsCommand {
         /// starter, pro or enterprise.
         #[arg(long, default_value = "starter")]
         tier: String,
+    },
+    /// Suspend a tenant: its API requests are refused (403) until it is resumed.
+    Suspend {
+        /// The tenant's id.
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        tenant: i64,
+    },
+    /// Let a suspended tenant use the API again.
+    Resume {
+        /// The tenant's id.
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        tenant: i64,
     },
     /// Make an API token for a tenant and print it, this once (only its SHA-256 is stored).
     Token {
@@ -646,6 +661,7 @@ async fn vps_command(cli: &Cli, cmd: &VpsCommand) -> u8 {
             user,
             host_key,
             tenant,
+            max_sites,
         } => {
             let request = vps::Add {
                 id: id.clone(),
@@ -654,6 +670,7 @@ async fn vps_command(cli: &Cli, cmd: &VpsCommand) -> u8 {
                 user: user.clone(),
                 host_key: host_key.clone(),
                 tenant_id: tenant.map(Id::checked),
+                max_sites: max_sites.map(u64::from),
             };
             admin(cli, &request, output::vps_added).await
         }
@@ -687,6 +704,18 @@ async fn tenants_command(cli: &Cli, cmd: &TenantsCommand) -> u8 {
                 tier: Some(tier.clone()),
             };
             admin(cli, &request, output::tenant_added).await
+        }
+        TenantsCommand::Suspend { tenant } => {
+            let request = tenants::Suspend {
+                tenant: Id::checked(*tenant),
+            };
+            admin(cli, &request, output::tenant_status).await
+        }
+        TenantsCommand::Resume { tenant } => {
+            let request = tenants::Resume {
+                tenant: Id::checked(*tenant),
+            };
+            admin(cli, &request, output::tenant_status).await
         }
         TenantsCommand::Token { tenant, name } => {
             let request = tenants::Token {

@@ -28,6 +28,8 @@ pub async fn dispatch(
         breaker::Close::NAME => run::<breaker::Close>(ctx, params).await,
         tenants::List::NAME => run::<tenants::List>(ctx, params).await,
         tenants::Add::NAME => run::<tenants::Add>(ctx, params).await,
+        tenants::Suspend::NAME => run::<tenants::Suspend>(ctx, params).await,
+        tenants::Resume::NAME => run::<tenants::Resume>(ctx, params).await,
         tenants::Token::NAME => run::<tenants::Token>(ctx, params).await,
         tenants::Tokens::NAME => run::<tenants::Tokens>(ctx, params).await,
         tenants::Revoke::NAME => run::<tenants::Revoke>(ctx, params).await,
@@ -67,6 +69,7 @@ impl Handle for vps::Add {
     async fn handle(self, ctx: &NodeContext) -> Result<vps::Added, RpcError> {
         let server = VpsServer {
             port: self.ssh_port(),
+            max_sites: self.capacity(),
             id: self.id,
             host: self.host,
             user: self.user,
@@ -220,6 +223,35 @@ impl Handle for tenants::List {
         let tenants = b.store.tenants().await.map_err(store_err)?;
         Ok(tenants::Tenants { tenants })
     }
+}
+
+impl Handle for tenants::Suspend {
+    async fn handle(self, ctx: &NodeContext) -> Result<Tenant, RpcError> {
+        set_tenant_active(ctx, self.tenant.get(), false).await
+    }
+}
+
+impl Handle for tenants::Resume {
+    async fn handle(self, ctx: &NodeContext) -> Result<Tenant, RpcError> {
+        set_tenant_active(ctx, self.tenant.get(), true).await
+    }
+}
+
+/// Suspend or resume a tenant, logging the change (operators' actions are on record).
+async fn set_tenant_active(
+    ctx: &NodeContext,
+    tenant: i64,
+    active: bool,
+) -> Result<Tenant, RpcError> {
+    let b = backends(ctx)?;
+    let stored = b
+        .store
+        .set_tenant_active(tenant, active)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| RpcError::failed(format!("no tenant {tenant} (see `chom tenants list`)")))?;
+    tracing::info!(tenant, status = %stored.status, "tenant status set");
+    Ok(stored)
 }
 
 impl Handle for tenants::Add {

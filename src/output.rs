@@ -376,18 +376,20 @@ pub fn vps_list(v: &api::vps::Servers) -> (String, u8) {
         );
     }
     let header = format!(
-        "{:<20} {:<30} {:<10} {:<8} {:<8} {:<12} HOST KEY\n",
-        "ID", "ADDRESS", "USER", "TENANT", "SOURCE", "ACTOR"
+        "{:<20} {:<30} {:<10} {:<8} {:<9} {:<8} {:<12} HOST KEY\n",
+        "ID", "ADDRESS", "USER", "TENANT", "MAX SITES", "SOURCE", "ACTOR"
     );
     let out = table(header, &v.vps, |r| {
         let s = &r.server;
         format!(
-            "{:<20} {:<30} {:<10} {:<8} {:<8} {:<12} {}",
+            "{:<20} {:<30} {:<10} {:<8} {:<9} {:<8} {:<12} {}",
             s.id,
             format!("{}:{}", s.host, s.port),
             or_dash(s.user.as_deref()),
             s.tenant_id
                 .map_or_else(|| "-".to_owned(), |t| t.to_string()),
+            s.max_sites
+                .map_or_else(|| "-".to_owned(), |m| m.to_string()),
             s.source,
             r.actor,
             s.host_key.as_deref().unwrap_or("known_hosts"),
@@ -503,6 +505,11 @@ pub fn tenants(v: &api::tenants::Tenants) -> (String, u8) {
 /// `chom tenants add`.
 pub fn tenant_added(v: &Tenant) -> (String, u8) {
     (format!("{}\n", v.id), 0)
+}
+
+/// `chom tenants suspend` / `resume`.
+pub fn tenant_status(v: &Tenant) -> (String, u8) {
+    (format!("tenant {} ({}) is {}\n", v.id, v.name, v.status), 0)
 }
 
 /// `chom tenants token`: the token alone on the last line, so `| tail -n1` takes it.

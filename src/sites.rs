@@ -68,31 +68,35 @@ pub async fn delete(
     Ok((marked, job))
 }
 
-/// The server a new site of `tenant` goes to when the request names none: one the tenant
-/// owns, else the shared server holding the fewest sites (ties: the lowest id); `None` when
-/// there is neither.
+/// The server a new site of `tenant` goes to when the request names none: the one holding
+/// the fewest sites (ties: the lowest id) among those the tenant owns, else among the shared
+/// ones, leaving out full servers; `None` when no server has room. The store checks the
+/// capacity again when it inserts, so a server filled meanwhile is refused there.
 pub async fn pick_server(b: &Backends, tenant: i64) -> Result<Option<String>, StoreError> {
     let servers = b.store.vps_list().await?;
     let counts: HashMap<String, u64> = b.store.site_counts().await?.into_iter().collect();
     Ok(choose(
-        servers.iter().map(|v| (v.id.as_str(), v.tenant_id)),
+        servers
+            .iter()
+            .map(|v| (v.id.as_str(), v.tenant_id, v.max_sites)),
         &counts,
         tenant,
     ))
 }
 
-/// [`pick_server`]'s choice over `(server id, owner)` pairs and site counts per server.
+/// [`pick_server`]'s choice over `(server id, owner, capacity)` and site counts per server.
 fn choose<'a>(
-    servers: impl Iterator<Item = (&'a str, Option<i64>)> + Clone,
+    servers: impl Iterator<Item = (&'a str, Option<i64>, Option<u32>)> + Clone,
     counts: &HashMap<String, u64>,
     tenant: i64,
 ) -> Option<String> {
+    let held = |id: &str| counts.get(id).copied().unwrap_or(0);
     let fewest = |owner: Option<i64>| {
         servers
             .clone()
-            .filter(|(_, o)| *o == owner)
-            .min_by_key(|(id, _)| (counts.get(*id).copied().unwrap_or(0), *id))
-            .map(|(id, _)| id.to_owned())
+            .filter(|(id, o, max)| *o == owner && max.is_none_or(|m| held(id) < u64::from(m)))
+            .min_by_key(|(id, _, _)| (held(id), *id))
+            .map(|(id, _, _)| id.to_owned())
     };
     fewest(Some(tenant)).or_else(|| fewest(None))
 }
@@ -128,11 +132,11 @@ mod tests {
     #[test]
     fn own_servers_first_then_the_least_used_shared_one() {
         let servers = [
-            ("a", None),
-            ("b", None),
-            ("c", Some(7)),
-            ("d", Some(8)),
-            ("e", Some(7)),
+            ("a", None, None),
+            ("b", None, None),
+            ("c", Some(7), None),
+            ("d", Some(8), None),
+            ("e", Some(7), None),
         ];
         let counts = HashMap::from([
             ("a".to_owned(), 3),
@@ -144,12 +148,34 @@ mod tests {
         assert_eq!(pick(7).as_deref(), Some("e"));
         assert_eq!(pick(8).as_deref(), Some("d"));
         assert_eq!(pick(9).as_deref(), Some("b"));
-        let shared_tie = [("y", None), ("x", None)];
+        let shared_tie = [("y", None, None), ("x", None, None)];
         assert_eq!(
             choose(shared_tie.iter().copied(), &HashMap::new(), 1).as_deref(),
             Some("x")
         );
-        let owned_elsewhere = [("z", Some(2))];
+        let owned_elsewhere = [("z", Some(2), None)];
         assert_eq!(choose(owned_elsewhere.iter().copied(), &counts, 1), None);
+    }
+
+    #[test]
+    fn full_servers_are_passed_over() {
+        let counts = HashMap::from([("a".to_owned(), 2), ("b".to_owned(), 5)]);
+        // Own server full: the least used shared one with room.
+        let servers = [
+            ("a", Some(7), Some(2)),
+            ("b", None, Some(5)),
+            ("c", None, Some(9)),
+        ];
+        let pick = |tenant| choose(servers.iter().copied(), &counts, tenant);
+        assert_eq!(pick(7).as_deref(), Some("c"));
+        // One site short of full still takes one.
+        let room = [("a", Some(7), Some(3))];
+        assert_eq!(
+            choose(room.iter().copied(), &counts, 7).as_deref(),
+            Some("a")
+        );
+        // Every server full: none.
+        let full = [("a", Some(7), Some(2)), ("b", None, Some(5))];
+        assert_eq!(choose(full.iter().copied(), &counts, 7), None);
     }
 }

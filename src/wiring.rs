@@ -482,13 +482,14 @@ fn edge(
     let http = door(node, "http", Http, listeners.http);
     let admin = door(node, "admin", Admin, listeners.admin);
     // One limiter for the node's whole life: the in-process budgets (memory://, fallback)
-    // survive a restart of the API actor. No cheap count of live nodes exists yet (the
-    // `nodes` table has heartbeats but no reader of them here), so the Redis fallback
-    // assumes one node: per-node quota = the tier's quota.
+    // survive a restart of the API actor. While Redis is away each node allows its share of
+    // a tier's quota: quota / the nodes heartbeating in the database (the reaper counts them).
+    let queue = node.queue.clone();
+    let live_nodes = Arc::new(move || u32::try_from(queue.live_nodes()).unwrap_or(u32::MAX));
     let limiter = RateLimiter::for_node(
         &node.config,
         node.published.clone(),
-        Arc::new(|| 1),
+        live_nodes,
         node.metrics.clone(),
     );
     let api = door(node, "api", Api::new(limiter), listeners.api);

@@ -376,6 +376,15 @@ fn rpc_params_are_checked_for_type_range_and_size() {
             "tenant_id",
         );
     }
+    // vps.add: the capacity is a count from 1 to 100000.
+    for max in [json!(0), json!(100_001), json!(-3), json!("5"), json!(2.5)] {
+        refused(
+            &node,
+            "vps.add",
+            json!({"id": "web-1", "host": "10.0.0.1", "max_sites": max}),
+            "max_sites",
+        );
+    }
     assert_eq!(ok(&node, "vps.list", json!({}))["vps"], json!([]));
     refused(&node, "vps.remove", json!({"id": "x\u{1b}[2J"}), "id");
     refused(&node, "breaker.open", json!({"vps": "a".repeat(65)}), "vps");
@@ -585,6 +594,8 @@ fn unknown_or_mistyped_parameters_are_refused_naming_them() {
         ("breaker.close", json!({"vps": "web-1"})),
         ("tenants.list", json!({})),
         ("tenants.add", json!({"name": "acme"})),
+        ("tenants.suspend", json!({"tenant": 1})),
+        ("tenants.resume", json!({"tenant": 1})),
         ("tenants.token", json!({"tenant": 1})),
         ("tenants.tokens", json!({"tenant": 1})),
         ("tenants.revoke", json!({"id": 1})),

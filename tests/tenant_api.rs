@@ -152,29 +152,6 @@ fn tenant_with_token(node: &Node, name: &str, tier: &str) -> (i64, String) {
     (id, token)
 }
 
-/// Run one statement on the node's SQLite database (what an operator's tool would do).
-fn sqlite_exec(node: &Node, sql: &str) {
-    let file = node.dir.path().join("var/chom.db");
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            use sqlx::Connection;
-            let options = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&file)
-                .busy_timeout(Duration::from_secs(10));
-            let mut conn = sqlx::SqliteConnection::connect_with(&options)
-                .await
-                .unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-                .execute(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            let _ = conn.close().await;
-        });
-}
-
 /// The sites of every tenant, as the admin RPC lists them.
 fn all_sites(node: &Node) -> Value {
     node.rpc("sites.list", json!({}))["result"]["sites"].clone()
@@ -236,15 +213,33 @@ fn tokens_are_required_and_a_suspended_tenant_is_refused() {
         "unauthorized"
     );
 
-    // Suspended (no admin command suspends yet; an operator's UPDATE does): 403.
+    // Suspended by `chom tenants suspend`: 403 until `chom tenants resume`.
     let (frozen, frozen_token) = tenant_with_token(&node, "frozen", "starter");
-    sqlite_exec(
-        &node,
-        &format!("UPDATE tenants SET status = 'suspended' WHERE id = {frozen}"),
-    );
+    let id = frozen.to_string();
+    let said = cli_ok(&node, &["tenants", "suspend", &id]);
+    assert_eq!(said, format!("tenant {frozen} (frozen) is suspended\n"));
     let answer = api.get("/api/v1/sites", &frozen_token);
     assert_eq!(answer.error(403), "suspended");
     assert!(answer.has_rate_limit_headers(), "{answer:?}");
+    let listed = node.rpc("tenants.list", json!({}));
+    assert!(
+        listed["result"]["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == frozen && t["status"] == "suspended"),
+        "{listed}"
+    );
+    let resumed = cli_ok(&node, &["--json", "tenants", "resume", &id]);
+    let doc: Value = serde_json::from_str(&resumed).unwrap();
+    assert_eq!(
+        (doc["id"].as_i64(), doc["status"].as_str()),
+        (Some(frozen), Some("active"))
+    );
+    assert_eq!(api.get("/api/v1/sites", &frozen_token).status, 200);
+    let (code, _, err) = cli(&node, &["tenants", "suspend", "999999"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no tenant 999999"), "{err}");
 
     // Tokens never reach the log.
     let log = node.log_text();
@@ -501,6 +496,54 @@ type Case = (
     u16,
     &'static str,
 );
+
+#[test]
+fn a_full_server_is_refused_as_such_and_placement_passes_it_over() {
+    let node = Node::start("api-full", "", &[]);
+    node.wait_ready();
+    let api = Api::of(&node);
+    let (_, token) = tenant_with_token(&node, "gamma", "pro");
+    // Never connected to: the provisioning jobs only have to exist.
+    let add = |id: &str, max_sites: Option<u32>| {
+        let r = node.rpc(
+            "vps.add",
+            json!({ "id": id, "host": "127.0.0.1", "port": 1, "max_sites": max_sites }),
+        );
+        assert!(r.get("error").is_none(), "vps.add: {r}");
+    };
+    add("tiny", Some(1));
+    let create = |domain: &str, vps: Option<&str>| {
+        let mut body = json!({ "domain": domain, "type": "html" });
+        if let Some(vps) = vps {
+            body["vps"] = json!(vps);
+        }
+        api.post_json("/api/v1/sites", &token, &body)
+    };
+    let first = create("one.example.com", None);
+    assert_eq!(first.status, 202, "{first:?}");
+    assert_eq!(first.json()["site"]["vps_id"], "tiny");
+
+    let before = all_sites(&node);
+    let named = create("two.example.com", Some("tiny"));
+    assert_eq!(named.error(422), "server_full", "{named:?}");
+    assert!(named.body.contains("tiny"), "{named:?}");
+    let unnamed = create("two.example.com", None);
+    assert_eq!(unnamed.error(422), "unprocessable", "{unnamed:?}");
+    assert!(unnamed.body.contains("room"), "{unnamed:?}");
+    assert_eq!(all_sites(&node), before, "nothing stored");
+
+    add("roomy", None);
+    let placed = create("two.example.com", None);
+    assert_eq!(placed.status, 202, "{placed:?}");
+    assert_eq!(placed.json()["site"]["vps_id"], "roomy");
+    let listed = node.rpc("vps.list", json!({}));
+    let tiny = &listed["result"]["vps"][1];
+    assert_eq!(
+        (&tiny["id"], &tiny["max_sites"]),
+        (&json!("tiny"), &json!(1)),
+        "{listed}"
+    );
+}
 
 #[test]
 fn refused_inputs_are_json_4xx_and_change_nothing() {
@@ -921,4 +964,38 @@ fn with_redis_stopped_requests_still_answer_and_shared_limits_resume() {
         (fallbacks()? == before).then_some(())
     });
     node.assert_running();
+}
+
+#[test]
+fn with_redis_down_nodes_split_a_quota_by_the_live_nodes() {
+    let redis = chom_testkit::PrivateRedis::start();
+    let rig = PgRig::new("api_split");
+    let more = shared_limits(&redis.url());
+    let a = rig.ready("api-split-a", 1, &more);
+    let b = rig.ready("api-split-b", 1, &more);
+    let (api_a, api_b) = (Api::of(&a), Api::of(&b));
+    let (_, probe) = tenant_with_token(&a, "probe", "starter");
+    let (_, token) = tenant_with_token(&a, "split", "starter");
+    redis.stop();
+    // Each node allows half of the starter quota once its reaper has counted both nodes
+    // (the probe tenant's budget is spent on waiting for that, not the measured one's).
+    for api in [&api_a, &api_b] {
+        wait_for(Duration::from_secs(30), "a fallback share of 50", || {
+            let answer = api.get("/api/v1/sites", &probe);
+            (answer.header("ratelimit-policy") == Some("\"starter\";q=50;w=60")).then_some(())
+        });
+    }
+    let started = Instant::now();
+    let answered = burst_across(&[&api_a, &api_b], &token, 150);
+    // Two nodes, each refilling one request per 1.2 s.
+    let refills = usize::try_from(started.elapsed().as_millis() / 600).unwrap();
+    assert!(
+        (100..=100 + refills).contains(&answered),
+        "{answered} answered across two nodes without Redis in {:?}",
+        started.elapsed()
+    );
+    for node in [&a, &b] {
+        let counted = metric(&node.get("/metrics").1, "chom_rate_limit_fallback_total");
+        assert!(counted.unwrap_or(0.0) >= 50.0, "{counted:?}");
+    }
 }

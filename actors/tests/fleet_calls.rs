@@ -55,6 +55,7 @@ async fn start_server(fleet: &Arc<Fleet>, sshd: &Sshd, id: &'static str) -> &'st
         host_key: None,
         source: "admin".into(),
         tenant_id: None,
+        max_sites: None,
     };
     let _ = Actor::spawn(
         None,

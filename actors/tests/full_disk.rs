@@ -162,6 +162,7 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
             host_key: None,
             source: "admin".to_owned(),
             tenant_id: None,
+            max_sites: None,
         })
         .await
         .unwrap();

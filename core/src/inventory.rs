@@ -24,6 +24,10 @@ pub struct VpsServer {
     /// that takes any tenant's sites.
     #[serde(default)]
     pub tenant_id: Option<i64>,
+    /// At most this many sites are placed here (`None`, JSON `null`: no limit). A site that
+    /// would exceed it is refused ("server full").
+    #[serde(default)]
+    pub max_sites: Option<u32>,
 }
 
 impl VpsServer {
@@ -38,6 +42,7 @@ impl VpsServer {
             source: "config".to_owned(),
             // `[[vps]]` entries name no owner; an upsert keeps the owner stored.
             tenant_id: None,
+            max_sites: entry.max_sites,
         }
     }
 }

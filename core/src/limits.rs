@@ -70,6 +70,10 @@ pub const MAX_TOKEN_NAME_CHARS: usize = 100;
 /// rotation, few enough that one listing shows them all.
 pub const MAX_ACTIVE_TOKENS: u32 = 100;
 
+/// The largest capacity a server may be given (`max_sites`): far above what one VPS holds,
+/// low enough that a typo (an extra zero or three) is caught.
+pub const MAX_SITES_PER_SERVER: u32 = 100_000;
+
 /// The most tokens one listing (`tenants.tokens`) returns: the active ones first, then the
 /// most recently revoked.
 pub const MAX_TOKENS_LISTED: u32 = 1_000;

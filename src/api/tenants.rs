@@ -1,5 +1,5 @@
-//! Tenants: `tenants.list`, `tenants.add`, and their API tokens: `tenants.token`,
-//! `tenants.tokens`, `tenants.revoke`.
+//! Tenants: `tenants.list`, `tenants.add`, `tenants.suspend`, `tenants.resume`, and their
+//! API tokens: `tenants.token`, `tenants.tokens`, `tenants.revoke`.
 
 use chom_core::inventory::{Tenant, Tier};
 use chom_core::limits::{self, MAX_NAME_CHARS, MAX_TOKEN_NAME_CHARS};
@@ -45,6 +45,23 @@ request! {
             }
             Ok(())
         }
+    }
+}
+
+request! {
+    /// `tenants.suspend`: refuse the tenant's API requests (403) until resumed. Its sites
+    /// and jobs are left as they are.
+    Suspend("tenants.suspend") -> Tenant {
+        /// The tenant's id.
+        pub tenant: Id,
+    }
+}
+
+request! {
+    /// `tenants.resume`: let a suspended tenant use the API again.
+    Resume("tenants.resume") -> Tenant {
+        /// The tenant's id.
+        pub tenant: Id,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use chom_core::config::{LOGIN_RULE, is_fingerprint, is_host, is_login_name};
 use chom_core::inventory::VpsServer;
-use chom_core::limits::MAX_HOST_CHARS;
+use chom_core::limits::{MAX_HOST_CHARS, MAX_SITES_PER_SERVER};
 
 use super::{Id, check_vps_id, echo, ensure};
 use crate::rpc::protocol::RpcError;
@@ -46,6 +46,8 @@ request! {
         pub host_key: Option<String>,
         /// Owning tenant: only its sites may be placed on the server; absent = shared.
         pub tenant_id: Option<Id>,
+        /// At most this many sites on the server (1 to 100,000); absent = no limit.
+        pub max_sites: Option<u64>,
     }
     impl {
         fn validate(&self) -> Result<(), RpcError> {
@@ -69,6 +71,11 @@ request! {
                 "`port` must be between 1 and 65535",
             )?;
             ensure(
+                self.max_sites
+                    .is_none_or(|m| (1..=u64::from(MAX_SITES_PER_SERVER)).contains(&m)),
+                "`max_sites` must be between 1 and 100000",
+            )?;
+            ensure(
                 self.host_key.as_deref().is_none_or(is_fingerprint),
                 "`host_key` must be a SHA256 fingerprint as `ssh-keygen -lf` prints it (SHA256:...)",
             )
@@ -81,6 +88,11 @@ impl Add {
     pub fn ssh_port(&self) -> u16 {
         self.port
             .map_or(22, |p| u16::try_from(p).expect("validated port"))
+    }
+
+    /// The capacity after [`Method::validate`](super::Method::validate).
+    pub fn capacity(&self) -> Option<u32> {
+        self.max_sites.and_then(|m| u32::try_from(m).ok())
     }
 }
 

@@ -116,6 +116,7 @@ mod tests {
             host_key: None,
             source: "admin".to_owned(),
             tenant_id,
+            max_sites: None,
         }
     }
 

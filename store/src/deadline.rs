@@ -142,8 +142,8 @@ impl Store for Deadlined {
     async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Answer<u64> {
         self.bulk(self.inner.prune_jobs(cutoff)).await
     }
-    async fn heartbeat(&self, node: &str) -> Answer<()> {
-        self.quick(self.inner.heartbeat(node)).await
+    async fn heartbeat(&self, node: &str, live_since: DateTime<Utc>) -> Answer<u64> {
+        self.quick(self.inner.heartbeat(node, live_since)).await
     }
     async fn failed_jobs(&self, limit: u32) -> Answer<Vec<FailedJob>> {
         self.bulk(self.inner.failed_jobs(limit)).await
@@ -187,6 +187,9 @@ impl Inventory for Deadlined {
     }
     async fn tenants(&self) -> Answer<Vec<Tenant>> {
         self.quick(self.inner.tenants()).await
+    }
+    async fn set_tenant_active(&self, id: i64, active: bool) -> Answer<Option<Tenant>> {
+        self.quick(self.inner.set_tenant_active(id, active)).await
     }
     async fn create_site(&self, site: &NewSite) -> Answer<Site> {
         self.quick(self.inner.create_site(site)).await
@@ -297,7 +300,7 @@ mod tests {
             time_out(store.claim("n", &["default".to_owned()], 1)).await,
             (quick, quick)
         );
-        assert_eq!(time_out(store.heartbeat("n")).await, (quick, quick));
+        assert_eq!(time_out(store.heartbeat("n", now)).await, (quick, quick));
         assert_eq!(time_out(store.vps_list()).await, (quick, quick));
         let hash = chom_core::token::Secret::from_random(&[0; 32]).hash();
         assert_eq!(time_out(store.authenticate(&hash)).await, (quick, quick));

@@ -30,6 +30,9 @@ pub trait Inventory: Send + Sync {
     async fn create_tenant(&self, name: &str, tier: Tier) -> Result<Tenant, StoreError>;
     /// Every tenant, by id.
     async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// Suspend (`active = false`) or reactivate a tenant; the tenant as stored, `None` when
+    /// there is no such tenant. A suspended tenant's API requests are refused (403).
+    async fn set_tenant_active(&self, id: i64, active: bool) -> Result<Option<Tenant>, StoreError>;
     /// Create a site (status `pending`); [`StoreError::Conflict`] for a taken domain,
     /// [`StoreError::Invalid`] for an unknown tenant or server, or a server owned by another
     /// tenant (checked by the INSERT itself, so no caller can skip it).
@@ -93,13 +96,26 @@ fn site_status(value: &str) -> Result<SiteStatus, sqlx::Error> {
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown site status `{value}`").into()))
 }
 
+/// A stored `max_sites`; the column's CHECK keeps it positive, and a value no `u32` holds is
+/// refused rather than wrapped.
+fn capacity(value: Option<i64>) -> Result<Option<u32>, sqlx::Error> {
+    value
+        .map(|v| {
+            u32::try_from(v)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| sqlx::Error::Decode(format!("max_sites {v} out of range").into()))
+        })
+        .transpose()
+}
+
 fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
 /// `port` is INTEGER on PostgreSQL; read as BIGINT like SQLite's, so one decoder fits both.
-const VPS_COLUMNS: &str =
-    "id, host, CAST(port AS BIGINT), ssh_user, host_key, source, CAST(tenant_id AS BIGINT)";
+const VPS_COLUMNS: &str = "id, host, CAST(port AS BIGINT), ssh_user, host_key, source,
+    CAST(tenant_id AS BIGINT), CAST(max_sites AS BIGINT)";
 const TENANT_COLUMNS: &str = "id, name, tier, status";
 const SITE_COLUMNS: &str = "id, tenant_id, vps_id, domain, type, status, failure_reason";
 
@@ -121,6 +137,7 @@ macro_rules! decoders {
                 host_key: row.try_get(4)?,
                 source: row.try_get(5)?,
                 tenant_id: row.try_get(6)?,
+                max_sites: capacity(row.try_get(7)?)?,
             })
         }
 
@@ -151,7 +168,7 @@ macro_rules! decoders {
 /// placeholders (sqlx binds `$N` by number on SQLite too) and standard `CAST`s; only the
 /// current time (`timestamptz` on PostgreSQL, unix milliseconds on SQLite), the transaction
 /// opener (SQLite takes the write lock at once: `BEGIN IMMEDIATE`) and the row lock a site's
-/// INSERT takes on its server (PostgreSQL only) differ.
+/// creation takes on its server (PostgreSQL only) differ.
 macro_rules! inventory {
     ($store:ty, $db:ty, now = $now:expr, begin = $begin:expr, lock = $lock:expr) => {
         decoders!(<$db as sqlx::Database>::Row);
@@ -159,11 +176,13 @@ macro_rules! inventory {
         type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
         type Decoder<T> = fn(&<$db as sqlx::Database>::Row) -> Result<T, sqlx::Error>;
 
-        /// Why [`Inventory::create_site`] inserted nothing: no such server, or it belongs to
-        /// another tenant (read after the refusal, for the message only).
+        /// Why [`Inventory::create_site`] inserted nothing: no such server, it belongs to
+        /// another tenant, or it is full (read after the refusal, for the message only).
         async fn placement_refusal(pool: &sqlx::Pool<$db>, site: &NewSite) -> StoreError {
             let row = sqlx::query(
-                "SELECT CAST(v.tenant_id AS BIGINT), o.name, t.name FROM vps_servers v
+                "SELECT CAST(v.tenant_id AS BIGINT), o.name, t.name, CAST(v.max_sites AS BIGINT),
+                        (SELECT CAST(count(*) AS BIGINT) FROM sites s WHERE s.vps_id = v.id)
+                 FROM vps_servers v
                  LEFT JOIN tenants o ON o.id = v.tenant_id
                  LEFT JOIN tenants t ON t.id = $2
                  WHERE v.id = $1",
@@ -185,6 +204,8 @@ macro_rules! inventory {
                     let owner: Option<i64> = row.try_get(0).unwrap_or(None);
                     let owner_name: Option<String> = row.try_get(1).unwrap_or(None);
                     let tenant_name: Option<String> = row.try_get(2).unwrap_or(None);
+                    let max_sites: Option<i64> = row.try_get(3).unwrap_or(None);
+                    let sites: i64 = row.try_get(4).unwrap_or(0);
                     match owner {
                         _ if tenant_name.is_none() => {
                             StoreError::Invalid(format!("no tenant {tenant}"))
@@ -194,9 +215,15 @@ macro_rules! inventory {
                             described(owner, owner_name),
                             described(tenant, tenant_name),
                         )),
-                        // Its owner changed between the two statements: the caller may retry.
+                        _ if max_sites.is_some_and(|max| sites >= max) => StoreError::Full(
+                            format!(
+                                "vps `{vps}` is full: {sites} sites, max_sites {}",
+                                max_sites.unwrap_or(sites)
+                            ),
+                        ),
+                        // It changed after the refusal (owner or capacity): the caller may retry.
                         _ => StoreError::Invalid(format!(
-                            "vps `{vps}` changed owner while the site was created; try again"
+                            "vps `{vps}` changed while the site was created; try again"
                         )),
                     }
                 }
@@ -226,11 +253,11 @@ macro_rules! inventory {
         impl Inventory for $store {
             async fn upsert_config_vps(&self, servers: &[VpsServer]) -> Result<(), StoreError> {
                 let sql = format!(
-                    "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source)
-                     VALUES ($1, $2, CAST($3 AS INTEGER), $4, $5, 'config')
+                    "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source, max_sites)
+                     VALUES ($1, $2, CAST($3 AS INTEGER), $4, $5, 'config', CAST($6 AS INTEGER))
                      ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, port = EXCLUDED.port,
                          ssh_user = EXCLUDED.ssh_user, host_key = EXCLUDED.host_key,
-                         source = 'config', updated_at = {}",
+                         max_sites = EXCLUDED.max_sites, source = 'config', updated_at = {}",
                     $now
                 );
                 let mut tx = self.pool.begin_with($begin).await?;
@@ -241,6 +268,7 @@ macro_rules! inventory {
                         .bind(i64::from(v.port))
                         .bind(&v.user)
                         .bind(&v.host_key)
+                        .bind(v.max_sites.map(i64::from))
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -250,8 +278,9 @@ macro_rules! inventory {
 
             async fn add_vps(&self, v: &VpsServer) -> Result<(), StoreError> {
                 sqlx::query(
-                    "INSERT INTO vps_servers (id, host, port, ssh_user, host_key, source, tenant_id)
-                     VALUES ($1, $2, CAST($3 AS INTEGER), $4, $5, 'admin', $6)",
+                    "INSERT INTO vps_servers
+                         (id, host, port, ssh_user, host_key, source, tenant_id, max_sites)
+                     VALUES ($1, $2, CAST($3 AS INTEGER), $4, $5, 'admin', $6, CAST($7 AS INTEGER))",
                 )
                 .bind(&v.id)
                 .bind(&v.host)
@@ -259,6 +288,7 @@ macro_rules! inventory {
                 .bind(&v.user)
                 .bind(&v.host_key)
                 .bind(v.tenant_id)
+                .bind(v.max_sites.map(i64::from))
                 .execute(&self.pool)
                 .await
                 .map_err(|e| {
@@ -311,28 +341,52 @@ macro_rules! inventory {
                 Ok(tenant_from_row(&row)?)
             }
 
+            async fn set_tenant_active(
+                &self,
+                id: i64,
+                active: bool,
+            ) -> Result<Option<Tenant>, StoreError> {
+                let sql = format!(
+                    "UPDATE tenants SET status = $2 WHERE id = $1 RETURNING {TENANT_COLUMNS}"
+                );
+                let status = if active { "active" } else { "suspended" };
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(status);
+                let rows = query.fetch_all(&self.pool).await?;
+                Ok(rows.first().map(tenant_from_row).transpose()?)
+            }
+
             async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
                 let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id");
                 all(&self.pool, sqlx::query(sqlx::AssertSqlSafe(sql)), tenant_from_row).await
             }
 
             async fn create_site(&self, site: &NewSite) -> Result<Site, StoreError> {
-                // The server's owner is checked in the INSERT itself: a server owned by another
-                // tenant yields no row to insert. The server row is share-locked (PostgreSQL) so
-                // that its owner cannot change until the site is committed.
+                // The server's row is locked first (PostgreSQL: FOR UPDATE; SQLite's
+                // BEGIN IMMEDIATE holds its only write lock), so neither its owner nor its
+                // site count can change until this site is committed, and the INSERT, a new
+                // statement with a fresh snapshot, counts every site committed before. The
+                // owner and the capacity are checked in the INSERT itself: a server owned by
+                // another tenant, or full, yields no row to insert.
+                let mut tx = self.pool.begin_with($begin).await?;
+                let lock = format!("SELECT id FROM vps_servers WHERE id = $1{}", $lock);
+                sqlx::query(sqlx::AssertSqlSafe(lock))
+                    .bind(&site.vps_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 let sql = format!(
                     "INSERT INTO sites (tenant_id, vps_id, domain, type)
                      SELECT CAST($1 AS BIGINT), v.id, $3, $4 FROM vps_servers v
-                     WHERE v.id = $2 AND (v.tenant_id IS NULL OR v.tenant_id = $1){}
-                     RETURNING {SITE_COLUMNS}",
-                    $lock
+                     WHERE v.id = $2 AND (v.tenant_id IS NULL OR v.tenant_id = $1)
+                       AND (v.max_sites IS NULL
+                            OR (SELECT count(*) FROM sites s WHERE s.vps_id = v.id) < v.max_sites)
+                     RETURNING {SITE_COLUMNS}"
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(site.tenant_id)
                     .bind(&site.vps_id)
                     .bind(&site.domain)
                     .bind(&site.site_type)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *tx)
                     .await
                     .map_err(|e| {
                         classify(
@@ -342,8 +396,15 @@ macro_rules! inventory {
                         )
                     })?;
                 match rows.first() {
-                    Some(row) => Ok(site_from_row(row)?),
-                    None => Err(placement_refusal(&self.pool, site).await),
+                    Some(row) => {
+                        let created = site_from_row(row)?;
+                        tx.commit().await?;
+                        Ok(created)
+                    }
+                    None => {
+                        tx.rollback().await?;
+                        Err(placement_refusal(&self.pool, site).await)
+                    }
                 }
             }
 
@@ -417,7 +478,7 @@ mod pg {
         sqlx::Postgres,
         now = "now()",
         begin = "BEGIN",
-        lock = " FOR SHARE OF v"
+        lock = " FOR UPDATE"
     );
 }
 
@@ -429,7 +490,7 @@ mod lite {
         sqlx::Sqlite,
         now = "CAST(strftime('%s', 'now') AS INTEGER) * 1000",
         begin = "BEGIN IMMEDIATE",
-        // SQLite has one writer at a time: nothing can change the owner during the INSERT.
+        // BEGIN IMMEDIATE took SQLite's one write lock: nothing can change the server.
         lock = ""
     );
 }

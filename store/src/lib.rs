@@ -92,6 +92,9 @@ pub enum StoreError {
     /// The request names something that does not exist or is still in use.
     #[error("{0}")]
     Invalid(String),
+    /// The target has no room left (a server holding its `max_sites`).
+    #[error("{0}")]
+    Full(String),
 }
 
 /// Which implementation backs a store.
@@ -203,8 +206,10 @@ pub trait Store: Inventory + Alerts + Tokens + Send + Sync + 'static {
     -> Result<Vec<i64>, StoreError>;
     /// Delete completed and failed `jobs` rows finished before `cutoff`. Returns how many.
     async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
-    /// Record that `node` is alive (nodes.seen_at = now).
-    async fn heartbeat(&self, node: &str) -> Result<(), StoreError>;
+    /// Record that `node` is alive (nodes.seen_at = now) and count the nodes seen after
+    /// `live_since`, this one included (the cluster's size, e.g. for the rate limiter's
+    /// per-node share while Redis is away).
+    async fn heartbeat(&self, node: &str, live_since: DateTime<Utc>) -> Result<u64, StoreError>;
 
     // === dead letters ===
 

@@ -440,12 +440,17 @@ impl PgStore {
             .await
     }
 
-    async fn touch_node(&self, node: &str) -> sqlx::Result<()> {
-        sqlx::query("UPDATE nodes SET seen_at = now() WHERE name = $1")
-            .bind(node)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn touch_node(&self, node: &str, live_since: DateTime<Utc>) -> sqlx::Result<u64> {
+        let live: i64 = sqlx::query_scalar(
+            "WITH touched AS (UPDATE nodes SET seen_at = now() WHERE name = $1 RETURNING name)
+             SELECT count(*) FROM nodes
+             WHERE seen_at > $2 OR name IN (SELECT name FROM touched)",
+        )
+        .bind(node)
+        .bind(live_since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(live).unwrap_or(0))
     }
 
     /// One statement: the DELETE is a CTE feeding the INSERT (see `retry_failed_sql!`).

@@ -515,14 +515,22 @@ impl SqliteStore {
         Ok(ids)
     }
 
-    async fn touch_node(&self, node: &str) -> sqlx::Result<()> {
-        // Same RFC 3339 text as register_node writes.
+    async fn touch_node(&self, node: &str, live_since: DateTime<Utc>) -> sqlx::Result<u64> {
+        // Same RFC 3339 text as register_node writes; compared as unix milliseconds, as in
+        // RESCUE_EXPIRED.
         sqlx::query("UPDATE nodes SET seen_at = ?2 WHERE name = ?1")
             .bind(node)
             .bind(Utc::now().to_rfc3339())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM nodes
+             WHERE CAST(ROUND((julianday(seen_at) - 2440587.5) * 86400000) AS INTEGER) > ?1",
+        )
+        .bind(live_since.timestamp_millis())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(live).unwrap_or(0))
     }
 
     /// The INSERT and the DELETE, under one write lock.

@@ -220,8 +220,12 @@ macro_rules! store_impl {
                 self.delete_before(PRUNE_JOBS, cutoff).await
             }
 
-            async fn heartbeat(&self, node: &str) -> Result<(), StoreError> {
-                Ok(self.touch_node(node).await?)
+            async fn heartbeat(
+                &self,
+                node: &str,
+                live_since: DateTime<Utc>,
+            ) -> Result<u64, StoreError> {
+                Ok(self.touch_node(node, live_since).await?)
             }
 
             // === dead letters ===

@@ -848,7 +848,7 @@ async fn rescue_expired_takes_only_dead_nodes_stale_jobs(db: &TestDb) {
     for name in ["me", "alive", "dead"] {
         s.register_node(&node(name)).await.unwrap();
     }
-    s.heartbeat("alive").await.unwrap();
+    s.heartbeat("alive", Utc::now()).await.unwrap();
     db.set_seen_at("dead", long_ago).await;
 
     let mine = reserve_as(db, "me", Some(long_ago)).await;
@@ -1119,11 +1119,17 @@ async fn heartbeat_refreshes_seen_at(db: &TestDb) {
     let long_ago = Utc::now() - chrono::Duration::hours(3);
     db.set_seen_at("beating", long_ago).await;
     assert_near(db.seen_at("beating").await, long_ago, "backdated");
-    s.heartbeat("beating").await.unwrap();
+    let recent = Utc::now() - chrono::Duration::seconds(30);
+    assert_eq!(s.heartbeat("beating", recent).await.unwrap(), 1, "itself");
     assert_near(db.seen_at("beating").await, Utc::now(), "heartbeat");
+    // Nodes seen after the cutoff count; one silent since before it does not.
+    s.register_node(&node("other")).await.unwrap();
+    s.register_node(&node("silent")).await.unwrap();
+    db.set_seen_at("silent", long_ago).await;
+    assert_eq!(s.heartbeat("beating", recent).await.unwrap(), 2);
     // An unknown node is not an error (and registers nothing).
-    s.heartbeat("unknown").await.unwrap();
-    assert_eq!(db.count("nodes").await, 1);
+    assert_eq!(s.heartbeat("unknown", recent).await.unwrap(), 2);
+    assert_eq!(db.count("nodes").await, 3);
 }
 
 // === inventory ===
@@ -1137,6 +1143,7 @@ fn server(id: &str, host: &str) -> VpsServer {
         host_key: Some("SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s".to_owned()),
         source: "admin".to_owned(),
         tenant_id: None,
+        max_sites: None,
     }
 }
 
@@ -1403,6 +1410,69 @@ async fn owned_servers_refuse_other_tenants_sites(db: &TestDb) {
     let taken = s.create_site(&new(acme.id, "web-1", "a.example.com")).await;
     assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
     assert_eq!(s.sites(None).await.unwrap().len(), 3);
+}
+
+/// A server's `max_sites` holds under concurrent creations: of 12 sites raced onto a server
+/// with room for 3, exactly 3 are stored and the rest are refused as full (naming the
+/// server); the capacity round-trips, an upsert from config sets it, and a freed slot is
+/// taken again.
+async fn server_capacity_holds_under_concurrent_creations(db: &TestDb) {
+    let s = db.store();
+    let acme = s.create_tenant("acme", Tier::Pro).await.unwrap();
+    let mut small = server("small-1", "10.0.0.3");
+    small.max_sites = Some(3);
+    s.add_vps(&small).await.unwrap();
+    assert_eq!(s.vps("small-1").await.unwrap().unwrap().max_sites, Some(3));
+
+    // Joined, not spawned: each creation takes its own pooled connection, so they still
+    // overlap in the database.
+    let sites: Vec<NewSite> = (0..12)
+        .map(|i| NewSite {
+            tenant_id: acme.id,
+            vps_id: "small-1".to_owned(),
+            domain: format!("s{i}.example.com"),
+            site_type: "html".to_owned(),
+        })
+        .collect();
+    let creations = sites.iter().map(|site| s.create_site(site));
+    let mut stored = 0;
+    for created in futures::future::join_all(creations).await {
+        match created {
+            Ok(_) => stored += 1,
+            Err(StoreError::Full(message)) => {
+                assert!(
+                    message.contains("small-1") && message.contains("full"),
+                    "{message}"
+                )
+            }
+            Err(other) => panic!("expected Full, got {other:?}"),
+        }
+    }
+    assert_eq!(stored, 3, "exactly the capacity is stored");
+    assert_eq!(s.sites(None).await.unwrap().len(), 3);
+
+    let first = s.sites(None).await.unwrap()[0].id;
+    assert!(s.delete_site(first).await.unwrap());
+    let again = NewSite {
+        tenant_id: acme.id,
+        vps_id: "small-1".to_owned(),
+        domain: "again.example.com".to_owned(),
+        site_type: "html".to_owned(),
+    };
+    s.create_site(&again).await.expect("a freed slot is taken");
+
+    let mut from_config = server("cfg-1", "10.0.0.4");
+    from_config.source = "config".to_owned();
+    from_config.max_sites = Some(7);
+    s.upsert_config_vps(std::slice::from_ref(&from_config))
+        .await
+        .unwrap();
+    assert_eq!(s.vps("cfg-1").await.unwrap().unwrap().max_sites, Some(7));
+    from_config.max_sites = None;
+    s.upsert_config_vps(std::slice::from_ref(&from_config))
+        .await
+        .unwrap();
+    assert_eq!(s.vps("cfg-1").await.unwrap().unwrap().max_sites, None);
 }
 
 /// PostgreSQL only: a completion must be a HOT update (the queue's drain speed rests on it),
@@ -2229,6 +2299,7 @@ macro_rules! suite {
 
 suite!(
     postgres_completions_touch_no_index,
+    server_capacity_holds_under_concurrent_creations,
     migrate_is_idempotent,
     enqueue_round_trips_every_field,
     unique_key_dedupes_until_finished,

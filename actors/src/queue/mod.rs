@@ -106,6 +106,9 @@ pub struct QueueShared {
     completions: Mutex<Vec<Completion>>,
     flush_queued: AtomicBool,
     paused: Mutex<Option<(Instant, Vec<String>)>>,
+    /// Nodes that heartbeat in the last [`reaper::LIVE_WINDOW`] (the reaper counts them at
+    /// every tick; 0 until the first).
+    live_nodes: AtomicU64,
     policies: Mutex<std::collections::HashMap<String, Arc<JobPolicy>>>,
 }
 
@@ -129,6 +132,7 @@ impl QueueShared {
             completions: Mutex::default(),
             flush_queued: AtomicBool::new(false),
             paused: Mutex::new(None),
+            live_nodes: AtomicU64::new(0),
             policies: Mutex::default(),
         })
     }
@@ -143,6 +147,17 @@ impl QueueShared {
         let p = Arc::new(JobPolicy::resolve(kind, &self.ctx.config));
         policies.insert(kind.to_owned(), p.clone());
         p
+    }
+
+    /// Nodes sharing the database that heartbeat recently, this one included (0 before the
+    /// reaper's first tick).
+    pub fn live_nodes(&self) -> u64 {
+        self.live_nodes.load(Ordering::Relaxed)
+    }
+
+    /// Set by the reaper after each heartbeat.
+    pub(crate) fn set_live_nodes(&self, nodes: u64) {
+        self.live_nodes.store(nodes, Ordering::Relaxed);
     }
 
     /// Workers whose actor is running now.

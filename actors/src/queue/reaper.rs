@@ -22,6 +22,10 @@ use chom_store::StoreError;
 
 const TICK: Duration = Duration::from_secs(5);
 
+/// A node counts as live while its last heartbeat is this recent: three ticks, so one late
+/// or failed heartbeat does not drop it from the count.
+pub const LIVE_WINDOW: Duration = Duration::from_secs(15);
+
 /// The reaper actor.
 pub struct ReaperActor;
 
@@ -99,7 +103,11 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
     let ctx = &state.shared.ctx;
     let q = &ctx.config.queue;
     let now = Utc::now();
-    b.store.heartbeat(&ctx.node_name).await?;
+    let live = b
+        .store
+        .heartbeat(&ctx.node_name, saturating_before(now, LIVE_WINDOW))
+        .await?;
+    state.shared.set_live_nodes(live);
 
     let stats = b.store.queue_stats(&q.queues).await?;
     ctx.metrics

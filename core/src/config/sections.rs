@@ -529,6 +529,9 @@ pub struct VpsConfig {
     /// Pinned host key fingerprint (`SHA256:...`); `None` means check `ssh.known_hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key: Option<String>,
+    /// At most this many sites on the server (1 to 100,000); `None` means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sites: Option<u32>,
 }
 
 fn default_vps_port() -> u16 {
@@ -544,6 +547,7 @@ impl VpsConfig {
             port: DEFAULT_VPS_PORT,
             user: None,
             host_key: None,
+            max_sites: None,
         }
     }
 

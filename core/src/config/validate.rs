@@ -12,6 +12,7 @@ use super::load::key_path;
 use super::redact::redact_url;
 use crate::limits::{
     self, MAX_ATTEMPTS, MAX_DURATION, MAX_HOST_CHARS, MAX_ID_CHARS, MAX_JOB_TIMEOUT,
+    MAX_SITES_PER_SERVER,
 };
 
 /// `database.url` prefix of the embedded SQLite store.
@@ -598,6 +599,14 @@ fn vps(c: &Config, v: &mut Checker<'_>) {
                 "expected a SHA256 fingerprint such as SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
             );
         }
+        if let Some(max) = server.max_sites
+            && !(1..=MAX_SITES_PER_SERVER).contains(&max)
+        {
+            v.fail(
+                key("max_sites"),
+                format!("must be between 1 and {MAX_SITES_PER_SERVER}, got {max}"),
+            );
+        }
     }
 }
 
@@ -904,6 +913,27 @@ mod tests {
         let edges =
             "[http]\nmax_connections = 16384\nheader_timeout = \"100ms\"\nidle_timeout = \"1h\"\n";
         Config::from_toml_str(edges, &[]).expect("the ends of each range are valid");
+    }
+
+    #[test]
+    fn a_server_capacity_is_range_checked() {
+        let vps = |max: &str| {
+            format!("[[vps]]\nid = \"web-1\"\nhost = \"10.0.0.1\"\nmax_sites = {max}\n")
+        };
+        for bad in ["0", "100001"] {
+            let errors = Config::from_toml_str(&vps(bad), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                errors.contains("vps[0].max_sites") && errors.contains("between 1 and 100000"),
+                "{bad}: {errors}"
+            );
+        }
+        assert!(Config::from_toml_str(&vps("-1"), &[]).is_err());
+        for fine in ["1", "100000"] {
+            let config = Config::from_toml_str(&vps(fine), &[]).expect(fine);
+            assert_eq!(config.vps[0].max_sites, fine.parse().ok());
+        }
     }
 
     #[test]

@@ -95,9 +95,7 @@ pub async fn create_site(
         None => sites::pick_server(&b, caller.tenant)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| {
-                unprocessable("no server can take this tenant's sites; name one with `vps`")
-            })?,
+            .ok_or_else(|| unprocessable("no server has room for this tenant's sites"))?,
     };
     let new = NewSite {
         tenant_id: caller.tenant,
@@ -111,6 +109,12 @@ pub async fn create_site(
             StoreError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
+            // A server the tenant may use but that holds its `max_sites`.
+            StoreError::Full(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "server_full",
+                format!("server `{}` is full; name another with `vps`", new.vps_id),
+            ),
             // No such server, or another tenant's: told apart neither here nor anywhere.
             StoreError::Invalid(_) => unprocessable(&format!(
                 "server `{}` cannot take this tenant's sites",
