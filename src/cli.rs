@@ -251,10 +251,16 @@ enum SitesCommand {
 
 #[derive(Debug, Subcommand)]
 enum JobsCommand {
-    /// Enqueue a job; prints its id.
+    /// Enqueue a job; prints its id. With --batch: newline-delimited JSON objects on stdin,
+    /// each with jobs.enqueue's parameters (e.g. {"kind": "noop", "payload": {}}); prints one
+    /// id per line in input order.
     Enqueue {
         /// The job kind, e.g. noop, vps.exec, site.provision.
-        kind: String,
+        #[arg(required_unless_present = "batch")]
+        kind: Option<String>,
+        /// Read the jobs from stdin instead (sent in chunks of up to 1000, one transaction each).
+        #[arg(long, conflicts_with_all = ["kind", "queue", "delay", "max_attempts", "timeout", "unique_key"])]
+        batch: bool,
         /// The payload (JSON).
         #[arg(long, default_value = "{}")]
         payload: String,
@@ -561,6 +567,7 @@ async fn run_node(cli: &Cli) -> u8 {
 
 async fn jobs_command(cli: &Cli, cmd: &JobsCommand) -> u8 {
     match cmd {
+        JobsCommand::Enqueue { batch: true, .. } => enqueue_batch(cli).await,
         JobsCommand::Enqueue {
             kind,
             payload,
@@ -569,9 +576,10 @@ async fn jobs_command(cli: &Cli, cmd: &JobsCommand) -> u8 {
             max_attempts,
             timeout,
             unique_key,
+            batch: false,
         } => {
             let request = jobs::Enqueue {
-                kind: kind.clone(),
+                kind: kind.clone().unwrap_or_default(),
                 payload: Some(Value::String(payload.clone())),
                 queue: queue.clone(),
                 delay: delay.map(HumanDuration),
@@ -883,6 +891,57 @@ type Render<R> = fn(&R) -> (String, u8);
 /// Send one admin request and show its answer: `--json` prints the document as it came;
 /// otherwise the reply, decoded with control characters escaped (stored text may hold them and
 /// must not drive the terminal), goes to its printer. The printer's exit status applies to both.
+/// `chom jobs enqueue --batch` (see `batch_enqueue`): ids as each chunk is stored, or with
+/// `--json` one document `{"ids": [...]}` at the end.
+async fn enqueue_batch(cli: &Cli) -> u8 {
+    use crate::batch_enqueue::{BatchError, run};
+    use std::io::Write;
+    crate::logging::init_client();
+    let socket = match socket_path(cli) {
+        Ok(s) => s,
+        Err(errors) => return report_config_errors(cli, &errors),
+    };
+    let mut all = Vec::new();
+    let stdout = std::io::stdout();
+    let outcome = run(&socket, tokio::io::stdin(), |ids| {
+        if cli.json {
+            all.extend_from_slice(ids);
+        } else {
+            let mut out = stdout.lock();
+            for id in ids {
+                let _ = writeln!(out, "{id}");
+            }
+        }
+    })
+    .await;
+    match outcome {
+        Ok(_) => {
+            if cli.json {
+                println!("{}", serde_json::json!({ "ids": all }));
+            }
+            0
+        }
+        Err(failure) => {
+            let (message, code) = match failure {
+                BatchError::Input(why) => (format!("{why}; nothing from this line on was sent"), 1),
+                BatchError::Node { lines, error } => (
+                    format!(
+                        "lines {}-{} not enqueued (the chunks before them were): {error}",
+                        lines.0, lines.1
+                    ),
+                    error.exit_code(),
+                ),
+            };
+            eprintln!("chom: {message}");
+            if cli.json {
+                // The ids of the chunks stored before the failure.
+                println!("{}", serde_json::json!({ "error": message, "ids": all }));
+            }
+            code
+        }
+    }
+}
+
 async fn admin<M: Method>(cli: &Cli, request: &M, render: Render<M::Reply>) -> u8 {
     crate::logging::init_client();
     let socket = match socket_path(cli) {

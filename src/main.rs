@@ -1,6 +1,7 @@
 //! `chom`: the CHOM operations node and its admin client. See README.md for every command.
 
 mod api;
+mod batch_enqueue;
 mod bench_http;
 mod cli;
 mod config_file;

@@ -70,6 +70,7 @@ impl Dispatch for NodeRpc {
                 node::Health::NAME => run::<node::Health>(ctx, params).await,
                 node::Shutdown::NAME => run::<node::Shutdown>(ctx, params).await,
                 jobs::Enqueue::NAME => run::<jobs::Enqueue>(ctx, params).await,
+                jobs::EnqueueMany::NAME => run::<jobs::EnqueueMany>(ctx, params).await,
                 jobs::Show::NAME => run::<jobs::Show>(ctx, params).await,
                 jobs::List::NAME => run::<jobs::List>(ctx, params).await,
                 jobs::KillStuck::NAME => run::<jobs::KillStuck>(ctx, params).await,
@@ -340,29 +341,57 @@ pub(crate) fn wake_dispatcher(ctx: &NodeContext) {
 
 impl Handle for api::jobs::Enqueue {
     async fn handle(self, ctx: &NodeContext) -> Result<Enqueued, RpcError> {
-        if !chom_actors::jobs::known_kind(&self.kind, ctx.info.debug_hooks) {
-            return Err(RpcError::invalid_params(format!(
-                "unknown job kind `{}`",
-                self.kind
-            )));
-        }
-        let policy = JobPolicy::resolve(&self.kind, &ctx.config);
-        let queue = self.queue.clone().unwrap_or(policy.queue);
-        check_queue(ctx, &queue)?;
-        let job = NewJob {
-            payload: self.payload_text(),
-            max_attempts: self.attempts(),
-            timeout: self.timeout.map(|t| t.0),
-            delay: self.delay.map(|d| d.0).unwrap_or_default(),
-            kind: self.kind,
-            queue,
-            unique_key: self.unique_key,
-        };
+        let job = new_job(ctx, self)?;
         let b = backends(ctx)?;
         let enqueued = b.store.enqueue(&job).await.map_err(store_err)?;
         wake_dispatcher(ctx);
         Ok(enqueued)
     }
+}
+
+impl Handle for api::jobs::EnqueueMany {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::jobs::EnqueuedMany, RpcError> {
+        let jobs = self
+            .jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, job)| {
+                new_job(ctx, job).map_err(|mut e| {
+                    e.message = format!("jobs[{i}]: {}", e.message);
+                    e
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let b = backends(ctx)?;
+        let enqueued = b.store.enqueue_many(&jobs).await.map_err(store_err)?;
+        wake_dispatcher(ctx);
+        Ok(api::jobs::EnqueuedMany {
+            ids: enqueued.into_iter().map(|e| e.id).collect(),
+        })
+    }
+}
+
+/// The job a `jobs.enqueue` request asks for, after the checks that need the node (a known
+/// kind, a configured queue) and the kind's policy for what it leaves out.
+fn new_job(ctx: &NodeContext, request: api::jobs::Enqueue) -> Result<NewJob, RpcError> {
+    if !chom_actors::jobs::known_kind(&request.kind, ctx.info.debug_hooks) {
+        return Err(RpcError::invalid_params(format!(
+            "unknown job kind `{}`",
+            request.kind
+        )));
+    }
+    let policy = JobPolicy::resolve(&request.kind, &ctx.config);
+    let queue = request.queue.clone().unwrap_or(policy.queue);
+    check_queue(ctx, &queue)?;
+    Ok(NewJob {
+        payload: request.payload_text(),
+        max_attempts: request.attempts(),
+        timeout: request.timeout.map(|t| t.0),
+        delay: request.delay.map(|d| d.0).unwrap_or_default(),
+        kind: request.kind,
+        queue,
+        unique_key: request.unique_key,
+    })
 }
 
 impl Handle for api::jobs::Show {

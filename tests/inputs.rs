@@ -340,6 +340,30 @@ fn rpc_params_are_checked_for_type_range_and_size() {
     );
     refused(&node, "failed.retry", json!({"all": "yes"}), "all");
 
+    // jobs.enqueue_many: 1 to 5000 jobs, each checked as jobs.enqueue checks it, named by
+    // its index.
+    refused(&node, "jobs.enqueue_many", json!({"jobs": []}), "jobs");
+    let many = vec![json!({"kind": "noop"}); 5_001];
+    refused(&node, "jobs.enqueue_many", json!({ "jobs": many }), "5000");
+    refused(
+        &node,
+        "jobs.enqueue_many",
+        json!({"jobs": [{"kind": "noop"}, {"kind": "noop", "max_attempts": 0}]}),
+        "jobs[1]",
+    );
+    refused(
+        &node,
+        "jobs.enqueue_many",
+        json!({"jobs": [{"kind": "noop", "surprise": 1}]}),
+        "surprise",
+    );
+    refused(
+        &node,
+        "jobs.enqueue_many",
+        json!({"jobs": [{"kind": "noop", "queue": "nowhere"}]}),
+        "jobs[0]",
+    );
+
     // vps.add: the remote user is a login name, ids and hosts are bounded.
     for user in ["-oProxyCommand=touch /tmp/pwned", "root\nx", "Root", ""] {
         refused(
@@ -575,6 +599,7 @@ fn unknown_or_mistyped_parameters_are_refused_naming_them() {
         ("shutdown", json!({})),
         ("restart", json!({"path": "edge/http"})),
         ("jobs.enqueue", json!({"kind": "noop"})),
+        ("jobs.enqueue_many", json!({"jobs": [{"kind": "noop"}]})),
         ("jobs.show", json!({"id": 1})),
         ("jobs.list", json!({})),
         ("jobs.kill_stuck", json!({})),

@@ -619,3 +619,103 @@ fn graceful_shutdown_gives_back_claimed_jobs_without_using_an_attempt() {
         )
     );
 }
+
+/// `chom jobs enqueue --batch ARGS` against `node` with `input` on stdin: (exit code,
+/// stdout, stderr).
+fn enqueue_batch(node: &Node, args: &[&str], input: String) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(CHOM)
+        .arg("--config")
+        .arg(&node.config)
+        .args(args)
+        .args(["jobs", "enqueue", "--batch"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // The CLI may stop reading at a bad line: a broken pipe is expected then.
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn job_count(rig: &PgRig) -> i64 {
+    pg_i64(&rig.db.url, "SELECT count(*) FROM jobs")
+}
+
+#[test]
+fn batch_enqueue_from_stdin_keeps_order_and_stores_each_chunk_whole() {
+    let rig = PgRig::new("batch_enqueue");
+    let node = rig.ready("batch", 4, "");
+    let line = |i: usize| match i {
+        // Lines 10 and 20 share a unique key (one chunk, one transaction): one job.
+        10 | 20 => format!(
+            "{{\"kind\": \"noop\", \"payload\": {{\"i\": {i}}}, \"unique_key\": \"dup\"}}\n"
+        ),
+        _ => format!("{{\"kind\": \"noop\", \"payload\": {{\"i\": {i}}}}}\n"),
+    };
+    let input: String = (1..=2_500).map(line).collect();
+    let (code, out, err) = enqueue_batch(&node, &[], input + "\n");
+    assert_eq!(code, Some(0), "{err}");
+    let ids: Vec<i64> = out.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 2_500, "one id per input line");
+    assert_eq!(ids[19], ids[9], "the held key answers its holder");
+    let mut distinct = ids.clone();
+    distinct.remove(19);
+    assert!(
+        distinct.windows(2).all(|w| w[0] < w[1]),
+        "ids in input order"
+    );
+    let last = *ids.last().unwrap();
+    wait_for(Duration::from_secs(60), "the batch to run", || {
+        (node.rpc("jobs.show", json!({ "id": last }))["result"]["state"] == "completed")
+            .then_some(())
+    });
+    assert_eq!(job_count(&rig), 2_499);
+
+    // A bad line stops the run before its chunk: the first chunk (1,000 lines) is stored,
+    // nothing after it.
+    let mut input: String = (1..=1_500)
+        .map(line)
+        .collect::<String>()
+        .replace("\"unique_key\": \"dup\"", "\"unique_key\": \"dup2\"");
+    input.insert_str(
+        input.match_indices('\n').nth(1_198).unwrap().0 + 1,
+        "{\"kind\": 5}\n",
+    );
+    let (code, out, err) = enqueue_batch(&node, &[], input);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("line 1200"), "{err}");
+    assert_eq!(out.lines().count(), 1_000);
+    assert_eq!(
+        job_count(&rig),
+        2_499 + 999,
+        "the first chunk only (its own dup key once)"
+    );
+
+    // The node refuses a chunk holding an unknown kind: none of that chunk is stored.
+    let input = format!("{}{{\"kind\": \"no.such.kind\"}}\n", line(1));
+    let (code, out, err) = enqueue_batch(&node, &["--json"], input);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("lines 1-2") && err.contains("jobs[1]") && err.contains("unknown job kind"),
+        "{err}"
+    );
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["ids"], json!([]), "{doc}");
+    assert_eq!(job_count(&rig), 2_499 + 999);
+
+    let (code, out, err) = enqueue_batch(&node, &["--json"], line(1) + &line(2));
+    assert_eq!(code, Some(0), "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["ids"].as_array().map(Vec::len), Some(2), "{doc}");
+}

@@ -70,6 +70,11 @@ pub const MAX_TOKEN_NAME_CHARS: usize = 100;
 /// rotation, few enough that one listing shows them all.
 pub const MAX_ACTIVE_TOKENS: u32 = 100;
 
+/// The most jobs one batch enqueue (`jobs.enqueue_many`, one transaction) takes: a
+/// transaction of this size commits in tens of milliseconds, and the RPC's line limit
+/// (1 MiB) bounds the bytes anyway.
+pub const MAX_ENQUEUE_BATCH: usize = 5_000;
+
 /// The largest capacity a server may be given (`max_sites`): far above what one VPS holds,
 /// low enough that a typo (an extra zero or three) is caught.
 pub const MAX_SITES_PER_SERVER: u32 = 100_000;

@@ -1,7 +1,7 @@
-//! Jobs: `jobs.enqueue`, `jobs.show`, `jobs.list`, `jobs.kill_stuck`.
+//! Jobs: `jobs.enqueue`, `jobs.enqueue_many`, `jobs.show`, `jobs.list`, `jobs.kill_stuck`.
 
 use chom_core::job::{Job, JobState};
-use chom_core::limits::{self, MAX_ATTEMPTS, MAX_DURATION, MAX_JOB_TIMEOUT};
+use chom_core::limits::{self, MAX_ATTEMPTS, MAX_DURATION, MAX_ENQUEUE_BATCH, MAX_JOB_TIMEOUT};
 use serde_json::Value;
 
 use super::{HumanDuration, Id, check_duration, check_limit, echo, ensure, invalid};
@@ -82,6 +82,46 @@ impl Enqueue {
 
 /// The answer to `jobs.enqueue`.
 pub use chom_core::job::Enqueued;
+
+request! {
+    /// `jobs.enqueue_many`: add a batch of jobs in one transaction: all of them or none. Each
+    /// element takes `jobs.enqueue`'s parameters and is enqueued as that method would.
+    EnqueueMany("jobs.enqueue_many") -> EnqueuedMany {
+        /// 1 to 5,000 jobs.
+        pub jobs: Vec<Enqueue>,
+    }
+    impl {
+        fn timeout(&self) -> std::time::Duration {
+            // The store gives a batch the time of its bulk operations (1 minute).
+            std::time::Duration::from_secs(90)
+        }
+
+        fn validate(&self) -> Result<(), RpcError> {
+            let n = self.jobs.len();
+            if !(1..=MAX_ENQUEUE_BATCH).contains(&n) {
+                return Err(RpcError::invalid_params(format!(
+                    "`jobs` must hold 1 to {MAX_ENQUEUE_BATCH} jobs, got {n}"
+                )));
+            }
+            for (i, job) in self.jobs.iter().enumerate() {
+                super::Method::validate(job).map_err(|mut e| {
+                    e.message = format!("jobs[{i}]: {}", e.message);
+                    e
+                })?;
+            }
+            Ok(())
+        }
+    }
+}
+
+reply! {
+    /// The answer to `jobs.enqueue_many`.
+    EnqueuedMany {
+        /// The jobs' ids in the request's order (an existing job's id where its unique key
+        /// was held).
+        pub ids: Vec<i64>,
+    }
+}
 
 request! {
     /// `jobs.show`: one job.

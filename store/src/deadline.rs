@@ -100,6 +100,9 @@ impl Store for Deadlined {
     async fn enqueue(&self, job: &NewJob) -> Answer<Enqueued> {
         self.quick(self.inner.enqueue(job)).await
     }
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> Answer<Vec<Enqueued>> {
+        self.bulk(self.inner.enqueue_many(jobs)).await
+    }
     async fn claim(&self, node: &str, queues: &[String], limit: u32) -> Answer<Vec<Job>> {
         self.quick(self.inner.claim(node, queues, limit)).await
     }

@@ -153,6 +153,10 @@ pub trait Store: Inventory + Alerts + Tokens + Send + Sync + 'static {
     /// Insert a job. With a unique key, returns the pending/reserved job holding that key
     /// instead (`existing: true`), atomically (two racing enqueues yield one job).
     async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, StoreError>;
+    /// Insert a batch (at most [`MAX_ENQUEUE_BATCH`](chom_core::limits::MAX_ENQUEUE_BATCH))
+    /// in one transaction, each job as [`enqueue`](Store::enqueue) would: the answers are in
+    /// the batch's order, and all of it is stored or none (an invalid job refuses the batch).
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, StoreError>;
     /// Claim up to `limit` due jobs for `node`, taking queues in the given order (strict
     /// priority: a later queue is only read when the earlier ones have no due job left). Claimed
     /// jobs become `reserved` (reserved_at = now, reserved_by = node) with `attempts + 1`.

@@ -95,6 +95,26 @@ const ENQUEUE: &str = "
 const UNIQUE_HOLDER: &str = "
     SELECT id, queue FROM jobs WHERE live_key = $1";
 
+/// Ids for a batch, taken up front so that each inserted row is known by its place in the
+/// batch (RETURNING promises no order).
+const BATCH_IDS: &str = "
+    SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, $1)";
+
+/// A batch in one statement, one array per column; rows whose unique key is held by an
+/// unfinished job (or by an earlier row of the same batch) are not inserted.
+const ENQUEUE_BATCH: &str = "
+    INSERT INTO jobs (id, queue, kind, payload, max_attempts, timeout_ms, unique_key, available_at)
+    SELECT t.id, t.queue, t.kind, t.payload, t.max_attempts, t.timeout_ms, t.unique_key,
+           now() + t.delay_ms * interval '1 millisecond'
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
+                $7::text[], $8::bigint[])
+         AS t(id, queue, kind, payload, max_attempts, timeout_ms, unique_key, delay_ms)
+    ON CONFLICT DO NOTHING
+    RETURNING id";
+
+const UNIQUE_HOLDERS: &str = "
+    SELECT live_key, id, queue FROM jobs WHERE live_key = ANY($1)";
+
 /// The claim, one statement for every queue. Pending is spelled `reserved_at IS NULL`, the
 /// predicate of `jobs_claim_idx` (a CHECK keeps it equal to `state = 'pending'`); `state` is
 /// in no index, so that the completion is a HOT update (migration 0004). The LATERAL subquery runs once per queue in the
@@ -404,6 +424,104 @@ impl PgStore {
             "unique key {:?} kept changing hands during enqueue",
             job.unique_key
         )))
+    }
+
+    /// A batch in one transaction: one INSERT for the rows, one SELECT for the holders of the
+    /// unique keys that were taken. A key whose holder finished between the two is free again:
+    /// those rows go round once more, as in [`insert_job`](Self::insert_job).
+    async fn insert_jobs(&self, jobs: &[NewJob]) -> sqlx::Result<Vec<Enqueued>> {
+        let mut tx = self.pool.begin().await?;
+        let mut answers: Vec<Option<Enqueued>> = vec![None; jobs.len()];
+        let mut todo: Vec<usize> = (0..jobs.len()).collect();
+        for _ in 0..rows::ENQUEUE_RACE_RETRIES {
+            let ids: Vec<i64> = sqlx::query_scalar(BATCH_IDS)
+                .bind(i64::try_from(todo.len()).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
+                .await?;
+            let pick = |f: &dyn Fn(&NewJob) -> Option<String>| -> Vec<Option<String>> {
+                todo.iter().map(|&i| f(&jobs[i])).collect()
+            };
+            let inserted: Vec<i64> = sqlx::query_scalar(ENQUEUE_BATCH)
+                .bind(&ids)
+                .bind(pick(&|j| Some(j.queue.clone())))
+                .bind(pick(&|j| Some(j.kind.clone())))
+                .bind(pick(&|j| Some(j.payload.clone())))
+                .bind(
+                    todo.iter()
+                        .map(|&i| rows::max_attempts_param(&jobs[i]))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    todo.iter()
+                        .map(|&i| rows::timeout_param(&jobs[i]))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(pick(&|j| j.unique_key.clone()))
+                .bind(
+                    todo.iter()
+                        .map(|&i| rows::duration_ms(jobs[i].delay))
+                        .collect::<Vec<_>>(),
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+            let inserted: std::collections::HashSet<i64> = inserted.into_iter().collect();
+            let mut refused = Vec::new();
+            for (&i, &id) in todo.iter().zip(&ids) {
+                if inserted.contains(&id) {
+                    answers[i] = Some(Enqueued {
+                        id,
+                        existing: false,
+                        queue: jobs[i].queue.clone(),
+                    });
+                } else {
+                    refused.push(i);
+                }
+            }
+            if refused.is_empty() {
+                break;
+            }
+            let keys: Vec<&str> = refused
+                .iter()
+                .map(|&i| jobs[i].unique_key.as_deref())
+                .collect::<Option<_>>()
+                // Without a unique key only the primary key can conflict, which the sequence
+                // never does; treat it as the database error it would be.
+                .ok_or(sqlx::Error::RowNotFound)?;
+            let holders: std::collections::HashMap<String, (i64, String)> =
+                sqlx::query_as::<_, (String, i64, String)>(UNIQUE_HOLDERS)
+                    .bind(&keys)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|(key, id, queue)| (key, (id, queue)))
+                    .collect();
+            todo = Vec::new();
+            for (i, key) in refused.into_iter().zip(keys) {
+                match holders.get(key) {
+                    Some((id, queue)) => {
+                        answers[i] = Some(Enqueued {
+                            id: *id,
+                            existing: true,
+                            queue: queue.clone(),
+                        })
+                    }
+                    None => todo.push(i),
+                }
+            }
+            if todo.is_empty() {
+                break;
+            }
+        }
+        let answers = answers
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                sqlx::Error::Protocol(
+                    "unique keys kept changing hands during a batch enqueue".into(),
+                )
+            })?;
+        tx.commit().await?;
+        Ok(answers)
     }
 
     /// Every queue in one statement (see `CLAIM`).

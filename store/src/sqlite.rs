@@ -396,39 +396,22 @@ impl SqliteStore {
         // INSERT that found it and the SELECT that reads it, and the acknowledgement waits
         // for a COMMIT whose failure (a full disk) is reported.
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
-        let now = now_ms();
-        let inserted = enqueue_query(job)
-            .bind(now.saturating_add(rows::duration_ms(job.delay)))
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await?;
-        let enqueued = match (inserted.first(), &job.unique_key) {
-            (Some(&id), _) => Enqueued {
-                id,
-                existing: false,
-                queue: job.queue.clone(),
-            },
-            (None, Some(key)) => {
-                let holder: Vec<(i64, String)> = sqlx::query_as(UNIQUE_HOLDER)
-                    .bind(key)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let Some((id, queue)) = holder.into_iter().next() else {
-                    // The conflict was the key's; under the write lock its holder is there.
-                    return Err(sqlx::Error::RowNotFound);
-                };
-                Enqueued {
-                    id,
-                    existing: true,
-                    queue,
-                }
-            }
-            // Without a unique key only the primary key can conflict, which AUTOINCREMENT
-            // never does; treat it as the database error it would be.
-            (None, None) => return Err(sqlx::Error::RowNotFound),
-        };
+        let enqueued = insert_one(&mut tx, job, now_ms()).await?;
         tx.commit().await?;
         Ok(enqueued)
+    }
+
+    /// A batch under one write lock and one COMMIT, each job as [`insert_job`](Self::insert_job)
+    /// does it (SQLite runs statements in process: one per row costs no round trip).
+    async fn insert_jobs(&self, jobs: &[NewJob]) -> sqlx::Result<Vec<Enqueued>> {
+        let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
+        let now = now_ms();
+        let mut answers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            answers.push(insert_one(&mut tx, job, now).await?);
+        }
+        tx.commit().await?;
+        Ok(answers)
     }
 
     /// One statement per queue, in priority order, under one write lock.
@@ -574,4 +557,44 @@ async fn update_ids(
             .await?;
     }
     Ok(())
+}
+
+/// One job inside the caller's IMMEDIATE transaction: inserted, or the unfinished job
+/// holding its unique key.
+async fn insert_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    job: &NewJob,
+    now: i64,
+) -> sqlx::Result<Enqueued> {
+    let inserted = enqueue_query(job)
+        .bind(now.saturating_add(rows::duration_ms(job.delay)))
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
+    let enqueued = match (inserted.first(), &job.unique_key) {
+        (Some(&id), _) => Enqueued {
+            id,
+            existing: false,
+            queue: job.queue.clone(),
+        },
+        (None, Some(key)) => {
+            let holder: Vec<(i64, String)> = sqlx::query_as(UNIQUE_HOLDER)
+                .bind(key)
+                .fetch_all(&mut **tx)
+                .await?;
+            let Some((id, queue)) = holder.into_iter().next() else {
+                // The conflict was the key's; under the write lock its holder is there.
+                return Err(sqlx::Error::RowNotFound);
+            };
+            Enqueued {
+                id,
+                existing: true,
+                queue,
+            }
+        }
+        // Without a unique key only the primary key can conflict, which AUTOINCREMENT
+        // never does; treat it as the database error it would be.
+        (None, None) => return Err(sqlx::Error::RowNotFound),
+    };
+    Ok(enqueued)
 }

@@ -98,6 +98,28 @@ macro_rules! store_impl {
                 Ok(self.insert_job(job).await?)
             }
 
+            async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Enqueued>, StoreError> {
+                let max = chom_core::limits::MAX_ENQUEUE_BATCH;
+                if jobs.len() > max {
+                    return Err(StoreError::Invalid(format!(
+                        "a batch holds at most {max} jobs, got {}",
+                        jobs.len()
+                    )));
+                }
+                for (i, job) in jobs.iter().enumerate() {
+                    rows::check_new_job(job).map_err(|e| match e {
+                        StoreError::Invalid(why) => {
+                            StoreError::Invalid(format!("jobs[{i}]: {why}"))
+                        }
+                        other => other,
+                    })?;
+                }
+                if jobs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(self.insert_jobs(jobs).await?)
+            }
+
             async fn claim(
                 &self,
                 node: &str,

@@ -144,6 +144,86 @@ async fn migrate_is_idempotent(db: &TestDb) {
     assert_eq!(get(s, id).await.state, JobState::Pending);
 }
 
+/// A batch is stored in order in one transaction, each job as a single enqueue would store
+/// it: unique keys held before or earlier in the batch answer their holder, and one invalid
+/// job refuses the whole batch.
+async fn enqueue_many_stores_a_batch_in_order(db: &TestDb) {
+    let s = db.store();
+    let held = s
+        .enqueue(&NewJob {
+            unique_key: Some("held".to_owned()),
+            ..new_job("noop", "low")
+        })
+        .await
+        .unwrap();
+    let keyed = |key: &str| NewJob {
+        unique_key: Some(key.to_owned()),
+        ..new_job("noop", "default")
+    };
+    let mut first = new_job("vps.exec", "high");
+    first.max_attempts = Some(4);
+    first.timeout = Some(Duration::from_secs(9));
+    first.delay = Duration::from_secs(60);
+    let batch = vec![
+        first.clone(),
+        keyed("k1"),
+        keyed("held"),
+        keyed("k1"),
+        new_job("noop", "default"),
+    ];
+    let answers = s.enqueue_many(&batch).await.unwrap();
+    assert_eq!(answers.len(), 5);
+    assert!(!answers[0].existing && !answers[1].existing && !answers[4].existing);
+    assert!(
+        answers[0].id < answers[1].id && answers[1].id < answers[4].id,
+        "{answers:?}"
+    );
+    assert_eq!(
+        (
+            answers[2].id,
+            answers[2].existing,
+            answers[2].queue.as_str()
+        ),
+        (held.id, true, "low")
+    );
+    assert_eq!((answers[3].id, answers[3].existing), (answers[1].id, true));
+    let stored = get(s, answers[0].id).await;
+    assert_eq!(
+        (
+            stored.kind.as_str(),
+            stored.queue.as_str(),
+            stored.max_attempts,
+            stored.timeout_ms
+        ),
+        ("vps.exec", "high", Some(4), Some(9_000))
+    );
+    let delay = stored.available_at - stored.created_at;
+    assert!((delay.num_milliseconds() - 60_000).abs() < 1_000, "{delay}");
+    assert_eq!(db.count("jobs").await, 4, "the held job and three new ones");
+
+    let mut bad = new_job("noop", "default");
+    bad.max_attempts = Some(0);
+    match s.enqueue_many(&[new_job("noop", "default"), bad]).await {
+        Err(StoreError::Invalid(why)) => assert!(why.contains("jobs[1]"), "{why}"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let too_many = vec![new_job("noop", "default"); chom_core::limits::MAX_ENQUEUE_BATCH + 1];
+    assert!(matches!(
+        s.enqueue_many(&too_many).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(db.count("jobs").await, 4, "refused batches store nothing");
+
+    let full = vec![new_job("noop", "default"); chom_core::limits::MAX_ENQUEUE_BATCH];
+    let answers = s.enqueue_many(&full).await.unwrap();
+    assert!(answers.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(
+        db.count("jobs").await,
+        4 + chom_core::limits::MAX_ENQUEUE_BATCH as i64
+    );
+    assert!(s.enqueue_many(&[]).await.unwrap().is_empty());
+}
+
 async fn enqueue_round_trips_every_field(db: &TestDb) {
     let s = db.store();
     let before = Utc::now();
@@ -2302,6 +2382,7 @@ suite!(
     server_capacity_holds_under_concurrent_creations,
     migrate_is_idempotent,
     enqueue_round_trips_every_field,
+    enqueue_many_stores_a_batch_in_order,
     unique_key_dedupes_until_finished,
     concurrent_enqueues_of_one_key_yield_one_job,
     delayed_jobs_are_not_claimed_until_due,
