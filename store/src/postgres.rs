@@ -5,6 +5,7 @@
 //! `UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)` covering every queue, a completion
 //! batch is one statement of data-modifying CTEs whatever its size.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -434,49 +435,7 @@ impl PgStore {
         let mut answers: Vec<Option<Enqueued>> = vec![None; jobs.len()];
         let mut todo: Vec<usize> = (0..jobs.len()).collect();
         for _ in 0..rows::ENQUEUE_RACE_RETRIES {
-            let ids: Vec<i64> = sqlx::query_scalar(BATCH_IDS)
-                .bind(i64::try_from(todo.len()).unwrap_or(i64::MAX))
-                .fetch_all(&mut *tx)
-                .await?;
-            let pick = |f: &dyn Fn(&NewJob) -> Option<String>| -> Vec<Option<String>> {
-                todo.iter().map(|&i| f(&jobs[i])).collect()
-            };
-            let inserted: Vec<i64> = sqlx::query_scalar(ENQUEUE_BATCH)
-                .bind(&ids)
-                .bind(pick(&|j| Some(j.queue.clone())))
-                .bind(pick(&|j| Some(j.kind.clone())))
-                .bind(pick(&|j| Some(j.payload.clone())))
-                .bind(
-                    todo.iter()
-                        .map(|&i| rows::max_attempts_param(&jobs[i]))
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    todo.iter()
-                        .map(|&i| rows::timeout_param(&jobs[i]))
-                        .collect::<Vec<_>>(),
-                )
-                .bind(pick(&|j| j.unique_key.clone()))
-                .bind(
-                    todo.iter()
-                        .map(|&i| rows::duration_ms(jobs[i].delay))
-                        .collect::<Vec<_>>(),
-                )
-                .fetch_all(&mut *tx)
-                .await?;
-            let inserted: std::collections::HashSet<i64> = inserted.into_iter().collect();
-            let mut refused = Vec::new();
-            for (&i, &id) in todo.iter().zip(&ids) {
-                if inserted.contains(&id) {
-                    answers[i] = Some(Enqueued {
-                        id,
-                        existing: false,
-                        queue: jobs[i].queue.clone(),
-                    });
-                } else {
-                    refused.push(i);
-                }
-            }
+            let refused = insert_rows(&mut tx, jobs, &todo, &mut answers).await?;
             if refused.is_empty() {
                 break;
             }
@@ -487,7 +446,7 @@ impl PgStore {
                 // Without a unique key only the primary key can conflict, which the sequence
                 // never does; treat it as the database error it would be.
                 .ok_or(sqlx::Error::RowNotFound)?;
-            let holders: std::collections::HashMap<String, (i64, String)> =
+            let holders: HashMap<String, (i64, String)> =
                 sqlx::query_as::<_, (String, i64, String)>(UNIQUE_HOLDERS)
                     .bind(&keys)
                     .fetch_all(&mut *tx)
@@ -495,7 +454,7 @@ impl PgStore {
                     .into_iter()
                     .map(|(key, id, queue)| (key, (id, queue)))
                     .collect();
-            todo = Vec::new();
+            todo.clear();
             for (i, key) in refused.into_iter().zip(keys) {
                 match holders.get(key) {
                     Some((id, queue)) => {
@@ -503,7 +462,7 @@ impl PgStore {
                             id: *id,
                             existing: true,
                             queue: queue.clone(),
-                        })
+                        });
                     }
                     None => todo.push(i),
                 }
@@ -607,4 +566,59 @@ impl PgStore {
         });
         Ok(Some(stream.boxed()))
     }
+}
+
+/// Insert the jobs at `todo` (indexes into `jobs`) in one statement, filling `answers` for
+/// those inserted; the indexes of those refused (their unique key is held).
+async fn insert_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    jobs: &[NewJob],
+    todo: &[usize],
+    answers: &mut [Option<Enqueued>],
+) -> sqlx::Result<Vec<usize>> {
+    let ids: Vec<i64> = sqlx::query_scalar(BATCH_IDS)
+        .bind(i64::try_from(todo.len()).unwrap_or(i64::MAX))
+        .fetch_all(&mut **tx)
+        .await?;
+    let column = |f: &dyn Fn(&NewJob) -> Option<String>| -> Vec<Option<String>> {
+        todo.iter().map(|&i| f(&jobs[i])).collect()
+    };
+    let inserted: HashSet<i64> = sqlx::query_scalar(ENQUEUE_BATCH)
+        .bind(&ids)
+        .bind(column(&|j| Some(j.queue.clone())))
+        .bind(column(&|j| Some(j.kind.clone())))
+        .bind(column(&|j| Some(j.payload.clone())))
+        .bind(
+            todo.iter()
+                .map(|&i| rows::max_attempts_param(&jobs[i]))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            todo.iter()
+                .map(|&i| rows::timeout_param(&jobs[i]))
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(&|j| j.unique_key.clone()))
+        .bind(
+            todo.iter()
+                .map(|&i| rows::duration_ms(jobs[i].delay))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    let mut refused = Vec::new();
+    for (&i, &id) in todo.iter().zip(&ids) {
+        if inserted.contains(&id) {
+            answers[i] = Some(Enqueued {
+                id,
+                existing: false,
+                queue: jobs[i].queue.clone(),
+            });
+        } else {
+            refused.push(i);
+        }
+    }
+    Ok(refused)
 }
