@@ -51,6 +51,9 @@ enum Command {
     Migrate,
     /// Node summary: version, uptime, tree health.
     Status,
+    /// The live nodes sharing this node's database: name, instance, version, started, last
+    /// heartbeat, jobs running.
+    Cluster,
     /// The supervision tree: each actor's path, state, restart count, last failure.
     Tree,
     /// Restart one actor or subtree by path, e.g. store, edge/http, monitors.
@@ -519,6 +522,7 @@ async fn run(cli: Cli) -> u8 {
         },
         Command::Status => admin(&cli, &node::Status {}, output::status).await,
         Command::Tree => admin(&cli, &node::Tree {}, output::tree).await,
+        Command::Cluster => admin(&cli, &crate::api::cluster::Nodes {}, output::cluster).await,
         Command::Restart { path } => {
             admin(&cli, &node::Restart { path: path.clone() }, output::restart).await
         }

@@ -65,6 +65,7 @@ impl Dispatch for NodeRpc {
             use api::{alerts, debug, failed, jobs, metrics, node, queue};
             match method.as_str() {
                 node::Status::NAME => run::<node::Status>(ctx, params).await,
+                api::cluster::Nodes::NAME => run::<api::cluster::Nodes>(ctx, params).await,
                 node::Tree::NAME => run::<node::Tree>(ctx, params).await,
                 node::Restart::NAME => run::<node::Restart>(ctx, params).await,
                 node::Health::NAME => run::<node::Health>(ctx, params).await,
@@ -107,6 +108,17 @@ impl Dispatch for NodeRpc {
 fn root(ctx: &NodeContext) -> Result<&ActorRef<SupervisorMsg>, RpcError> {
     ctx.root()
         .ok_or_else(|| RpcError::failed("supervision tree not started"))
+}
+
+impl Handle for api::cluster::Nodes {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::cluster::ClusterNodes, RpcError> {
+        let b = backends(ctx)?;
+        let since = chrono::Utc::now()
+            - chrono::Duration::from_std(chom_actors::queue::reaper::LIVE_WINDOW)
+                .unwrap_or_default();
+        let nodes = b.store.cluster_nodes(since).await.map_err(store_err)?;
+        Ok(api::cluster::ClusterNodes { nodes })
+    }
 }
 
 impl Handle for api::node::Status {

@@ -157,7 +157,7 @@ fn identify(config: &Config) -> (NodeInfo, Instance) {
     let instance = Instance::current(&node_name);
     let debug_hooks = std::env::var("CHOM_DEBUG_HOOKS").is_ok_and(|v| v == "1");
     (
-        NodeInfo::new(node_name, crate::VERSION, debug_hooks),
+        NodeInfo::new(node_name, crate::VERSION, debug_hooks, instance.id.clone()),
         instance,
     )
 }

@@ -58,6 +58,30 @@ fn table<T>(mut out: String, rows: &[T], line: impl Fn(&T) -> String) -> String 
 }
 
 /// `chom status`.
+/// `chom cluster`.
+pub fn cluster(v: &api::cluster::ClusterNodes) -> (String, u8) {
+    let time =
+        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let header = format!(
+        "{:<24} {:<16} {:<10} {:<20} {:<20} {:>7} HOST/PID\n",
+        "NAME", "INSTANCE", "VERSION", "STARTED", "LAST HEARTBEAT", "RUNNING"
+    );
+    let out = table(header, &v.nodes, |n| {
+        format!(
+            "{:<24} {:<16} {:<10} {:<20} {:<20} {:>7} {}/{}",
+            n.name,
+            n.instance,
+            n.version,
+            time(&n.started_at),
+            time(&n.seen_at),
+            n.jobs_running,
+            n.hostname,
+            n.pid
+        )
+    });
+    (out, 0)
+}
+
 pub fn status(v: &StatusReply) -> (String, u8) {
     let mut out = String::new();
     let uptime = std::time::Duration::from_secs(v.uptime_secs);

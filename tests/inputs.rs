@@ -594,6 +594,7 @@ fn unknown_or_mistyped_parameters_are_refused_naming_them() {
     // An unknown field is refused by every method group, also by methods without parameters.
     let valid: &[(&str, Value)] = &[
         ("status", json!({})),
+        ("cluster.nodes", json!({})),
         ("tree", json!({})),
         ("health", json!({})),
         ("shutdown", json!({})),

@@ -719,3 +719,54 @@ fn batch_enqueue_from_stdin_keeps_order_and_stores_each_chunk_whole() {
     let doc: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["ids"].as_array().map(Vec::len), Some(2), "{doc}");
 }
+
+#[test]
+fn cluster_lists_the_live_nodes_with_their_running_jobs() {
+    let rig = PgRig::new("cluster_nodes");
+    let (a, b) = (rig.start("a", 2, ""), rig.start("b", 2, ""));
+    a.wait_ready();
+    b.wait_ready();
+    let nodes = |node: &Node| -> Vec<Value> {
+        let doc: Value = serde_json::from_str(&cli_ok(node, &["--json", "cluster"])).unwrap();
+        doc["nodes"].as_array().unwrap().clone()
+    };
+    let listed = nodes(&a);
+    let names: Vec<&str> = listed.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"], "{listed:?}");
+    assert_ne!(listed[0]["instance"], listed[1]["instance"]);
+    for n in &listed {
+        assert_eq!(n["instance"].as_str().map(str::len), Some(16), "{n}");
+        assert_eq!(n["version"], env!("CARGO_PKG_VERSION"), "{n}");
+        assert!(
+            n["seen_at"].is_string() && n["started_at"].is_string(),
+            "{n}"
+        );
+    }
+    // Slow jobs: the heartbeats report as many running as the database holds reserved.
+    rig.insert("default", 4, 20_000);
+    wait_for(Duration::from_secs(30), "the running jobs reported", || {
+        let running: u64 = nodes(&b)
+            .iter()
+            .map(|n| n["jobs_running"].as_u64().unwrap())
+            .sum();
+        let reserved = pg_i64(
+            &rig.db.url,
+            "SELECT count(*) FROM jobs WHERE state = 'reserved'",
+        );
+        (running > 0 && i64::try_from(running) == Ok(reserved)).then_some(())
+    });
+    let text = cli_ok(&b, &["cluster"]);
+    assert!(
+        text.starts_with("NAME") && text.contains("a ") && text.contains("b "),
+        "{text}"
+    );
+    // A node gone silent leaves the list once its heartbeat is 15 s old.
+    b.signal(Signal::KILL);
+    wait_for(Duration::from_secs(40), "b to leave the list", || {
+        let names: Vec<String> = nodes(&a)
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_owned())
+            .collect();
+        (names == ["a"]).then_some(())
+    });
+}

@@ -173,6 +173,7 @@ async fn migrate_until_done(node: NodeInfo, readiness: Readiness, backends: Back
         hostname: crate::sys::hostname(),
         pid: std::process::id(),
         version: node.version.to_owned(),
+        instance: node.instance_id,
     };
     // The heartbeat only refreshes this row, so a registration lost to a passing failure (a
     // full disk at start) would leave the node without a liveness record, and other nodes

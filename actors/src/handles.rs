@@ -32,17 +32,25 @@ pub struct NodeInfo {
     pub started_wall: SystemTime,
     /// Whether the fault-injection RPCs and job kinds (`debug.*`) exist (`CHOM_DEBUG_HOOKS=1`).
     pub debug_hooks: bool,
+    /// This process's instance id (random per start; `chom cluster` shows it).
+    pub instance_id: String,
 }
 
 impl NodeInfo {
     /// A node starting now.
-    pub fn new(node_name: String, version: &'static str, debug_hooks: bool) -> Self {
+    pub fn new(
+        node_name: String,
+        version: &'static str,
+        debug_hooks: bool,
+        instance_id: String,
+    ) -> Self {
         NodeInfo {
             node_name,
             version,
             started_at: Instant::now(),
             started_wall: SystemTime::now(),
             debug_hooks,
+            instance_id,
         }
     }
 }

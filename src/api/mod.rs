@@ -64,6 +64,7 @@ macro_rules! reply {
 
 pub mod alerts;
 pub mod breaker;
+pub mod cluster;
 pub mod debug;
 pub mod failed;
 pub mod jobs;

@@ -27,7 +27,9 @@ use chom_core::token::{ApiToken, TokenHash};
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
-use crate::{Alerts, Backend, Inventory, NodeRecord, Store, StoreError, Tokens, with_timeout};
+use crate::{
+    Alerts, Backend, ClusterNode, Inventory, NodeRecord, Store, StoreError, Tokens, with_timeout,
+};
 
 /// What every store operation answers.
 type Answer<T> = Result<T, StoreError>;
@@ -145,8 +147,12 @@ impl Store for Deadlined {
     async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Answer<u64> {
         self.bulk(self.inner.prune_jobs(cutoff)).await
     }
-    async fn heartbeat(&self, node: &str, live_since: DateTime<Utc>) -> Answer<u64> {
-        self.quick(self.inner.heartbeat(node, live_since)).await
+    async fn heartbeat(&self, node: &str, live_since: DateTime<Utc>, running: u64) -> Answer<u64> {
+        self.quick(self.inner.heartbeat(node, live_since, running))
+            .await
+    }
+    async fn cluster_nodes(&self, live_since: DateTime<Utc>) -> Answer<Vec<ClusterNode>> {
+        self.quick(self.inner.cluster_nodes(live_since)).await
     }
     async fn failed_jobs(&self, limit: u32) -> Answer<Vec<FailedJob>> {
         self.bulk(self.inner.failed_jobs(limit)).await
@@ -303,7 +309,7 @@ mod tests {
             time_out(store.claim("n", &["default".to_owned()], 1)).await,
             (quick, quick)
         );
-        assert_eq!(time_out(store.heartbeat("n", now)).await, (quick, quick));
+        assert_eq!(time_out(store.heartbeat("n", now, 0)).await, (quick, quick));
         assert_eq!(time_out(store.vps_list()).await, (quick, quick));
         let hash = chom_core::token::Secret::from_random(&[0; 32]).hash();
         assert_eq!(time_out(store.authenticate(&hash)).await, (quick, quick));

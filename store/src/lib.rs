@@ -128,6 +128,29 @@ pub struct NodeRecord {
     pub pid: u32,
     /// The node's version.
     pub version: String,
+    /// This process's instance id (random per start).
+    pub instance: String,
+}
+
+/// A live node sharing the database, as `chom cluster` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterNode {
+    /// `node.name`.
+    pub name: String,
+    /// The process instance holding the name (random per start).
+    pub instance: String,
+    /// The host it runs on.
+    pub hostname: String,
+    /// Its process id.
+    pub pid: i64,
+    /// Its version.
+    pub version: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub seen_at: DateTime<Utc>,
+    /// Jobs it was running at that heartbeat.
+    pub jobs_running: u64,
 }
 
 /// Everything the node stores in its database.
@@ -213,7 +236,17 @@ pub trait Store: Inventory + Alerts + Tokens + Send + Sync + 'static {
     /// Record that `node` is alive (nodes.seen_at = now) and count the nodes seen after
     /// `live_since`, this one included (the cluster's size, e.g. for the rate limiter's
     /// per-node share while Redis is away).
-    async fn heartbeat(&self, node: &str, live_since: DateTime<Utc>) -> Result<u64, StoreError>;
+    async fn heartbeat(
+        &self,
+        node: &str,
+        live_since: DateTime<Utc>,
+        jobs_running: u64,
+    ) -> Result<u64, StoreError>;
+    /// The nodes seen after `live_since`, by name.
+    async fn cluster_nodes(
+        &self,
+        live_since: DateTime<Utc>,
+    ) -> Result<Vec<ClusterNode>, StoreError>;
 
     // === dead letters ===
 

@@ -23,7 +23,7 @@ use sqlx::postgres::{PgArguments, PgListener, PgPool, PgRow, Postgres};
 use sqlx::query::Query;
 
 use super::rows::{self, Counts, Shape, SplitBatch};
-use super::{Backend, NodeRecord, Store, StoreError};
+use super::{Backend, ClusterNode, NodeRecord, Store, StoreError};
 
 /// A lazily connected PostgreSQL pool.
 #[derive(Debug, Clone)]
@@ -372,18 +372,44 @@ store_impl!(
 impl PgStore {
     async fn upsert_node(&self, node: &NodeRecord) -> sqlx::Result<()> {
         sqlx::query(
-            "INSERT INTO nodes (name, hostname, pid, version, started_at, seen_at)
-             VALUES ($1, $2, $3, $4, now(), now())
+            "INSERT INTO nodes (name, hostname, pid, version, started_at, seen_at, instance, jobs_running)
+             VALUES ($1, $2, $3, $4, now(), now(), $5, 0)
              ON CONFLICT (name) DO UPDATE SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid,
-                 version = EXCLUDED.version, started_at = now(), seen_at = now()",
+                 version = EXCLUDED.version, started_at = now(), seen_at = now(),
+                 instance = EXCLUDED.instance, jobs_running = 0",
         )
         .bind(&node.name)
         .bind(&node.hostname)
         .bind(i64::from(node.pid))
         .bind(&node.version)
+        .bind(&node.instance)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn live_nodes(&self, live_since: DateTime<Utc>) -> sqlx::Result<Vec<ClusterNode>> {
+        let rows = sqlx::query(
+            "SELECT name, instance, hostname, pid, version, started_at, seen_at, jobs_running
+             FROM nodes WHERE seen_at > $1 ORDER BY name",
+        )
+        .bind(live_since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ClusterNode {
+                    name: row.try_get(0)?,
+                    instance: row.try_get(1)?,
+                    hostname: row.try_get(2)?,
+                    pid: row.try_get(3)?,
+                    version: row.try_get(4)?,
+                    started_at: row.try_get(5)?,
+                    seen_at: row.try_get(6)?,
+                    jobs_running: u64::try_from(row.try_get::<i64, _>(7)?).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     async fn insert_job(&self, job: &NewJob) -> sqlx::Result<Enqueued> {
@@ -517,14 +543,22 @@ impl PgStore {
             .await
     }
 
-    async fn touch_node(&self, node: &str, live_since: DateTime<Utc>) -> sqlx::Result<u64> {
+    async fn touch_node(
+        &self,
+        node: &str,
+        live_since: DateTime<Utc>,
+        running: u64,
+    ) -> sqlx::Result<u64> {
         let live: i64 = sqlx::query_scalar(
-            "WITH touched AS (UPDATE nodes SET seen_at = now() WHERE name = $1 RETURNING name)
+            "WITH touched AS (
+                 UPDATE nodes SET seen_at = now(), jobs_running = $3 WHERE name = $1 RETURNING name
+             )
              SELECT count(*) FROM nodes
              WHERE seen_at > $2 OR name IN (SELECT name FROM touched)",
         )
         .bind(node)
         .bind(live_since)
+        .bind(i64::try_from(running).unwrap_or(i64::MAX))
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(live).unwrap_or(0))

@@ -34,7 +34,7 @@ use sqlx::sqlite::{
 };
 
 use super::rows::{self, Counts, Shape, SplitBatch};
-use super::{Backend, NodeRecord, Store, StoreError};
+use super::{Backend, ClusterNode, NodeRecord, Store, StoreError};
 
 /// A lazily opened SQLite pool in WAL mode.
 #[derive(Debug, Clone)]
@@ -375,20 +375,52 @@ impl SqliteStore {
     async fn upsert_node(&self, node: &NodeRecord) -> sqlx::Result<()> {
         let now = chrono::Utc::now().to_rfc3339();
         sqlx::query(
-            "INSERT INTO nodes (name, hostname, pid, version, started_at, seen_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+            "INSERT INTO nodes (name, hostname, pid, version, started_at, seen_at, instance, jobs_running)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 0)
              ON CONFLICT (name) DO UPDATE SET hostname = excluded.hostname, pid = excluded.pid,
                  version = excluded.version, started_at = excluded.started_at,
-                 seen_at = excluded.seen_at",
+                 seen_at = excluded.seen_at, instance = excluded.instance, jobs_running = 0",
         )
         .bind(&node.name)
         .bind(&node.hostname)
         .bind(i64::from(node.pid))
         .bind(&node.version)
         .bind(now)
+        .bind(&node.instance)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn live_nodes(&self, live_since: DateTime<Utc>) -> sqlx::Result<Vec<ClusterNode>> {
+        let rows = sqlx::query(
+            "SELECT name, instance, hostname, pid, version, started_at, seen_at, jobs_running
+             FROM nodes
+             WHERE CAST(ROUND((julianday(seen_at) - 2440587.5) * 86400000) AS INTEGER) > ?1
+             ORDER BY name",
+        )
+        .bind(live_since.timestamp_millis())
+        .fetch_all(&self.pool)
+        .await?;
+        let time = |text: String| {
+            DateTime::parse_from_rfc3339(&text)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| sqlx::Error::Decode(format!("nodes time `{text}`: {e}").into()))
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(ClusterNode {
+                    name: row.try_get(0)?,
+                    instance: row.try_get(1)?,
+                    hostname: row.try_get(2)?,
+                    pid: row.try_get(3)?,
+                    version: row.try_get(4)?,
+                    started_at: time(row.try_get(5)?)?,
+                    seen_at: time(row.try_get(6)?)?,
+                    jobs_running: u64::try_from(row.try_get::<i64, _>(7)?).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     async fn insert_job(&self, job: &NewJob) -> sqlx::Result<Enqueued> {
@@ -498,12 +530,18 @@ impl SqliteStore {
         Ok(ids)
     }
 
-    async fn touch_node(&self, node: &str, live_since: DateTime<Utc>) -> sqlx::Result<u64> {
+    async fn touch_node(
+        &self,
+        node: &str,
+        live_since: DateTime<Utc>,
+        running: u64,
+    ) -> sqlx::Result<u64> {
         // Same RFC 3339 text as register_node writes; compared as unix milliseconds, as in
         // RESCUE_EXPIRED.
-        sqlx::query("UPDATE nodes SET seen_at = ?2 WHERE name = ?1")
+        sqlx::query("UPDATE nodes SET seen_at = ?2, jobs_running = ?3 WHERE name = ?1")
             .bind(node)
             .bind(Utc::now().to_rfc3339())
+            .bind(i64::try_from(running).unwrap_or(i64::MAX))
             .execute(&self.pool)
             .await?;
         let live: i64 = sqlx::query_scalar(

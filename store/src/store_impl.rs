@@ -246,8 +246,16 @@ macro_rules! store_impl {
                 &self,
                 node: &str,
                 live_since: DateTime<Utc>,
+                jobs_running: u64,
             ) -> Result<u64, StoreError> {
-                Ok(self.touch_node(node, live_since).await?)
+                Ok(self.touch_node(node, live_since, jobs_running).await?)
+            }
+
+            async fn cluster_nodes(
+                &self,
+                live_since: DateTime<Utc>,
+            ) -> Result<Vec<ClusterNode>, StoreError> {
+                Ok(self.live_nodes(live_since).await?)
             }
 
             // === dead letters ===

@@ -124,6 +124,7 @@ fn node(name: &str) -> NodeRecord {
         hostname: "test-host".to_owned(),
         pid: 42,
         version: "0.0.0-test".to_owned(),
+        instance: format!("{name}-instance"),
     }
 }
 
@@ -928,7 +929,7 @@ async fn rescue_expired_takes_only_dead_nodes_stale_jobs(db: &TestDb) {
     for name in ["me", "alive", "dead"] {
         s.register_node(&node(name)).await.unwrap();
     }
-    s.heartbeat("alive", Utc::now()).await.unwrap();
+    s.heartbeat("alive", Utc::now(), 0).await.unwrap();
     db.set_seen_at("dead", long_ago).await;
 
     let mine = reserve_as(db, "me", Some(long_ago)).await;
@@ -1200,16 +1201,36 @@ async fn heartbeat_refreshes_seen_at(db: &TestDb) {
     db.set_seen_at("beating", long_ago).await;
     assert_near(db.seen_at("beating").await, long_ago, "backdated");
     let recent = Utc::now() - chrono::Duration::seconds(30);
-    assert_eq!(s.heartbeat("beating", recent).await.unwrap(), 1, "itself");
+    assert_eq!(
+        s.heartbeat("beating", recent, 3).await.unwrap(),
+        1,
+        "itself"
+    );
     assert_near(db.seen_at("beating").await, Utc::now(), "heartbeat");
     // Nodes seen after the cutoff count; one silent since before it does not.
     s.register_node(&node("other")).await.unwrap();
     s.register_node(&node("silent")).await.unwrap();
     db.set_seen_at("silent", long_ago).await;
-    assert_eq!(s.heartbeat("beating", recent).await.unwrap(), 2);
+    assert_eq!(s.heartbeat("beating", recent, 5).await.unwrap(), 2);
     // An unknown node is not an error (and registers nothing).
-    assert_eq!(s.heartbeat("unknown", recent).await.unwrap(), 2);
+    assert_eq!(s.heartbeat("unknown", recent, 0).await.unwrap(), 2);
     assert_eq!(db.count("nodes").await, 3);
+    // The live ones, by name, with what their heartbeats said.
+    let live = s.cluster_nodes(recent).await.unwrap();
+    let seen: Vec<(&str, &str, u64)> = live
+        .iter()
+        .map(|n| (n.name.as_str(), n.instance.as_str(), n.jobs_running))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("beating", "beating-instance", 5),
+            ("other", "other-instance", 0)
+        ]
+    );
+    assert_eq!((live[0].pid, live[0].version.as_str()), (42, "0.0.0-test"));
+    assert!(live[0].started_at <= live[0].seen_at);
+    assert_near(live[0].seen_at, Utc::now(), "seen_at");
 }
 
 // === inventory ===

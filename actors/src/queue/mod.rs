@@ -167,6 +167,13 @@ impl QueueShared {
             .count()
     }
 
+    /// Workers holding a job now.
+    pub fn busy_workers(&self) -> usize {
+        (0..self.slots.len())
+            .filter(|i| self.slot(*i).assigned.is_some())
+            .count()
+    }
+
     /// Number of worker slots.
     pub fn workers(&self) -> usize {
         self.slots.len()

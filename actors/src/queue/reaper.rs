@@ -105,7 +105,11 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
     let now = Utc::now();
     let live = b
         .store
-        .heartbeat(&ctx.node_name, saturating_before(now, LIVE_WINDOW))
+        .heartbeat(
+            &ctx.node_name,
+            saturating_before(now, LIVE_WINDOW),
+            state.shared.busy_workers() as u64,
+        )
         .await?;
     state.shared.set_live_nodes(live);
 
