@@ -228,7 +228,7 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
 
     let done = [Completion::Completed { id: running }];
     let refused = store
-        .complete(&done)
+        .complete("node-a", &done)
         .await
         .expect_err("a completion cannot be stored on a full disk");
     assert_full(&refused, "complete");
@@ -254,7 +254,7 @@ async fn full_disk_never_acknowledges_unstored_writes_and_recovers_at_once() {
     // Every acknowledged job is stored and was claimable; nothing else was stored.
     assert_eq!(claimed, acknowledged, "claimed jobs = acknowledged jobs");
     store
-        .complete(&done)
+        .complete("node-a", &done)
         .await
         .expect("complete after space returned");
     let finished = store.job(running).await.unwrap().expect("the running job");

@@ -108,8 +108,8 @@ impl Store for Deadlined {
     async fn claim(&self, node: &str, queues: &[String], limit: u32) -> Answer<Vec<Job>> {
         self.quick(self.inner.claim(node, queues, limit)).await
     }
-    async fn complete(&self, batch: &[Completion]) -> Answer<()> {
-        self.quick(self.inner.complete(batch)).await
+    async fn complete(&self, node: &str, batch: &[Completion]) -> Answer<()> {
+        self.quick(self.inner.complete(node, batch)).await
     }
     async fn job(&self, id: i64) -> Answer<Option<Job>> {
         self.quick(self.inner.job(id)).await

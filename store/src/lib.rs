@@ -191,9 +191,10 @@ pub trait Store: Inventory + Alerts + Tokens + Send + Sync + 'static {
         queues: &[String],
         limit: u32,
     ) -> Result<Vec<Job>, StoreError>;
-    /// Apply a batch of completions in one transaction. Only rows still `reserved` are changed
-    /// (a job rescued or killed meanwhile is left alone).
-    async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError>;
+    /// Apply `node`'s batch of completions in one transaction. Only rows still `reserved` by
+    /// `node` are changed: a job rescued or killed meanwhile, or rescued and claimed by another
+    /// node, is left alone (a late result never overwrites the new holder's).
+    async fn complete(&self, node: &str, batch: &[Completion]) -> Result<(), StoreError>;
     /// One job by id.
     async fn job(&self, id: i64) -> Result<Option<Job>, StoreError>;
     /// Jobs matching the filter, newest first.

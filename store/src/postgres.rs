@@ -160,7 +160,7 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
 const COMPLETE: &str = "
     WITH completed AS (
         UPDATE jobs SET state = 'completed', finished_at = now()
-        WHERE id = ANY($1::bigint[]) AND state = 'reserved'
+        WHERE id = ANY($1::bigint[]) AND state = 'reserved' AND reserved_by = $9
     ), retried AS (
         UPDATE jobs
         SET state = 'pending', available_at = r.available_at, last_error = r.error,
@@ -168,11 +168,11 @@ const COMPLETE: &str = "
             attempts = CASE WHEN r.refund THEN GREATEST(jobs.attempts - 1, 0) ELSE jobs.attempts END
         FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $8::boolean[])
             AS r(id, error, available_at, refund)
-        WHERE jobs.id = r.id AND jobs.state = 'reserved'
+        WHERE jobs.id = r.id AND jobs.state = 'reserved' AND jobs.reserved_by = $9
     ), failed AS (
         UPDATE jobs SET state = 'failed', finished_at = now(), last_error = f.error
         FROM unnest($5::bigint[], $6::text[]) AS f(id, error)
-        WHERE jobs.id = f.id AND jobs.state = 'reserved'
+        WHERE jobs.id = f.id AND jobs.state = 'reserved' AND jobs.reserved_by = $9
         RETURNING jobs.id, jobs.queue, jobs.kind, jobs.payload, jobs.attempts,
             jobs.max_attempts, jobs.timeout_ms, f.error
     ), dead AS (
@@ -184,7 +184,7 @@ const COMPLETE: &str = "
         UPDATE jobs
         SET state = 'pending', available_at = now(), attempts = GREATEST(attempts - 1, 0),
             reserved_at = NULL, reserved_by = NULL
-        WHERE id = ANY($7::bigint[]) AND state = 'reserved'
+        WHERE id = ANY($7::bigint[]) AND state = 'reserved' AND reserved_by = $9
     )
     SELECT 1";
 
@@ -519,7 +519,7 @@ impl PgStore {
     }
 
     /// The whole batch in one statement (see `COMPLETE`).
-    async fn apply_completions(&self, split: &SplitBatch) -> sqlx::Result<()> {
+    async fn apply_completions(&self, node: &str, split: &SplitBatch) -> sqlx::Result<()> {
         sqlx::query(COMPLETE)
             .bind(&split.completed)
             .bind(&split.retry_ids)
@@ -529,6 +529,7 @@ impl PgStore {
             .bind(&split.fail_errors)
             .bind(&split.released)
             .bind(&split.retry_refund)
+            .bind(node)
             .execute(&self.pool)
             .await?;
         Ok(())

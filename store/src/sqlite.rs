@@ -136,7 +136,7 @@ static CLAIM_QUEUE: LazyLock<String> = LazyLock::new(|| {
 
 const COMPLETE_COMPLETED: &str = "
     UPDATE jobs SET state = 'completed', finished_at = ?2
-    WHERE state = 'reserved' AND id IN (SELECT value FROM json_each(?1))";
+    WHERE state = 'reserved' AND reserved_by = ?3 AND id IN (SELECT value FROM json_each(?1))";
 
 /// `?1` is a JSON array of `[id, error, available_at_ms, refund]` (refund: a `Defer`, the attempt does not count).
 const COMPLETE_RETRY: &str = "
@@ -147,7 +147,7 @@ const COMPLETE_RETRY: &str = "
     FROM (SELECT value ->> 0 AS id, value ->> 1 AS error, value ->> 2 AS available_at,
                  value ->> 3 AS refund
           FROM json_each(?1)) AS r
-    WHERE jobs.id = r.id AND jobs.state = 'reserved'";
+    WHERE jobs.id = r.id AND jobs.state = 'reserved' AND jobs.reserved_by = ?2";
 
 /// `?1` is a JSON array of `[id, error]`; run before [`COMPLETE_FAIL`], same transaction.
 const COMPLETE_FAIL_DEAD: &str = "
@@ -156,19 +156,19 @@ const COMPLETE_FAIL_DEAD: &str = "
     SELECT j.queue, j.kind, j.payload, f.error, j.id, j.attempts, j.max_attempts, j.timeout_ms, ?2
     FROM (SELECT value ->> 0 AS id, value ->> 1 AS error FROM json_each(?1)) AS f
     JOIN jobs AS j ON j.id = f.id
-    WHERE j.state = 'reserved'
+    WHERE j.state = 'reserved' AND j.reserved_by = ?3
     ORDER BY j.id";
 
 const COMPLETE_FAIL: &str = "
     UPDATE jobs SET state = 'failed', finished_at = ?2, last_error = f.error
     FROM (SELECT value ->> 0 AS id, value ->> 1 AS error FROM json_each(?1)) AS f
-    WHERE jobs.id = f.id AND jobs.state = 'reserved'";
+    WHERE jobs.id = f.id AND jobs.state = 'reserved' AND jobs.reserved_by = ?3";
 
 const COMPLETE_RELEASE: &str = "
     UPDATE jobs
     SET state = 'pending', available_at = ?2, attempts = max(attempts - 1, 0),
         reserved_at = NULL, reserved_by = NULL
-    WHERE state = 'reserved' AND id IN (SELECT value FROM json_each(?1))";
+    WHERE state = 'reserved' AND reserved_by = ?3 AND id IN (SELECT value FROM json_each(?1))";
 
 const QUEUE_COUNTS: &str = "
     SELECT queue,
@@ -469,10 +469,12 @@ impl SqliteStore {
     }
 
     /// One statement per kind of completion present, under one write lock.
-    async fn apply_completions(&self, split: &SplitBatch) -> sqlx::Result<()> {
+    /// Every statement touches only rows still `reserved` by `node` (see PostgreSQL's
+    /// `COMPLETE`).
+    async fn apply_completions(&self, node: &str, split: &SplitBatch) -> sqlx::Result<()> {
         let now = now_ms();
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
-        update_ids(&mut tx, COMPLETE_COMPLETED, &split.completed, now).await?;
+        update_ids(&mut tx, COMPLETE_COMPLETED, &split.completed, now, node).await?;
         if !split.retry_ids.is_empty() {
             let retries: Vec<(i64, &str, i64, bool)> = split
                 .retry_ids
@@ -484,6 +486,7 @@ impl SqliteStore {
                 .collect();
             sqlx::query(COMPLETE_RETRY)
                 .bind(json(&retries))
+                .bind(node)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -498,15 +501,17 @@ impl SqliteStore {
             sqlx::query(COMPLETE_FAIL_DEAD)
                 .bind(&fails)
                 .bind(now)
+                .bind(node)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(COMPLETE_FAIL)
                 .bind(&fails)
                 .bind(now)
+                .bind(node)
                 .execute(&mut *tx)
                 .await?;
         }
-        update_ids(&mut tx, COMPLETE_RELEASE, &split.released, now).await?;
+        update_ids(&mut tx, COMPLETE_RELEASE, &split.released, now, node).await?;
         tx.commit().await
     }
 
@@ -586,11 +591,13 @@ async fn update_ids(
     sql: &'static str,
     ids: &[i64],
     now: i64,
+    node: &str,
 ) -> sqlx::Result<()> {
     if !ids.is_empty() {
         sqlx::query(sql)
             .bind(json(&ids))
             .bind(now)
+            .bind(node)
             .execute(tx)
             .await?;
     }

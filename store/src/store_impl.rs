@@ -134,11 +134,13 @@ macro_rules! store_impl {
                 Ok(jobs)
             }
 
-            async fn complete(&self, batch: &[Completion]) -> Result<(), StoreError> {
+            async fn complete(&self, node: &str, batch: &[Completion]) -> Result<(), StoreError> {
                 if batch.is_empty() {
                     return Ok(());
                 }
-                Ok(self.apply_completions(&SplitBatch::new(batch)).await?)
+                Ok(self
+                    .apply_completions(node, &SplitBatch::new(batch))
+                    .await?)
             }
 
             async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {

@@ -92,7 +92,7 @@ fn retry(id: i64, error: &str, available_at: DateTime<Utc>) -> Completion {
 /// Apply one completion and read its job back.
 async fn complete_one(s: &dyn Store, completion: Completion) -> Job {
     let id = completion.id();
-    s.complete(&[completion]).await.unwrap();
+    s.complete(NODE, &[completion]).await.unwrap();
     get(s, id).await
 }
 
@@ -106,13 +106,16 @@ async fn claim_ids(s: &dyn Store, queue: &str, limit: u32) -> Vec<i64> {
 async fn completed_and_failed(s: &dyn Store, queue: &str, error: &str) -> (i64, i64) {
     let done = reserved_job(s, queue).await.id;
     let failed = reserved_job(s, queue).await.id;
-    s.complete(&[
-        Completion::Completed { id: done },
-        Completion::Fail {
-            id: failed,
-            error: error.to_owned(),
-        },
-    ])
+    s.complete(
+        NODE,
+        &[
+            Completion::Completed { id: done },
+            Completion::Fail {
+                id: failed,
+                error: error.to_owned(),
+            },
+        ],
+    )
     .await
     .unwrap();
     (done, failed)
@@ -294,7 +297,7 @@ async fn unique_key_dedupes_until_finished(db: &TestDb) {
     assert_eq!((again.id, again.existing), (first.id, true));
 
     // Once it completed, the key is free.
-    s.complete(&[Completion::Completed { id: first.id }])
+    s.complete(NODE, &[Completion::Completed { id: first.id }])
         .await
         .unwrap();
     let fresh = s.enqueue(&job).await.unwrap();
@@ -302,10 +305,13 @@ async fn unique_key_dedupes_until_finished(db: &TestDb) {
     assert_ne!(fresh.id, first.id);
     // And after a failure too.
     s.claim(NODE, &queues(&["high"]), 10).await.unwrap();
-    s.complete(&[Completion::Fail {
-        id: fresh.id,
-        error: "gone".into(),
-    }])
+    s.complete(
+        NODE,
+        &[Completion::Fail {
+            id: fresh.id,
+            error: "gone".into(),
+        }],
+    )
     .await
     .unwrap();
     let third = s.enqueue(&job).await.unwrap();
@@ -445,16 +451,46 @@ async fn claim_reserves_and_counts_attempts(db: &TestDb) {
     assert_eq!(&get(s, id).await, job, "returned row is the stored row");
 
     // A retry keeps the count, the next claim adds one.
-    s.complete(&[Completion::Retry {
-        id,
-        error: "first".into(),
-        available_at: at_ms(Utc::now() - chrono::Duration::seconds(1)),
-    }])
+    s.complete(
+        "node-x",
+        &[Completion::Retry {
+            id,
+            error: "first".into(),
+            available_at: at_ms(Utc::now() - chrono::Duration::seconds(1)),
+        }],
+    )
     .await
     .unwrap();
     let again = s.claim("node-y", &queues(&["default"]), 5).await.unwrap();
     assert_eq!(again[0].attempts, 2);
     assert_eq!(again[0].reserved_by.as_deref(), Some("node-y"));
+
+    // A late result from node-x (its job was taken over by node-y) changes nothing, whatever
+    // it says; node-y's own result is applied.
+    for late in [
+        Completion::Completed { id },
+        Completion::Fail {
+            id,
+            error: "late".into(),
+        },
+        Completion::Release { id },
+    ] {
+        s.complete("node-x", &[late]).await.unwrap();
+        let row = get(s, id).await;
+        assert_eq!(
+            (row.state, row.reserved_by.as_deref()),
+            (JobState::Reserved, Some("node-y"))
+        );
+    }
+    assert_eq!(
+        db.count("failed_jobs").await,
+        0,
+        "no dead letter from the late result"
+    );
+    s.complete("node-y", &[Completion::Completed { id }])
+        .await
+        .unwrap();
+    assert_eq!(get(s, id).await.state, JobState::Completed);
 }
 
 async fn concurrent_claimers_never_share_a_job(db: &TestDb) {
@@ -503,11 +539,14 @@ async fn concurrent_claimers_never_share_a_job(db: &TestDb) {
 async fn complete_completed_keeps_last_error(db: &TestDb) {
     let s = db.store();
     let job = reserved_job(s, "default").await;
-    s.complete(&[Completion::Retry {
-        id: job.id,
-        error: "flaky".into(),
-        available_at: at_ms(Utc::now() - chrono::Duration::seconds(1)),
-    }])
+    s.complete(
+        NODE,
+        &[Completion::Retry {
+            id: job.id,
+            error: "flaky".into(),
+            available_at: at_ms(Utc::now() - chrono::Duration::seconds(1)),
+        }],
+    )
     .await
     .unwrap();
     s.claim(NODE, &queues(&["default"]), 1).await.unwrap();
@@ -547,10 +586,13 @@ async fn complete_fail_writes_failed_job(db: &TestDb) {
     let id = enqueue(s, new).await;
     s.claim(NODE, &queues(&["high"]), 1).await.unwrap();
     let before = Utc::now();
-    s.complete(&[Completion::Fail {
-        id,
-        error: "exit status 3: site exists".into(),
-    }])
+    s.complete(
+        NODE,
+        &[Completion::Fail {
+            id,
+            error: "exit status 3: site exists".into(),
+        }],
+    )
     .await
     .unwrap();
     let failed = get(s, id).await;
@@ -644,30 +686,33 @@ async fn complete_applies_a_mixed_batch(db: &TestDb) {
     }
     assert_eq!(s.claim(NODE, &q, 8).await.unwrap().len(), 8);
     let later = at_ms(Utc::now() + chrono::Duration::hours(1));
-    s.complete(&[
-        Completion::Completed { id: all[0] },
-        Completion::Retry {
-            id: all[1],
-            error: "r1".into(),
-            available_at: later,
-        },
-        Completion::Fail {
-            id: all[2],
-            error: "f1".into(),
-        },
-        Completion::Release { id: all[3] },
-        Completion::Completed { id: all[4] },
-        Completion::Fail {
-            id: all[5],
-            error: "f2 with 'quotes' and \"json\" \\ ".into(),
-        },
-        Completion::Retry {
-            id: all[6],
-            error: "r2".into(),
-            available_at: later,
-        },
-        Completion::Release { id: all[7] },
-    ])
+    s.complete(
+        NODE,
+        &[
+            Completion::Completed { id: all[0] },
+            Completion::Retry {
+                id: all[1],
+                error: "r1".into(),
+                available_at: later,
+            },
+            Completion::Fail {
+                id: all[2],
+                error: "f1".into(),
+            },
+            Completion::Release { id: all[3] },
+            Completion::Completed { id: all[4] },
+            Completion::Fail {
+                id: all[5],
+                error: "f2 with 'quotes' and \"json\" \\ ".into(),
+            },
+            Completion::Retry {
+                id: all[6],
+                error: "r2".into(),
+                available_at: later,
+            },
+            Completion::Release { id: all[7] },
+        ],
+    )
     .await
     .unwrap();
     let states: Vec<(JobState, u32, Option<String>)> = {
@@ -717,37 +762,47 @@ async fn complete_only_changes_reserved_rows(db: &TestDb) {
     let s = db.store();
     let pending = enqueue(s, new_job("noop", "batch")).await;
     let done = reserved_job(s, "default").await.id;
-    s.complete(&[Completion::Completed { id: done }])
+    s.complete(NODE, &[Completion::Completed { id: done }])
         .await
         .unwrap();
     let pending_before = get(s, pending).await;
     let done_before = get(s, done).await;
 
     for id in [pending, done] {
-        s.complete(&[Completion::Retry {
-            id,
-            error: "late".into(),
-            available_at: at_ms(Utc::now() + chrono::Duration::hours(1)),
-        }])
+        s.complete(
+            NODE,
+            &[Completion::Retry {
+                id,
+                error: "late".into(),
+                available_at: at_ms(Utc::now() + chrono::Duration::hours(1)),
+            }],
+        )
         .await
         .unwrap();
-        s.complete(&[Completion::Fail {
-            id,
-            error: "late".into(),
-        }])
+        s.complete(
+            NODE,
+            &[Completion::Fail {
+                id,
+                error: "late".into(),
+            }],
+        )
         .await
         .unwrap();
-        s.complete(&[Completion::Release { id }]).await.unwrap();
-        s.complete(&[Completion::Completed { id }]).await.unwrap();
+        s.complete(NODE, &[Completion::Release { id }])
+            .await
+            .unwrap();
+        s.complete(NODE, &[Completion::Completed { id }])
+            .await
+            .unwrap();
     }
     assert_eq!(get(s, pending).await, pending_before);
     assert_eq!(get(s, done).await, done_before);
     assert_eq!(db.count("failed_jobs").await, 0);
     // Unknown ids and an empty batch are no-ops.
-    s.complete(&[Completion::Completed { id: 999_999 }])
+    s.complete(NODE, &[Completion::Completed { id: 999_999 }])
         .await
         .unwrap();
-    s.complete(&[]).await.unwrap();
+    s.complete(NODE, &[]).await.unwrap();
 }
 
 async fn plain_sql_insert_is_claimable(db: &TestDb) {
@@ -784,10 +839,13 @@ async fn bad_json_payload_is_stored_as_is(db: &TestDb) {
     assert_eq!(get(s, id).await.payload, payload);
     let claimed = s.claim(NODE, &queues(&["default"]), 1).await.unwrap();
     assert_eq!(claimed[0].payload, payload);
-    s.complete(&[Completion::Fail {
-        id,
-        error: "invalid payload: key must be a string at line 1 column 2".into(),
-    }])
+    s.complete(
+        NODE,
+        &[Completion::Fail {
+            id,
+            error: "invalid payload: key must be a string at line 1 column 2".into(),
+        }],
+    )
     .await
     .unwrap();
     assert_eq!(s.failed_jobs(1).await.unwrap()[0].payload, payload);
@@ -989,7 +1047,7 @@ async fn kill_stuck_fails_old_reservations(db: &TestDb) {
     assert_eq!(get(s, fresh).await.state, JobState::Reserved);
     assert_eq!(get(s, pending).await.state, JobState::Pending);
     // The late completion of the killed job changes nothing.
-    s.complete(&[Completion::Completed { id: old }])
+    s.complete(NODE, &[Completion::Completed { id: old }])
         .await
         .unwrap();
     assert_eq!(get(s, old).await.state, JobState::Failed);
@@ -1030,10 +1088,13 @@ async fn fail_one(s: &dyn Store, kind: &str, error: &str) -> i64 {
     let id = enqueue(s, job).await;
     let claimed = s.claim(NODE, &queues(&["default"]), 1).await.unwrap();
     assert_eq!(ids(&claimed), vec![id]);
-    s.complete(&[Completion::Fail {
-        id,
-        error: error.to_owned(),
-    }])
+    s.complete(
+        NODE,
+        &[Completion::Fail {
+            id,
+            error: error.to_owned(),
+        }],
+    )
     .await
     .unwrap();
     id
@@ -1895,17 +1956,20 @@ async fn listings_carry_bounded_previews(db: &TestDb) {
     let claimed = s.claim(NODE, &queues(&["default"]), 10).await.unwrap();
     assert_eq!(claimed.len(), 2);
     let error = format!("b{}", "€".repeat(20_000)); // 60 KB
-    s.complete(&[
-        Completion::Retry {
-            id: small,
-            error: error.clone(),
-            available_at: Utc::now(),
-        },
-        Completion::Fail {
-            id,
-            error: error.clone(),
-        },
-    ])
+    s.complete(
+        NODE,
+        &[
+            Completion::Retry {
+                id: small,
+                error: error.clone(),
+                available_at: Utc::now(),
+            },
+            Completion::Fail {
+                id,
+                error: error.clone(),
+            },
+        ],
+    )
     .await
     .unwrap();
     let retried = get(s, small).await;

@@ -153,7 +153,7 @@ async fn write(shared: &QueueShared) -> Result<usize, store::StoreError> {
     }
     let started = Instant::now();
     let one = |b: Vec<Completion>| async {
-        match backends.store.complete(&b).await {
+        match backends.store.complete(&shared.ctx.node_name, &b).await {
             Ok(()) => Ok(b.len()),
             Err(error) => Err((b, error)),
         }
