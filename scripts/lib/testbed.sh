@@ -299,7 +299,8 @@ tb_leftovers() { # ID
 tb_sweep() {
     local lock dir id owner start
     exec {lock}>"$TB_RUNS/.sweep.lock"
-    flock -n "$lock" || { exec {lock}>&-; return 0; }
+    # Waits for a concurrent sweep, so that a sweep that returns has seen every dead run.
+    flock -w 60 "$lock" || { exec {lock}>&-; tb_err "timed out waiting for $TB_RUNS/.sweep.lock"; return 1; }
     for dir in "$TB_RUNS"/run-*; do
         [ -d "$dir" ] || continue
         id=${dir##*/run-}
