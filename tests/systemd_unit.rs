@@ -10,9 +10,8 @@ use std::process::{Command, Output};
 
 const UNIT: &str = include_str!("../deploy/systemd/chom.service");
 
-/// Where the installed binary lives; the copies point ExecStart at the built one instead.
-const INSTALLED_EXEC_START: &str =
-    "ExecStart=/usr/local/bin/chom node --config /etc/chom/chom.toml";
+/// Where the Debian package installs the binary; the copies point ExecStart at the built one.
+const INSTALLED_EXEC_START: &str = "ExecStart=/usr/bin/chom node --config /etc/chom/chom.toml";
 
 /// Highest acceptable `systemd-analyze security` exposure (0.0 best, 10.0 worst).
 const MAX_EXPOSURE: f64 = 1.5;
@@ -148,7 +147,9 @@ fn unit_is_hardened_and_keeps_the_directives_the_node_relies_on() {
         "RestartPreventExitStatus=78",
         "TimeoutStopSec=60",
         "KillMode=mixed",
+        // The plan's resource limits (SPEC.md "Deployment").
         "MemoryMax=512M",
+        "CPUQuota=150%",
         "LimitNOFILE=65536",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
