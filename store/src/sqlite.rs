@@ -393,8 +393,12 @@ impl SqliteStore {
     }
 
     async fn live_nodes(&self, live_since: DateTime<Utc>) -> sqlx::Result<Vec<ClusterNode>> {
+        // `nodes` keeps RFC 3339 text: read as unix milliseconds, as RESCUE_EXPIRED compares it,
+        // so `time_column` decodes it like every other time.
         let rows = sqlx::query(
-            "SELECT name, instance, hostname, pid, version, started_at, seen_at, jobs_running
+            "SELECT name, instance, hostname, pid, version, jobs_running,
+                 CAST(ROUND((julianday(started_at) - 2440587.5) * 86400000) AS INTEGER) AS started,
+                 CAST(ROUND((julianday(seen_at) - 2440587.5) * 86400000) AS INTEGER) AS seen
              FROM nodes
              WHERE CAST(ROUND((julianday(seen_at) - 2440587.5) * 86400000) AS INTEGER) > ?1
              ORDER BY name",
@@ -402,11 +406,6 @@ impl SqliteStore {
         .bind(live_since.timestamp_millis())
         .fetch_all(&self.pool)
         .await?;
-        let time = |text: String| {
-            DateTime::parse_from_rfc3339(&text)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| sqlx::Error::Decode(format!("nodes time `{text}`: {e}").into()))
-        };
         rows.iter()
             .map(|row| {
                 Ok(ClusterNode {
@@ -415,9 +414,9 @@ impl SqliteStore {
                     hostname: row.try_get(2)?,
                     pid: row.try_get(3)?,
                     version: row.try_get(4)?,
-                    started_at: time(row.try_get(5)?)?,
-                    seen_at: time(row.try_get(6)?)?,
-                    jobs_running: u64::try_from(row.try_get::<i64, _>(7)?).unwrap_or(0),
+                    jobs_running: u64::try_from(row.try_get::<i64, _>(5)?).unwrap_or(0),
+                    started_at: time_column(row, "started")?,
+                    seen_at: time_column(row, "seen")?,
                 })
             })
             .collect()
