@@ -5,6 +5,7 @@
 //! ├── store               database pool + cache client
 //! ├── fleet (dynamic one_for_one)
 //! │   ├── inventory       keeps one vps actor per row of vps_servers
+//! │   ├── breaker-sync    adopts the breaker changes other nodes publish (Redis)
 //! │   └── vps:<id>        SSH session + circuit breaker of one server (added at run time)
 //! ├── queue (one_for_one)
 //! │   ├── completer       batched writes of job results
@@ -36,10 +37,11 @@ use std::time::Duration;
 
 use chom_actors::backends::{PublishedBackends, StoreActor, StoreArgs};
 use chom_actors::context::NodeContext;
+use chom_actors::fleet::breaker_sync::BreakerSyncActor;
 use chom_actors::fleet::breakers::BreakerBoard;
 use chom_actors::fleet::inventory::{InventoryActor, InventoryArgs};
 use chom_actors::fleet::{Fleet, FleetContext};
-use chom_actors::handles::{NodeInfo, Readiness, StartFaults};
+use chom_actors::handles::{NodeInfo, Peers, Readiness, StartFaults};
 use chom_actors::metrics::Metrics;
 use chom_actors::monitors::health_actor::{HealthActor, HealthArgs};
 use chom_actors::monitors::memory::{MemoryActor, MemoryArgs};
@@ -159,6 +161,7 @@ pub fn assemble(
     let readiness = Readiness::default();
     let breakers = BreakerBoard::default();
     let spikes = SpikeReports::default();
+    let peers = Peers::new(&info.instance_id);
     let observability = ObservabilityClient::new(ObservabilityDeps {
         config: config.observability.clone(),
         breaker: BreakerSettings::from(&config.breaker),
@@ -173,6 +176,7 @@ pub fn assemble(
         published: published.clone(),
         readiness: readiness.clone(),
         breakers,
+        peers: peers.clone(),
     });
     // The queue's shared state.
     let queue = QueueShared::new(
@@ -184,6 +188,7 @@ pub fn assemble(
             node_name: info.node_name.clone(),
             debug_hooks: info.debug_hooks,
             spikes: spikes.clone(),
+            peers,
         },
         config.queue.workers as usize,
     );
@@ -401,9 +406,11 @@ fn queue(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionConfi
 }
 
 /// `fleet` (dynamic one_for_one): `inventory` first, which adds a `vps:<id>` child per server
-/// (and removes them) through this supervisor. A restarted fleet starts with `inventory`
-/// alone, which adds the servers again.
+/// (and removes them) through this supervisor, and `breaker-sync`, which hands the breaker
+/// changes other nodes publish to those children. A restarted fleet starts with these two
+/// alone; `inventory` adds the servers again.
 fn fleet(fleet: Arc<Fleet>, observer: Arc<NodeObserver>, sup: &SupervisionConfig) -> ChildSpec {
+    let fleet_for_sync = fleet.clone();
     let inventory = ChildSpec::worker("inventory", move |start: StartCtx| {
         let args = InventoryArgs {
             fleet: fleet.clone(),
@@ -415,7 +422,21 @@ fn fleet(fleet: Arc<Fleet>, observer: Arc<NodeObserver>, sup: &SupervisionConfig
             Ok(actor.get_cell())
         }
     });
-    subtree("fleet", Strategy::OneForOne, vec![inventory], observer, sup)
+    let sync = ChildSpec::worker("breaker-sync", move |start: StartCtx| {
+        let fleet = fleet_for_sync.clone();
+        async move {
+            let (actor, _) =
+                Actor::spawn_linked(None, BreakerSyncActor, fleet, start.supervisor).await?;
+            Ok(actor.get_cell())
+        }
+    });
+    subtree(
+        "fleet",
+        Strategy::OneForOne,
+        vec![inventory, sync],
+        observer,
+        sup,
+    )
 }
 
 fn monitors(node: &NodeContext, observer: Arc<NodeObserver>, sup: &SupervisionConfig) -> ChildSpec {

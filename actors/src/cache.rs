@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use chom_core::config::{CacheConfig, CacheKind};
 use fred::prelude::{
-    Builder, ClientLike, Config as RedisConfig, Expiration, KeysInterface, LuaInterface,
-    ReconnectPolicy,
+    Builder, ClientLike, Config as RedisConfig, Expiration, FromValue, KeysInterface, LuaInterface,
+    ReconnectPolicy, SetOptions, Value,
 };
 use sha1::{Digest as _, Sha1};
 
@@ -173,11 +173,53 @@ impl Cache {
         keys: Vec<String>,
         args: Vec<i64>,
     ) -> Result<Vec<i64>, CacheError> {
+        self.eval(script, keys, args).await
+    }
+
+    /// Write `value` under `key` for `ttl` unless the key exists; whether it was written.
+    pub async fn set_if_absent(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        match self {
+            Cache::Memory(m) => {
+                let now = Instant::now();
+                if m.get(key, now).is_some() {
+                    return Ok(false);
+                }
+                m.set(key, value, Some(now + ttl));
+                Ok(true)
+            }
+            Cache::Redis(client) => {
+                let expire = Some(Expiration::PX(ttl.as_millis().max(1) as i64));
+                let written: Option<String> = client
+                    .set(key, value, expire, Some(SetOptions::NX), false)
+                    .await?;
+                Ok(written.is_some())
+            }
+        }
+    }
+
+    /// Run `script` on `keys` with `args` and read its answer as `R`. Redis only: the
+    /// in-process cache answers [`CacheError::NoScripts`].
+    pub async fn eval<R, A>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<A>,
+    ) -> Result<R, CacheError>
+    where
+        R: FromValue,
+        A: TryInto<Value> + Clone + Send,
+        A::Error: Into<fred::error::Error> + Send,
+    {
         let Cache::Redis(client) = self else {
             return Err(CacheError::NoScripts);
         };
         let by_sha = client
-            .evalsha::<Vec<i64>, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
+            .evalsha::<R, _, _, _>(script.sha1.as_str(), keys.clone(), args.clone())
             .await;
         match by_sha {
             Err(e) if e.details().starts_with("NOSCRIPT") => {

@@ -9,7 +9,7 @@
 //! ([`crate::context::NodeContext`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
@@ -18,6 +18,47 @@ use ractor::ActorRef;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
+
+/// This process among the nodes sharing its database: its instance id (what it holds leases
+/// and trial calls under in the cache) and how many nodes heartbeat there now (the reaper
+/// counts them at each tick; 0 before the first). Cloning shares the count.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    instance: Arc<str>,
+    live: Arc<AtomicU64>,
+}
+
+impl Peers {
+    /// This process, known as `instance`, with no count yet.
+    pub fn new(instance: &str) -> Peers {
+        Peers {
+            instance: instance.into(),
+            live: Arc::default(),
+        }
+    }
+
+    /// This process's instance id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Nodes that heartbeat recently, this one included (0 before the first count).
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Set by the reaper after each heartbeat.
+    pub fn set_live(&self, nodes: u64) {
+        self.live.store(nodes, Ordering::Relaxed);
+    }
+}
+
+impl Default for Peers {
+    /// A process alone, with a random instance id (tests, tools).
+    fn default() -> Peers {
+        Peers::new(&format!("{:016x}", rand::random::<u64>()))
+    }
+}
 
 /// Who this node is: fixed for the life of the process.
 #[derive(Debug, Clone)]

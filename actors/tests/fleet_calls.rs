@@ -40,6 +40,7 @@ async fn start_with(sshd: &Sshd, config: Config) -> Arc<Fleet> {
         published: Default::default(),
         readiness: Default::default(),
         breakers: Default::default(),
+        peers: Default::default(),
     });
     start_server(&fleet, sshd, "web-1").await;
     fleet

@@ -418,6 +418,52 @@ impl Breaker {
         self.set(Inner::Disabled);
     }
 
+    /// Take on the state another node published (a [`Snapshot`] it took at a decisive change:
+    /// opened, forced open, disabled or closed), so that every node's breaker for a server
+    /// agrees within one synchronisation. Only the state travels: the open period's end and
+    /// the trips (so the next period grows the same everywhere) and a forced-open reason; each
+    /// node keeps counting its own failures, which closing forgets. A published half-open
+    /// state (another node's trial under way) reads as open with no time left, and leaves a
+    /// breaker that is half-open itself alone. Permits issued before are stale for the result.
+    pub fn adopt(
+        &mut self,
+        shared: &Snapshot,
+        now: Instant,
+        wall_now: DateTime<Utc>,
+    ) -> Option<Transition> {
+        let from = self.state(now);
+        let same = match shared.state {
+            BreakerState::HalfOpen => from == BreakerState::HalfOpen,
+            BreakerState::Closed | BreakerState::Disabled => from == shared.state,
+            BreakerState::ForcedOpen => {
+                from == shared.state && self.info(now).reason == shared.reason
+            }
+            BreakerState::Open => false,
+        };
+        if same {
+            return None;
+        }
+        let mut adopted = Breaker::restore(self.settings.clone(), shared, now, wall_now);
+        adopted.failures = match adopted.inner {
+            Inner::Closed | Inner::Disabled => VecDeque::new(),
+            _ => std::mem::take(&mut self.failures),
+        };
+        *self = adopted;
+        self.transition(from, now)
+    }
+
+    /// A trial permit the cluster did not allow (another node holds this open period's trial
+    /// call): the slot is given back and the caller is turned away as by a half-open breaker
+    /// whose trials are all in flight.
+    pub fn trial_elsewhere(&mut self, permit: Permit) -> Rejection {
+        self.on_cancel(permit);
+        Rejection {
+            state: BreakerState::HalfOpen,
+            retry_in: Some(Duration::from_secs(1)),
+            reason: None,
+        }
+    }
+
     /// For `chom breaker list`.
     pub fn info(&self, now: Instant) -> BreakerInfo {
         let failures = self
@@ -691,6 +737,71 @@ mod tests {
         assert!(Snapshot::from_json("{not json").is_err());
     }
 
+    #[test]
+    fn adopting_a_published_state_opens_closes_and_forces_here_too() {
+        let t0 = Instant::now();
+        let wall = Utc::now();
+        let mut leader = Breaker::new(seed());
+        let mut follower = Breaker::new(seed());
+        fail_quietly(&mut follower, t0, 2, Duration::from_secs(1));
+        trip(&mut leader, t0);
+        let shared = leader.snapshot(t0, wall);
+        let t = follower.adopt(&shared, t0, wall).expect("a transition");
+        assert_eq!((t.from, t.to), (BreakerState::Closed, BreakerState::Open));
+        assert_eq!(
+            follower.info(t0).open_remaining_ms,
+            leader.info(t0).open_remaining_ms
+        );
+        assert_eq!(follower.info(t0).trips, 1);
+        assert_eq!(
+            follower.info(t0).failures,
+            2,
+            "its own failures are kept while open"
+        );
+        // Rejected without a call, like the leader.
+        assert!(follower.try_acquire(t0).is_err());
+        // Adopting the same state again changes nothing.
+        assert_eq!(follower.adopt(&shared, t0, wall), None);
+        // The leader's trial closes it: the follower closes and forgets its failures.
+        let period = seed().open_timeout + Duration::from_secs(1);
+        let later = t0 + period;
+        let trial = leader.try_acquire(later).expect("trial");
+        leader.on_success(trial, later);
+        let closed = leader.snapshot(later, wall + period);
+        let t = follower.adopt(&closed, later, wall + period);
+        assert_eq!(t.map(|t| t.to), Some(BreakerState::Closed));
+        assert_eq!(
+            (follower.info(later).failures, follower.info(later).trips),
+            (0, 0)
+        );
+        // Forced open with a reason, then a new reason.
+        leader.force_open("maintenance".into(), later);
+        follower.adopt(&leader.snapshot(later, wall), later, wall);
+        assert_eq!(follower.info(later).reason.as_deref(), Some("maintenance"));
+        leader.force_open("host key".into(), later);
+        assert_eq!(
+            follower.adopt(&leader.snapshot(later, wall), later, wall),
+            None
+        );
+        assert_eq!(follower.info(later).reason.as_deref(), Some("host key"));
+    }
+
+    #[test]
+    fn a_trial_held_elsewhere_gives_the_slot_back() {
+        let t0 = Instant::now();
+        let mut b = opened(t0);
+        let later = t0 + seed().open_timeout + Duration::from_secs(1);
+        let trial = b.try_acquire(later).expect("trial");
+        let rejection = b.trial_elsewhere(trial);
+        assert_eq!(rejection.state, BreakerState::HalfOpen);
+        assert_eq!(b.info(later).trials_in_flight, 0);
+        // Another node's published half-open state leaves this one alone.
+        let mut other = opened(t0);
+        let _ = other.try_acquire(later).expect("trial");
+        let shared = other.snapshot(later, Utc::now());
+        assert_eq!(b.adopt(&shared, later, Utc::now()), None);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Acquire,
@@ -775,6 +886,37 @@ mod tests {
                     prop_assert_eq!(a.failures, c.failures);
                     prop_assert_eq!(a.trips, c.trips);
                     prop_assert_eq!(a.reason, c.reason);
+                }
+            }
+        }
+
+        /// A follower that adopts the leader's state at each of its decisive changes agrees
+        /// with it on whether calls pass, on the trips and on the end of the open period.
+        #[test]
+        fn a_follower_adopting_each_change_agrees_with_the_leader(
+            ops in proptest::collection::vec(op(), 1..200),
+        ) {
+            let mut leader = Breaker::new(seed());
+            let mut follower = Breaker::new(seed());
+            let mut now = Instant::now();
+            let wall = Utc::now();
+            let mut held: Vec<Permit> = Vec::new();
+            for op in ops {
+                let before = leader.state(now);
+                match op {
+                    Op::Wait(ms) => now += Duration::from_millis(ms),
+                    Op::Acquire => if let Ok(p) = leader.try_acquire(now) { held.push(p) },
+                    Op::Succeed => if let Some(p) = held.pop() { leader.on_success(p, now); },
+                    Op::Cancel => if let Some(p) = held.pop() { leader.on_cancel(p); },
+                    Op::Fail => if let Some(p) = held.pop() { leader.on_failure(p, now); },
+                }
+                let after = leader.state(now);
+                if after != before && after != BreakerState::HalfOpen {
+                    follower.adopt(&leader.snapshot(now, wall), now, wall);
+                    let (l, f) = (leader.info(now), follower.info(now));
+                    prop_assert_eq!(f.state, l.state);
+                    prop_assert_eq!(f.trips, l.trips);
+                    prop_assert_eq!(f.open_remaining_ms, l.open_remaining_ms);
                 }
             }
         }

@@ -14,6 +14,7 @@ pub mod breaker;
 pub mod config;
 pub mod inventory;
 pub mod job;
+pub mod lease;
 pub mod limits;
 pub mod observe;
 pub mod policy;

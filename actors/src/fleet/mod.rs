@@ -15,10 +15,12 @@
 //! config's `[[vps]]` entries at start, starts an actor per row and stops actors of removed
 //! rows, at start, on `chom vps add|remove`, and every 30 s (servers added by another node).
 
+pub mod breaker_sync;
 pub mod breakers;
 mod exec;
 mod failure;
 pub mod inventory;
+pub mod slots;
 pub mod vps;
 
 use std::collections::HashMap;
@@ -38,6 +40,7 @@ use crate::handles::Readiness;
 use crate::metrics::Metrics;
 use exec::{Bulkhead, MAX_WAITING, Retry, outcome_label};
 use failure::Failure;
+use slots::{ClusterSlots, Unshared};
 use vps::{Observation, VpsMsg};
 
 /// Time to wait for a VPS actor that is being restarted before giving up on an attempt.
@@ -56,14 +59,21 @@ pub struct FleetContext {
     pub readiness: Readiness,
     /// Where the VPS actors keep their breaker states for the rest of the node.
     pub breakers: breakers::BreakerBoard,
+    /// The nodes sharing the fleet: whose leases and trial calls these are, and how many
+    /// share a server's slots when the cache cannot be reached.
+    pub peers: crate::handles::Peers,
 }
+
+/// A server's local bulkhead and the count of its commands running without a cluster lease.
+type ServerSlots = (Arc<Bulkhead>, Arc<Unshared>);
 
 /// What the fleet's actors and callers share.
 pub struct Fleet {
     /// What the fleet uses of the node.
     pub ctx: FleetContext,
     actors: Mutex<HashMap<String, ActorRef<VpsMsg>>>,
-    bulkheads: Mutex<HashMap<String, Arc<Bulkhead>>>,
+    bulkheads: Mutex<HashMap<String, ServerSlots>>,
+    slots: ClusterSlots,
     key: tokio::sync::Mutex<Option<Arc<chom_ssh::PrivateKey>>>,
     inventory: Mutex<Option<ActorRef<inventory::InventoryMsg>>>,
 }
@@ -113,8 +123,10 @@ pub enum ExecError {
 impl Fleet {
     /// Shared state for a node.
     pub fn new(ctx: FleetContext) -> Arc<Fleet> {
+        let slots = ClusterSlots::new(ctx.peers.clone(), ctx.config.queue.retry_after);
         Arc::new(Fleet {
             ctx,
+            slots,
             actors: Mutex::default(),
             bulkheads: Mutex::default(),
             key: tokio::sync::Mutex::new(None),
@@ -178,13 +190,13 @@ impl Fleet {
         self.bulkheads.lock().expect("fleet lock").remove(vps);
     }
 
-    fn bulkhead(&self, vps: &str) -> Arc<Bulkhead> {
+    fn bulkhead(&self, vps: &str) -> ServerSlots {
         let max = self.ctx.config.ssh.max_concurrent.max(1) as usize;
         self.bulkheads
             .lock()
             .expect("fleet lock")
             .entry(vps.to_owned())
-            .or_insert_with(|| Arc::new(Bulkhead::new(max, MAX_WAITING)))
+            .or_insert_with(|| (Arc::new(Bulkhead::new(max, MAX_WAITING)), Arc::default()))
             .clone()
     }
 
@@ -276,12 +288,25 @@ impl Fleet {
     /// Under a permit: a bulkhead slot, the session, and the command under its time limit.
     async fn call(&self, actor: &ActorRef<VpsMsg>, vps: &str, line: &str, attempt: u32) -> Called {
         let ssh = &self.ctx.config.ssh;
-        let Some(slot) = self.bulkhead(vps).enter(ssh.queue_timeout).await else {
-            return Called::before_command(Failure::busy(
-                vps,
-                ssh.max_concurrent,
-                ssh.queue_timeout,
-            ));
+        let deadline = tokio::time::Instant::now() + ssh.queue_timeout;
+        let busy =
+            || Called::before_command(Failure::busy(vps, ssh.max_concurrent, ssh.queue_timeout));
+        let (bulkhead, unshared) = self.bulkhead(vps);
+        let Some(slot) = bulkhead.enter(ssh.queue_timeout).await else {
+            return busy();
+        };
+        let lease = match self.ctx.published.current() {
+            Some(backends) => {
+                let max = ssh.max_concurrent.max(1);
+                let leased = self
+                    .slots
+                    .lease(&backends.cache, vps, max, &unshared, deadline);
+                match leased.await {
+                    Ok(lease) => Some(lease),
+                    Err(_) => return busy(),
+                }
+            }
+            None => None,
         };
         let (session, generation) = match session(actor, vps).await {
             Ok(session) => session,
@@ -297,7 +322,7 @@ impl Fleet {
             .exec(line, ssh.command_timeout, ssh.max_output as usize)
             .await
             .map_err(|e| Failure::from_ssh(&e));
-        drop(slot);
+        drop((lease, slot));
         Called {
             result,
             generation: Some(generation),

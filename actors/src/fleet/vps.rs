@@ -11,13 +11,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chom_core::breaker::{Breaker, BreakerInfo, BreakerSettings, Permit, Rejection, Snapshot};
+use chom_core::breaker::{
+    Breaker, BreakerInfo, BreakerSettings, BreakerState, Permit, Rejection, Snapshot,
+};
 use chom_core::inventory::VpsServer;
 use chom_ssh::{HostKeyCheck, Session, SshError, Target};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::Fleet;
+use super::{Fleet, breaker_sync};
+use crate::cache::Cache;
 
 /// The actor.
 pub struct VpsActor;
@@ -83,6 +86,8 @@ pub enum VpsMsg {
     Info(RpcReplyPort<VpsInfo>),
     /// An operator action; answers with the new state.
     Operator(BreakerCommand, RpcReplyPort<VpsInfo>),
+    /// Another node's published breaker change (`fleet/breaker-sync`): adopt it.
+    Adopt(Snapshot),
     /// Fault injection (debug hooks only): panic in the handler.
     Panic,
 }
@@ -123,13 +128,14 @@ impl Actor for VpsActor {
             }
             None => Breaker::new(settings),
         };
-        let state = VpsState {
+        let mut state = VpsState {
             fleet: args.fleet,
             server: args.server,
             breaker,
             session: None,
             generation: 0,
         };
+        adopt_published(&mut state).await;
         publish(&state);
         state.fleet.register(&state.server.id, myself);
         Ok(state)
@@ -149,6 +155,7 @@ impl Actor for VpsActor {
                 let _ = reply.send(session(state).await);
             }
             VpsMsg::Observe(permit, observation) => observe(state, permit, observation).await,
+            VpsMsg::Adopt(snapshot) => adopt(state, &snapshot).await,
             VpsMsg::Info(reply) => {
                 let _ = reply.send(info(state));
             }
@@ -201,7 +208,106 @@ async fn acquire(state: &mut VpsState) -> Result<Permit, Rejection> {
         info!(vps = %state.server.id, from = before.as_str(), to = after.as_str(), "circuit breaker changed state");
         changed(state).await;
     }
-    result
+    match result {
+        Ok(permit) if permit.is_trial() && !take_trial(state).await => {
+            Err(state.breaker.trial_elsewhere(permit))
+        }
+        other => other,
+    }
+}
+
+/// Whether this node may make the trial call (it holds, or now took, the server's trial
+/// token). Alone, or with the cache unreachable, it may: the breaker then works per node.
+async fn take_trial(state: &VpsState) -> bool {
+    let Some(cache) = shared_cache(state) else {
+        return true;
+    };
+    let me = state.fleet.ctx.peers.instance();
+    let key = breaker_sync::trial_key(&state.server.id);
+    let ssh = &state.fleet.ctx.config.ssh;
+    let lasts = ssh.connect_timeout + ssh.command_timeout + Duration::from_secs(5);
+    match cache.set_if_absent(&key, me, lasts).await {
+        Ok(true) => true,
+        Ok(false) => match cache.get(&key).await {
+            Ok(holder) => holder.as_deref() == Some(me),
+            Err(_) => true,
+        },
+        Err(error) => {
+            warn!(vps = %state.server.id, %error, "cannot take the trial token; trying alone");
+            true
+        }
+    }
+}
+
+/// After a trial's outcome: closed, the token goes (calls pass anyway); open again, it stays
+/// until the new open period ends, so no other node starts a trial before it learns of the
+/// reopening; a trial that did not reach the host gives the token back.
+async fn settle_trial(state: &VpsState) {
+    let Some(cache) = shared_cache(state) else {
+        return;
+    };
+    let key = breaker_sync::trial_key(&state.server.id);
+    let info = state.breaker.info(Instant::now());
+    let result = match info.open_remaining_ms {
+        Some(ms) if info.state == BreakerState::Open => {
+            let me = state.fleet.ctx.peers.instance();
+            cache
+                .set(&key, me, Some(Duration::from_millis(ms.max(1))))
+                .await
+        }
+        _ => cache.delete(&key).await,
+    };
+    if let Err(error) = result {
+        debug!(vps = %state.server.id, %error, "cannot settle the trial token; it lapses by itself");
+    }
+}
+
+/// The cache, when it is shared with other nodes (Redis).
+fn shared_cache(state: &VpsState) -> Option<Cache> {
+    let backends = state.fleet.ctx.published.current()?;
+    (!matches!(backends.cache, Cache::Memory(_))).then(|| backends.cache.clone())
+}
+
+/// Adopt another node's published change.
+async fn adopt(state: &mut VpsState, snapshot: &Snapshot) {
+    let t = state
+        .breaker
+        .adopt(snapshot, Instant::now(), chrono::Utc::now());
+    if let Some(t) = t {
+        info!(vps = %state.server.id, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed state as another node published");
+        changed(state).await;
+    }
+}
+
+/// At start: the state the cluster last published for this server, if another node did.
+async fn adopt_published(state: &mut VpsState) {
+    let Some(cache) = shared_cache(state) else {
+        return;
+    };
+    match breaker_sync::published(&cache, &state.server.id).await {
+        Ok(Some(record)) if record.by != state.fleet.ctx.peers.instance() => {
+            adopt(state, &record.snapshot).await;
+        }
+        Ok(_) => {}
+        Err(error) => {
+            warn!(vps = %state.server.id, %error, "cannot read the shared breaker state; starting from this node's own");
+        }
+    }
+}
+
+/// Publish a decisive change made here (not one adopted) for the other nodes.
+async fn share(state: &VpsState) {
+    let Some(cache) = shared_cache(state) else {
+        return;
+    };
+    if state.breaker.state(Instant::now()) == BreakerState::HalfOpen {
+        return;
+    }
+    let snapshot = state.breaker.snapshot(Instant::now(), chrono::Utc::now());
+    let me = state.fleet.ctx.peers.instance();
+    if let Err(error) = breaker_sync::publish(&cache, &state.server.id, me, &snapshot).await {
+        warn!(vps = %state.server.id, %error, "cannot publish the breaker's change to the other nodes");
+    }
 }
 
 async fn session(state: &mut VpsState) -> Result<(Session, u64), SshError> {
@@ -241,6 +347,8 @@ async fn session(state: &mut VpsState) -> Result<(Session, u64), SshError> {
 }
 
 async fn observe(state: &mut VpsState, permit: Permit, observation: Observation) {
+    let trial = permit.is_trial();
+    let cancelled = observation == Observation::Cancelled;
     let now = Instant::now();
     let transition = match observation {
         Observation::Success => state.breaker.on_success(permit, now),
@@ -284,6 +392,10 @@ async fn observe(state: &mut VpsState, permit: Permit, observation: Observation)
             info!(vps = %state.server.id, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed state");
         }
         changed(state).await;
+        share(state).await;
+    }
+    if trial && (cancelled || state.breaker.state(now) != BreakerState::HalfOpen) {
+        settle_trial(state).await;
     }
 }
 
@@ -298,6 +410,7 @@ async fn operator(state: &mut VpsState, command: BreakerCommand) {
     }
     info!(vps = %state.server.id, ?command, state = state.breaker.state(now).as_str(), "breaker changed by an operator");
     changed(state).await;
+    share(state).await;
 }
 
 fn info(state: &VpsState) -> VpsInfo {

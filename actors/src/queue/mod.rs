@@ -83,6 +83,8 @@ pub struct QueueContext {
     pub debug_hooks: bool,
     /// Where the dead-letter analysis leaves its verdict for Alertmanager.
     pub spikes: crate::observability::SpikeReports,
+    /// The nodes sharing the database, as the reaper counts them.
+    pub peers: crate::handles::Peers,
 }
 
 /// What the queue actors share.
@@ -106,9 +108,6 @@ pub struct QueueShared {
     completions: Mutex<Vec<Completion>>,
     flush_queued: AtomicBool,
     paused: Mutex<Option<(Instant, Vec<String>)>>,
-    /// Nodes that heartbeat in the last [`reaper::LIVE_WINDOW`] (the reaper counts them at
-    /// every tick; 0 until the first).
-    live_nodes: AtomicU64,
     policies: Mutex<std::collections::HashMap<String, Arc<JobPolicy>>>,
 }
 
@@ -132,7 +131,6 @@ impl QueueShared {
             completions: Mutex::default(),
             flush_queued: AtomicBool::new(false),
             paused: Mutex::new(None),
-            live_nodes: AtomicU64::new(0),
             policies: Mutex::default(),
         })
     }
@@ -152,12 +150,12 @@ impl QueueShared {
     /// Nodes sharing the database that heartbeat recently, this one included (0 before the
     /// reaper's first tick).
     pub fn live_nodes(&self) -> u64 {
-        self.live_nodes.load(Ordering::Relaxed)
+        self.ctx.peers.live()
     }
 
     /// Set by the reaper after each heartbeat.
     pub(crate) fn set_live_nodes(&self, nodes: u64) {
-        self.live_nodes.store(nodes, Ordering::Relaxed);
+        self.ctx.peers.set_live(nodes);
     }
 
     /// Workers whose actor is running now.
