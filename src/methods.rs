@@ -148,6 +148,7 @@ impl Handle for api::node::Status {
             queues: queue_sizes(ctx).await,
             claiming: ctx.queue.active_queues().await,
             open_breakers: crate::fleet_methods::open_breakers(ctx).await,
+            live_nodes: ctx.queue.live_nodes(),
         })
     }
 }

@@ -104,6 +104,13 @@ pub fn status(v: &StatusReply) -> (String, u8) {
         or_dash(v.database.as_deref()),
         or_dash(v.cache.as_deref())
     );
+    if v.live_nodes > 1 {
+        let _ = writeln!(
+            out,
+            "cluster: {} live nodes (chom cluster lists them)",
+            v.live_nodes
+        );
+    }
     let tree = &v.tree;
     let _ = writeln!(
         out,

@@ -768,6 +768,12 @@ fn cluster_lists_the_live_nodes_with_their_running_jobs() {
         text.starts_with("NAME") && text.contains("a ") && text.contains("b "),
         "{text}"
     );
+    // `chom status` counts them.
+    wait_for(Duration::from_secs(30), "status to count two nodes", || {
+        cli_ok(&a, &["status"])
+            .contains("cluster: 2 live nodes")
+            .then_some(())
+    });
     // A node gone silent leaves the list once its heartbeat is 15 s old.
     b.signal(Signal::KILL);
     wait_for(Duration::from_secs(40), "b to leave the list", || {

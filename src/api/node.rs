@@ -69,6 +69,10 @@ reply! {
         pub claiming: Vec<String>,
         /// Servers whose breaker rejects calls.
         pub open_breakers: Vec<OpenBreaker>,
+        /// Nodes sharing the database that heartbeat in the last 15 s, this one included
+        /// (0 before the first heartbeat); `cluster.nodes` lists them.
+        #[serde(default)]
+        pub live_nodes: u64,
     }
 }
 
