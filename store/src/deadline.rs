@@ -132,13 +132,8 @@ impl Store for Deadlined {
     async fn release_node(&self, node: &str) -> Answer<u64> {
         self.quick(self.inner.release_node(node)).await
     }
-    async fn rescue_expired(
-        &self,
-        cutoff: DateTime<Utc>,
-        since: Option<DateTime<Utc>>,
-        except_node: &str,
-    ) -> Answer<u64> {
-        self.bulk(self.inner.rescue_expired(cutoff, since, except_node))
+    async fn rescue_expired(&self, cutoff: DateTime<Utc>, except_node: &str) -> Answer<u64> {
+        self.bulk(self.inner.rescue_expired(cutoff, except_node))
             .await
     }
     async fn kill_stuck(&self, cutoff: DateTime<Utc>, reason: &str) -> Answer<Vec<i64>> {
@@ -315,10 +310,7 @@ mod tests {
         assert_eq!(time_out(store.authenticate(&hash)).await, (quick, quick));
         assert_eq!(time_out(store.prune_jobs(now)).await, (bulk, bulk));
         assert_eq!(time_out(store.retry_failed(None)).await, (bulk, bulk));
-        assert_eq!(
-            time_out(store.rescue_expired(now, None, "n")).await,
-            (bulk, bulk)
-        );
+        assert_eq!(time_out(store.rescue_expired(now, "n")).await, (bulk, bulk));
         let migrate = Duration::from_secs(30);
         assert_eq!(time_out(store.migrate()).await, (migrate, migrate));
     }

@@ -200,7 +200,8 @@ pub trait Store: Inventory + Alerts + Tokens + Send + Sync + 'static {
     /// Jobs matching the filter, newest first.
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
     /// Counts per queue, for every queue in `queues` (zeros included) and any other queue
-    /// that has rows.
+    /// that has rows, from one snapshot. Its cost follows the unfinished jobs and the queues,
+    /// not the finished jobs retained (`queue.retention`).
     async fn queue_stats(&self, queues: &[String]) -> Result<Vec<QueueStats>, StoreError>;
 
     // === queue control ===
@@ -220,12 +221,11 @@ pub trait Store: Inventory + Alerts + Tokens + Send + Sync + 'static {
     /// Jobs reserved before `cutoff` by a node other than `except_node` go back to pending
     /// (visibility timeout: their node died), unless that node's `nodes.seen_at` heartbeat is
     /// newer than `cutoff` (a live node's long job is never taken from it; the stuck-job killer
-    /// handles wedged ones). With `since`, only jobs reserved at or after it are looked at
-    /// (the reaper's bounded window; None: all). Returns how many.
+    /// handles wedged ones). Returns how many. Costs next to nothing while no such node holds a
+    /// reservation, however many finished jobs are retained.
     async fn rescue_expired(
         &self,
         cutoff: DateTime<Utc>,
-        since: Option<DateTime<Utc>>,
         except_node: &str,
     ) -> Result<u64, StoreError>;
     /// Jobs reserved before `cutoff` fail for good with `reason` (a failed_jobs row each).

@@ -188,50 +188,100 @@ const COMPLETE: &str = "
     )
     SELECT 1";
 
+/// Per queue: pending jobs counted from `jobs_claim_idx`, which holds only them (an index-only
+/// scan, however many finished rows are retained), and reserved, completed and failed jobs from
+/// `job_counts`, which triggers keep equal to those rows (migration 0012). One statement, so
+/// one snapshot: a job moving between states in between is counted once, in one of them.
 const QUEUE_COUNTS: &str = "
-    SELECT queue,
-        count(*) FILTER (WHERE state = 'pending' AND available_at <= now()) AS ready,
-        count(*) FILTER (WHERE state = 'pending' AND available_at > now()) AS delayed,
-        count(*) FILTER (WHERE state = 'reserved') AS reserved,
-        count(*) FILTER (WHERE state = 'completed') AS completed,
-        count(*) FILTER (WHERE state = 'failed') AS failed
-    FROM jobs GROUP BY queue";
+    SELECT queue, sum(ready)::bigint AS ready, sum(delayed)::bigint AS delayed,
+        sum(reserved)::bigint AS reserved, sum(completed)::bigint AS completed,
+        sum(failed)::bigint AS failed
+    FROM (
+        SELECT queue,
+            count(*) FILTER (WHERE available_at <= now()) AS ready,
+            count(*) FILTER (WHERE available_at > now()) AS delayed,
+            0::bigint AS reserved, 0::bigint AS completed, 0::bigint AS failed
+        FROM jobs WHERE reserved_at IS NULL GROUP BY queue
+        UNION ALL
+        SELECT queue, 0, 0, reserved, completed, failed FROM job_counts
+    ) AS counted
+    GROUP BY queue
+    HAVING sum(ready + delayed + reserved + completed + failed) > 0";
 
 const PAUSE_QUEUE: &str =
     "INSERT INTO queue_pauses (queue) VALUES ($1) ON CONFLICT (queue) DO NOTHING";
 
-/// Back to pending, due now, reservation cleared; the consumed attempt stays counted.
-const RELEASE_NODE: &str = "
-    UPDATE jobs SET state = 'pending', available_at = now(), reserved_at = NULL, reserved_by = NULL
-    WHERE state = 'reserved' AND reserved_by = $1";
+/// Where the reaper's scans of `jobs_reserved_at_idx` start: no reserved row is older than
+/// `queue_marks.stuck_before` (migration 0012), less a margin for a claim still committing
+/// while the killer raised the mark (longer than any statement of the store runs).
+macro_rules! reserved_since {
+    () => {
+        "reserved_at >= COALESCE((SELECT at FROM queue_marks WHERE name = 'stuck_before')
+             - interval '5 minutes', '-infinity')"
+    };
+}
 
-/// `$3` bounds the scan of `jobs_reserved_at_idx`, which also holds every retained finished
-/// row; NULL scans it all.
-const RESCUE_EXPIRED: &str = "
-    UPDATE jobs SET state = 'pending', available_at = now(), reserved_at = NULL, reserved_by = NULL
-    WHERE reserved_at < $1 AND reserved_at >= COALESCE($3, '-infinity'::timestamptz)
-      AND state = 'reserved' AND reserved_by IS DISTINCT FROM $2
-      AND NOT EXISTS (
-          SELECT 1 FROM nodes WHERE nodes.name = jobs.reserved_by AND nodes.seen_at > $1)";
+/// Back to pending, due now, reservation cleared; the consumed attempt stays counted. Scans
+/// only when `job_counts` says the node holds reservations, and then only reservations since
+/// the mark.
+const RELEASE_NODE: &str = concat!(
+    "UPDATE jobs SET state = 'pending', available_at = now(), reserved_at = NULL, reserved_by = NULL
+     WHERE EXISTS (SELECT 1 FROM job_counts WHERE node = $1 AND reserved > 0)
+       AND state = 'reserved' AND reserved_by = $1 AND ",
+    reserved_since!()
+);
+
+/// Only when `job_counts` shows reservations held by a node other than `$2` that has not
+/// heartbeat since `$1` (a one-time filter: otherwise nothing is read), and then only the
+/// reservations made between the mark and `$1`.
+const RESCUE_EXPIRED: &str = concat!(
+    "UPDATE jobs SET state = 'pending', available_at = now(), reserved_at = NULL, reserved_by = NULL
+     WHERE EXISTS (
+           SELECT 1 FROM job_counts AS c
+           WHERE c.reserved > 0 AND c.node <> $2
+             AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.name = c.node AND nodes.seen_at > $1))
+       AND reserved_at < $1 AND ",
+    reserved_since!(),
+    "
+       AND state = 'reserved' AND reserved_by IS DISTINCT FROM $2
+       AND NOT EXISTS (
+           SELECT 1 FROM nodes WHERE nodes.name = jobs.reserved_by AND nodes.seen_at > $1)"
+);
 
 /// Finished rows were reserved first and finish after it: the reserved_at range bounds the
-/// index scan to the rows to delete.
+/// index scan to the rows to delete (the trigger takes them off `job_counts`).
 const PRUNE_JOBS: &str = "
     DELETE FROM jobs WHERE reserved_at < $1 AND state IN ('completed', 'failed')
     AND finished_at < $1";
 
-const KILL_STUCK: &str = "
-    WITH killed AS (
+/// Counts that reached zero (a node name no longer used), in a statement of their own: inside
+/// the prune's transaction their row locks would hold up that node's claims until it ends.
+const PRUNE_COUNTS: &str =
+    "DELETE FROM job_counts WHERE reserved = 0 AND completed = 0 AND failed = 0";
+
+/// Reads only the reservations made between the mark and `$1` (every older one was failed by
+/// an earlier pass), then raises the mark to `$1` unless it moved meanwhile (a row reserved
+/// with an earlier time lowered it, or another node's pass raised it).
+const KILL_STUCK: &str = concat!(
+    "WITH mark AS (
+        SELECT at FROM queue_marks WHERE name = 'stuck_before'
+    ), killed AS (
         UPDATE jobs SET state = 'failed', finished_at = now(), last_error = $2
-        WHERE state = 'reserved' AND reserved_at < $1
+        WHERE state = 'reserved' AND reserved_at < $1 AND ",
+    reserved_since!(),
+    "
         RETURNING id, queue, kind, payload, attempts, max_attempts, timeout_ms
     ), dead AS (
         INSERT INTO failed_jobs
             (queue, kind, payload, exception, job_id, attempts, max_attempts, timeout_ms, failed_at)
         SELECT queue, kind, payload, $2, id, attempts, max_attempts, timeout_ms, now()
         FROM killed
+    ), raised AS (
+        UPDATE queue_marks SET at = $1
+        WHERE name = 'stuck_before' AND at = (SELECT at FROM mark) AND at < $1
     )
-    SELECT id FROM killed ORDER BY id";
+    SELECT id FROM killed ORDER BY id"
+);
 
 /// Move failed_jobs rows back into jobs (attempts 0, no unique key), atomically: the
 /// `{filter}` is `id = $1` (one) or `true` (all), two statements so each gets its own plan.
@@ -563,6 +613,16 @@ impl PgStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(live).unwrap_or(0))
+    }
+
+    /// The rows (the trigger takes them off `job_counts`), then the emptied counts.
+    async fn prune_finished(&self, cutoff: DateTime<Utc>) -> sqlx::Result<u64> {
+        let result = sqlx::query(PRUNE_JOBS)
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(PRUNE_COUNTS).execute(&self.pool).await?;
+        Ok(result.rows_affected())
     }
 
     /// One statement: the DELETE is a CTE feeding the INSERT (see `retry_failed_sql!`).

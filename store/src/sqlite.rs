@@ -134,9 +134,35 @@ static CLAIM_QUEUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const COMPLETE_COMPLETED: &str = "
-    UPDATE jobs SET state = 'completed', finished_at = ?2
-    WHERE state = 'reserved' AND reserved_by = ?3 AND id IN (SELECT value FROM json_each(?1))";
+/// The completed and failed counts in `job_counts` (migration 0011) move in the transaction
+/// that moves the rows, counted by a statement with the same condition as the one that changes
+/// them, run first under the same write lock: `add_counts!(completed, failed, condition)`
+/// (negative to take rows off).
+macro_rules! add_counts {
+    ($completed:literal, $failed:literal, $($condition:tt)+) => {
+        concat!(
+            "INSERT INTO job_counts (queue, completed, failed)
+             SELECT queue, ", $completed, ", ", $failed, " FROM jobs WHERE ", $($condition)+,
+            " GROUP BY queue
+             ON CONFLICT (queue) DO UPDATE SET completed = completed + excluded.completed,
+                 failed = failed + excluded.failed"
+        )
+    };
+}
+
+/// The rows a batch completes: still reserved by `?3`, ids in the JSON array `?1`.
+macro_rules! completing {
+    () => {
+        "state = 'reserved' AND reserved_by = ?3 AND id IN (SELECT value FROM json_each(?1))"
+    };
+}
+
+const COUNT_COMPLETED: &str = add_counts!("count(*)", "0", completing!());
+
+const COMPLETE_COMPLETED: &str = concat!(
+    "UPDATE jobs SET state = 'completed', finished_at = ?2 WHERE ",
+    completing!()
+);
 
 /// `?1` is a JSON array of `[id, error, available_at_ms, refund]` (refund: a `Defer`, the attempt does not count).
 const COMPLETE_RETRY: &str = "
@@ -159,6 +185,13 @@ const COMPLETE_FAIL_DEAD: &str = "
     WHERE j.state = 'reserved' AND j.reserved_by = ?3
     ORDER BY j.id";
 
+/// The rows [`COMPLETE_FAIL`] fails, counted: `?1` is a JSON array of `[id, error]`.
+const COUNT_FAILED: &str = add_counts!(
+    "0",
+    "count(*)",
+    "state = 'reserved' AND reserved_by = ?3 AND id IN (SELECT value ->> 0 FROM json_each(?1))"
+);
+
 const COMPLETE_FAIL: &str = "
     UPDATE jobs SET state = 'failed', finished_at = ?2, last_error = f.error
     FROM (SELECT value ->> 0 AS id, value ->> 1 AS error FROM json_each(?1)) AS f
@@ -170,14 +203,25 @@ const COMPLETE_RELEASE: &str = "
         reserved_at = NULL, reserved_by = NULL
     WHERE state = 'reserved' AND reserved_by = ?3 AND id IN (SELECT value FROM json_each(?1))";
 
+/// Per queue: pending and reserved jobs from the partial indexes that hold only them
+/// (`jobs_claim_idx` covers the pending count), completed and failed ones from `job_counts`,
+/// however many finished rows are retained. One statement, so one snapshot.
 const QUEUE_COUNTS: &str = "
-    SELECT queue,
-        count(*) FILTER (WHERE state = 'pending' AND available_at <= ?1) AS ready,
-        count(*) FILTER (WHERE state = 'pending' AND available_at > ?1) AS delayed,
-        count(*) FILTER (WHERE state = 'reserved') AS reserved,
-        count(*) FILTER (WHERE state = 'completed') AS completed,
-        count(*) FILTER (WHERE state = 'failed') AS failed
-    FROM jobs GROUP BY queue";
+    SELECT queue, sum(ready) AS ready, sum(delayed) AS delayed, sum(reserved) AS reserved,
+        sum(completed) AS completed, sum(failed) AS failed
+    FROM (
+        SELECT queue,
+            count(*) FILTER (WHERE available_at <= ?1) AS ready,
+            count(*) FILTER (WHERE available_at > ?1) AS delayed,
+            0 AS reserved, 0 AS completed, 0 AS failed
+        FROM jobs WHERE state = 'pending' GROUP BY queue
+        UNION ALL
+        SELECT queue, 0, 0, count(*), 0, 0 FROM jobs WHERE state = 'reserved' GROUP BY queue
+        UNION ALL
+        SELECT queue, 0, 0, 0, completed, failed FROM job_counts
+    )
+    GROUP BY queue
+    HAVING sum(ready + delayed + reserved + completed + failed) > 0";
 
 const PAUSE_QUEUE: &str = "
     INSERT INTO queue_pauses (queue, paused_at) VALUES (?1, ?2)
@@ -191,22 +235,37 @@ const RELEASE_NODE: &str = "
 /// (julianday parses any number of fractional digits and the UTC offset).
 const RESCUE_EXPIRED: &str = "
     UPDATE jobs
-    SET state = 'pending', available_at = ?4, reserved_at = NULL, reserved_by = NULL
+    SET state = 'pending', available_at = ?3, reserved_at = NULL, reserved_by = NULL
     WHERE state = 'reserved' AND reserved_at < ?1 AND reserved_by IS NOT ?2
-      AND (?3 IS NULL OR reserved_at >= ?3)
       AND NOT EXISTS (
           SELECT 1 FROM nodes WHERE nodes.name = jobs.reserved_by
             AND CAST(ROUND((julianday(nodes.seen_at) - 2440587.5) * 86400000) AS INTEGER) > ?1)";
 
-const PRUNE_JOBS: &str =
-    "DELETE FROM jobs WHERE state IN ('completed', 'failed') AND finished_at < ?1";
+/// Finished rows past `?1`, taken off `job_counts` first; then the counts that reached zero.
+macro_rules! pruning {
+    () => {
+        "state IN ('completed', 'failed') AND finished_at < ?1"
+    };
+}
+const UNCOUNT_PRUNED: &str = add_counts!(
+    "-count(*) FILTER (WHERE state = 'completed')",
+    "-count(*) FILTER (WHERE state = 'failed')",
+    pruning!()
+);
+const PRUNE_JOBS: &str = concat!("DELETE FROM jobs WHERE ", pruning!());
+const PRUNE_COUNTS: &str = "DELETE FROM job_counts WHERE completed = 0 AND failed = 0";
 
+/// `+id`: ordered by a sort of the few reserved rows found through `jobs_reserved_idx`; a plain
+/// `ORDER BY id` let the planner walk the whole table in id order instead, retained finished
+/// rows and all.
 const KILL_STUCK_DEAD: &str = "
     INSERT INTO failed_jobs
         (queue, kind, payload, exception, job_id, attempts, max_attempts, timeout_ms, failed_at)
     SELECT queue, kind, payload, ?2, id, attempts, max_attempts, timeout_ms, ?3
     FROM jobs WHERE state = 'reserved' AND reserved_at < ?1
-    ORDER BY id";
+    ORDER BY +id";
+
+const COUNT_KILLED: &str = add_counts!("0", "count(*)", "state = 'reserved' AND reserved_at < ?1");
 
 const KILL_STUCK: &str = "
     UPDATE jobs SET state = 'failed', finished_at = ?3, last_error = ?2
@@ -473,6 +532,7 @@ impl SqliteStore {
     async fn apply_completions(&self, node: &str, split: &SplitBatch) -> sqlx::Result<()> {
         let now = now_ms();
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
+        update_ids(&mut tx, COUNT_COMPLETED, &split.completed, now, node).await?;
         update_ids(&mut tx, COMPLETE_COMPLETED, &split.completed, now, node).await?;
         if !split.retry_ids.is_empty() {
             let retries: Vec<(i64, &str, i64, bool)> = split
@@ -497,27 +557,27 @@ impl SqliteStore {
                 .map(|(id, error)| (*id, error.as_str()))
                 .collect();
             let fails = json(&fails);
-            sqlx::query(COMPLETE_FAIL_DEAD)
-                .bind(&fails)
-                .bind(now)
-                .bind(node)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(COMPLETE_FAIL)
-                .bind(&fails)
-                .bind(now)
-                .bind(node)
-                .execute(&mut *tx)
-                .await?;
+            for statement in [COUNT_FAILED, COMPLETE_FAIL_DEAD, COMPLETE_FAIL] {
+                sqlx::query(statement)
+                    .bind(&fails)
+                    .bind(now)
+                    .bind(node)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         update_ids(&mut tx, COMPLETE_RELEASE, &split.released, now, node).await?;
         tx.commit().await
     }
 
-    /// The failed_jobs INSERT and the UPDATE, under one write lock.
+    /// The count, the failed_jobs INSERT and the UPDATE, under one write lock.
     async fn fail_stuck(&self, cutoff: DateTime<Utc>, reason: &str) -> sqlx::Result<Vec<i64>> {
         let now = now_ms();
         let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
+        sqlx::query(COUNT_KILLED)
+            .bind(time_param(cutoff))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(KILL_STUCK_DEAD)
             .bind(time_param(cutoff))
             .bind(reason)
@@ -556,6 +616,24 @@ impl SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(live).unwrap_or(0))
+    }
+
+    /// The rows taken off `job_counts`, deleted, and the emptied counts dropped, under one
+    /// write lock.
+    async fn prune_finished(&self, cutoff: i64) -> sqlx::Result<u64> {
+        let mut tx = self.pool.begin_with(BEGIN_IMMEDIATE).await?;
+        sqlx::query(UNCOUNT_PRUNED)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        let pruned = sqlx::query(PRUNE_JOBS)
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(PRUNE_COUNTS).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(pruned)
     }
 
     /// The INSERT and the DELETE, under one write lock.

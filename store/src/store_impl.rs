@@ -14,8 +14,8 @@
 /// - `job_columns(Shape) -> String` and `job_from_row(&Row, Shape)`: the columns every job
 ///   query selects and their decoder; `failed_from_row(&Row)` for a failed_jobs listing
 /// - the statements, with parameters in the order bound below: `PROBE_WRITE`, `QUEUE_COUNTS`,
-///   `PAUSE_QUEUE`, `RELEASE_NODE`, `RESCUE_EXPIRED`, `PRUNE_JOBS`, `FAILED_LISTING`,
-///   `FAILURES_BY_KIND`; and the `stats_decoders!` functions
+///   `PAUSE_QUEUE`, `RELEASE_NODE`, `RESCUE_EXPIRED`, `FAILED_LISTING`, `FAILURES_BY_KIND`;
+///   and the `stats_decoders!` functions
 /// - `time_param(DateTime<Utc>)`: a timestamp as the backend stores it
 /// - `bind_now(query)`: the current time where the backend binds it (SQLite: this process's
 ///   clock, as the statement's last parameter) or nothing (PostgreSQL says `now()` in SQL)
@@ -219,13 +219,11 @@ macro_rules! store_impl {
             async fn rescue_expired(
                 &self,
                 cutoff: DateTime<Utc>,
-                since: Option<DateTime<Utc>>,
                 except_node: &str,
             ) -> Result<u64, StoreError> {
                 let query = sqlx::query(RESCUE_EXPIRED)
                     .bind(time_param(cutoff))
-                    .bind(except_node)
-                    .bind(since.map(time_param));
+                    .bind(except_node);
                 let result = bind_now(query).execute(&self.pool).await?;
                 Ok(result.rows_affected())
             }
@@ -241,7 +239,7 @@ macro_rules! store_impl {
             }
 
             async fn prune_jobs(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-                self.delete_before(PRUNE_JOBS, cutoff).await
+                Ok(self.prune_finished(time_param(cutoff)).await?)
             }
 
             async fn heartbeat(

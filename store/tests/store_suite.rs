@@ -998,16 +998,8 @@ async fn rescue_expired_takes_only_dead_nodes_stale_jobs(db: &TestDb) {
 
     let dead_recent = reserve_as(db, "dead", Some(now - chrono::Duration::minutes(4))).await;
 
-    // A bounded pass only looks at reservations since `since`: of the stale ones, only the
-    // recent one.
-    let since = now - chrono::Duration::minutes(5);
-    assert_eq!(
-        s.rescue_expired(cutoff, Some(since), "me").await.unwrap(),
-        1
-    );
-    assert_eq!(get(s, dead_recent).await.state, JobState::Pending);
-    assert_eq!(s.rescue_expired(cutoff, None, "me").await.unwrap(), 2);
-    for id in [dead_stale, ghost] {
+    assert_eq!(s.rescue_expired(cutoff, "me").await.unwrap(), 3);
+    for id in [dead_stale, ghost, dead_recent] {
         let j = get(s, id).await;
         assert_eq!(j.state, JobState::Pending, "job {id} rescued");
         assert_eq!(j.attempts, 1);
@@ -1016,7 +1008,7 @@ async fn rescue_expired_takes_only_dead_nodes_stale_jobs(db: &TestDb) {
     for id in [mine, alive, dead_fresh] {
         assert_eq!(get(s, id).await.state, JobState::Reserved, "job {id} kept");
     }
-    assert_eq!(s.rescue_expired(cutoff, None, "me").await.unwrap(), 0);
+    assert_eq!(s.rescue_expired(cutoff, "me").await.unwrap(), 0);
 }
 
 async fn kill_stuck_fails_old_reservations(db: &TestDb) {
@@ -1873,9 +1865,7 @@ async fn absurd_rows_never_break_reads(db: &TestDb) {
     assert_eq!(ids(&claimed), vec![due]);
     assert_eq!(claimed[0].created_at, max);
     // Rescue and the stuck-job killer run over them.
-    s.rescue_expired(Utc::now(), None, NODE)
-        .await
-        .expect("rescue");
+    s.rescue_expired(Utc::now(), NODE).await.expect("rescue");
     let reclaimed = s
         .claim(NODE, &queues(&["default"]), 10)
         .await
@@ -2438,6 +2428,453 @@ async fn api_tokens_per_tenant_are_bounded(db: &TestDb) {
 
 // === generated tests ===
 
+// === statistics at volume (issue 15) ===
+
+/// Per queue: (ready, delayed, reserved, completed, failed), counted from every row of `jobs`
+/// as the statistics were before they were kept flat; delayed means due in more than a minute,
+/// so no job is near the boundary.
+async fn counted_from_rows(db: &TestDb) -> Vec<(String, [u64; 5])> {
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = match &db.raw {
+        Raw::Pg(pool) => sqlx::query_as(
+            "SELECT queue,
+                count(*) FILTER (WHERE state = 'pending' AND available_at <= now() + interval '1 minute'),
+                count(*) FILTER (WHERE state = 'pending' AND available_at > now() + interval '1 minute'),
+                count(*) FILTER (WHERE state = 'reserved'),
+                count(*) FILTER (WHERE state = 'completed'),
+                count(*) FILTER (WHERE state = 'failed')
+             FROM jobs GROUP BY queue ORDER BY queue",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+        Raw::Sqlite(pool) => sqlx::query_as(
+            "SELECT queue,
+                count(*) FILTER (WHERE state = 'pending' AND available_at <= ?1),
+                count(*) FILTER (WHERE state = 'pending' AND available_at > ?1),
+                count(*) FILTER (WHERE state = 'reserved'),
+                count(*) FILTER (WHERE state = 'completed'),
+                count(*) FILTER (WHERE state = 'failed')
+             FROM jobs GROUP BY queue ORDER BY queue",
+        )
+        .bind((Utc::now() + chrono::Duration::minutes(1)).timestamp_millis())
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+    };
+    rows.into_iter()
+        .map(|(q, a, b, c, d, e)| (q, [a, b, c, d, e].map(|n| u64::try_from(n).unwrap())))
+        .collect()
+}
+
+/// `queue_stats` equals the counts taken from every row, queue by queue; on PostgreSQL the
+/// per-node counters equal the rows' holders too. `step` names the moment in a failure.
+async fn assert_counts_exact(db: &TestDb, step: &str) {
+    let mut stats: Vec<(String, [u64; 5])> = db
+        .store()
+        .queue_stats(&[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| {
+            let counts = [q.ready, q.delayed, q.reserved, q.completed, q.failed];
+            (q.queue, counts)
+        })
+        .collect();
+    stats.sort();
+    assert_eq!(stats, counted_from_rows(db).await, "after {step}");
+    if let Raw::Pg(pool) = &db.raw {
+        let drift: Vec<(String, String)> = sqlx::query_as(
+            "SELECT node, queue FROM (
+                 SELECT node, queue, reserved, completed, failed FROM job_counts
+                 WHERE (reserved, completed, failed) <> (0, 0, 0)
+                 EXCEPT ALL
+                 SELECT coalesce(reserved_by, ''), queue,
+                     count(*) FILTER (WHERE state = 'reserved'),
+                     count(*) FILTER (WHERE state = 'completed'),
+                     count(*) FILTER (WHERE state = 'failed')
+                 FROM jobs WHERE state <> 'pending' GROUP BY 1, 2
+             ) AS d",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert!(
+            drift.is_empty(),
+            "after {step}: counters drifted for {drift:?}"
+        );
+    }
+}
+
+/// Every way a job changes state keeps the statistics exact (a counter that drifts fails the
+/// step that made it drift).
+async fn queue_counts_stay_exact_through_every_transition(db: &TestDb) {
+    let s = db.store();
+    let q = queues(&["high", "default"]);
+    assert_counts_exact(db, "nothing").await;
+    let mut keyed = new_job("noop", "default");
+    keyed.unique_key = Some("k".to_owned());
+    enqueue(s, keyed.clone()).await;
+    let mut later = new_job("noop", "high");
+    later.delay = Duration::from_secs(3600);
+    enqueue(s, later).await;
+    assert_counts_exact(db, "enqueue").await;
+    let mut batch: Vec<NewJob> = (0..6).map(|_| new_job("noop", "default")).collect();
+    batch.push(new_job("noop", "high"));
+    batch.push(keyed);
+    let answers = s.enqueue_many(&batch).await.unwrap();
+    assert!(
+        answers.last().unwrap().existing,
+        "the held key is not inserted again"
+    );
+    db.plain_insert("low", "noop", "{}").await;
+    assert_counts_exact(db, "enqueue_many and a plain INSERT").await;
+
+    let a = s.claim("node-a", &q, 6).await.unwrap();
+    let b = s.claim("node-b", &q, 3).await.unwrap();
+    assert_eq!((a.len(), b.len()), (6, 2));
+    assert_counts_exact(db, "claims by two nodes").await;
+
+    let soon = Utc::now() + chrono::Duration::hours(2);
+    s.complete(
+        "node-a",
+        &[
+            Completion::Completed { id: a[0].id },
+            Completion::Completed { id: a[1].id },
+            Completion::Fail {
+                id: a[2].id,
+                error: "e".to_owned(),
+            },
+            Completion::Retry {
+                id: a[3].id,
+                error: "again".to_owned(),
+                available_at: soon,
+            },
+            Completion::Release { id: a[4].id },
+            Completion::Defer {
+                id: a[5].id,
+                error: "busy".to_owned(),
+                available_at: soon,
+            },
+            // Not node-a's: changes nothing, counts nothing.
+            Completion::Completed { id: b[0].id },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_counts_exact(db, "a mixed completion batch").await;
+
+    // node-b dies: its reservations are rescued by node-a.
+    s.register_node(&node("node-b")).await.unwrap();
+    db.set_seen_at("node-b", Utc::now() - chrono::Duration::minutes(10))
+        .await;
+    for job in &b {
+        db.set_job_time(
+            job.id,
+            "reserved_at",
+            Utc::now() - chrono::Duration::minutes(10),
+        )
+        .await;
+    }
+    assert_counts_exact(db, "reservations backdated by plain SQL").await;
+    let cutoff = Utc::now() - chrono::Duration::minutes(3);
+    assert_eq!(s.rescue_expired(cutoff, "node-a").await.unwrap(), 2);
+    assert_counts_exact(db, "rescue").await;
+    db.bulk_insert("default", 5).await;
+
+    let c = s.claim("node-c", &q, 4).await.unwrap();
+    assert_eq!(c.len(), 4);
+    assert_eq!(s.release_node("node-c").await.unwrap(), 4);
+    assert_counts_exact(db, "release at start").await;
+
+    let stuck = s.claim("node-c", &q, 2).await.unwrap();
+    assert_eq!(stuck.len(), 2);
+    let killed = s
+        .kill_stuck(Utc::now() + chrono::Duration::minutes(1), "stuck")
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 2);
+    assert_counts_exact(db, "the stuck-job killer").await;
+
+    // Late answers for jobs no longer theirs change nothing.
+    s.complete("node-c", &[Completion::Completed { id: stuck[0].id }])
+        .await
+        .unwrap();
+    s.complete("node-b", &[Completion::Completed { id: b[1].id }])
+        .await
+        .unwrap();
+    assert_counts_exact(db, "late completions").await;
+
+    assert_eq!(s.retry_failed(None).await.unwrap().len(), 3);
+    assert_counts_exact(db, "retry of the dead letters").await;
+
+    assert_eq!(
+        s.prune_jobs(Utc::now() + chrono::Duration::minutes(1))
+            .await
+            .unwrap(),
+        5
+    );
+    assert_counts_exact(db, "prune").await;
+    let stats = s.queue_stats(&[]).await.unwrap();
+    assert!(
+        stats.iter().all(|q| (q.completed, q.failed) == (0, 0)),
+        "{stats:?}"
+    );
+}
+
+/// While batches are enqueued and two nodes claim and finish jobs, every statistics read is
+/// one snapshot: its total is a whole number of batches (each batch commits at once) and
+/// never goes down (nothing is pruned), however the jobs move between states meanwhile.
+async fn queue_stats_is_one_snapshot_under_load(db: &TestDb) {
+    const BATCH: usize = 25;
+    const BATCHES: usize = 16;
+    let store = db.store.clone();
+    let enqueued = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let enqueuer = tokio::spawn({
+        let (s, enqueued) = (store.clone(), enqueued.clone());
+        async move {
+            for _ in 0..BATCHES {
+                let jobs: Vec<NewJob> = (0..BATCH).map(|_| new_job("noop", "default")).collect();
+                s.enqueue_many(&jobs).await.unwrap();
+            }
+            enqueued.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    // Each job: failed, or retried once and then completed, or completed.
+    let workers: Vec<_> = ["node-a", "node-b"]
+        .into_iter()
+        .map(|name| {
+            let (s, enqueued) = (store.clone(), enqueued.clone());
+            tokio::spawn(async move {
+                loop {
+                    let done = enqueued.load(std::sync::atomic::Ordering::SeqCst);
+                    let claimed = s.claim(name, &queues(&["default"]), 7).await.unwrap();
+                    if claimed.is_empty() && done {
+                        break;
+                    }
+                    let batch: Vec<Completion> = claimed
+                        .iter()
+                        .map(|j| match (j.id % 3, j.attempts) {
+                            (0, _) => Completion::Fail {
+                                id: j.id,
+                                error: "e".to_owned(),
+                            },
+                            (1, 1) => Completion::Retry {
+                                id: j.id,
+                                error: "again".to_owned(),
+                                available_at: Utc::now(),
+                            },
+                            _ => Completion::Completed { id: j.id },
+                        })
+                        .collect();
+                    s.complete(name, &batch).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut last = 0;
+    let mut reads = 0;
+    while !(enqueuer.is_finished() && workers.iter().all(|w| w.is_finished())) {
+        let total: u64 = store
+            .queue_stats(&[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|q| q.ready + q.delayed + q.reserved + q.completed + q.failed)
+            .sum();
+        assert_eq!(total % BATCH as u64, 0, "read {reads}: {total} jobs");
+        assert!(total >= last, "read {reads}: {total} after {last}");
+        last = total;
+        reads += 1;
+    }
+    enqueuer.await.unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(reads > 0);
+    assert_counts_exact(db, "the load").await;
+    let stats = store.queue_stats(&[]).await.unwrap();
+    let total: u64 = stats.iter().map(|q| q.completed + q.failed).sum();
+    assert_eq!(total, (BATCH * BATCHES) as u64, "{stats:?}");
+}
+
+/// The stuck-job killer's mark (PostgreSQL) never hides a reservation: a row reserved with a
+/// time before it, by a claim or by plain SQL, is still killed and rescued.
+async fn reservations_older_than_the_mark_are_still_found(db: &TestDb) {
+    let s = db.store();
+    db.bulk_insert("default", 3).await;
+    // Claim one job as a node that is gone, its reservation set `days` back by another program.
+    let reserve = |days: i64| async move {
+        let claimed = s.claim("gone", &queues(&["default"]), 1).await.unwrap();
+        if days > 0 {
+            let at = Utc::now() - chrono::Duration::days(days);
+            db.set_job_time(claimed[0].id, "reserved_at", at).await;
+        }
+        ids(&claimed)
+    };
+    // A pass with a cutoff ahead of every reservation to come.
+    assert!(
+        s.kill_stuck(Utc::now() + chrono::Duration::hours(1), "stuck")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let first = reserve(0).await;
+    let soon = Utc::now() + chrono::Duration::minutes(1);
+    assert_eq!(s.kill_stuck(soon, "stuck").await.unwrap(), first);
+    let day_ago = Utc::now() - chrono::Duration::days(1);
+    reserve(2).await;
+    assert_eq!(s.rescue_expired(day_ago, NODE).await.unwrap(), 1);
+    let third = reserve(3).await;
+    assert_eq!(s.kill_stuck(day_ago, "stuck").await.unwrap(), third);
+    assert_counts_exact(db, "the kills and the rescue").await;
+}
+
+/// Rows of `jobs` read so far by sequential and index scans (`pg_stat_user_tables`). The
+/// calling backend's own counters are published first (`pg_stat_force_next_flush` takes effect
+/// when the backend goes idle, before it answers). Other backends publish theirs within about
+/// a second; the migrations' scans, the only other reads of `jobs`, read an empty table.
+async fn jobs_rows_read(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0)
+         FROM pg_stat_user_tables WHERE relname = 'jobs'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// With 100,000 finished jobs retained, the statistics, the reaper's rescue and stuck-job
+/// killer and the release at start read none of them: PostgreSQL's own counters of the reads
+/// of `jobs` say so. Everything runs on one connection, whose counters the test publishes.
+async fn postgres_stats_and_reaper_read_no_retained_rows(db: &TestDb) {
+    if !db.is_pg() {
+        return; // SQLite reads partial indexes holding only unfinished rows.
+    }
+    let cfg = chom_core::config::DatabaseConfig {
+        url: db.url.clone(),
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(10),
+    };
+    let one = chom_store::PgStore::open(&db.url, &cfg).unwrap();
+    let pool = one.pool();
+    sqlx::query(
+        "INSERT INTO jobs (queue, kind, payload, state, attempts, reserved_at, reserved_by,
+                           finished_at)
+         SELECT 'default', 'noop', '{}', CASE WHEN g % 10 = 0 THEN 'failed' ELSE 'completed' END,
+                1, now() - g * interval '100 ms', 'old-node', now() - g * interval '100 ms'
+         FROM generate_series(1, 100000) AS g",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO jobs (queue, kind, payload) SELECT 'default', 'noop', '{}' FROM generate_series(1, 10)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE jobs").execute(pool).await.unwrap();
+    assert_eq!(
+        one.claim(NODE, &queues(&["default"]), 3)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let before = jobs_rows_read(pool).await;
+    let stats = one.queue_stats(&queues(&["default"])).await.unwrap();
+    let now = Utc::now();
+    let rescued = one
+        .rescue_expired(now - chrono::Duration::minutes(3), NODE)
+        .await
+        .unwrap();
+    let killed = one
+        .kill_stuck(now - chrono::Duration::hours(1), "stuck")
+        .await
+        .unwrap();
+    let released = one.release_node("restarted").await.unwrap();
+    let after = jobs_rows_read(pool).await;
+
+    assert_eq!(
+        (
+            stats[0].ready,
+            stats[0].reserved,
+            stats[0].completed,
+            stats[0].failed
+        ),
+        (7, 3, 90_000, 10_000)
+    );
+    assert_eq!((rescued, killed.len(), released), (0, 0, 0));
+    // The unfinished jobs, a few times over at most; a scan of the retained ones reads 100,000.
+    let read = after - before;
+    assert!(read <= 20, "{read} rows of jobs read");
+}
+
+/// The counts start exact on a database already holding jobs in every state: the migration
+/// that brings them counts the rows (here left by the previous version's schema), and they
+/// stay exact after.
+async fn counts_migration_counts_stored_jobs(db: &TestDb) {
+    let (pg, sqlite) = (
+        "INSERT INTO jobs (queue, kind, payload, state, reserved_at, reserved_by, finished_at)
+         SELECT q, 'noop', '{}', st,
+             CASE WHEN st = 'pending' THEN NULL ELSE now() - interval '1 minute' END,
+             CASE WHEN st = 'pending' THEN NULL WHEN g % 2 = 0 THEN 'node-x' ELSE 'node-y' END,
+             CASE WHEN st IN ('completed', 'failed') THEN now() END
+         FROM generate_series(1, 7) AS g,
+             unnest(ARRAY['default', 'high']) AS q,
+             unnest(ARRAY['pending', 'reserved', 'completed', 'failed']) AS st",
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 7),
+             q(name) AS (VALUES ('default'), ('high')),
+             st(s) AS (VALUES ('pending'), ('reserved'), ('completed'), ('failed'))
+         INSERT INTO jobs (queue, kind, payload, state, reserved_at, reserved_by, finished_at)
+         SELECT q.name, 'noop', '{}', st.s,
+             CASE WHEN st.s = 'pending' THEN NULL ELSE 1000 END,
+             CASE WHEN st.s = 'pending' THEN NULL WHEN g.n % 2 = 0 THEN 'node-x' ELSE 'node-y' END,
+             CASE WHEN st.s IN ('completed', 'failed') THEN 2000 END
+         FROM g, q, st",
+    );
+    assert_eq!(db.exec(pg, sqlite).await, 56);
+    db.store().migrate().await.unwrap();
+    assert_counts_exact(db, "the migration").await;
+    let stats = db.store().queue_stats(&[]).await.unwrap();
+    assert_eq!(
+        stats
+            .iter()
+            .map(|q| (q.queue.as_str(), q.reserved, q.completed, q.failed))
+            .collect::<Vec<_>>(),
+        vec![("default", 7, 7, 7), ("high", 7, 7, 7)]
+    );
+    let claimed = db
+        .store()
+        .claim("node-x", &queues(&["default"]), 3)
+        .await
+        .unwrap();
+    let batch: Vec<Completion> = claimed
+        .iter()
+        .map(|j| Completion::Completed { id: j.id })
+        .collect();
+    db.store().complete("node-x", &batch).await.unwrap();
+    db.store()
+        .prune_jobs(Utc::now() + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_counts_exact(db, "claims, completions and a prune").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_counts_migration_counts_stored_jobs() {
+    counts_migration_counts_stored_jobs(&TestDb::sqlite_but(1).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_counts_migration_counts_stored_jobs() {
+    counts_migration_counts_stored_jobs(&TestDb::postgres_but(1).await).await;
+}
+
 /// For each case, `sqlite::<case>` and `postgres::<case>`.
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
@@ -2486,6 +2923,10 @@ suite!(
     bad_json_payload_is_stored_as_is,
     pause_and_resume_queues,
     queue_stats_counts_every_state,
+    queue_counts_stay_exact_through_every_transition,
+    queue_stats_is_one_snapshot_under_load,
+    reservations_older_than_the_mark_are_still_found,
+    postgres_stats_and_reaper_read_no_retained_rows,
     jobs_lists_newest_first_with_filters,
     release_node_returns_its_reservations,
     rescue_expired_takes_only_dead_nodes_stale_jobs,

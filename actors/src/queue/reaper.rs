@@ -6,7 +6,9 @@
 //! `queue.analyze_interval`: dead-letter analysis (kinds with `queue.analyze_threshold` or more
 //! failures in 24 h are logged as errors, counted, and handed to the `observability` actor,
 //! which tells Alertmanager). Hourly: pruning of finished jobs older
-//! than `queue.retention`.
+//! than `queue.retention`. None of these reads the retained finished jobs (see the store's
+//! `rescue_expired`, `kill_stuck` and `queue_stats`): a tick costs the same with a million of
+//! them as with none.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,8 +45,6 @@ pub struct ReaperState {
     /// Alertmanager again before a held alert's endsAt passes.
     last_analyze: Option<Instant>,
     last_prune: Option<Instant>,
-    /// Whether an unbounded rescue pass has run since this incarnation started.
-    rescued_all: bool,
 }
 
 /// Messages.
@@ -73,7 +73,6 @@ impl Actor for ReaperActor {
             last_stuck: now,
             last_analyze: None,
             last_prune: None,
-            rescued_all: false,
         })
     }
 
@@ -125,18 +124,7 @@ async fn tick(state: &mut ReaperState, b: &Backends) -> Result<(), StoreError> {
     // Config durations are bounded when the config loads; the saturating arithmetic is the
     // guard behind that, so no value can wrap a cutoff into "everything".
     let cutoff = saturating_before(now, q.retry_after);
-    // The first pass looks at every reservation; later ones only at those young enough that
-    // the stuck-job killer has not had its turn at them (on PostgreSQL the index they scan also
-    // holds every retained finished job). A job of a dead node spends stuck_after +
-    // stuck_check_interval in that window while this reaper runs, so none is missed.
-    let since = state
-        .rescued_all
-        .then(|| saturating_before(cutoff, q.stuck_after.saturating_add(q.stuck_check_interval)));
-    let rescued = b
-        .store
-        .rescue_expired(cutoff, since, &ctx.node_name)
-        .await?;
-    state.rescued_all = true;
+    let rescued = b.store.rescue_expired(cutoff, &ctx.node_name).await?;
     if rescued > 0 {
         warn!(
             jobs = rescued,

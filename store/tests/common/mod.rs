@@ -95,23 +95,51 @@ fn config(url: String) -> DatabaseConfig {
     }
 }
 
+/// Apply the backend's migrations but the last `held_back` through `pool`, as an older
+/// version of the node left the database.
+async fn migrate_all_but<'a, A>(dir: &str, held_back: usize, pool: A)
+where
+    A: sqlx::Acquire<'a>,
+    <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+{
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut migrator = sqlx::migrate::Migrator::new(path)
+        .await
+        .expect("migrations");
+    let keep = migrator.migrations.len() - held_back;
+    migrator.migrations = migrator.migrations[..keep].to_vec().into();
+    migrator.run(pool).await.expect("older migrations");
+}
+
 impl TestDb {
     /// A fresh SQLite file in a temporary directory, migrated.
     pub async fn sqlite() -> TestDb {
+        Self::sqlite_but(0).await
+    }
+
+    /// A fresh SQLite file with every migration applied but the last `held_back` (0: all,
+    /// through the store).
+    pub async fn sqlite_but(held_back: usize) -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("chom.db");
         let url = format!("sqlite://{}", path.display());
         let store = store::open(&config(url.clone())).expect("open sqlite store");
-        store.migrate().await.expect("migrate sqlite");
         let raw = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(
                 SqliteConnectOptions::new()
                     .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .busy_timeout(Duration::from_secs(10)),
             )
             .await
             .expect("raw sqlite pool");
+        if held_back == 0 {
+            store.migrate().await.expect("migrate sqlite");
+        } else {
+            migrate_all_but("migrations/sqlite", held_back, &raw).await;
+        }
         TestDb {
             store,
             raw: Raw::Sqlite(raw),
@@ -122,6 +150,12 @@ impl TestDb {
 
     /// A fresh PostgreSQL database `chom_store_<random>`, migrated; dropped afterwards.
     pub async fn postgres() -> TestDb {
+        Self::postgres_but(0).await
+    }
+
+    /// A fresh PostgreSQL database with every migration applied but the last `held_back` (0:
+    /// all, through the store); dropped afterwards.
+    pub async fn postgres_but(held_back: usize) -> TestDb {
         let admin_url = pg_admin_url();
         let name = format!("chom_store_{:016x}", rand::random::<u64>());
         let mut admin = PgConnection::connect(&admin_url)
@@ -141,12 +175,16 @@ impl TestDb {
         url.set_path(&format!("/{name}"));
         let url = url.to_string();
         let store = store::open(&config(url.clone())).expect("open postgres store");
-        store.migrate().await.expect("migrate postgres");
         let raw = PgPoolOptions::new()
             .max_connections(4)
             .connect(&url)
             .await
             .expect("raw postgres pool");
+        if held_back == 0 {
+            store.migrate().await.expect("migrate postgres");
+        } else {
+            migrate_all_but("migrations/postgres", held_back, &raw).await;
+        }
         TestDb {
             store,
             raw: Raw::Pg(raw),
