@@ -289,3 +289,43 @@ fn bad_operator_checks_are_refused_with_their_key() {
         assert!(err.contains(needle), "{needle} missing in {err}");
     }
 }
+
+/// A host without CA certificates (no `ca-certificates` package): reqwest cannot load a trust
+/// store, which used to panic the node at start. It runs; plain http:// works, and each
+/// https:// use says what is missing and how to fix it (SSL_CERT_FILE and SSL_CERT_DIR set
+/// replace the system's store, here with nothing).
+#[test]
+fn without_ca_certificates_the_node_runs_and_https_names_the_fix() {
+    let dir = TempDir::new("no-ca");
+    let empty = dir.path().join("no-certs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let extra = format!(
+        "[observability]\nprometheus_url = \"https://127.0.0.1:{silent}/\"\ntimeout = \"500ms\"\n\
+         [[health.checks]]\nname = \"tls-site\"\nurl = \"https://127.0.0.1:{silent}/\"\n\
+         [[health.checks]]\nname = \"plain-site\"\nurl = \"http://127.0.0.1:{healthy}/\"\n",
+        silent = silent_server(),
+        healthy = healthy_server(),
+    );
+    let config = config_in(dir.path(), &extra);
+    let bundle = empty.join("ca-certificates.crt");
+    let (file, certs) = (bundle.to_str().unwrap(), empty.to_str().unwrap());
+    let node = Node::start_with(
+        dir,
+        config,
+        &[("SSL_CERT_FILE", file), ("SSL_CERT_DIR", certs)],
+    );
+    node.wait_ready();
+    let (_, h) = health(&node, "/health?fresh=true");
+    assert_eq!(h["checks"]["plain-site"]["status"], "ok", "{h}");
+    for (check, status) in [("tls-site", "error"), ("observability", "warning")] {
+        assert_eq!(h["checks"][check]["status"], status, "{h}");
+        let message = h["checks"][check]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("No CA certificates") && message.contains("ca-certificates package"),
+            "{check}: {h}"
+        );
+    }
+    let log = node.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("https:// requests fail"), "{log}");
+}

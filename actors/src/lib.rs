@@ -8,6 +8,7 @@ pub mod cache;
 pub mod context;
 pub mod fleet;
 pub mod handles;
+pub mod http;
 pub mod identity;
 pub mod jobs;
 pub mod metrics;

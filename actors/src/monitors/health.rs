@@ -6,7 +6,7 @@
 //! `observability` and `alerts` checks are never worse than a warning.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use chom_core::job::QueueStats;
 
 use crate::backends::PublishedBackends;
 use crate::handles::{Readiness, TreeRoot};
+use crate::http::{HttpClient, describe};
 use crate::metrics::{CheckLevel, Metrics};
 use crate::observability::Reach;
 use crate::sys::ShellOutcome;
@@ -380,28 +381,15 @@ async fn check_configured(
     }
 }
 
-/// The status of a GET of `url`, within `limit`. The error leaves the URL out (reqwest would
-/// print it whole, secrets included); callers name it redacted.
+/// The status of a GET of `url`, within `limit`. The error leaves the URL out; callers name
+/// it redacted.
 async fn http_get(url: &str, limit: Duration) -> Result<reqwest::StatusCode, String> {
-    let client = reqwest::Client::builder()
-        .timeout(limit)
-        .build()
-        .map_err(describe)?;
-    let response = client.get(url).send().await.map_err(describe)?;
+    // Not pooled: each check opens its own connection, as a client arriving fresh would.
+    static CLIENT: OnceLock<HttpClient> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| HttpClient::build(|b| b.pool_max_idle_per_host(0)));
+    let request = client.get(url)?.timeout(limit);
+    let response = request.send().await.map_err(describe)?;
     Ok(response.status())
-}
-
-/// A reqwest error with its causes ("connection refused"), without the URL.
-fn describe(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether the observability host answers, from the client's verdict (kept for
@@ -423,12 +411,21 @@ async fn check_observability(ctx: &Checks) -> CheckResult {
         }
         Reach::Unreachable { cached } => {
             details["cached"] = Value::Bool(cached);
-            CheckResult::warning("prometheus unreachable".to_owned(), details)
+            CheckResult::warning(with_cause("prometheus unreachable", ctx), details)
         }
         Reach::BreakerOpen => CheckResult::warning(
-            "the observability circuit breaker is open".to_owned(),
+            with_cause("the observability circuit breaker is open", ctx),
             details,
         ),
+    }
+}
+
+/// `what`, and why when this host cannot reach the configured Prometheus at all (https://
+/// without CA certificates), which no retry will mend.
+fn with_cause(what: &str, ctx: &Checks) -> String {
+    match ctx.observability.prometheus_refused() {
+        Some(why) => format!("{what}: {why}"),
+        None => what.to_owned(),
     }
 }
 

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::backends::PublishedBackends;
 use crate::fleet::breakers::BreakerBoard;
+use crate::http::{HttpClient, describe};
 use crate::metrics::Metrics;
 
 /// The breaker's service name, in metrics and `chom breaker list`.
@@ -96,7 +97,7 @@ pub struct ObservabilityClient {
 
 struct Inner {
     deps: ObservabilityDeps,
-    http: reqwest::Client,
+    http: HttpClient,
     state: Mutex<State>,
     probing: tokio::sync::Mutex<()>,
 }
@@ -129,7 +130,7 @@ impl ObservabilityClient {
             inner: Arc::new(Inner {
                 deps,
                 // No client-wide timeout: each request carries its own limit.
-                http: reqwest::Client::new(),
+                http: HttpClient::shared().clone(),
                 state: Mutex::new(state),
                 probing: tokio::sync::Mutex::new(()),
             }),
@@ -215,6 +216,13 @@ impl ObservabilityClient {
         chom_core::config::redact_url(&self.inner.deps.config.prometheus_url)
     }
 
+    /// Why no request can reach the configured Prometheus from this host (an https:// URL
+    /// without CA certificates), if so.
+    pub fn prometheus_refused(&self) -> Option<&str> {
+        let url = &self.inner.deps.config.prometheus_url;
+        self.inner.http.refuses(url).filter(|_| !url.is_empty())
+    }
+
     /// Tell Alertmanager which job kinds have a dead-letter spike (`ChomDeadLetterSpike`,
     /// firing until `hold` from now unless re-sent) and which no longer do (resolved now).
     /// Returns how many alerts were sent; a push that fails is retried whole by the next call.
@@ -252,10 +260,12 @@ impl ObservabilityClient {
         let request = self
             .inner
             .http
-            .post(format!("{base}/api/v2/alerts"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(Value::Array(body).to_string())
-            .timeout(self.inner.deps.config.timeout);
+            .post(&format!("{base}/api/v2/alerts"))
+            .map(|r| {
+                r.header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(Value::Array(body).to_string())
+                    .timeout(self.inner.deps.config.timeout)
+            });
         let call = expect_success(request, "alertmanager").await;
         self.settle(permit, &call);
         match call {
@@ -282,11 +292,13 @@ impl ObservabilityClient {
         let request = self
             .inner
             .http
-            .post(format!("{base}/loki/api/v1/push"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::CONTENT_ENCODING, "gzip")
-            .body(body)
-            .timeout(self.inner.deps.config.timeout);
+            .post(&format!("{base}/loki/api/v1/push"))
+            .map(|r| {
+                r.header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                    .body(body)
+                    .timeout(self.inner.deps.config.timeout)
+            });
         let call = expect_success(request, "loki").await;
         self.settle(permit, &call);
         match call {
@@ -328,8 +340,8 @@ impl ObservabilityClient {
         let request = self
             .inner
             .http
-            .get(format!("{base}/-/healthy"))
-            .timeout(limit);
+            .get(&format!("{base}/-/healthy"))
+            .map(|r| r.timeout(limit));
         let call = expect_success(request, "prometheus").await;
         self.inner
             .deps
@@ -370,11 +382,14 @@ impl ObservabilityClient {
                 return Call::Failed(format!("bad prometheus_url: {e}"));
             }
         };
-        let request = self.inner.http.get(url).timeout(limit);
         let exchange = async {
+            let request = match self.inner.http.request(reqwest::Method::GET, url) {
+                Ok(request) => request.timeout(limit),
+                Err(why) => return Call::Failed(why),
+            };
             match request.send().await {
                 Ok(response) => read_answer(response).await,
-                Err(e) => Call::Failed(describe(&e)),
+                Err(e) => Call::Failed(describe(e)),
             }
         };
         tokio::pin!(exchange);
@@ -552,7 +567,7 @@ async fn read_answer(mut response: reqwest::Response) -> Call<Result<Value, Stri
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => break,
-            Err(e) => return Call::Failed(describe(&e)),
+            Err(e) => return Call::Failed(describe(e)),
         }
     }
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
@@ -589,27 +604,16 @@ fn with_cached(mut data: Value, cached: Option<(DateTime<Utc>, String)>) -> Valu
     data
 }
 
-/// Send `request`; any 2xx is an answer, anything else a failure naming `who`.
-async fn expect_success(request: reqwest::RequestBuilder, who: &str) -> Call<()> {
+/// Send `request` (or report why it could not be made); any 2xx is an answer, anything
+/// else a failure naming `who`.
+async fn expect_success(request: Result<reqwest::RequestBuilder, String>, who: &str) -> Call<()> {
+    let request = match request {
+        Ok(request) => request,
+        Err(why) => return Call::Failed(why),
+    };
     match request.send().await {
         Ok(response) if response.status().is_success() => Call::Answered(()),
         Ok(response) => Call::Failed(format!("{who} answered {}", response.status())),
-        Err(e) => Call::Failed(describe(&e)),
+        Err(e) => Call::Failed(describe(e)),
     }
-}
-
-/// A reqwest error with its causes, without the URL (it may carry credentials).
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        error.to_string()
-    };
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
