@@ -128,6 +128,12 @@ impl Readiness {
         self.0.migrated.send_replace(true);
     }
 
+    /// Wait until migrations ran.
+    pub async fn wait_migrated(&self) {
+        let mut migrated = self.0.migrated.subscribe();
+        let _ = migrated.wait_for(|m| *m).await;
+    }
+
     /// Whether this process holds its node name on the database (`identity`): until then
     /// it neither claims jobs nor releases jobs reserved under its name, which would belong to
     /// another live node if the name were taken.

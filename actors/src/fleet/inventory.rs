@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::Fleet;
 use super::vps::{VpsActor, VpsArgs};
+use crate::handles::AbortOnDrop;
 
 /// How often the inventory is re-read.
 const INTERVAL: Duration = Duration::from_secs(30);
@@ -37,9 +38,13 @@ pub struct InventoryArgs {
 pub struct InventoryState {
     fleet: Arc<Fleet>,
     supervisor: ActorRef<SupervisorMsg>,
+    /// Sends the first `Tick` once migrations ran; ends with the incarnation.
+    _first_round: AbortOnDrop,
     /// Servers whose actor this incarnation added (or found running), as last read.
     started: HashMap<String, VpsServer>,
     config_upserted: bool,
+    /// Whether a round has completed (the first is always logged).
+    reconciled: bool,
     last_error: Option<String>,
 }
 
@@ -62,13 +67,21 @@ impl Actor for InventoryActor {
         args: InventoryArgs,
     ) -> Result<InventoryState, ActorProcessingErr> {
         args.fleet.set_inventory(Some(myself.clone()));
-        myself.send_message(InventoryMsg::Tick)?;
+        // The first round as soon as the migrations ran: at a node's start they are still
+        // running now, and the retry a second later would delay every VPS actor by that.
+        let (readiness, me) = (args.fleet.ctx.readiness.clone(), myself.clone());
+        let first_round = AbortOnDrop(tokio::spawn(async move {
+            readiness.wait_migrated().await;
+            let _ = me.send_message(InventoryMsg::Tick);
+        }));
         myself.send_interval(INTERVAL, || InventoryMsg::Tick);
         Ok(InventoryState {
             fleet: args.fleet,
             supervisor: args.supervisor,
+            _first_round: first_round,
             started: HashMap::new(),
             config_upserted: false,
+            reconciled: false,
             last_error: None,
         })
     }
@@ -125,8 +138,10 @@ async fn reconcile(state: &mut InventoryState) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         state.config_upserted = true;
     }
+    let began = std::time::Instant::now();
     let rows = store.vps_list().await.map_err(|e| e.to_string())?;
     let wanted: HashMap<String, VpsServer> = rows.into_iter().map(|v| (v.id.clone(), v)).collect();
+    let (mut started, mut stopped) = (0usize, 0usize);
 
     let gone: Vec<String> = state
         .started
@@ -136,6 +151,7 @@ async fn reconcile(state: &mut InventoryState) -> Result<(), String> {
         .collect();
     for id in gone {
         stop(state, &id).await?;
+        stopped += 1;
         info!(vps = %id, "fleet: server removed; its actor stopped");
     }
     for (id, server) in &wanted {
@@ -146,8 +162,16 @@ async fn reconcile(state: &mut InventoryState) -> Result<(), String> {
                 start(state, server).await?;
                 info!(vps = %id, "fleet: server changed; its actor restarted");
             }
-            None => start(state, server).await?,
+            None => {
+                start(state, server).await?;
+                started += 1;
+            }
         }
+    }
+    if started + stopped > 0 || !state.reconciled {
+        // Once per change, not every round: scripts/bench-fleet reads it as "all running".
+        info!(servers = wanted.len(), started, stopped, took = ?began.elapsed(), "fleet: inventory reconciled");
+        state.reconciled = true;
     }
     if let Ok((tenants, sites)) = store.inventory_counts().await {
         ctx.metrics.set_inventory(tenants, sites);

@@ -147,20 +147,25 @@ impl Actor for VpsActor {
         message: VpsMsg,
         state: &mut VpsState,
     ) -> Result<(), ActorProcessingErr> {
+        // Every await is boxed: ractor keeps one future per actor for its whole life, sized
+        // for the largest handler (an SSH connect, a cache write): ~11 KB per idle server
+        // unboxed, which is most of an actor's memory (scripts/bench-fleet).
         match message {
             VpsMsg::Acquire(reply) => {
-                let _ = reply.send(acquire(state).await);
+                let _ = reply.send(Box::pin(acquire(state)).await);
             }
             VpsMsg::Session(reply) => {
-                let _ = reply.send(session(state).await);
+                let _ = reply.send(Box::pin(session(state)).await);
             }
-            VpsMsg::Observe(permit, observation) => observe(state, permit, observation).await,
-            VpsMsg::Adopt(snapshot) => adopt(state, &snapshot).await,
+            VpsMsg::Observe(permit, observation) => {
+                Box::pin(observe(state, permit, observation)).await;
+            }
+            VpsMsg::Adopt(snapshot) => Box::pin(adopt(state, &snapshot)).await,
             VpsMsg::Info(reply) => {
                 let _ = reply.send(info(state));
             }
             VpsMsg::Operator(command, reply) => {
-                operator(state, command).await;
+                Box::pin(operator(state, command)).await;
                 let _ = reply.send(info(state));
             }
             VpsMsg::Panic => panic!(

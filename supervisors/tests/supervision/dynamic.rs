@@ -92,3 +92,45 @@ async fn children_that_are_not_restarted_are_forgotten() {
     sup.stop(None);
     handle.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_is_free_again_once_its_child_is_gone() {
+    let log = new_log();
+    let (sup, handle) = started("fleet", SupervisorSpec::dynamic(10)).await;
+
+    // Refused at start: its id is not kept.
+    let broken = Arc::new(Script::default());
+    broken.fail_starts.store(1, Ordering::SeqCst);
+    assert!(add(&sup, probe("vps:1", &log, &broken)).await.is_err());
+    assert_eq!(add(&sup, calm("vps:1", &log)).await, Ok(()));
+    assert_eq!(
+        add(&sup, calm("vps:1", &log)).await,
+        Err(SupervisorError::DuplicateId("vps:1".into()))
+    );
+
+    // Removed: the id can be added again, once.
+    assert_eq!(remove(&sup, "vps:1").await, Ok(()));
+    assert_eq!(add(&sup, calm("vps:1", &log)).await, Ok(()));
+    assert_eq!(
+        add(&sup, calm("vps:1", &log)).await,
+        Err(SupervisorError::DuplicateId("vps:1".into()))
+    );
+
+    // Exited and not restarted (temporary): forgotten, id and all.
+    add(&sup, calm("temp", &log).restart(Restart::Temporary))
+        .await
+        .unwrap();
+    poke(&sup, "temp", ProbeMsg::Stop(None)).await;
+    until("temp to be forgotten", || async {
+        ids(&sup).await == ["vps:1"]
+    })
+    .await;
+    assert_eq!(
+        add(&sup, calm("temp", &log).restart(Restart::Temporary)).await,
+        Ok(())
+    );
+    assert_eq!(ids(&sup).await, ["vps:1", "temp"]);
+
+    sup.stop(None);
+    handle.await.unwrap();
+}
