@@ -211,6 +211,7 @@ async fn a_vps_actors_message_handler_is_a_small_future() {
         published: Default::default(),
         readiness: Default::default(),
         breakers: Default::default(),
+        peers: Default::default(),
     });
     let args = || VpsArgs {
         fleet: fleet.clone(),

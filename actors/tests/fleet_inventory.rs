@@ -37,6 +37,7 @@ async fn the_servers_actors_start_as_soon_as_the_migrations_ran() {
         published: Default::default(),
         readiness: Default::default(),
         breakers: Default::default(),
+        peers: Default::default(),
     });
     fleet.ctx.published.publish(Some(Backends {
         store: store.clone(),
