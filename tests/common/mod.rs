@@ -79,6 +79,9 @@ listen = "127.0.0.1:0"
 [api]
 listen = "127.0.0.1:0"
 
+[ui]
+listen = "127.0.0.1:0"
+
 [admin]
 socket = "{data}/chom.sock"
 
