@@ -16,6 +16,12 @@
 //! Templates (askama, `templates/`), the one stylesheet and the one script are compiled into
 //! the binary.
 
+// A refusal is the page answered (built once, on the error path), so results carry a Response.
+#![allow(
+    clippy::result_large_err,
+    reason = "the Err of a handler's step is the answer itself"
+)]
+
 mod actions;
 mod auth;
 mod pages;

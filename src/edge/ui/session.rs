@@ -320,6 +320,8 @@ pub async fn signin(
             start_session(&ui, &key, user_id, &form.name, &source, next).await
         }
         Ok(None) => {
+            // The lock runs from the answer, not from the request: checking took a while.
+            let now = now_ms();
             let lock = {
                 let mut throttle = ui.shared.throttle.lock().unwrap_or_else(|e| e.into_inner());
                 keys.iter()

@@ -177,22 +177,7 @@ async fn build(ctx: &NodeContext, history: &[(i64, u64, u64)]) -> Overview {
             claiming: claiming.contains(q),
         })
         .collect();
-    let max_age = ctx.config.health.interval * 2;
-    let report = ctx.cached_health(max_age);
-    let (health, checks) = match &report {
-        Some(r) => (
-            Badge::new(&wire(&r.status)),
-            r.checks
-                .iter()
-                .map(|(name, c)| Check {
-                    name: name.clone(),
-                    status: Badge::new(&wire(&c.status)),
-                    message: c.message.clone().unwrap_or_default(),
-                })
-                .collect(),
-        ),
-        None => (Badge::new("unknown"), Vec::new()),
-    };
+    let (health, checks) = health(ctx);
     let breakers = crate::fleet_methods::open_breakers(ctx)
         .await
         .into_iter()
@@ -202,19 +187,7 @@ async fn build(ctx: &NodeContext, history: &[(i64, u64, u64)]) -> Overview {
             reason: b.reason.unwrap_or_default(),
         })
         .collect();
-    let alerts = match (api::alerts::List {}).handle(ctx).await {
-        Ok(list) => list
-            .alerts
-            .into_iter()
-            .map(|a| FiringAlert {
-                summary: a.annotations.get("summary").cloned().unwrap_or_default(),
-                severity: Badge::new(a.severity.as_deref().unwrap_or("none")),
-                since: a.starts_at.to_rfc3339(),
-                name: a.alertname,
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
+    let alerts = alerts(ctx).await;
     let memory = chom_actors::sys::rss_bytes().map_or_else(
         || "unknown".to_owned(),
         |b| format!("{:.1} MiB", b as f64 / 1048576.0),
@@ -239,6 +212,42 @@ async fn build(ctx: &NodeContext, history: &[(i64, u64, u64)]) -> Overview {
         failed_hour: history.iter().map(|p| p.2).sum(),
         completed_chart: chart(history, |p| p.1, "completed", "Jobs completed per minute"),
         failed_chart: chart(history, |p| p.2, "failed", "Jobs failed per minute"),
+    }
+}
+
+/// The health actor's cached report: the overall state and each check.
+fn health(ctx: &NodeContext) -> (Badge, Vec<Check>) {
+    let max_age = ctx.config.health.interval * 2;
+    match ctx.cached_health(max_age) {
+        Some(r) => (
+            Badge::new(&wire(&r.status)),
+            r.checks
+                .iter()
+                .map(|(name, c)| Check {
+                    name: name.clone(),
+                    status: Badge::new(&wire(&c.status)),
+                    message: c.message.clone().unwrap_or_default(),
+                })
+                .collect(),
+        ),
+        None => (Badge::new("unknown"), Vec::new()),
+    }
+}
+
+/// The alerts firing, as `alerts.list` answers them.
+async fn alerts(ctx: &NodeContext) -> Vec<FiringAlert> {
+    match (api::alerts::List {}).handle(ctx).await {
+        Ok(list) => list
+            .alerts
+            .into_iter()
+            .map(|a| FiringAlert {
+                summary: a.annotations.get("summary").cloned().unwrap_or_default(),
+                severity: Badge::new(a.severity.as_deref().unwrap_or("none")),
+                since: a.starts_at.to_rfc3339(),
+                name: a.alertname,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
