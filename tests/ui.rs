@@ -103,17 +103,6 @@ fn sign_in(addr: &str, name: &str, password: &str) -> Answer {
     send(addr, "POST", "/signin", None, Some(&form))
 }
 
-fn paused(node: &Node, queue: &str) -> bool {
-    let stats: Value = serde_json::from_str(&cli_ok(node, &["queue", "stats", "--json"])).unwrap();
-    stats["queues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["queue"] == queue)
-        .expect("queue listed")["paused"]
-        == true
-}
-
 fn assert_security_headers(a: &Answer, what: &str) {
     let csp = a
         .header("content-security-policy")
@@ -169,7 +158,7 @@ fn without_a_session_pages_redirect_and_actions_are_refused() {
         assert_security_headers(&a, path);
     }
     assert!(
-        !paused(&node, "default"),
+        !queue_paused(&node, "default"),
         "a refused action changed nothing"
     );
     // The sign-in page itself and the assets are public, with the same headers.
@@ -230,7 +219,7 @@ fn signed_in_actions_need_the_sessions_csrf_token() {
     ] {
         let a = send(&addr, "POST", "/queues/pause", Some(&cookie), Some(form));
         assert_eq!(a.status, 403, "{form}");
-        assert!(!paused(&node, "default"), "{form}: nothing changed");
+        assert!(!queue_paused(&node, "default"), "{form}: nothing changed");
     }
     let cross = format!(
         "POST /queues/pause HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://evil.example\r\nCookie: {cookie}\r\nConnection: close\r\n\
@@ -238,7 +227,7 @@ fn signed_in_actions_need_the_sessions_csrf_token() {
         "queue=default&csrf=".len() + token.len()
     );
     assert_eq!(http_exchange(&addr, &cross).0, 403);
-    assert!(!paused(&node, "default"));
+    assert!(!queue_paused(&node, "default"));
 
     // With the session's token: paused, as `chom queue stats` reads it.
     let a = send(
@@ -249,7 +238,7 @@ fn signed_in_actions_need_the_sessions_csrf_token() {
         Some(&format!("queue=default&csrf={token}")),
     );
     assert_eq!(a.status, 303, "{}", a.body);
-    assert!(paused(&node, "default"));
+    assert!(queue_paused(&node, "default"));
     assert!(
         node.log_text().contains("web console: queue paused"),
         "who did it is logged"
@@ -262,7 +251,7 @@ fn signed_in_actions_need_the_sessions_csrf_token() {
         Some(&format!("queue=default&csrf={token}")),
     );
     assert_eq!(a.status, 303);
-    assert!(!paused(&node, "default"));
+    assert!(!queue_paused(&node, "default"));
 
     // A restart wants its path typed again.
     let wrong = format!("path=queue%2Freaper&confirm=queue&csrf={token}");

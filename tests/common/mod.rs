@@ -670,6 +670,18 @@ pub fn executed_ids(path: &Path) -> (usize, Vec<i64>) {
     (total, ids)
 }
 
+/// Whether `chom queue stats` says `queue` is paused.
+pub fn queue_paused(node: &Node, queue: &str) -> bool {
+    let stats: Value = serde_json::from_str(&cli_ok(node, &["queue", "stats", "--json"])).unwrap();
+    stats["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == queue)
+        .expect("queue listed")["paused"]
+        == true
+}
+
 impl Node {
     /// Enqueue a job of `kind` with `payload`; returns its id (panics with the reply if refused).
     pub fn enqueue(&self, kind: &str, payload: Value) -> i64 {

@@ -76,14 +76,20 @@ fn local_path(next: Option<&str>) -> String {
 }
 
 /// A POST coming from a page of another origin (or a browser that says it is cross-site).
+///
+/// `Sec-Fetch-Site`, which a page cannot set, decides when present: the console's own
+/// `Referrer-Policy: no-referrer` makes browsers send `Origin: null` on its forms' POSTs, so
+/// the Origin alone would refuse them. Without it, a foreign Origin is refused; a missing or
+/// `null` one is left to the CSRF token.
 fn cross_origin(headers: &HeaderMap) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() != b"same-origin" && v.as_bytes() != b"none")
-    {
-        return true;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return site.as_bytes() != b"same-origin" && site.as_bytes() != b"none";
     }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let Some(origin) = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| *o != "null")
+    else {
         return false;
     };
     let host = headers
@@ -475,5 +481,16 @@ mod tests {
         );
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(cross_origin(&h));
+        // What a browser sends for the console's own forms under no-referrer.
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(!cross_origin(&h));
+        h.remove("sec-fetch-site");
+        assert!(!cross_origin(&h), "null origin: left to the CSRF token");
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+        assert!(
+            cross_origin(&h),
+            "another port or subdomain is another origin"
+        );
     }
 }
