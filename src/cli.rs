@@ -88,6 +88,9 @@ enum Command {
     /// Customer sites: list, add (and provision), provision again.
     #[command(subcommand)]
     Sites(SitesCommand),
+    /// The operator web console (ui.listen).
+    #[command(subcommand)]
+    Ui(UiCommand),
     /// The observability host's Prometheus, through the node (cached answers when it is down).
     #[command(subcommand)]
     Metrics(MetricsCommand),
@@ -217,6 +220,37 @@ enum TenantsCommand {
         #[arg(value_parser = clap::value_parser!(i64).range(1..))]
         id: i64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UiCommand {
+    /// Console operators.
+    #[command(subcommand)]
+    User(UiUserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UiUserCommand {
+    /// Add an operator and print their generated password, this once (only its Argon2id
+    /// hash is stored).
+    Add {
+        /// Sign-in name (lowercase letters, digits, '.', '_', '-'; at most 64 characters).
+        #[arg(value_parser = ui_user_arg)]
+        name: String,
+    },
+    /// Remove an operator; their sessions end at once.
+    Remove {
+        /// Sign-in name.
+        #[arg(value_parser = ui_user_arg)]
+        name: String,
+    },
+}
+
+/// An operator name, checked as the node checks it.
+fn ui_user_arg(value: &str) -> Result<String, String> {
+    crate::api::ui::check_user_name(value)
+        .map(|()| value.to_owned())
+        .map_err(|e| e.message)
 }
 
 #[derive(Debug, Subcommand)]
@@ -536,6 +570,14 @@ async fn run(cli: Cli) -> u8 {
         Command::Alerts => admin(&cli, &alerts::List {}, output::alerts).await,
         Command::Tenants(cmd) => tenants_command(&cli, cmd).await,
         Command::Sites(cmd) => sites_command(&cli, cmd).await,
+        Command::Ui(UiCommand::User(UiUserCommand::Add { name })) => {
+            let request = crate::api::ui::UserAdd { name: name.clone() };
+            admin(&cli, &request, output::ui_user_added).await
+        }
+        Command::Ui(UiCommand::User(UiUserCommand::Remove { name })) => {
+            let request = crate::api::ui::UserRemove { name: name.clone() };
+            admin(&cli, &request, output::ui_user_removed).await
+        }
         Command::Metrics(MetricsCommand::Query { query, time }) => {
             let request = metrics::Query {
                 query: query.clone(),

@@ -84,6 +84,8 @@ impl Dispatch for NodeRpc {
                 failed::Analyze::NAME => run::<failed::Analyze>(ctx, params).await,
                 metrics::Query::NAME => run::<metrics::Query>(ctx, params).await,
                 alerts::List::NAME => run::<alerts::List>(ctx, params).await,
+                api::ui::UserAdd::NAME => run::<api::ui::UserAdd>(ctx, params).await,
+                api::ui::UserRemove::NAME => run::<api::ui::UserRemove>(ctx, params).await,
                 debug::Stall::NAME if ctx.info.debug_hooks => {
                     run::<debug::Stall>(ctx, params).await
                 }
@@ -101,6 +103,49 @@ impl Dispatch for NodeRpc {
                     )),
                 },
             }
+        })
+    }
+}
+
+impl Handle for api::ui::UserAdd {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::ui::UserAdded, RpcError> {
+        let b = backends(ctx)?;
+        let password =
+            crate::edge::ui::generate_password().map_err(|e| RpcError::failed(e.to_string()))?;
+        let to_hash = password.clone();
+        // Argon2id takes tens of milliseconds of CPU: off the runtime's threads.
+        let hash = tokio::task::spawn_blocking(move || crate::edge::ui::hash_password(&to_hash))
+            .await
+            .map_err(|e| RpcError::failed(e.to_string()))?
+            .map_err(|e| RpcError::failed(e.to_string()))?;
+        let user = b
+            .store
+            .create_ui_user(&self.name, &hash)
+            .await
+            .map_err(store_err)?;
+        // Who was added is worth a line; the password never is.
+        tracing::info!(operator = %user.name, "web console operator added");
+        Ok(api::ui::UserAdded {
+            name: user.name,
+            password,
+        })
+    }
+}
+
+impl Handle for api::ui::UserRemove {
+    async fn handle(self, ctx: &NodeContext) -> Result<api::ui::UserRemoved, RpcError> {
+        let b = backends(ctx)?;
+        let removed = b
+            .store
+            .remove_ui_user(&self.name)
+            .await
+            .map_err(store_err)?;
+        if removed {
+            tracing::info!(operator = %self.name, "web console operator removed; their sessions ended");
+        }
+        Ok(api::ui::UserRemoved {
+            name: self.name,
+            removed,
         })
     }
 }
@@ -137,6 +182,7 @@ impl Handle for api::node::Status {
             ready: ctx.ready(),
             http: ctx.http_addr.get().map(|a| a.to_string()),
             api: ctx.api_addr.get().map(|a| a.to_string()),
+            ui: ctx.ui_addr.get().map(|a| a.to_string()),
             admin_socket: ctx.config.admin.socket.display().to_string(),
             database: backends
                 .as_ref()

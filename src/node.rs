@@ -136,6 +136,8 @@ fn bind(config: &Config) -> anyhow::Result<Bound> {
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let api = std::net::TcpListener::bind(config.api.listen)
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
+    let ui = std::net::TcpListener::bind(config.ui.listen)
+        .with_context(|| format!("cannot listen on {} (ui.listen)", config.ui.listen))?;
     Ok(Bound {
         _lock: lock,
         _socket_cleanup: socket_cleanup,
@@ -143,6 +145,7 @@ fn bind(config: &Config) -> anyhow::Result<Bound> {
             http: Arc::new(http),
             admin: Arc::new(admin),
             api: Arc::new(api),
+            ui: Arc::new(ui),
         },
     })
 }
@@ -560,7 +563,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("chom-node-inproc-{}", rand::random::<u64>()));
         let text = format!(
             "[node]\nname = \"inproc\"\ndata_dir = \"{d}\"\nshutdown_timeout = \"10s\"\n\
-             [database]\nurl = \"sqlite://{d}/chom.db\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [database]\nurl = \"sqlite://{d}/chom.db\"\n[http]\nlisten = \"127.0.0.1:0\"\n[ui]\nlisten = \"127.0.0.1:0\"\n\
              [admin]\nsocket = \"{d}/chom.sock\"\n",
             d = dir.display()
         );

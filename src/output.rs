@@ -554,6 +554,29 @@ pub fn token_issued(v: &api::tenants::Issued) -> (String, u8) {
     )
 }
 
+/// `chom ui user add`.
+pub fn ui_user_added(v: &api::ui::UserAdded) -> (String, u8) {
+    (
+        format!(
+            "operator {} added; their password (shown only now; the node keeps only its Argon2id hash):\n{}\n",
+            v.name, v.password
+        ),
+        0,
+    )
+}
+
+/// `chom ui user remove`: exit 1 when there was no such operator.
+pub fn ui_user_removed(v: &api::ui::UserRemoved) -> (String, u8) {
+    if v.removed {
+        (
+            format!("operator {} removed; their sessions ended\n", v.name),
+            0,
+        )
+    } else {
+        (format!("no operator named {}\n", v.name), 1)
+    }
+}
+
 /// `chom tenants tokens`.
 pub fn tokens(v: &api::tenants::TokenList) -> (String, u8) {
     let header = format!(

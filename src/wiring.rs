@@ -67,6 +67,7 @@ use tracing::{error, info, warn};
 use crate::edge::admin::Admin;
 use crate::edge::api::Api;
 use crate::edge::http::Http;
+use crate::edge::ui::Ui;
 use crate::edge::{Door, EdgeActor, EdgeArgs};
 
 /// Listeners bound before the tree starts.
@@ -78,6 +79,8 @@ pub struct Listeners {
     pub admin: Arc<std::os::unix::net::UnixListener>,
     /// The tenant API's listener.
     pub api: Arc<std::net::TcpListener>,
+    /// The operator console's listener.
+    pub ui: Arc<std::net::TcpListener>,
 }
 
 /// Maps supervision events to metrics and logs, and remembers whether the root gave up.
@@ -199,6 +202,10 @@ pub fn assemble(
     if let Ok(addr) = listeners.api.local_addr() {
         let _ = api_addr.set(addr);
     }
+    let ui_addr = OnceLock::new();
+    if let Ok(addr) = listeners.ui.local_addr() {
+        let _ = ui_addr.set(addr);
+    }
     let observability_args = ObservabilityArgs {
         client: observability.clone(),
         spikes,
@@ -214,6 +221,7 @@ pub fn assemble(
         metrics,
         http_addr,
         api_addr,
+        ui_addr,
         published,
         readiness,
         tree_root: Default::default(),
@@ -514,10 +522,16 @@ fn edge(
         node.metrics.clone(),
     );
     let api = door(node, "api", Api::new(limiter), listeners.api);
+    let ui = door(
+        node,
+        "ui",
+        Ui::new(&node.config.node.data_dir),
+        listeners.ui,
+    );
     subtree(
         "edge",
         Strategy::OneForOne,
-        vec![http, admin, api],
+        vec![http, admin, api, ui],
         observer,
         sup,
     )

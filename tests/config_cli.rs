@@ -177,7 +177,7 @@ fn check_and_node(path: &std::path::Path) -> [(&'static str, (Option<i32>, Strin
 /// Everything of a node inside `dir` (nothing lands in the working directory).
 fn base_config(dir: &TempDir) -> String {
     format!(
-        "[node]\ndata_dir = \"{d}\"\n[database]\nurl = \"sqlite://{d}/chom.db\"\n[admin]\nsocket = \"{d}/chom.sock\"\n[http]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+        "[node]\ndata_dir = \"{d}\"\n[database]\nurl = \"sqlite://{d}/chom.db\"\n[admin]\nsocket = \"{d}/chom.sock\"\n[http]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[ui]\nlisten = \"127.0.0.1:0\"\n",
         d = dir.path().join("var").display()
     )
 }

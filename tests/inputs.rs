@@ -453,6 +453,11 @@ fn rpc_params_are_checked_for_type_range_and_size() {
         refused(&node, "tenants.tokens", json!({ "tenant": id }), "tenant");
         refused(&node, "tenants.revoke", json!({ "id": id }), "id");
     }
+    // Console operators: a name by the id rule, at most 64 characters.
+    for name in ["Ada", "-x", "two\nlines", "", &"a".repeat(65)] {
+        refused(&node, "ui.user.add", json!({ "name": name }), "name");
+        refused(&node, "ui.user.remove", json!({ "name": name }), "name");
+    }
     // sites.add: the tenant is an id, the server a vps id, provision a boolean.
     refused(
         &node,
@@ -631,6 +636,8 @@ fn unknown_or_mistyped_parameters_are_refused_naming_them() {
             json!({"tenant": 1, "vps": "web-1", "domain": "a.example"}),
         ),
         ("sites.provision", json!({"id": 1})),
+        ("ui.user.add", json!({"name": "ada"})),
+        ("ui.user.remove", json!({"name": "ada"})),
         ("alerts.list", json!({})),
         ("metrics.query", json!({"query": "up"})),
         ("debug.stall", json!({"duration": "1s"})),
@@ -662,6 +669,8 @@ fn unknown_or_mistyped_parameters_are_refused_naming_them() {
         ("tenants.token", json!({"tenant": 1, "name": 5}), "name"),
         ("tenants.tokens", json!({}), "tenant"),
         ("tenants.revoke", json!({"id": [1]}), "id"),
+        ("ui.user.add", json!({"name": 5}), "name"),
+        ("ui.user.remove", json!({}), "name"),
         (
             "sites.add",
             json!({"tenant": "1", "vps": "web-1", "domain": "a.example"}),

@@ -37,6 +37,8 @@ pub struct NodeContext {
     pub http_addr: OnceLock<SocketAddr>,
     /// The address the tenant API's listener actually bound (`api.listen` may ask for port 0).
     pub api_addr: OnceLock<SocketAddr>,
+    /// The operator console's bound address.
+    pub ui_addr: OnceLock<SocketAddr>,
     /// The store actor's backends.
     pub published: PublishedBackends,
     /// Migrations applied, node name held, tree started.

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use chom_core::breaker::BreakerState;
 use chom_core::inventory::Tier;
 use opentelemetry::KeyValue;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::metrics::{
@@ -44,6 +44,8 @@ struct Inner {
     escalations: Counter<u64>,
     health: Arc<Mutex<BTreeMap<String, i64>>>,
     jobs: Counter<u64>,
+    /// Attempts completed and failed for good since start, read by the console's charts.
+    outcome_totals: [AtomicU64; 2],
     job_duration: Histogram<f64>,
     job_wait: Histogram<f64>,
     queue_sizes: Arc<Mutex<BTreeMap<String, i64>>>,
@@ -307,6 +309,7 @@ impl Metrics {
                 escalations,
                 health,
                 jobs,
+                outcome_totals: [AtomicU64::new(0), AtomicU64::new(0)],
                 job_duration,
                 job_wait,
                 queue_sizes,
@@ -473,6 +476,62 @@ impl Metrics {
             ],
         );
         self.inner.job_duration.record(ran.as_secs_f64(), &[q, k]);
+        let total = match outcome {
+            "completed" => &self.inner.outcome_totals[0],
+            "failed" | "timed_out" => &self.inner.outcome_totals[1],
+            _ => return,
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Attempts that completed, and that failed or timed out, since the node started.
+    pub fn outcome_totals(&self) -> (u64, u64) {
+        let [completed, failed] = &self.inner.outcome_totals;
+        (
+            completed.load(Ordering::Relaxed),
+            failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The per-queue sizes (waiting + running) as the reaper last counted them.
+    pub fn queue_sizes(&self) -> BTreeMap<String, u64> {
+        let sizes = self.inner.queue_sizes.lock().expect("queue sizes lock");
+        sizes
+            .iter()
+            .map(|(q, n)| (q.clone(), u64::try_from(*n).unwrap_or(0)))
+            .collect()
+    }
+
+    /// The 95th percentile of `chom_job_wait_seconds` over every queue since start, from its
+    /// buckets (the upper bound of the bucket holding it); `None` before any job waited.
+    pub fn wait_p95_seconds(&self) -> Option<f64> {
+        let families = self.inner.registry.gather();
+        let family = families
+            .iter()
+            .find(|f| f.name() == "chom_job_wait_seconds")?;
+        let mut buckets: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut count = 0u64;
+        for metric in family.get_metric() {
+            let histogram = metric.get_histogram();
+            count += histogram.get_sample_count();
+            for bucket in histogram.get_bucket() {
+                *buckets.entry(bucket.upper_bound().to_bits()).or_default() +=
+                    bucket.cumulative_count();
+            }
+        }
+        if count == 0 {
+            return None;
+        }
+        let wanted = count.saturating_mul(95).div_ceil(100);
+        let mut bounds: Vec<(f64, u64)> = buckets
+            .into_iter()
+            .map(|(bits, n)| (f64::from_bits(bits), n))
+            .collect();
+        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        bounds
+            .into_iter()
+            .find(|(_, n)| *n >= wanted)
+            .map(|(bound, _)| bound)
     }
 
     /// Record how long a job waited between becoming available and starting.

@@ -21,5 +21,6 @@ pub mod policy;
 pub mod promql;
 pub mod ratelimit;
 pub mod remediation;
+pub mod signin;
 pub mod throttle;
 pub mod token;

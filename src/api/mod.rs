@@ -73,6 +73,7 @@ pub mod node;
 pub mod queue;
 pub mod sites;
 pub mod tenants;
+pub mod ui;
 pub mod vps;
 
 use std::time::Duration;

@@ -51,6 +51,9 @@ reply! {
         /// The bound tenant API address, once bound.
         #[serde(default)]
         pub api: Option<String>,
+        /// The bound operator console address, once bound.
+        #[serde(default)]
+        pub ui: Option<String>,
         /// The admin socket's path.
         pub admin_socket: String,
         /// `postgres` or `sqlite`, while the store runs.

@@ -142,10 +142,14 @@ pub async fn serve(
             }
             continue;
         }
+        let service = WithPeer {
+            inner: service.clone(),
+            peer: stream.peer_addr().ok().map(Peer),
+        };
         connections.spawn(connection(
             stream,
             builder.clone(),
-            service.clone(),
+            service,
             limits.idle_timeout,
             shutdown.clone(),
         ));
@@ -158,7 +162,7 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     builder: http1::Builder,
-    service: TowerToHyperService<Router>,
+    service: WithPeer,
     idle: Duration,
     shutdown: CancellationToken,
 ) {
@@ -188,6 +192,37 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// The client's address of a request, in its extensions (the console throttles sign-ins by
+/// it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// The router's service with the connection's [`Peer`] put into every request.
+#[derive(Clone)]
+struct WithPeer {
+    inner: TowerToHyperService<Router>,
+    peer: Option<Peer>,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for WithPeer {
+    type Response = <TowerToHyperService<Router> as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Response;
+    type Error = <TowerToHyperService<Router> as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Error;
+    type Future = <TowerToHyperService<Router> as hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+    >>::Future;
+
+    fn call(&self, mut request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(peer);
+        }
+        self.inner.call(request)
     }
 }
 

@@ -1,5 +1,5 @@
-//! `edge`: the node's doors to the outside — the HTTP server, the admin socket and the tenant
-//! API — one actor each. Listeners are bound once by `chom node` (so a taken port or a live socket is a clear
+//! `edge`: the node's doors to the outside — the HTTP server, the admin socket, the tenant
+//! API and the operator console — one actor each. Listeners are bound once by `chom node` (so a taken port or a live socket is a clear
 //! start-up error) and each actor incarnation serves a clone, so restarting an edge actor never
 //! loses the address.
 
@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod http;
 pub mod prometheus_sd;
+pub mod ui;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //!
 //! | class | limit | operations |
 //! |---|---|---|
-//! | quick | [`Deadlines::quick`] (10 s) | one job or row: enqueue, claim, complete, heartbeat, queue control, inventory, probes, alert counts, API tokens |
+//! | quick | [`Deadlines::quick`] (10 s) | one job or row: enqueue, claim, complete, heartbeat, queue control, inventory, probes, alert counts, API tokens, console users and sessions |
 //! | bulk | [`Deadlines::bulk`] (60 s) | many rows: pruning, rescue, the stuck-job killer, dead-letter lists and retries, job lists, stats, a webhook call's alerts, the alert listing |
 //! | migrate | [`Deadlines::migrate`] (6 x `database.connect_timeout`, at least 6 s) | migrations |
 //!
@@ -28,7 +28,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 use crate::{
-    Alerts, Backend, ClusterNode, Inventory, NodeRecord, Store, StoreError, Tokens, with_timeout,
+    Alerts, Backend, ClusterNode, Inventory, NodeRecord, Store, StoreError, Tokens, UiSession,
+    UiUser, UiUsers, with_timeout,
 };
 
 /// What every store operation answers.
@@ -257,6 +258,43 @@ impl Tokens for Deadlined {
     }
     async fn touch_token(&self, id: i64, now: DateTime<Utc>) -> Answer<bool> {
         self.quick(self.inner.touch_token(id, now)).await
+    }
+}
+
+#[async_trait]
+impl UiUsers for Deadlined {
+    async fn create_ui_user(&self, name: &str, password_hash: &str) -> Answer<UiUser> {
+        self.quick(self.inner.create_ui_user(name, password_hash))
+            .await
+    }
+    async fn remove_ui_user(&self, name: &str) -> Answer<bool> {
+        self.quick(self.inner.remove_ui_user(name)).await
+    }
+    async fn ui_user(&self, name: &str) -> Answer<Option<UiUser>> {
+        self.quick(self.inner.ui_user(name)).await
+    }
+    async fn create_ui_session(
+        &self,
+        user_id: i64,
+        id_hash: &str,
+        idle_before: DateTime<Utc>,
+    ) -> Answer<()> {
+        self.quick(self.inner.create_ui_session(user_id, id_hash, idle_before))
+            .await
+    }
+    async fn ui_session(
+        &self,
+        id_hash: &str,
+        idle_before: DateTime<Utc>,
+    ) -> Answer<Option<UiSession>> {
+        self.quick(self.inner.ui_session(id_hash, idle_before))
+            .await
+    }
+    async fn touch_ui_session(&self, id_hash: &str, now: DateTime<Utc>) -> Answer<bool> {
+        self.quick(self.inner.touch_ui_session(id_hash, now)).await
+    }
+    async fn end_ui_session(&self, id_hash: &str) -> Answer<bool> {
+        self.quick(self.inner.end_ui_session(id_hash)).await
     }
 }
 

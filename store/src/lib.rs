@@ -50,6 +50,7 @@ mod rows;
 mod sqlite;
 mod sqltime;
 mod tokens;
+mod ui_users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,7 @@ pub use inventory::Inventory;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tokens::{TOUCH_INTERVAL, Tokens};
+pub use ui_users::{SESSION_TOUCH_INTERVAL, UiSession, UiUser, UiUsers};
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +157,7 @@ pub struct ClusterNode {
 
 /// Everything the node stores in its database.
 #[async_trait]
-pub trait Store: Inventory + Alerts + Tokens + Send + Sync + 'static {
+pub trait Store: Inventory + Alerts + Tokens + UiUsers + Send + Sync + 'static {
     /// Which implementation this is.
     fn backend(&self) -> Backend;
     /// Apply every pending migration.

@@ -2875,6 +2875,66 @@ async fn postgres_counts_migration_counts_stored_jobs() {
     counts_migration_counts_stored_jobs(&TestDb::postgres_but(1).await).await;
 }
 
+// === console operators ===
+
+/// Operators are unique by name; a session is found by its hash only while used within the
+/// idle window, is touched at most once a minute, ends on sign-out, and removing an
+/// operator ends every session of theirs.
+async fn ui_users_and_sessions(db: &TestDb) {
+    let s = db.store();
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+    let ada = s.create_ui_user("ada", hash).await.unwrap();
+    assert_eq!(
+        (ada.name.as_str(), ada.password_hash.as_str()),
+        ("ada", hash)
+    );
+    assert_near(ada.created_at, Utc::now(), "created_at");
+    let error = s.create_ui_user("ada", "other").await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict(m) if m.contains("ada")),
+        "{error}"
+    );
+    assert_eq!(s.ui_user("ada").await.unwrap(), Some(ada.clone()));
+    assert_eq!(s.ui_user("bob").await.unwrap(), None);
+
+    let (one, two) = ("a".repeat(64), "b".repeat(64));
+    let long_ago = Utc::now() - chrono::Duration::hours(1);
+    s.create_ui_session(ada.id, &one, long_ago).await.unwrap();
+    s.create_ui_session(ada.id, &two, long_ago).await.unwrap();
+    let found = s.ui_session(&one, long_ago).await.unwrap().expect("live");
+    assert_eq!((found.user_id, found.user.as_str()), (ada.id, "ada"));
+    assert_near(found.last_seen_at, Utc::now(), "last_seen_at");
+    // Idle since before the cutoff: over.
+    let future = Utc::now() + chrono::Duration::seconds(5);
+    assert_eq!(s.ui_session(&one, future).await.unwrap(), None);
+    assert_eq!(s.ui_session(&"c".repeat(64), long_ago).await.unwrap(), None);
+
+    // Fresh sessions are not written again; a later touch moves last_seen_at.
+    assert!(!s.touch_ui_session(&one, Utc::now()).await.unwrap());
+    let later = Utc::now() + chrono::Duration::minutes(5);
+    assert!(s.touch_ui_session(&one, later).await.unwrap());
+    let moved = s.ui_session(&one, future).await.unwrap().expect("touched");
+    assert_near(moved.last_seen_at, later, "touched last_seen_at");
+
+    // Sign-out ends one session; a new sign-in drops the operator's idle ones.
+    assert!(s.end_ui_session(&one).await.unwrap());
+    assert!(!s.end_ui_session(&one).await.unwrap());
+    s.create_ui_session(ada.id, &"d".repeat(64), future)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.ui_session(&two, long_ago).await.unwrap(),
+        None,
+        "idle session dropped"
+    );
+
+    // Removing the operator ends what is left.
+    assert!(s.remove_ui_user("ada").await.unwrap());
+    assert!(!s.remove_ui_user("ada").await.unwrap());
+    assert_eq!(s.ui_session(&"d".repeat(64), long_ago).await.unwrap(), None);
+    assert_eq!(s.ui_user("ada").await.unwrap(), None);
+}
+
 /// For each case, `sqlite::<case>` and `postgres::<case>`.
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
@@ -2954,4 +3014,5 @@ suite!(
     api_tokens_are_made_listed_revoked_and_authenticate,
     api_token_use_is_recorded_at_most_once_a_minute,
     api_tokens_per_tenant_are_bounded,
+    ui_users_and_sessions,
 );

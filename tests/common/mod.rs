@@ -79,6 +79,9 @@ listen = "127.0.0.1:0"
 [api]
 listen = "127.0.0.1:0"
 
+[ui]
+listen = "127.0.0.1:0"
+
 [admin]
 socket = "{data}/chom.sock"
 
@@ -665,6 +668,18 @@ pub fn executed_ids(path: &Path) -> (usize, Vec<i64>) {
     ids.sort_unstable();
     ids.dedup();
     (total, ids)
+}
+
+/// Whether `chom queue stats` says `queue` is paused.
+pub fn queue_paused(node: &Node, queue: &str) -> bool {
+    let stats: Value = serde_json::from_str(&cli_ok(node, &["queue", "stats", "--json"])).unwrap();
+    stats["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == queue)
+        .expect("queue listed")["paused"]
+        == true
 }
 
 impl Node {

@@ -28,8 +28,8 @@ pub use redact::{REDACTED, redact_url};
 pub use sections::*;
 pub use validate::{
     API_MAX_BODY, API_MAX_CONCURRENT_QUERIES, API_RATE_LIMIT, API_REDIS_TIMEOUT,
-    API_REQUEST_TIMEOUT, LOGIN_RULE, MAX_WORKERS, METRICS_QUERY_WAIT, NAME_RULE, is_fingerprint,
-    is_host, is_login_name, is_name,
+    API_REQUEST_TIMEOUT, LOGIN_RULE, MAX_WORKERS, METRICS_QUERY_WAIT, NAME_RULE, UI_SESSION_IDLE,
+    is_fingerprint, is_host, is_login_name, is_name,
 };
 
 /// The annotated default configuration, `config/chom.toml`, as printed by `chom config default`.
@@ -50,6 +50,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[api]`
     pub api: ApiConfig,
+    /// `[ui]`
+    pub ui: UiConfig,
     /// `[admin]`
     pub admin: AdminConfig,
     /// `[supervision]`

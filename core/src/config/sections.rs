@@ -256,6 +256,34 @@ impl RateLimitsConfig {
     }
 }
 
+// === [ui] ===
+
+/// `[ui]`: the operator web console (SPEC.md "Operator web console"): its listener and its
+/// sessions. Operators are `chom ui user add NAME`; see README "Web console".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Address of the console, `IP:PORT`; loopback by default, reached through nginx or an
+    /// SSH tunnel.
+    pub listen: SocketAddr,
+    /// A session unused for this long is over (the operator signs in again).
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// Mark the session cookie `Secure` (only sent over HTTPS): set it when the console is
+    /// reached through a TLS-terminating proxy; leave it off for `ssh -L` over plain HTTP.
+    pub secure_cookie: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8082)),
+            session_idle: Duration::from_secs(12 * 3600),
+            secure_cookie: false,
+        }
+    }
+}
+
 // === [admin] ===
 
 /// `[admin]`: the admin RPC socket.

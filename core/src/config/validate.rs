@@ -63,6 +63,9 @@ pub const API_REDIS_TIMEOUT: RangeInclusive<Duration> =
     Duration::from_millis(1)..=Duration::from_secs(1);
 /// Range of each `api.rate_limits` quota, in requests per minute.
 pub const API_RATE_LIMIT: RangeInclusive<u32> = 1..=1_000_000;
+/// Range of `ui.session_idle`: from a few minutes to a week.
+pub const UI_SESSION_IDLE: RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600);
 /// Upper bound of `database.max_connections` (PostgreSQL's own default limit is 100).
 const MAX_DB_CONNECTIONS: u64 = 1000;
 /// Upper bound of `ssh.max_concurrent` (channels of one session).
@@ -79,6 +82,7 @@ pub(super) fn validate(config: &Config, errors: &mut Errors) {
     stores(config, &mut v);
     http(config, &mut v);
     api(config, &mut v);
+    ui(config, &mut v);
     supervision(config, &mut v);
     queue(config, &mut v);
     jobs(config, &mut v);
@@ -311,6 +315,22 @@ fn api(c: &Config, v: &mut Checker<'_>) {
             "api.listen",
             "is the same address as http.listen; the tenant API needs a port of its own",
         );
+    }
+}
+
+fn ui(c: &Config, v: &mut Checker<'_>) {
+    duration_in(v, "ui.session_idle", c.ui.session_idle, UI_SESSION_IDLE);
+    let listen = c.ui.listen;
+    if listen.port() != 0 {
+        for (other, key) in [(c.http.listen, "http.listen"), (c.api.listen, "api.listen")] {
+            if listen == other {
+                v.fail_against(
+                    &[key],
+                    "ui.listen",
+                    format!("is the same address as {key}; the console needs a port of its own"),
+                );
+            }
+        }
     }
 }
 
