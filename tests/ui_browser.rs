@@ -418,6 +418,24 @@ fn an_operator_signs_in_pauses_retries_and_resets_in_a_real_browser() {
     browser.wait_text("Tenants and sites");
     browser.shoot("tenants");
 
+    // At phone width every page fits the screen: wide tables scroll inside themselves, the
+    // page never scrolls sideways.
+    browser.call(
+        "POST",
+        "/window/rect",
+        Some(json!({ "width": 390, "height": 844 })),
+    );
+    for page in ["", "tree", "queues", "jobs", "failed", "fleet", "tenants"] {
+        browser.go(&format!("{base}/{page}"));
+        browser.wait_text("Sign out");
+        let fits = browser.script(
+            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+        );
+        assert_eq!(fits, json!(true), "/{page} scrolls sideways at phone width");
+        let name = if page.is_empty() { "overview" } else { page };
+        browser.shoot(&format!("{name}-phone"));
+    }
+
     assert!(
         browser.errors.is_empty(),
         "console errors (CSP violations included): {:#?}",

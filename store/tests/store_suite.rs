@@ -2865,14 +2865,18 @@ async fn counts_migration_counts_stored_jobs(db: &TestDb) {
     assert_counts_exact(db, "claims, completions and a prune").await;
 }
 
+/// Migrations held back so that the counts migration (PostgreSQL 0012, SQLite 0011) runs on
+/// a database already holding jobs: it and the later ones (the console's operators).
+const FROM_COUNTS: usize = 2;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_counts_migration_counts_stored_jobs() {
-    counts_migration_counts_stored_jobs(&TestDb::sqlite_but(1).await).await;
+    counts_migration_counts_stored_jobs(&TestDb::sqlite_but(FROM_COUNTS).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_counts_migration_counts_stored_jobs() {
-    counts_migration_counts_stored_jobs(&TestDb::postgres_but(1).await).await;
+    counts_migration_counts_stored_jobs(&TestDb::postgres_but(FROM_COUNTS).await).await;
 }
 
 // === console operators ===
