@@ -418,6 +418,24 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
         requests: u32,
     },
+    /// Run `true` N times on the config's server `--vps` from C callers: through the node's
+    /// own exec path (started in this process), a new connection each, or a bare russh
+    /// session; one JSON line. Used by scripts/bench-ssh.
+    #[command(hide = true)]
+    Ssh {
+        /// How the commands reach the server.
+        #[arg(long, value_enum)]
+        mode: crate::bench_ssh::Mode,
+        /// The `[[vps]]` entry to run on.
+        #[arg(long, value_parser = vps_id_arg)]
+        vps: String,
+        /// Commands timed.
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        n: u32,
+        /// Callers at once.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
+    },
 }
 
 /// `Name: value` of `--header`.
@@ -549,6 +567,12 @@ async fn run(cli: Cli) -> u8 {
                 }
             }
         }
+        Command::Bench(BenchCommand::Ssh {
+            mode,
+            vps,
+            n,
+            concurrency,
+        }) => bench_ssh(&cli, *mode, vps, *n as usize, usize::from(*concurrency)).await,
         Command::Node => run_node(&cli).await,
         Command::Migrate => match load_config(&cli) {
             Ok(config) => migrate(&cli, &config).await,
@@ -1046,6 +1070,30 @@ fn client_failure(cli: &Cli, socket: &Path, error: &ClientError) -> u8 {
     }
     eprintln!("chom: {}", limits::escape_control(&error.to_string()));
     error.exit_code()
+}
+
+async fn bench_ssh(
+    cli: &Cli,
+    mode: crate::bench_ssh::Mode,
+    vps: &str,
+    n: usize,
+    concurrency: usize,
+) -> u8 {
+    let config = match load_config(cli).and_then(|c| check_files(cli, c)) {
+        Ok((config, _)) => config,
+        Err(errors) => return report_config_errors(cli, &errors),
+    };
+    let _ = crate::logging::init(&config.log, &config.observability);
+    match crate::bench_ssh::run(config, mode, vps, n, concurrency).await {
+        Ok(result) => {
+            println!("{}", serde_json::to_string(&result).expect("serializes"));
+            u8::from(result.failures > 0)
+        }
+        Err(why) => {
+            eprintln!("chom: {why}");
+            1
+        }
+    }
 }
 
 async fn bench_restart(n: usize) -> u8 {

@@ -3,6 +3,7 @@
 mod api;
 mod batch_enqueue;
 mod bench_http;
+mod bench_ssh;
 mod cli;
 mod config_file;
 mod edge;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use chom_actors::context::NodeContext;
-use chom_actors::handles::{EXIT_RESTART, NodeInfo, Readiness};
+use chom_actors::handles::{EXIT_RESTART, NodeInfo};
 use chom_actors::identity::{self, IdentityError, Instance, NodeLock};
 use chom_actors::notify::notify;
 use chom_actors::observability::loki::LokiQueue;
@@ -75,10 +75,17 @@ fn tokio_stream_from(
 
 /// Run the node until `signals` or an admin `shutdown` tell it to stop or its root gives up;
 /// returns the exit status. `logs`: the events queued for Loki by the log layer, if any.
-pub async fn run(
+pub async fn run(config: Config, signals: Signals, logs: Option<LokiQueue>) -> anyhow::Result<u8> {
+    run_with(config, signals, logs, None).await
+}
+
+/// [`run`], handing the node's context to `ready` once the node is ready, so that an
+/// in-process caller (`chom bench ssh`) can drive the node's own call paths.
+pub async fn run_with(
     config: Config,
     mut signals: Signals,
     logs: Option<LokiQueue>,
+    ready: Option<oneshot::Sender<Arc<NodeContext>>>,
 ) -> anyhow::Result<u8> {
     let config = Arc::new(config);
     let bound = bind(&config)?;
@@ -99,7 +106,7 @@ pub async fn run(
     let Some((root, mut root_done)) = start_tree(&node, root).await else {
         return Ok(EXIT_ROOT_GAVE_UP);
     };
-    let ready = tokio::spawn(announce_ready(node.readiness.clone()));
+    let ready = tokio::spawn(announce_ready(node.clone(), ready));
 
     let stopped = tokio::select! {
         lost = &mut name_lost => Stopped::NameLost(lost),
@@ -193,11 +200,15 @@ async fn start_tree(
     Some((root, root_done))
 }
 
-/// READY=1 once migrations ran, the tree started and the name is held.
-async fn announce_ready(readiness: Readiness) {
-    readiness.wait_ready().await;
+/// READY=1 once migrations ran, the tree started and the name is held; then the context to
+/// `hook`, if any.
+async fn announce_ready(node: Arc<NodeContext>, hook: Option<oneshot::Sender<Arc<NodeContext>>>) {
+    node.readiness.wait_ready().await;
     info!("node ready");
     notify(&[NotifyState::Ready, NotifyState::Status("ready")]);
+    if let Some(hook) = hook {
+        let _ = hook.send(node);
+    }
 }
 
 /// Why the node stops.

@@ -304,10 +304,7 @@ impl client::Handler for Handler {
         &mut self,
         server_public_key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        let key = match server_public_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
-            PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
-        };
+        let key = presented_key(server_public_key);
         let presented = key.fingerprint(HashAlg::Sha256).to_string();
         let addr = self.target.addr();
         let problem = match &self.target.host_key {
@@ -349,6 +346,15 @@ impl client::Handler for Handler {
         }
         *self.refused.lock().expect("host key lock") = problem;
         Ok(trusted)
+    }
+}
+
+/// The public key a server presented (a certificate's own key), as known_hosts and
+/// fingerprints name it.
+pub fn presented_key(presented: &PublicKeyOrCertificate) -> russh::keys::PublicKey {
+    match presented {
+        PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+        PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
     }
 }
 
