@@ -428,9 +428,8 @@ fn an_operator_signs_in_pauses_retries_and_resets_in_a_real_browser() {
     for page in ["", "tree", "queues", "jobs", "failed", "fleet", "tenants"] {
         browser.go(&format!("{base}/{page}"));
         browser.wait_text("Sign out");
-        let fits = browser.script(
-            "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
-        );
+        let fits =
+            browser.script("return document.documentElement.scrollWidth <= window.innerWidth + 1;");
         assert_eq!(fits, json!(true), "/{page} scrolls sideways at phone width");
         let name = if page.is_empty() { "overview" } else { page };
         browser.shoot(&format!("{name}-phone"));
