@@ -444,7 +444,7 @@ mod tests {
         let text = format!(
             "[node]\nname = \"bench-ssh-test\"\ndata_dir = \"{d}\"\n\
              [database]\nurl = \"sqlite://{d}/chom.db\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
-             [api]\nlisten = \"127.0.0.1:0\"\n[admin]\nsocket = \"{d}/chom.sock\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n[ui]\nlisten = \"127.0.0.1:0\"\n[admin]\nsocket = \"{d}/chom.sock\"\n\
              [ssh]\nuser = \"{user}\"\nprivate_key = \"{key}\"\nknown_hosts = \"{known}\"\n\
              command_prefix = \"\"\n\
              [[vps]]\nid = \"bench\"\nhost = \"127.0.0.1\"\nport = {port}\n",

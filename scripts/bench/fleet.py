@@ -94,7 +94,7 @@ class Node:
         with open(self.cfg, "w") as f:
             f.write(f'[node]\nname = "{name}"\ndata_dir = "{self.dir}"\n'
                     f'[database]\nurl = "{db_url}"\n[cache]\nurl = "{cache}"\n'
-                    f'[http]\nlisten = "127.0.0.1:0"\n[api]\nlisten = "127.0.0.1:0"\n'
+                    f'[http]\nlisten = "127.0.0.1:0"\n[api]\nlisten = "127.0.0.1:0"\n[ui]\nlisten = "127.0.0.1:0"\n'
                     f'[admin]\nsocket = "{self.sock}"\n[log]\nlevel = "info"\nformat = "text"\n')
         self.log = open(os.path.join(self.dir, "node.log"), "w")
         self.reconciled = threading.Event()
@@ -118,9 +118,16 @@ class Node:
         self.log.flush()
 
     def wait_reconciled(self, limit=120):
-        if not self.reconciled.wait(limit):
+        deadline = time.perf_counter() + limit
+        while not self.reconciled.wait(0.1) and self.proc.poll() is None and time.perf_counter() < deadline:
+            pass
+        if not self.reconciled.is_set():
             self.stop()
-            sys.exit(f"{self.dir}: no 'inventory reconciled' line within {limit} s; see node.log")
+            self.log.flush()
+            with open(os.path.join(self.dir, "node.log")) as f:
+                tail = "".join(f.readlines()[-30:])
+            sys.exit(f"{self.dir}: no 'inventory reconciled' line (exit status {self.proc.returncode}); "
+                     f"its log ends:\n{tail}")
         return self.reconciled_at - self.started_at
 
     def cpu_seconds(self):
