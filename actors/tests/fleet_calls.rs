@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use chom_actors::fleet::vps::{VpsActor, VpsArgs, VpsMsg};
 use chom_actors::fleet::{ExecError, ExecRequest, Fleet, FleetContext};
-use chom_actors::metrics::Metrics;
 use chom_core::config::Config;
 use chom_core::inventory::VpsServer;
 use chom_testkit::Sshd;
@@ -34,14 +33,7 @@ async fn start(sshd: &Sshd) -> Arc<Fleet> {
 
 /// A fleet alone: no store running, so only the servers started here exist.
 async fn start_with(sshd: &Sshd, config: Config) -> Arc<Fleet> {
-    let fleet = Fleet::new(FleetContext {
-        config: Arc::new(config),
-        metrics: Metrics::new("0"),
-        published: Default::default(),
-        readiness: Default::default(),
-        breakers: Default::default(),
-        peers: Default::default(),
-    });
+    let fleet = Fleet::new(FleetContext::alone(config));
     start_server(&fleet, sshd, "web-1").await;
     fleet
 }
@@ -205,14 +197,7 @@ async fn a_frozen_sshd_hits_the_command_and_connect_timeouts() {
 /// an actor's memory; scripts/bench-fleet measures the whole).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vps_actors_message_handler_is_a_small_future() {
-    let fleet = Fleet::new(FleetContext {
-        config: Arc::new(Config::default()),
-        metrics: Metrics::new("0"),
-        published: Default::default(),
-        readiness: Default::default(),
-        breakers: Default::default(),
-        peers: Default::default(),
-    });
+    let fleet = Fleet::new(FleetContext::alone(Config::default()));
     let args = || VpsArgs {
         fleet: fleet.clone(),
         server: server("web-1", 22),

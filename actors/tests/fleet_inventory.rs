@@ -1,14 +1,12 @@
 //! `fleet/inventory` in-process under its supervisor, on a real SQLite store: when the servers'
 //! actors start relative to the node's migrations.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chom_actors::backends::Backends;
 use chom_actors::cache::Cache;
 use chom_actors::fleet::inventory::{InventoryActor, InventoryArgs};
 use chom_actors::fleet::{Fleet, FleetContext};
-use chom_actors::metrics::Metrics;
 use chom_core::config::{Config, VpsConfig};
 use chom_supervisors::{ChildSpec, StartCtx, Supervisor, SupervisorArgs, SupervisorSpec};
 use ractor::Actor;
@@ -31,14 +29,7 @@ async fn the_servers_actors_start_as_soon_as_the_migrations_ran() {
     }];
     let store = chom_store::open(&config.database).unwrap();
     store.migrate().await.unwrap();
-    let fleet = Fleet::new(FleetContext {
-        config: Arc::new(config),
-        metrics: Metrics::new("0"),
-        published: Default::default(),
-        readiness: Default::default(),
-        breakers: Default::default(),
-        peers: Default::default(),
-    });
+    let fleet = Fleet::new(FleetContext::alone(config));
     fleet.ctx.published.publish(Some(Backends {
         store: store.clone(),
         cache: Cache::open(&fleet.ctx.config.cache).unwrap(),

@@ -64,6 +64,21 @@ pub struct FleetContext {
     pub peers: crate::handles::Peers,
 }
 
+impl FleetContext {
+    /// A fleet's context on `config` alone: no store published yet, a fresh breaker board,
+    /// this process as the only node (tests and tools that start VPS actors themselves).
+    pub fn alone(config: Config) -> FleetContext {
+        FleetContext {
+            config: Arc::new(config),
+            metrics: Metrics::new("0"),
+            published: PublishedBackends::default(),
+            readiness: Readiness::default(),
+            breakers: breakers::BreakerBoard::default(),
+            peers: crate::handles::Peers::default(),
+        }
+    }
+}
+
 /// A server's local bulkhead and the count of its commands running without a cluster lease.
 type ServerSlots = (Arc<Bulkhead>, Arc<Unshared>);
 
